@@ -1,0 +1,3 @@
+using KdEngine.Cli;
+
+return CliApp.Run(args, Console.Out, Console.Error);

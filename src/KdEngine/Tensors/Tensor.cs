@@ -1,0 +1,156 @@
+using System.Numerics;
+using KdEngine.Autograd;
+using KdEngine.Backends;
+
+namespace KdEngine.Tensors;
+
+/// <summary>
+/// A row-major, contiguous n-dimensional array of <typeparamref name="T"/> (float32 for real work, double
+/// for gradient checks) with optional autograd state. A tensor is a shape plus a storage; the storage
+/// lives on a backend (<see cref="CpuBackend{T}"/> today) and ops reach its memory only through that backend.
+/// </summary>
+/// <remarks>
+/// Ownership: a tensor made by an op while a <see cref="Tape{T}"/> is current belongs to that tape and is
+/// returned to the pool when the tape is disposed; reading it afterwards throws. A tensor made with a
+/// factory method (<see cref="Zeros"/>, <see cref="FromArray(T[], int[])"/>) belongs to its creator, who
+/// disposes it (or lets the GC collect it). A view (<see cref="Ops.Op.Reshape{T}"/>) never owns its storage.
+/// </remarks>
+public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
+{
+    private Tensor<T>? _grad;
+
+    internal Tensor(Shape shape, TensorStorage<T> storage, bool ownsStorage, string? name = null)
+    {
+        if (storage.Length < shape.ElementCount)
+            throw new ArgumentException($"Storage of {storage.Length} elements is too small for shape {shape}.");
+        Shape = shape;
+        Storage = storage;
+        OwnsStorage = ownsStorage;
+        Name = name;
+    }
+
+    public Shape Shape { get; }
+    public TensorStorage<T> Storage { get; }
+    public IBackend<T> Backend => Storage.Backend;
+    public bool OwnsStorage { get; }
+    public int Length => Shape.ElementCount;
+    public int Rank => Shape.Rank;
+
+    /// <summary>A name used in error messages and checkpoints (e.g. <c>dnn.0.weight</c>).</summary>
+    public string? Name { get; set; }
+
+    /// <summary>True when gradients must flow to this tensor (parameters, and op outputs that depend on them).</summary>
+    public bool RequiresGrad { get; internal set; }
+
+    /// <summary>The node that produced this tensor on a tape; null for leaves.</summary>
+    internal Node<T>? Creator { get; set; }
+
+    public bool IsLeaf => Creator is null;
+
+    /// <summary>
+    /// For an embedding table: its gradient is kept as touched rows only (<see cref="SparseGrad"/>), never a
+    /// dense table-sized tensor.
+    /// </summary>
+    public bool HasSparseGradient { get; init; }
+
+    /// <summary>The dense gradient accumulated by <see cref="Tape{T}.Backward"/>; null until a gradient arrives.</summary>
+    public Tensor<T>? Grad
+    {
+        get => _grad;
+        internal set => _grad = value;
+    }
+
+    /// <summary>The row-sparse gradient of an embedding table (only rows touched since the last reset).</summary>
+    public SparseRowGradient<T>? SparseGrad { get; internal set; }
+
+    /// <summary>Makes this leaf tensor a parameter that receives gradients.</summary>
+    public Tensor<T> RequireGrad()
+    {
+        if (!IsLeaf) throw new InvalidOperationException($"Tensor {Describe()} is an op output; only leaves can be made parameters.");
+        RequiresGrad = true;
+        return this;
+    }
+
+    /// <summary>Forgets the accumulated gradient (dense and sparse), keeping the buffers for reuse.</summary>
+    public void ZeroGrad()
+    {
+        if (_grad is not null) _grad.Backend.Fill(_grad.Storage, T.Zero);
+        SparseGrad?.Clear();
+    }
+
+    public static Tensor<T> Zeros(params int[] dims) => Zeros(new Shape(dims));
+
+    public static Tensor<T> Zeros(Shape shape, IBackend<T>? backend = null, string? name = null)
+    {
+        backend ??= CpuBackend<T>.Instance;
+        return new Tensor<T>(shape, backend.Allocate(shape.ElementCount, clear: true), ownsStorage: true, name);
+    }
+
+    public static Tensor<T> FromArray(T[] data, params int[] dims) => FromArray(data, new Shape(dims));
+
+    /// <summary>Copies <paramref name="data"/> into a new tensor of the given shape on <paramref name="backend"/>.</summary>
+    public static Tensor<T> FromArray(ReadOnlySpan<T> data, Shape shape, IBackend<T>? backend = null, string? name = null)
+    {
+        if (data.Length != shape.ElementCount)
+            throw new ArgumentException($"FromArray: {data.Length} values do not fill shape {shape} ({shape.ElementCount} elements).");
+        backend ??= CpuBackend<T>.Instance;
+        var storage = backend.Allocate(shape.ElementCount, clear: false);
+        backend.Upload(data, storage);
+        return new Tensor<T>(shape, storage, ownsStorage: true, name);
+    }
+
+    public static Tensor<T> Scalar(T value, IBackend<T>? backend = null) => FromArray([value], Shape.Scalar, backend);
+
+    /// <summary>Copies the values to a new host array.</summary>
+    public T[] ToArray()
+    {
+        var result = new T[Length];
+        Backend.Download(Storage, result);
+        return result;
+    }
+
+    /// <summary>The single value of a one-element tensor.</summary>
+    public T Item()
+    {
+        if (Length != 1) throw new InvalidOperationException($"Item(): tensor {Describe()} has {Length} elements, not 1.");
+        Span<T> one = stackalloc T[1];
+        Backend.Download(Storage, one);
+        return one[0];
+    }
+
+    /// <summary>The values as a span; only for tensors whose storage is in CPU memory.</summary>
+    public Span<T> AsSpan()
+    {
+        if (Storage is not CpuStorage<T> cpu)
+            throw new InvalidOperationException($"Tensor {Describe()} lives on backend '{Backend.Name}'; copy it with ToArray().");
+        return cpu.Span[..Length];
+    }
+
+    /// <summary>A new leaf tensor with a copy of the values, owned by the caller and detached from any tape.</summary>
+    public Tensor<T> Clone(string? name = null)
+    {
+        var storage = Backend.Allocate(Length, clear: false);
+        Backend.Copy(Storage, 0, storage, 0, Length);
+        return new Tensor<T>(Shape, storage, ownsStorage: true, name ?? Name);
+    }
+
+    /// <summary>Overwrites the values of this tensor with those of <paramref name="source"/> (same shape).</summary>
+    public void CopyFrom(Tensor<T> source)
+    {
+        if (source.Shape != Shape) throw new ArgumentException($"CopyFrom: shape {source.Shape} does not match {Describe()}.");
+        Backend.Copy(source.Storage, 0, Storage, 0, Length);
+    }
+
+    public string Describe() => Name is null ? $"{Shape}" : $"'{Name}' {Shape}";
+
+    public override string ToString() => $"Tensor<{typeof(T).Name}>{Describe()}";
+
+    public void Dispose()
+    {
+        if (OwnsStorage) Storage.Dispose();
+        _grad?.Dispose();
+        _grad = null;
+        SparseGrad?.Dispose();
+        SparseGrad = null;
+    }
+}

@@ -1,0 +1,26 @@
+using System.Numerics;
+using KdEngine.Backends;
+
+namespace KdEngine.Tensors;
+
+/// <summary>
+/// A contiguous block of <typeparamref name="T"/> that lives on some backend (CPU memory now, an ILGPU
+/// device later). Ops never touch the memory directly; they ask the storage's <see cref="Backend"/> to run
+/// a primitive kernel over it. Only the CPU backend exposes spans.
+/// </summary>
+public abstract class TensorStorage<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public abstract int Length { get; }
+    public abstract IBackend<T> Backend { get; }
+    public bool IsDisposed { get; private set; }
+
+    public void Dispose()
+    {
+        if (IsDisposed) return;
+        IsDisposed = true;
+        Release();
+    }
+
+    /// <summary>Gives the memory back (to the pool on CPU, to the device allocator on a GPU).</summary>
+    protected abstract void Release();
+}
