@@ -6,7 +6,7 @@ using KdEngine.Tensors;
 namespace KdEngine.Backends;
 
 /// <summary>The CPU backend: storages are pooled managed arrays; kernels are SIMD loops over spans.</summary>
-public sealed class CpuBackend<T> : IBackend<T> where T : unmanaged, IFloatingPointIeee754<T>
+public sealed partial class CpuBackend<T> : IBackend<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     public static readonly CpuBackend<T> Instance = new();
 

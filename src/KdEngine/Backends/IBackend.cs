@@ -9,7 +9,7 @@ namespace KdEngine.Backends;
 /// method writes into a caller-provided destination and allocates nothing but what it returns.
 /// Index arguments are validated by the op that calls a kernel; kernels may assume them correct.
 /// </summary>
-public interface IBackend<T> where T : unmanaged, IFloatingPointIeee754<T>
+public partial interface IBackend<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     string Name { get; }
 
