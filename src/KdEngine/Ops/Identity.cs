@@ -1,5 +1,6 @@
 using System.Numerics;
 using KdEngine.Autograd;
+using KdEngine.Backends;
 using KdEngine.Tensors;
 
 namespace KdEngine.Ops;
@@ -59,6 +60,20 @@ public static partial class Op
     /// </summary>
     public static Tensor<T> StopGradient<T>(Tensor<T> x) where T : unmanaged, IFloatingPointIeee754<T>
         => Tape<T>.NewView(x.Shape, x); // a fresh leaf: RequiresGrad = false, no creator
+
+    /// <summary>
+    /// A tensor holding a copy of <paramref name="values"/> (data: it never requires a gradient), owned by the
+    /// current tape if there is one.
+    /// </summary>
+    public static Tensor<T> Constant<T>(ReadOnlySpan<T> values, Shape shape, IBackend<T>? backend = null)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (values.Length != shape.ElementCount)
+            throw new ArgumentException($"Constant: {values.Length} values do not fill shape {shape}.");
+        var t = Tape<T>.NewTensor(shape, backend ?? CpuBackend<T>.Instance, clear: false);
+        t.Backend.Upload(values, t.Storage);
+        return t;
+    }
 
     /// <summary>Identity forward; the gradient is multiplied by <paramref name="c"/> on the way back.</summary>
     public static Tensor<T> GradScale<T>(Tensor<T> x, T c) where T : unmanaged, IFloatingPointIeee754<T>

@@ -1,0 +1,42 @@
+using KdEngine.Nn;
+using KdEngine.Ops;
+using KdEngine.Tensors;
+
+namespace KdEngine.Models;
+
+/// <summary>
+/// What a model returns: logits [B, 1] (probabilities are σ(z) at the edge) and named intermediate
+/// representations for distillation: <c>embedding</c> [B, F·D], <c>dnn.{i}</c> [B, width_i],
+/// <c>cin.{k}</c> [B, H_k, D], <c>cin.pooled</c> [B, maps], <c>cross</c> [B, F·D].
+/// </summary>
+public sealed record ModelOutput(Tensor<float> Logits, IReadOnlyDictionary<string, Tensor<float>> Hidden);
+
+/// <summary>
+/// Base of every zoo model. A model reads the id columns named by its <see cref="Fields"/> (a subset when
+/// it must not see privileged fields) and returns logits. Parts (embeddings) may be shared between models.
+/// </summary>
+public abstract class CtrModel : Module
+{
+    protected CtrModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int> columns)
+    {
+        config.Validate();
+        Config = config;
+        Fields = fields.ToArray();
+        Columns = columns.ToArray();
+    }
+
+    public ModelConfig Config { get; }
+    public IReadOnlyList<InputField> Fields { get; }
+    public IReadOnlyList<int> Columns { get; }
+    public abstract string TypeName { get; }
+
+    /// <summary>Runs the model on a batch (records on the current tape when training).</summary>
+    public abstract ModelOutput Forward(in CtrBatch batch);
+
+    /// <summary>The wide/linear part z = b + Σ_f w_f[id_f]: [B, 1].</summary>
+    protected static Tensor<float> WideLogit(FieldEmbeddings weights, Tensor<float> bias, in CtrBatch batch)
+    {
+        var w = weights.Forward(batch);                      // [B, F, 1]
+        return Op.Add(Op.Reshape(Op.Sum(w, axis: 1), -1, 1), bias); // [B, 1]
+    }
+}

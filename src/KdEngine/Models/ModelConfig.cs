@@ -1,0 +1,89 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using KdEngine.Nn;
+
+namespace KdEngine.Models;
+
+/// <summary>The model families of the zoo.</summary>
+public enum ModelKind { Lr, Fm, Dnn, Wdl, DeepFm, Dcn, XDeepFm }
+
+/// <summary>A configuration value that is missing, misspelt or out of range; the message names the key.</summary>
+public sealed class ConfigException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// A model's hyper-parameters. JSON keys are camelCase (<c>embeddingDim</c>, <c>dnn</c>, <c>cin</c>, …);
+/// an unknown key is an error (a misspelt key must never silently run the default).
+/// </summary>
+public sealed record ModelConfig
+{
+    public ModelKind Model { get; init; } = ModelKind.XDeepFm;
+    public int EmbeddingDim { get; init; } = 10;
+    public float EmbeddingInitStd { get; init; } = 1e-2f;
+    public int[] Dnn { get; init; } = [400, 400];
+    public Activation DnnActivation { get; init; } = Activation.Relu;
+    public float Dropout { get; init; }
+    public int[] Cin { get; init; } = [100, 100];
+    public Activation CinActivation { get; init; } = Activation.Identity;
+    public bool CinSplitHalf { get; init; } = true;
+    public bool CinDirectConnections { get; init; } = true;
+    public int CrossLayers { get; init; } = 3;
+    public int Seed { get; init; } = 1;
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase, allowIntegerValues: false) },
+        WriteIndented = false,
+    };
+
+    /// <summary>Parses and validates a JSON config; <paramref name="source"/> names the file in errors.</summary>
+    public static ModelConfig FromJson(string json, string source = "config")
+    {
+        ModelConfig? config;
+        try
+        {
+            config = JsonSerializer.Deserialize<ModelConfig>(json, Json);
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException($"{source}: {Describe(e)}", e);
+        }
+        if (config is null) throw new ConfigException($"{source}: the config is empty (null).");
+        config.Validate(source);
+        return config;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    internal static string Describe(JsonException e)
+    {
+        string path = string.IsNullOrEmpty(e.Path) ? "" : $"at '{e.Path}' ";
+        string line = e.LineNumber is { } l ? $"(line {l + 1}, byte {e.BytePositionInLine + 1}) " : "";
+        return $"{path}{line}{e.Message}";
+    }
+
+    /// <summary>Checks every value; the error names the key and the accepted range.</summary>
+    public void Validate(string source = "config")
+    {
+        if (EmbeddingDim is < 1 or > 4096) throw new ConfigException($"{source}: embeddingDim = {EmbeddingDim}; expected 1…4096.");
+        if (!(EmbeddingInitStd >= 0 && EmbeddingInitStd < 10)) throw new ConfigException($"{source}: embeddingInitStd = {EmbeddingInitStd}; expected 0 ≤ std < 10.");
+        if (Dnn is null) throw new ConfigException($"{source}: dnn must be a list of layer widths.");
+        for (int i = 0; i < Dnn.Length; i++)
+            if (Dnn[i] is < 1 or > 1 << 16) throw new ConfigException($"{source}: dnn[{i}] = {Dnn[i]}; expected 1…65536.");
+        if (!(Dropout >= 0 && Dropout < 1)) throw new ConfigException($"{source}: dropout = {Dropout}; expected 0 ≤ dropout < 1.");
+        if (Cin is null) throw new ConfigException($"{source}: cin must be a list of layer sizes.");
+        for (int i = 0; i < Cin.Length; i++)
+        {
+            if (Cin[i] is < 1 or > 1 << 14) throw new ConfigException($"{source}: cin[{i}] = {Cin[i]}; expected 1…16384.");
+            if (CinSplitHalf && i < Cin.Length - 1 && Cin[i] % 2 != 0)
+                throw new ConfigException($"{source}: cin[{i}] = {Cin[i]} must be even with cinSplitHalf (half of each hidden layer goes to the output).");
+        }
+        if (CinSplitHalf && !CinDirectConnections)
+            throw new ConfigException($"{source}: cinSplitHalf needs cinDirectConnections.");
+        if (CrossLayers is < 1 or > 64) throw new ConfigException($"{source}: crossLayers = {CrossLayers}; expected 1…64.");
+        bool needsDnn = Model is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm;
+        if (needsDnn && Dnn.Length == 0) throw new ConfigException($"{source}: model {Model} needs at least one dnn layer.");
+        if (Model == ModelKind.XDeepFm && Cin.Length == 0) throw new ConfigException($"{source}: xDeepFM needs at least one cin layer.");
+    }
+}

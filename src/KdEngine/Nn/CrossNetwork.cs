@@ -1,0 +1,43 @@
+using KdEngine.Ops;
+using KdEngine.Tensors;
+
+namespace KdEngine.Nn;
+
+/// <summary>
+/// DCN's cross network: x_{l+1} = x0 ∘ (x_l · w_l) + b_l + x_l over the flattened embeddings
+/// x0 [B, n] (n = F·D); w_l [n, 1] named <c>{l}.weight</c>, b_l [n] named <c>{l}.bias</c>.
+/// </summary>
+public sealed class CrossNetwork : Module
+{
+    private readonly Tensor<float>[] _w, _b;
+
+    public CrossNetwork(int width, int layers, Random rng)
+    {
+        if (layers <= 0) throw new ArgumentException($"CrossNetwork: {layers} layers; at least one is needed.");
+        Width = width;
+        _w = new Tensor<float>[layers];
+        _b = new Tensor<float>[layers];
+        float bound = 1f / MathF.Sqrt(width);
+        for (int l = 0; l < layers; l++)
+        {
+            string p = l.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            _w[l] = AddParameter(p + ".weight", Init.Uniform(rng, bound, width, 1));
+            _b[l] = AddParameter(p + ".bias", Tensor<float>.Zeros(width));
+        }
+    }
+
+    public int Width { get; }
+    public int Layers => _w.Length;
+
+    /// <summary>x0 [B, n] → [B, n].</summary>
+    public Tensor<float> Forward(Tensor<float> x0)
+    {
+        var x = x0;
+        for (int l = 0; l < _w.Length; l++)
+        {
+            var s = Op.MatMul(x, _w[l]);                            // [B, 1]  x_l · w_l
+            x = Op.Add(Op.Add(Op.MulColumn(x0, Op.Reshape(s, -1)), _b[l]), x); // [B, n]
+        }
+        return x;
+    }
+}

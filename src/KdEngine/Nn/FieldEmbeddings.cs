@@ -1,0 +1,97 @@
+using KdEngine.Ops;
+using KdEngine.Tensors;
+
+namespace KdEngine.Nn;
+
+/// <summary>One model-input field: its name (e.g. <c>C1</c>) and the size of its id space.</summary>
+public sealed record InputField(string Name, int Cardinality);
+
+/// <summary>
+/// Per-field embedding tables: field f has its own table [V_f, D] named <c>{Name}.weight</c>, whose
+/// gradient is row-sparse. Reads a subset of the batch's id columns (a student that must not see
+/// privileged fields embeds only the others) and stacks them into x0 [B, F, D].
+/// </summary>
+public sealed class FieldEmbeddings : Module
+{
+    private readonly Tensor<float>[] _tables;
+    private readonly int[] _columns;
+
+    /// <param name="fields">The fields this module embeds.</param>
+    /// <param name="columns">For each field, its column in the batch's id matrix.</param>
+    /// <param name="dim">Embedding width D (1 for the wide/linear part).</param>
+    /// <param name="initStd">Standard deviation of the normal initialiser; 0 initialises to zero.</param>
+    public FieldEmbeddings(IReadOnlyList<InputField> fields, IReadOnlyList<int> columns, int dim, float initStd, Random rng)
+    {
+        if (fields.Count == 0) throw new ArgumentException("FieldEmbeddings: no fields.");
+        if (fields.Count != columns.Count) throw new ArgumentException($"FieldEmbeddings: {fields.Count} fields but {columns.Count} columns.");
+        if (dim <= 0) throw new ArgumentException($"FieldEmbeddings: embedding dimension {dim} must be positive.");
+        Fields = fields.ToArray();
+        _columns = columns.ToArray();
+        Dim = dim;
+        _tables = new Tensor<float>[fields.Count];
+        for (int f = 0; f < fields.Count; f++)
+        {
+            if (fields[f].Cardinality <= 0)
+                throw new ArgumentException($"FieldEmbeddings: field '{fields[f].Name}' has cardinality {fields[f].Cardinality}.");
+            int rows = fields[f].Cardinality;
+            var table = initStd > 0
+                ? EmbeddingTable.Create<float>(Init.NormalValues(rng, initStd, rows * dim), rows, dim)
+                : EmbeddingTable.Zeros<float>(rows, dim);
+            _tables[f] = AddParameter(fields[f].Name + ".weight", table);
+        }
+    }
+
+    /// <summary>
+    /// Shares a subset of <paramref name="source"/>'s tables (the very same tensors, so both modules train
+    /// them): field i of the new module is field <paramref name="sourceFields"/>[i] of the source, read from
+    /// batch column <paramref name="columns"/>[i]. PFD's student shares the teacher's common-field tables this way.
+    /// </summary>
+    public FieldEmbeddings(FieldEmbeddings source, IReadOnlyList<int> sourceFields, IReadOnlyList<int> columns)
+    {
+        if (sourceFields.Count == 0) throw new ArgumentException("FieldEmbeddings: no fields.");
+        if (sourceFields.Count != columns.Count) throw new ArgumentException($"FieldEmbeddings: {sourceFields.Count} fields but {columns.Count} columns.");
+        Dim = source.Dim;
+        _columns = columns.ToArray();
+        _tables = new Tensor<float>[sourceFields.Count];
+        var fields = new InputField[sourceFields.Count];
+        for (int i = 0; i < sourceFields.Count; i++)
+        {
+            int f = sourceFields[i];
+            if ((uint)f >= (uint)source.FieldCount)
+                throw new ArgumentOutOfRangeException(nameof(sourceFields), $"FieldEmbeddings: source field {f} does not exist (source has {source.FieldCount}).");
+            fields[i] = source.Fields[f];
+            _tables[i] = AddParameter(fields[i].Name + ".weight", source._tables[f]);
+        }
+        Fields = fields;
+    }
+
+    public IReadOnlyList<InputField> Fields { get; }
+    public IReadOnlyList<int> Columns => _columns;
+    public int Dim { get; }
+    public int FieldCount => _tables.Length;
+    public IReadOnlyList<Tensor<float>> Tables => _tables;
+
+    /// <summary>Batch ids [B, columns] → x0 [B, F, D].</summary>
+    public Tensor<float> Forward(in CtrBatch batch)
+    {
+        ReadOnlyMemory<int> ids = batch.Ids;
+        if (!IsIdentityOver(batch.Columns))
+        {
+            // Gather this module's columns into [B, F] (kept alive by the node until backward).
+            var sub = new int[batch.Size * _columns.Length];
+            var src = batch.Ids.Span;
+            for (int b = 0; b < batch.Size; b++)
+                for (int f = 0; f < _columns.Length; f++)
+                    sub[b * _columns.Length + f] = src[b * batch.Columns + _columns[f]];
+            ids = sub;
+        }
+        return Op.EmbeddingGatherFields(_tables, ids, batch.Size);
+    }
+
+    private bool IsIdentityOver(int columns)
+    {
+        if (columns != _columns.Length) return false;
+        for (int i = 0; i < _columns.Length; i++) if (_columns[i] != i) return false;
+        return true;
+    }
+}

@@ -1,0 +1,64 @@
+using KdEngine.Ops;
+using KdEngine.Tensors;
+
+namespace KdEngine.Nn;
+
+/// <summary>Hidden-layer activation of an MLP or a CIN layer.</summary>
+public enum Activation { Relu, Tanh, Sigmoid, Identity }
+
+/// <summary>
+/// A stack of Linear → activation → dropout blocks: [B, in] → [B, widths[^1]]. The i-th Linear is named
+/// <c>{i}</c> (so <c>dnn.0.weight</c> is the first layer's [out, in] weight).
+/// </summary>
+public sealed class Mlp : Module
+{
+    private readonly Linear[] _layers;
+    private readonly ulong _dropoutSeed;
+    private ulong _dropoutCalls;
+
+    public Mlp(int inFeatures, IReadOnlyList<int> widths, Activation activation, float dropout, Random rng)
+    {
+        if (widths.Count == 0) throw new ArgumentException("Mlp: at least one hidden width is needed.");
+        if (dropout is < 0 or >= 1) throw new ArgumentException($"Mlp: dropout {dropout} must be in [0, 1).");
+        _layers = new Linear[widths.Count];
+        int prev = inFeatures;
+        for (int i = 0; i < widths.Count; i++)
+        {
+            _layers[i] = AddModule(i.ToString(System.Globalization.CultureInfo.InvariantCulture), new Linear(prev, widths[i], rng));
+            prev = widths[i];
+        }
+        ActivationKind = activation;
+        Dropout = dropout;
+        _dropoutSeed = (ulong)rng.NextInt64();
+        OutFeatures = prev;
+    }
+
+    public Activation ActivationKind { get; }
+    public float Dropout { get; }
+    public int OutFeatures { get; }
+    public int Depth => _layers.Length;
+
+    /// <summary>
+    /// x [B, in] → [B, out]. When <paramref name="hidden"/> is given, each layer's post-activation output is
+    /// added as <c>{prefix}{i}</c> (the names distillation uses to pick layers).
+    /// </summary>
+    public Tensor<float> Forward(Tensor<float> x, IDictionary<string, Tensor<float>>? hidden = null, string prefix = "dnn.")
+    {
+        var h = x;
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            h = Activate(_layers[i].Forward(h), ActivationKind);
+            if (hidden is not null) hidden[prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = h;
+            if (Training && Dropout > 0) h = Op.Dropout(h, Dropout, _dropoutSeed + _dropoutCalls++, training: true);
+        }
+        return h;
+    }
+
+    public static Tensor<float> Activate(Tensor<float> x, Activation activation) => activation switch
+    {
+        Activation.Relu => Op.Relu(x),
+        Activation.Tanh => Op.Tanh(x),
+        Activation.Sigmoid => Op.Sigmoid(x),
+        _ => x,
+    };
+}

@@ -1,0 +1,76 @@
+using KdEngine.Tensors;
+
+namespace KdEngine.Nn;
+
+/// <summary>A named float32 parameter of a module tree (e.g. <c>dnn.0.weight</c>).</summary>
+public readonly record struct NamedParameter(string Name, Tensor<float> Tensor);
+
+/// <summary>
+/// A building block of a model: owns parameters and child modules, registered by name so that the whole tree
+/// can be enumerated (optimizers, checkpoints) with PyTorch-style dotted names. A child module may be shared
+/// by several parents (shared embeddings in Rocket Launching, PFD, double-DNN); enumeration yields each
+/// parameter once, under the first name it is reached by.
+/// </summary>
+public abstract class Module
+{
+    private readonly List<(string Name, Tensor<float> Tensor)> _parameters = new();
+    private readonly List<(string Name, Module Module)> _children = new();
+    private bool _training = true;
+
+    /// <summary>Training mode enables dropout; evaluation mode (false) makes the forward deterministic.</summary>
+    public bool Training
+    {
+        get => _training;
+        set
+        {
+            _training = value;
+            foreach (var (_, child) in _children) child.Training = value;
+        }
+    }
+
+    protected Tensor<float> AddParameter(string name, Tensor<float> tensor)
+    {
+        foreach (var (n, _) in _parameters)
+            if (n == name) throw new InvalidOperationException($"{GetType().Name}: parameter '{name}' registered twice.");
+        tensor.RequireGrad();
+        _parameters.Add((name, tensor));
+        return tensor;
+    }
+
+    protected TModule AddModule<TModule>(string name, TModule module) where TModule : Module
+    {
+        foreach (var (n, _) in _children)
+            if (n == name) throw new InvalidOperationException($"{GetType().Name}: module '{name}' registered twice.");
+        _children.Add((name, module));
+        return module;
+    }
+
+    /// <summary>Every parameter of this module tree, each once, with its dotted name.</summary>
+    public IReadOnlyList<NamedParameter> Parameters()
+    {
+        var result = new List<NamedParameter>();
+        var seen = new HashSet<Tensor<float>>(ReferenceEqualityComparer.Instance);
+        Collect("", result, seen);
+        return result;
+    }
+
+    private void Collect(string prefix, List<NamedParameter> result, HashSet<Tensor<float>> seen)
+    {
+        foreach (var (name, t) in _parameters)
+            if (seen.Add(t))
+            {
+                t.Name ??= prefix + name;
+                result.Add(new NamedParameter(prefix + name, t));
+            }
+        foreach (var (name, child) in _children)
+            child.Collect(prefix + name + ".", result, seen);
+    }
+
+    /// <summary>Number of scalar weights in this module tree.</summary>
+    public long ParameterCount() => Parameters().Sum(p => (long)p.Tensor.Length);
+
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters()) p.Tensor.ZeroGrad();
+    }
+}

@@ -1,0 +1,119 @@
+using KdEngine.Autograd;
+using KdEngine.Models;
+using KdEngine.Ops;
+using KdEngine.Training;
+using NUnit.Framework;
+
+namespace KdEngine.Tests.Models;
+
+public class ZooModelTests
+{
+    private static ModelConfig Small(ModelKind kind) => new()
+    {
+        Model = kind, EmbeddingDim = 4, Dnn = [8, 6], Cin = [6, 4], CrossLayers = 2, Seed = 3,
+    };
+
+    [TestCase(ModelKind.Lr)]
+    [TestCase(ModelKind.Fm)]
+    [TestCase(ModelKind.Dnn)]
+    [TestCase(ModelKind.Wdl)]
+    [TestCase(ModelKind.DeepFm)]
+    [TestCase(ModelKind.Dcn)]
+    [TestCase(ModelKind.XDeepFm)]
+    public void Every_model_returns_logits_and_learns_a_small_task(ModelKind kind)
+    {
+        var fields = ModelTestData.Fields(5);
+        var model = new ZooModel(Small(kind), fields);
+        var batch = ModelTestData.Batch(fields, 64, seed: 1);
+        var objective = new SupervisedObjective(model);
+        var optimizer = new Adam(model.Parameters().Select(p => p.Tensor).ToList(), learningRate: 0.05f);
+        float first = 0, last = 0;
+        using var tape = new Tape<float>();
+        for (int step = 0; step < 60; step++)
+        {
+            tape.Reset();
+            var loss = objective.Loss(batch, step, null);
+            if (step == 0)
+            {
+                var logits = model.Forward(batch).Logits;
+                Assert.That(logits.Shape.ToArray(), Is.EqualTo(new[] { 64, 1 }));
+                first = loss.Item();
+            }
+            last = loss.Item();
+            tape.Backward(loss);
+            optimizer.Step();
+        }
+        Assert.That(last, Is.LessThan(first * 0.8f), $"{kind}: loss {first} → {last}");
+    }
+
+    [Test]
+    public void Parameter_names_follow_the_documented_pytorch_style()
+    {
+        var fields = ModelTestData.Fields(3);
+        var names = new ZooModel(Small(ModelKind.XDeepFm), fields).Parameters().Select(p => p.Name).ToList();
+        Assert.That(names, Does.Contain("linear.f0.weight"));
+        Assert.That(names, Does.Contain("linear.bias"));
+        Assert.That(names, Does.Contain("embedding.f2.weight"));
+        Assert.That(names, Does.Contain("dnn.0.weight"));
+        Assert.That(names, Does.Contain("dnn.1.bias"));
+        Assert.That(names, Does.Contain("dnn_out.weight"));
+        Assert.That(names, Does.Contain("cin.0.weight"));
+        Assert.That(names, Does.Contain("cin_out.weight"));
+        var model = new ZooModel(Small(ModelKind.XDeepFm), fields);
+        var w = model.Parameters().Single(p => p.Name == "cin.1.weight").Tensor;
+        // split-half: layer 0 has 6 maps, 3 go on; layer 1 weight is [4, 3·F].
+        Assert.That(w.Shape.ToArray(), Is.EqualTo(new[] { 4, 3 * 3 }));
+        Assert.That(model.Parameters().Single(p => p.Name == "dnn.0.weight").Tensor.Shape.ToArray(), Is.EqualTo(new[] { 8, 3 * 4 }));
+    }
+
+    [Test]
+    public void Hidden_representations_are_exposed_by_name()
+    {
+        var fields = ModelTestData.Fields(4);
+        var model = new ZooModel(Small(ModelKind.XDeepFm), fields);
+        using var tape = Tape<float>.NoGrad();
+        var output = model.Forward(ModelTestData.Batch(fields, 5, 2));
+        Assert.That(output.Hidden["embedding"].Shape.ToArray(), Is.EqualTo(new[] { 5, 16 }));
+        Assert.That(output.Hidden["dnn.0"].Shape.ToArray(), Is.EqualTo(new[] { 5, 8 }));
+        Assert.That(output.Hidden["dnn.1"].Shape.ToArray(), Is.EqualTo(new[] { 5, 6 }));
+        Assert.That(output.Hidden["cin.0"].Shape.ToArray(), Is.EqualTo(new[] { 5, 6, 4 }));
+        Assert.That(output.Hidden["cin.pooled"].Shape.ToArray(), Is.EqualTo(new[] { 5, 3 + 4 }));
+    }
+
+    [Test]
+    public void Config_rejects_a_misspelt_key_naming_it()
+    {
+        var e = Assert.Throws<ConfigException>(() => ModelConfig.FromJson("""{"model":"xdeepfm","cin_layer_units":[10]}""", "teacher.json"));
+        Assert.That(e!.Message, Does.Contain("teacher.json").And.Contain("cin_layer_units"));
+    }
+
+    [Test]
+    public void Config_rejects_bad_values_naming_the_key()
+    {
+        var e = Assert.Throws<ConfigException>(() => ModelConfig.FromJson("""{"model":"dnn","dnn":[400,-3]}"""));
+        Assert.That(e!.Message, Does.Contain("dnn[1]"));
+        e = Assert.Throws<ConfigException>(() => ModelConfig.FromJson("""{"model":"xdeepfm","cin":[5,4],"cinSplitHalf":true}"""));
+        Assert.That(e!.Message, Does.Contain("cin[0]"));
+        e = Assert.Throws<ConfigException>(() => ModelConfig.FromJson("""{"model":"deepcrossing"}"""));
+        Assert.That(e!.Message, Does.Contain("model"));
+    }
+
+    [Test]
+    public void Config_json_round_trips()
+    {
+        var config = Small(ModelKind.Dcn) with { Dropout = 0.25f };
+        Assert.That(ModelConfig.FromJson(config.ToJson()).ToJson(), Is.EqualTo(config.ToJson()));
+    }
+
+    [Test]
+    public void Fm_term_matches_the_pairwise_definition()
+    {
+        // ½·Σ_d[(Σ_f x)² − Σ_f x²] = Σ_{f<g} <x_f, x_g>.
+        var x = new float[2 * 3 * 2] { 1, 2, 3, 4, 5, 6, -1, 0.5f, 2, -2, 0, 1 };
+        using var tape = Tape<float>.NoGrad();
+        var z = KdEngine.Nn.FmInteraction.Forward(Op.Constant<float>(x, new KdEngine.Tensors.Shape(2, 3, 2))).ToArray();
+        float Pair(int b, int f, int g) => x[b * 6 + f * 2] * x[b * 6 + g * 2] + x[b * 6 + f * 2 + 1] * x[b * 6 + g * 2 + 1];
+        for (int b = 0; b < 2; b++)
+            Assert.That(z[b], Is.EqualTo(Pair(b, 0, 1) + Pair(b, 0, 2) + Pair(b, 1, 2)).Within(1e-5));
+    }
+}
