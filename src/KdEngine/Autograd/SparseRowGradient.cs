@@ -37,18 +37,29 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
     /// <summary>Adds <paramref name="gradient"/> to the gradient of table row <paramref name="row"/>.</summary>
     public void Add(int row, ReadOnlySpan<T> gradient)
     {
+        var dst = RowAccumulator(row);
+        System.Numerics.Tensors.TensorPrimitives.Add<T>(dst, gradient, dst);
+    }
+
+    /// <summary>
+    /// The accumulator of table row <paramref name="row"/>, zeroed on its first touch, for kernels that add
+    /// into it directly (scaled or fused updates). The span is valid only until the next new row is touched,
+    /// which may grow the value buffer.
+    /// </summary>
+    public Span<T> RowAccumulator(int row)
+    {
         if ((uint)row >= (uint)TableRows)
             throw new ArgumentOutOfRangeException(nameof(row), $"Sparse gradient row {row} is outside the table's {TableRows} rows.");
         if (!_slotOfRow.TryGetValue(row, out int slot))
         {
             slot = _rows.Count;
+            // Grow before registering the row: EnsureCapacity copies the rows registered so far.
+            EnsureCapacity((slot + 1) * Width);
             _slotOfRow.Add(row, slot);
             _rows.Add(row);
-            EnsureCapacity((slot + 1) * Width);
             _values.AsSpan(slot * Width, Width).Clear();
         }
-        var dst = _values.AsSpan(slot * Width, Width);
-        System.Numerics.Tensors.TensorPrimitives.Add<T>(dst, gradient, dst);
+        return _values.AsSpan(slot * Width, Width);
     }
 
     /// <summary>Touched rows sorted ascending, with their slot index: a deterministic visiting order.</summary>
