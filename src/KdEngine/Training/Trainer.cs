@@ -1,0 +1,269 @@
+using System.Diagnostics;
+using KdEngine.Autograd;
+using KdEngine.Data;
+using KdEngine.Metrics;
+using KdEngine.Models;
+using KdEngine.Nn;
+using KdEngine.Tensors;
+
+namespace KdEngine.Training;
+
+/// <summary>What early stopping watches on the validation split.</summary>
+public enum StoppingMetric
+{
+    /// <summary>Validation AUC of the predictor (higher is better).</summary>
+    Auc,
+    /// <summary>Validation logloss of the predictor (lower is better).</summary>
+    LogLoss,
+    /// <summary>The objective's own loss on the validation split (e.g. ECKD's distillation loss; lower is better).</summary>
+    ObjectiveLoss,
+}
+
+/// <summary>Trainer settings; every value is validated with a message naming it.</summary>
+public sealed record TrainerOptions
+{
+    public int Epochs { get; init; } = 1;
+    public int BatchSize { get; init; } = 256;
+    /// <summary>Validate every N steps; 0 validates once per epoch.</summary>
+    public int EvaluateEvery { get; init; }
+    public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
+    /// <summary>Stop after this many validations without improvement; 0 never stops early.</summary>
+    public int Patience { get; init; } = 2;
+    /// <summary>At the end, put back the weights of the best validation.</summary>
+    public bool RestoreBest { get; init; } = true;
+    public bool Shuffle { get; init; } = true;
+    public int Seed { get; init; } = 1;
+    /// <summary>Optional learning-rate schedule, applied before every step.</summary>
+    public LearningRateSchedule? Schedule { get; init; }
+
+    public void Validate()
+    {
+        if (Epochs < 1) throw new ArgumentException($"trainer: epochs = {Epochs}; expected ≥ 1.");
+        if (BatchSize < 1) throw new ArgumentException($"trainer: batchSize = {BatchSize}; expected ≥ 1.");
+        if (EvaluateEvery < 0) throw new ArgumentException($"trainer: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
+        if (Patience < 0) throw new ArgumentException($"trainer: patience = {Patience}; expected ≥ 0.");
+    }
+}
+
+/// <summary>One validation point of a training run.</summary>
+public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss);
+
+/// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
+public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly);
+
+/// <summary>Training stopped because a loss or a gradient became NaN or infinite.</summary>
+public sealed class TrainingDivergedException(string message) : Exception(message);
+
+/// <summary>
+/// Runs any <see cref="IObjective"/> (plain training or a distillation method) with an optimizer: seeded
+/// shuffling, periodic validation, early stopping restoring the best weights, NaN/Inf detection, progress.
+/// One tape is reused across steps, so steady-state steps rent their buffers from the pool.
+/// </summary>
+public sealed class Trainer
+{
+    private readonly TrainerOptions _options;
+    private readonly TextWriter? _progress;
+    private readonly bool _interactive;
+
+    /// <param name="progress">Where progress goes (null: silent).</param>
+    /// <param name="interactive">Redraw one status line (a terminal) instead of printing plain lines.</param>
+    public Trainer(TrainerOptions options, TextWriter? progress = null, bool interactive = false)
+    {
+        options.Validate();
+        _options = options;
+        _progress = progress;
+        _interactive = interactive;
+    }
+
+    public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation)
+    {
+        var o = _options;
+        var stopwatch = Stopwatch.StartNew();
+        var history = new List<ValidationPoint>();
+        ValidationPoint? best = null;
+        float[][]? bestWeights = null;
+        int sinceBest = 0;
+        long step = 0;
+        bool stoppedEarly = false;
+        var parameters = objective.Trainable.Parameters();
+        int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
+        long totalSteps = (long)stepsPerEpoch * o.Epochs;
+        double lossSum = 0;
+        int lossCount = 0;
+        long examples = 0;
+        var lastReport = TimeSpan.Zero;
+        var scratch = new BatchScratch();
+        using var tape = new Tape<float>();
+
+        for (int epoch = 1; epoch <= o.Epochs && !stoppedEarly; epoch++)
+        {
+            objective.Trainable.Training = true;
+            foreach (var batch in train.Batches(o.BatchSize, o.Shuffle, o.Seed + epoch))
+            {
+                tape.Reset();
+                if (o.Schedule is not null) optimizer.LearningRate = o.Schedule.LearningRate(step);
+                var ctr = scratch.From(batch);
+                var loss = objective.Loss(ctr, step, null);
+                float value = loss.Item();
+                if (!float.IsFinite(value))
+                    throw new TrainingDivergedException($"training diverged at step {step} (epoch {epoch}): the loss is {value}.");
+                tape.Backward(loss);
+                CheckGradients(parameters, step);
+                optimizer.Step();
+                step++;
+                lossSum += value; lossCount++;
+                examples += batch.Size;
+                if (_progress is not null && (stopwatch.Elapsed - lastReport).TotalSeconds >= (_interactive ? 0.2 : 5))
+                {
+                    lastReport = stopwatch.Elapsed;
+                    Report(step, totalSteps, examples, lossSum / lossCount, stopwatch.Elapsed);
+                }
+                bool validateNow = validation is not null && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
+                if (validateNow && Validate(step, epoch)) { stoppedEarly = true; break; }
+            }
+            if (validation is not null && o.EvaluateEvery == 0 && Validate(step, epoch)) stoppedEarly = true;
+        }
+        if (_interactive && _progress is not null) _progress.WriteLine();
+        if (o.RestoreBest && bestWeights is not null) Restore(parameters, bestWeights);
+        objective.Trainable.Training = false;
+        return new TrainingReport(history, best, step, stopwatch.Elapsed, stoppedEarly);
+
+        // Validates, records, tracks the best weights; true when training should stop.
+        bool Validate(long atStep, int epoch)
+        {
+            var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024));
+            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss ? ObjectiveLoss(objective, validation!, o.BatchSize) : double.NaN;
+            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, lossCount == 0 ? double.NaN : lossSum / lossCount);
+            lossSum = 0; lossCount = 0;
+            history.Add(point);
+            objective.Trainable.Training = true;
+            bool improved = best is null || Better(point, best);
+            if (improved)
+            {
+                best = point;
+                sinceBest = 0;
+                if (o.RestoreBest) bestWeights = Snapshot(parameters, bestWeights);
+            }
+            else sinceBest++;
+            _progress?.WriteLine($"{(_interactive ? "\r" : "")}step {atStep,7}  epoch {epoch}  train loss {point.TrainLoss:F5}  valid AUC {point.Auc:F4}  logloss {point.LogLoss:F5}" +
+                (double.IsNaN(objectiveLoss) ? "" : $"  objective {objectiveLoss:F5}") + (improved ? "  *" : ""));
+            return o.Patience > 0 && sinceBest >= o.Patience;
+        }
+    }
+
+    private bool Better(ValidationPoint a, ValidationPoint b) => _options.Metric switch
+    {
+        StoppingMetric.Auc => a.Auc > b.Auc,
+        StoppingMetric.LogLoss => a.LogLoss < b.LogLoss,
+        _ => a.ObjectiveLoss < b.ObjectiveLoss,
+    };
+
+    private void Report(long step, long total, long examples, double loss, TimeSpan elapsed)
+    {
+        double rate = examples / Math.Max(elapsed.TotalSeconds, 1e-9);
+        double eta = step == 0 ? 0 : elapsed.TotalSeconds / step * (total - step);
+        string line = $"step {step,7}/{total}  {rate,9:F0} ex/s  loss {loss:F5}  ETA {TimeSpan.FromSeconds(Math.Max(eta, 0)):hh\\:mm\\:ss}";
+        if (_interactive) _progress!.Write("\r" + line);
+        else _progress!.WriteLine(line);
+    }
+
+    private static void CheckGradients(IReadOnlyList<NamedParameter> parameters, long step)
+    {
+        foreach (var p in parameters)
+        {
+            var t = p.Tensor;
+            if (t.Grad is { } g && !AllFinite(g.AsSpan()))
+                throw new TrainingDivergedException($"training diverged at step {step}: the gradient of '{p.Name}' {t.Shape} holds NaN or Inf.");
+            if (t.SparseGrad is { } s)
+                for (int i = 0; i < s.Count; i++)
+                    if (!AllFinite(s.Row(i)))
+                        throw new TrainingDivergedException($"training diverged at step {step}: the gradient of '{p.Name}' row {s.Rows[i]} holds NaN or Inf.");
+        }
+    }
+
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        // x − x is 0 for finite x and NaN for ±Inf/NaN, so one sum tells.
+        float acc = 0;
+        foreach (var v in values) acc += v - v;
+        return acc == 0;
+    }
+
+    private static float[][] Snapshot(IReadOnlyList<NamedParameter> parameters, float[][]? reuse)
+    {
+        reuse ??= parameters.Select(p => new float[p.Tensor.Length]).ToArray();
+        for (int i = 0; i < parameters.Count; i++) parameters[i].Tensor.AsSpan().CopyTo(reuse[i]);
+        return reuse;
+    }
+
+    private static void Restore(IReadOnlyList<NamedParameter> parameters, float[][] weights)
+    {
+        for (int i = 0; i < parameters.Count; i++) weights[i].CopyTo(parameters[i].Tensor.AsSpan());
+    }
+
+    /// <summary>Scores a dataset with a model (no tape, evaluation mode) and computes AUC/logloss/calibration.</summary>
+    public static (EvaluationResult Result, float[] Logits) Evaluate(CtrModel model, EncodedDataset data, int batchSize = 1024)
+    {
+        bool was = model.Training;
+        model.Training = false;
+        var logits = new float[data.Count];
+        var scratch = new BatchScratch();
+        int offset = 0;
+        using (var tape = Tape<float>.NoGrad())
+        {
+            foreach (var batch in data.Batches(batchSize))
+            {
+                tape.Reset();
+                var z = model.Forward(scratch.From(batch)).Logits;
+                z.AsSpan().CopyTo(logits.AsSpan(offset, batch.Size));
+                offset += batch.Size;
+            }
+        }
+        model.Training = was;
+        return (CtrMetrics.EvaluateLogits(logits, data.Labels), logits);
+    }
+
+    /// <summary>The objective's mean loss over a dataset, without training (evaluation mode, no tape).</summary>
+    public static double ObjectiveLoss(IObjective objective, EncodedDataset data, int batchSize)
+    {
+        bool was = objective.Trainable.Training;
+        objective.Trainable.Training = false;
+        double sum = 0;
+        long n = 0;
+        var scratch = new BatchScratch();
+        using (var tape = Tape<float>.NoGrad())
+        {
+            foreach (var batch in data.Batches(batchSize))
+            {
+                tape.Reset();
+                sum += objective.Loss(scratch.From(batch), long.MaxValue, null).Item() * batch.Size;
+                n += batch.Size;
+            }
+        }
+        objective.Trainable.Training = was;
+        return sum / Math.Max(n, 1);
+    }
+}
+
+/// <summary>
+/// Turns the data layer's reusable <see cref="Batch"/> views into <see cref="CtrBatch"/>es with arrays that
+/// stay valid until the next call (ops keep the ids until backward).
+/// </summary>
+public sealed class BatchScratch
+{
+    private int[] _ids = [];
+    private float[] _labels = [];
+    private int[] _rows = [];
+
+    public CtrBatch From(Batch batch)
+    {
+        int n = batch.Size, f = batch.FieldCount;
+        if (_ids.Length < n * f) _ids = new int[n * f];
+        if (_labels.Length < n) { _labels = new float[n]; _rows = new int[n]; }
+        batch.Ids.CopyTo(_ids);
+        batch.Labels.CopyTo(_labels);
+        var rows = batch.Rows;
+        for (int i = 0; i < n; i++) _rows[i] = checked((int)rows[i]);
+        return new CtrBatch(n, f, _ids.AsMemory(0, n * f), _labels.AsMemory(0, n), _rows.AsMemory(0, n));
+    }
+}
