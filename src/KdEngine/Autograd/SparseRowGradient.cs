@@ -42,9 +42,9 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
         if (!_slotOfRow.TryGetValue(row, out int slot))
         {
             slot = _rows.Count;
+            EnsureCapacity((slot + 1) * Width); // before _rows grows: it copies the _rows.Count rows already stored
             _slotOfRow.Add(row, slot);
             _rows.Add(row);
-            EnsureCapacity((slot + 1) * Width);
             _values.AsSpan(slot * Width, Width).Clear();
         }
         var dst = _values.AsSpan(slot * Width, Width);
