@@ -527,6 +527,8 @@ public class OptimizerTests
         var b = Dense([2f], "same", 1);
         Assert.That(Assert.Throws<ArgumentException>(() => new Adam([a, b]))!.Message, Does.Contain("'same'"));
         Assert.Throws<ArgumentException>(() => new Adam(Array.Empty<Tensor<float>>()));
+        var unnamed = Tensor<float>.FromArray([1f], 1).RequireGrad();
+        Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([unnamed, unnamed], 0.1f))!.Message, Does.Contain("registered twice"));
         Assert.Throws<ArgumentException>(() => new Sgd([a], 0.1f, 0f, nesterov: true));
         Assert.Throws<ArgumentOutOfRangeException>(() => new Adam([a], beta1: 1f));
         Assert.Throws<ArgumentOutOfRangeException>(() => new Adagrad([a], epsilon: 0f));

@@ -65,6 +65,7 @@ public abstract class Optimizer
         LearningRate = learningRate;
         _keys = new string[_parameters.Length];
         var seen = new HashSet<string>(StringComparer.Ordinal);
+        var seenTensors = new HashSet<Tensor<float>>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i] ?? throw new ArgumentException($"{GetType().Name}: parameter {i} is null.", nameof(parameters));
@@ -72,6 +73,8 @@ public abstract class Optimizer
                 throw new ArgumentException($"{GetType().Name}: parameter {i} {p.Describe()} is not a leaf that requires a gradient (call RequireGrad()).", nameof(parameters));
             if (p.HasSparseGradient && p.Rank != 2)
                 throw new ArgumentException($"{GetType().Name}: embedding table {i} {p.Describe()} must be 2-D [rows, width].", nameof(parameters));
+            if (!seenTensors.Add(p))
+                throw new ArgumentException($"{GetType().Name}: parameter {i} {p.Describe()} is registered twice; it would be updated twice per step.", nameof(parameters));
             _ = p.AsSpan(); // fails now, with the backend named, if the parameter is not in CPU memory
             _keys[i] = p.Name ?? $"param{i}";
             if (!seen.Add(_keys[i]))
