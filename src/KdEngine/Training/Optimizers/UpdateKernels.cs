@@ -209,8 +209,10 @@ internal static class UpdateKernels
 
     /// <summary>
     /// Σ x² with a fixed summation order (16 float lanes from index 0, reduced lane by lane in double, then the
-    /// tail). Unlike TensorPrimitives.SumOfSquares, whose blocking depends on the buffer's memory alignment, the
-    /// result depends only on the values — so a sparse row's contribution is the same wherever its slot lies.
+    /// tail). TensorPrimitives.SumOfSquares may block its loop by the buffer's memory alignment; here the result
+    /// depends only on the values — so a sparse row's contribution is the same wherever its slot lies. Vector512
+    /// is used even where it is not hardware-accelerated (the JIT emulates it with narrower vectors), so the
+    /// summation order, and the norm, are the same on every machine.
     /// </summary>
     public static double SumOfSquares(ReadOnlySpan<float> x)
     {
