@@ -42,12 +42,14 @@ public static partial class Op
 {
     /// <summary>
     /// Mean binary cross-entropy between logits z and targets y in [0, 1] (hard labels or soft ones), both
-    /// of the same shape. Targets are data: pass a tensor that requires no gradient, or wrap it in StopGradient.
+    /// of the same shape; NaN/∞ in either throws an ArgumentException naming the first bad index. Targets are data: pass a tensor that requires no gradient, or wrap it in StopGradient.
     /// </summary>
     public static Tensor<T> BceWithLogits<T>(Tensor<T> logits, Tensor<T> targets) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (logits.Shape != targets.Shape)
             throw new ArgumentException($"BceWithLogits: logits {logits.Describe()} and targets {targets.Describe()} differ in shape.");
+        OpChecks.RequireFinite(logits, "BceWithLogits", "logits");
+        OpChecks.RequireFinite(targets, "BceWithLogits", "targets");
         return Mean(Map2Node<T, BceWithLogitsOperator<T>>.Forward(logits, targets, "BceWithLogits"));
     }
 }

@@ -1,0 +1,11 @@
+using System.Numerics;
+using KdEngine.Kernels.Cpu;
+using KdEngine.Tensors;
+
+namespace KdEngine.Backends;
+
+public sealed partial class CpuBackend<T>
+{
+    public void DropoutMask(TensorStorage<T> mask, int length, double rate, ulong seed)
+        => RandomKernels.DropoutMask<T>(S(mask)[..length], rate, seed);
+}

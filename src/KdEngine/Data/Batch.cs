@@ -1,0 +1,211 @@
+namespace KdEngine.Data;
+
+/// <summary>
+/// A reusable mini-batch view: <see cref="Ids"/> [B, F] row-major, <see cref="Labels"/> [B], optional
+/// <see cref="DenseValues"/> [B, F] and <see cref="UserIds"/> [B], multi-valued fields as CSR
+/// (<see cref="MultiOffsets"/> [B + 1] into <see cref="MultiIds"/>), and <see cref="Rows"/> [B] (the dataset row,
+/// or for streams the 0-based ordinal of the record in the input). Its buffers are sized once and overwritten by
+/// the next batch; copy whatever must outlive the step.
+/// </summary>
+public sealed class Batch
+{
+    private readonly int _f;
+    private readonly int[] _ids;
+    private readonly float[] _labels;
+    private readonly float[]? _dense;
+    private readonly int[]? _users;
+    private readonly long[] _rows;
+    private readonly int[][] _multiOffsets;
+    private readonly int[][] _multiIds;
+
+    internal Batch(FeatureSpace space, int capacity, bool dense, bool users)
+    {
+        Space = space;
+        Capacity = capacity;
+        _f = space.FieldCount;
+        _ids = new int[capacity * _f];
+        _labels = new float[capacity];
+        _dense = dense ? new float[capacity * _f] : null;
+        _users = users ? new int[capacity] : null;
+        _rows = new long[capacity];
+        _multiOffsets = space.MultiFields.Select(_ => new int[capacity + 1]).ToArray();
+        _multiIds = space.MultiFields.Select(_ => new int[capacity * 4]).ToArray();
+    }
+
+    public FeatureSpace Space { get; }
+
+    /// <summary>Rows in this batch (B ≤ <see cref="Capacity"/>).</summary>
+    public int Size { get; private set; }
+
+    public int Capacity { get; }
+
+    public int FieldCount => _f;
+
+    public ReadOnlySpan<int> Ids => _ids.AsSpan(0, Size * _f);
+
+    public ReadOnlySpan<float> Labels => _labels.AsSpan(0, Size);
+
+    public bool HasDenseValues => _dense is not null;
+
+    /// <summary>[B, F] scales; empty when the dataset has none (treat as all ones).</summary>
+    public ReadOnlySpan<float> DenseValues => _dense is null ? default : _dense.AsSpan(0, Size * _f);
+
+    /// <summary>[B] user ids; empty when the dataset has none.</summary>
+    public ReadOnlySpan<int> UserIds => _users is null ? default : _users.AsSpan(0, Size);
+
+    public ReadOnlySpan<long> Rows => _rows.AsSpan(0, Size);
+
+    /// <summary>[B + 1] starts of each row's ids in <see cref="MultiIds"/> for multi-valued field <paramref name="k"/>.</summary>
+    public ReadOnlySpan<int> MultiOffsets(int k) => _multiOffsets[k].AsSpan(0, Size + 1);
+
+    public ReadOnlySpan<int> MultiIds(int k) => _multiIds[k].AsSpan(0, _multiOffsets[k][Size]);
+
+    internal void Clear()
+    {
+        Size = 0;
+        foreach (var o in _multiOffsets) o[0] = 0;
+    }
+
+    internal void AddRow(EncodedDataset data, int row)
+    {
+        int b = Size;
+        data.Ids.AsSpan(row * _f, _f).CopyTo(_ids.AsSpan(b * _f, _f));
+        _labels[b] = data.Labels[row];
+        if (_dense is not null) data.DenseValues!.AsSpan(row * _f, _f).CopyTo(_dense.AsSpan(b * _f, _f));
+        if (_users is not null) _users[b] = data.UserIds![row];
+        _rows[b] = row;
+        for (int k = 0; k < _multiIds.Length; k++) AppendMulti(k, b, data.Multi[k].Row(row));
+        Size = b + 1;
+    }
+
+    internal void AddRow(ReadOnlySpan<int> ids, float label, ReadOnlySpan<float> dense, int userId, long rowNumber, ShuffleBuffer store, int slot)
+    {
+        int b = Size;
+        ids.CopyTo(_ids.AsSpan(b * _f, _f));
+        _labels[b] = label;
+        if (_dense is not null) dense.CopyTo(_dense.AsSpan(b * _f, _f));
+        if (_users is not null) _users[b] = userId;
+        _rows[b] = rowNumber;
+        for (int k = 0; k < _multiIds.Length; k++) AppendMulti(k, b, store.MultiIds(k, slot));
+        Size = b + 1;
+    }
+
+    private void AppendMulti(int k, int b, ReadOnlySpan<int> values)
+    {
+        int start = _multiOffsets[k][b];
+        // Grows only until the largest batch seen so far fits: allocation stops in steady state.
+        if (start + values.Length > _multiIds[k].Length) Array.Resize(ref _multiIds[k], Math.Max(_multiIds[k].Length * 2, start + values.Length));
+        values.CopyTo(_multiIds[k].AsSpan(start));
+        _multiOffsets[k][b + 1] = start + values.Length;
+    }
+}
+
+/// <summary>N encoded rows held by <see cref="Streaming.Batches"/> while it shuffles a stream.</summary>
+internal sealed class ShuffleBuffer
+{
+    private readonly int _f;
+    public readonly int[] Ids;
+    public readonly float[] Labels;
+    public readonly float[] Dense;
+    public readonly int[] Users;
+    public readonly long[] RowNumbers;
+    private readonly int[][][] _multi;   // [k][slot] → ids (grown as needed)
+    private readonly int[][] _multiCount; // [k][slot]
+
+    public ShuffleBuffer(FeatureSpace space, int capacity)
+    {
+        _f = space.FieldCount;
+        Ids = new int[capacity * _f];
+        Labels = new float[capacity];
+        Dense = new float[capacity * _f];
+        Users = new int[capacity];
+        RowNumbers = new long[capacity];
+        _multi = space.MultiFields.Select(_ => Enumerable.Range(0, capacity).Select(_ => new int[4]).ToArray()).ToArray();
+        _multiCount = space.MultiFields.Select(_ => new int[capacity]).ToArray();
+    }
+
+    public void Store(int slot, EncodedRow row, long rowNumber)
+    {
+        row.Ids.CopyTo(Ids.AsSpan(slot * _f, _f));
+        row.DenseValues.CopyTo(Dense.AsSpan(slot * _f, _f));
+        Labels[slot] = row.Label;
+        Users[slot] = row.UserId;
+        RowNumbers[slot] = rowNumber;
+        for (int k = 0; k < _multi.Length; k++)
+        {
+            var src = row.MultiIds(k);
+            if (_multi[k][slot].Length < src.Length) _multi[k][slot] = new int[Math.Max(src.Length, _multi[k][slot].Length * 2)];
+            src.CopyTo(_multi[k][slot]);
+            _multiCount[k][slot] = src.Length;
+        }
+    }
+
+    public ReadOnlySpan<int> MultiIds(int k, int slot) => _multi[k][slot].AsSpan(0, _multiCount[k][slot]);
+
+    public void EmitTo(Batch batch, int slot) =>
+        batch.AddRow(Ids.AsSpan(slot * _f, _f), Labels[slot], Dense.AsSpan(slot * _f, _f), Users[slot], RowNumbers[slot], this, slot);
+}
+
+/// <summary>One pass over a stream larger than memory, in mini-batches, with a seeded shuffle buffer.</summary>
+public static class Streaming
+{
+    /// <summary>
+    /// Reads <paramref name="records"/> once (e.g. a <see cref="RecordReader"/>), encodes each row with
+    /// <paramref name="preprocessor"/> and yields reusable batches. Shuffling: a buffer of
+    /// <paramref name="shuffleBuffer"/> rows is filled; then each incoming row replaces a uniformly chosen buffered
+    /// row, which is emitted; at the end the remaining rows are emitted in a seeded random order. Every row is
+    /// emitted exactly once; the order depends only on the seed and the input. A buffer of 0 or 1 keeps file order.
+    /// Memory: O(shuffleBuffer + batchSize) rows.
+    /// </summary>
+    public static IEnumerable<Batch> Batches(IEnumerable<RawRecord> records, Preprocessor preprocessor, int batchSize,
+        int shuffleBuffer, int seed = 0, bool dropLast = false)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        ArgumentNullException.ThrowIfNull(preprocessor);
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), $"Streaming.Batches: batchSize must be ≥ 1, got {batchSize}.");
+        if (shuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(shuffleBuffer), $"Streaming.Batches: shuffleBuffer must be ≥ 0, got {shuffleBuffer}.");
+        return Iterate(records, preprocessor, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast);
+    }
+
+    private static IEnumerable<Batch> Iterate(IEnumerable<RawRecord> records, Preprocessor pre, int batchSize, int capacity, int seed, bool dropLast)
+    {
+        var space = pre.FeatureSpace;
+        var buffer = new ShuffleBuffer(space, capacity);
+        var batch = new Batch(space, batchSize, space.HasDenseValues, space.HasUserIds);
+        var row = new EncodedRow(space);
+        var rng = new DataRandom(seed);
+        int filled = 0;
+        long rowNumber = 0;
+        batch.Clear();
+        foreach (var r in records)
+        {
+            pre.Encode(r, row);
+            if (filled < capacity)
+            {
+                buffer.Store(filled++, row, rowNumber++);
+                continue;
+            }
+            int j = capacity == 1 ? 0 : rng.NextInt(capacity);
+            buffer.EmitTo(batch, j);
+            buffer.Store(j, row, rowNumber++);
+            if (batch.Size == batchSize)
+            {
+                yield return batch;
+                batch.Clear();
+            }
+        }
+        var rest = new int[filled];
+        for (int i = 0; i < filled; i++) rest[i] = i;
+        if (capacity > 1) rng.Shuffle(rest);
+        foreach (int slot in rest)
+        {
+            buffer.EmitTo(batch, slot);
+            if (batch.Size == batchSize)
+            {
+                yield return batch;
+                batch.Clear();
+            }
+        }
+        if (batch.Size > 0 && !dropLast) yield return batch;
+    }
+}

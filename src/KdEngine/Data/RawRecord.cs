@@ -1,0 +1,56 @@
+namespace KdEngine.Data;
+
+/// <summary>
+/// One row as read from a file, before preprocessing. Arrays are indexed by schema field; a missing value is
+/// <c>null</c> in <see cref="Values"/> and NaN in <see cref="Numbers"/>/<see cref="Scales"/>.
+/// </summary>
+public sealed class RawRecord
+{
+    public RawRecord(Schema schema)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        Schema = schema;
+        Values = new string?[schema.Count];
+        Numbers = new double[schema.Count];
+        Numbers.AsSpan().Fill(double.NaN);
+    }
+
+    public Schema Schema { get; }
+
+    /// <summary>0 or 1 (a −1 label was already mapped to 0).</summary>
+    public float Label { get; set; }
+
+    /// <summary>Raw text per field (categorical value, multi-valued list with its separator, number text, user id).</summary>
+    public string?[] Values { get; }
+
+    /// <summary>Parsed value per numeric field (NaN = missing or not numeric).</summary>
+    public double[] Numbers { get; }
+
+    /// <summary>libSVM/libFM/libFFM only: the <c>val</c> of each categorical field's <c>idx:val</c> (NaN = none); else null.</summary>
+    public float[]? Scales { get; set; }
+
+    /// <summary>File name and 1-based line the row came from (for error messages); null/0 when built in code.</summary>
+    public string? File { get; init; }
+
+    public long Line { get; init; }
+}
+
+/// <summary>What a reader does with a malformed row.</summary>
+public enum BadRowPolicy
+{
+    /// <summary>Throw a <see cref="DataFormatException"/> naming file, line and column (the default).</summary>
+    Throw,
+    /// <summary>Skip the row and count it (<see cref="RecordReader.SkippedRows"/>, available after enumeration).</summary>
+    Skip,
+}
+
+/// <summary>Options shared by all readers.</summary>
+public sealed record ReaderOptions
+{
+    public BadRowPolicy BadRows { get; init; } = BadRowPolicy.Throw;
+
+    /// <summary>With <see cref="BadRowPolicy.Skip"/>: how many of the skipped rows' errors to keep for a report.</summary>
+    public int KeepSkippedErrors { get; init; } = 20;
+
+    public static ReaderOptions Default { get; } = new();
+}

@@ -1,0 +1,140 @@
+using System.Globalization;
+using System.Text;
+
+namespace KdEngine.Data;
+
+/// <summary>
+/// Base of all readers: a re-enumerable stream of <see cref="RawRecord"/>s. Each enumeration reopens the file and
+/// reads it line by line (never the whole file), so a file larger than memory can be read any number of times.
+/// Lines may end in LF or CRLF; a trailing newline and blank lines are ignored. A file with no data row (empty, or
+/// header only) is an error. Malformed rows throw <see cref="DataFormatException"/> with file, line and column, or
+/// are skipped and counted under <see cref="BadRowPolicy.Skip"/>.
+/// </summary>
+public abstract class RecordReader : IEnumerable<RawRecord>
+{
+    private readonly List<DataFormatException> _skippedErrors = new();
+
+    protected RecordReader(string path, Schema schema, ReaderOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(schema);
+        FilePath = path;
+        FileName = System.IO.Path.GetFileName(path);
+        Schema = schema;
+        Options = options ?? ReaderOptions.Default;
+    }
+
+    public string FilePath { get; }
+
+    /// <summary>The file name used in error messages.</summary>
+    public string FileName { get; }
+
+    public Schema Schema { get; }
+
+    public ReaderOptions Options { get; }
+
+    /// <summary>Rows skipped by the last (or current) enumeration under <see cref="BadRowPolicy.Skip"/>.</summary>
+    public long SkippedRows { get; private set; }
+
+    /// <summary>Data rows returned by the last (or current) enumeration.</summary>
+    public long RowsRead { get; private set; }
+
+    /// <summary>The first <see cref="ReaderOptions.KeepSkippedErrors"/> errors of skipped rows.</summary>
+    public IReadOnlyList<DataFormatException> SkippedErrors => _skippedErrors;
+
+    public IEnumerator<RawRecord> GetEnumerator()
+    {
+        SkippedRows = 0;
+        RowsRead = 0;
+        _skippedErrors.Clear();
+        if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
+        using var reader = new StreamReader(FilePath, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
+        var lines = new LineSource(reader);
+        Begin(lines);
+        bool anyLine = lines.LinesRead > 0;
+        while (lines.Next(out var line))
+        {
+            anyLine = true;
+            RawRecord? record;
+            try
+            {
+                record = ParseRow(line, lines.LineNumber);
+            }
+            catch (DataFormatException e) when (Options.BadRows == BadRowPolicy.Skip && e.Line is not null)
+            {
+                SkippedRows++;
+                if (_skippedErrors.Count < Options.KeepSkippedErrors) _skippedErrors.Add(e);
+                continue;
+            }
+            RowsRead++;
+            yield return record;
+        }
+        if (!anyLine) throw new DataFormatException("the file is empty", FileName);
+        if (RowsRead == 0 && SkippedRows == 0)
+            throw new DataFormatException(HasHeaderLine ? "the file has a header but no data rows" : "the file has no data rows", FileName);
+    }
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>Whether this reader consumed a header line in <see cref="Begin"/>.</summary>
+    protected virtual bool HasHeaderLine => false;
+
+    /// <summary>Called once per enumeration before the rows (reads a header, if any).</summary>
+    protected virtual void Begin(LineSource lines) { }
+
+    /// <summary>Parses one non-blank line; throws <see cref="DataFormatException"/> (with <c>line</c>) on a bad row.</summary>
+    protected abstract RawRecord ParseRow(string line, long lineNumber);
+
+    protected DataFormatException RowError(long line, int? column, string? key, string problem) =>
+        new(problem, FileName, line, column, key);
+
+    /// <summary>Parses a label: 1 → 1; 0 and −1 → 0; anything else is a bad row.</summary>
+    protected float ParseLabel(ReadOnlySpan<char> text, long line, int column)
+    {
+        string key = Schema[Schema.LabelIndex].Name;
+        if (text.IsEmpty) throw RowError(line, column, key, "missing label");
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
+            throw RowError(line, column, key, $"non-numeric label '{text}'");
+        if (v == 1) return 1f;
+        if (v == 0 || v == -1) return 0f;
+        throw RowError(line, column, key, $"label {text} is outside the allowed set {{0, 1}} or {{-1, 1}}");
+    }
+
+    protected double ParseNumber(ReadOnlySpan<char> text, long line, int column, string key)
+    {
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            throw RowError(line, column, key, $"non-numeric value '{text}' in a numeric field");
+        return v;
+    }
+
+    /// <summary>Reads non-blank lines and counts line numbers (1-based, blank lines included).</summary>
+    protected sealed class LineSource
+    {
+        private readonly TextReader _reader;
+        private string? _last;
+        private bool _pushedBack;
+
+        public LineSource(TextReader reader) => _reader = reader;
+
+        /// <summary>Makes the next <see cref="Next"/> return the last line again (a first line that is data, not a header).</summary>
+        public void PushBack() => _pushedBack = _last is not null;
+
+        public long LineNumber { get; private set; }
+
+        public long LinesRead => LineNumber;
+
+        public bool Next(out string line)
+        {
+            if (_pushedBack) { _pushedBack = false; line = _last!; return true; }
+            while (true)
+            {
+                var l = _reader.ReadLine();
+                if (l is null) { line = ""; return false; }
+                LineNumber++;
+                if (l.Length == 0 || string.IsNullOrWhiteSpace(l)) continue;
+                line = _last = l;
+                return true;
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+using System.Text;
+
+namespace KdEngine.Data;
+
+/// <summary>
+/// A hash that is the same on every run, machine and .NET version (unlike <see cref="string.GetHashCode()"/>):
+/// 64-bit FNV-1a over the UTF-8 bytes, then the SplitMix64 finaliser so that the low bits used by the modulo are
+/// well mixed.
+/// </summary>
+public static class StableHash
+{
+    private const ulong FnvOffset = 14695981039346656037UL;
+    private const ulong FnvPrime = 1099511628211UL;
+
+    /// <summary>64-bit FNV-1a of the UTF-8 encoding of <paramref name="text"/> (reference: "a" → 0xaf63dc4c8601ec8c).</summary>
+    public static ulong Fnv1a64(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        Span<byte> stack = stackalloc byte[256];
+        int max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        byte[]? rented = null;
+        Span<byte> bytes = max <= stack.Length ? stack : (rented = new byte[Encoding.UTF8.GetByteCount(text)]);
+        int n = Encoding.UTF8.GetBytes(text, bytes);
+        ulong h = FnvOffset;
+        foreach (byte b in bytes[..n])
+        {
+            h ^= b;
+            h *= FnvPrime;
+        }
+        return h;
+    }
+
+    /// <summary>SplitMix64 finaliser (bijective 64-bit mixing).</summary>
+    public static ulong Mix(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9UL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebUL;
+        return z ^ (z >> 31);
+    }
+
+    /// <summary>Bucket in [0, <paramref name="buckets"/>) of <paramref name="text"/>.</summary>
+    public static int Bucket(string text, int buckets)
+    {
+        if (buckets < 1) throw new ArgumentOutOfRangeException(nameof(buckets), $"StableHash.Bucket: buckets must be ≥ 1, got {buckets}.");
+        return (int)(Mix(Fnv1a64(text)) % (ulong)buckets);
+    }
+}
+
+/// <summary>Numeric bucketization used for numeric fields (the raw value becomes a categorical token).</summary>
+public static class NumericBuckets
+{
+    /// <summary>⌊ln(v)²⌋ for v &gt; 2 (Criteo Kaggle winners' transform).</summary>
+    public static long LogSquared(double v)
+    {
+        if (!(v > 2)) throw new ArgumentOutOfRangeException(nameof(v), $"LogSquared bucket is defined for v > 2, got {v}.");
+        double l = Math.Log(v);
+        return (long)Math.Floor(l * l);
+    }
+
+    /// <summary>⌊log2 v⌋ for v &gt; 2.</summary>
+    public static long Log2(double v)
+    {
+        if (!(v > 2)) throw new ArgumentOutOfRangeException(nameof(v), $"Log2 bucket is defined for v > 2, got {v}.");
+        return (long)Math.Floor(Math.Log2(v));
+    }
+
+    /// <summary>
+    /// The vocabulary token of a numeric value: <c>b{bucket}</c> for v &gt; 2, <c>v{⌊v⌋}</c> for v ≤ 2, so that every
+    /// small value (0, 1, 2, −1, −2, …) is its own bucket and never collides with a log bucket.
+    /// </summary>
+    public static string Token(double v, Bucketing bucketing)
+    {
+        if (!double.IsFinite(v)) throw new ArgumentOutOfRangeException(nameof(v), $"numeric value must be finite, got {v}.");
+        if (v > 2) return "b" + (bucketing == Bucketing.LogSquared ? LogSquared(v) : Log2(v)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return "v" + ((long)Math.Floor(v)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+}
