@@ -49,15 +49,15 @@ public static class ModelCheckpoint
         var content = SafeTensorsFile.Read(path);
         var meta = content.Metadata;
         string Need(string key) => meta.TryGetValue(key, out var v) ? v
-            : throw new CheckpointFormatException($"{path}: metadata key '{key}' is missing; this is not a KdEngine model checkpoint.");
+            : throw new CheckpointFormatException(path, $"metadata key '{key}' is missing; this is not a KdEngine model checkpoint.");
         if (Need(TypeKey) != ModelType)
-            throw new CheckpointFormatException($"{path}: model type '{meta[TypeKey]}' is not '{ModelType}'.");
+            throw new CheckpointFormatException(path, $"model type '{meta[TypeKey]}' is not '{ModelType}'.");
         ModelConfig config;
         InputField[] fields;
         int[] columns;
         try
         {
-            config = ModelConfig.FromJson(Need(ConfigKey), $"{path}: {ConfigKey}");
+            config = ModelConfig.FromJson(Need(ConfigKey), ConfigKey);
             var rawFields = JsonSerializer.Deserialize<string[][]>(Need(FieldsKey)) ?? throw new JsonException("null");
             fields = rawFields.Select((f, i) => f is [var name, var card] && int.TryParse(card, System.Globalization.CultureInfo.InvariantCulture, out int c) && c > 0
                 ? new InputField(name, c) : throw new JsonException($"entry {i} is not [name, cardinality]")).ToArray();
@@ -65,19 +65,19 @@ public static class ModelCheckpoint
         }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException($"{path}: bad model description: {e.Message}");
+            throw new CheckpointFormatException(path, $"bad model description: {e.Message}");
         }
         catch (ConfigException e)
         {
-            throw new CheckpointFormatException(e.Message);
+            throw new CheckpointFormatException(path, e.Message);
         }
         if (columns.Length != fields.Length || columns.Any(c => c < 0))
-            throw new CheckpointFormatException($"{path}: {ColumnsKey} does not give one non-negative column per field.");
+            throw new CheckpointFormatException(path, $"{ColumnsKey} does not give one non-negative column per field.");
         Preprocessor? preprocessor = null;
         if (meta.TryGetValue(PreprocessingKey, out var pre))
         {
-            try { preprocessor = Preprocessor.FromJson(pre, $"{path}: {PreprocessingKey}"); }
-            catch (DataFormatException e) { throw new CheckpointFormatException(e.Message); }
+            try { preprocessor = Preprocessor.FromJson(pre, PreprocessingKey); }
+            catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message); }
         }
 
         var model = new ZooModel(config, fields, columns);
@@ -85,11 +85,11 @@ public static class ModelCheckpoint
         var names = new HashSet<string>(expected.Select(p => p.Name), StringComparer.Ordinal);
         foreach (var name in content.Names)
             if (!names.Contains(name))
-                throw new CheckpointFormatException($"{path}: tensor '{name}' does not belong to a {config.Model} model with this config.");
+                throw new CheckpointFormatException(path, $"tensor '{name}' does not belong to a {config.Model} model with this config.");
         foreach (var p in expected)
         {
             if (!content.Contains(p.Name))
-                throw new CheckpointFormatException($"{path}: tensor '{p.Name}' {p.Tensor.Shape} is missing.");
+                throw new CheckpointFormatException(path, $"tensor '{p.Name}' {p.Tensor.Shape} is missing.");
             content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()).CopyTo(p.Tensor.AsSpan());
         }
         model.Training = false;

@@ -94,15 +94,22 @@ public class MechanismTests
         var fields = ModelTestData.Fields(5);
         var privileged = new[] { false, false, false, false, true };
         var batch = ModelTestData.Batch(fields, 32, 5);
+        // The teacher's own parameters (all but the common-field tables it shares with the student, which the
+        // student's loss rightly trains) must see exactly the same gradient whatever λ is.
         Dictionary<string, float[]> TeacherGrads(float lambda)
         {
             var (student, teacher) = PfdObjective.Build(Light, Booster, fields, privileged);
             var objective = new PfdObjective(student, teacher, lambda, warmupSteps: 0);
             StepGradients(objective, batch, step: 10);
-            return Gradients(teacher);
+            var shared = student.Parameters().Select(p => p.Tensor).ToHashSet();
+            var own = teacher.Parameters().Where(p => !shared.Contains(p.Tensor)).Select(p => p.Name).ToHashSet();
+            return Gradients(teacher).Where(kv => own.Contains(kv.Key)).ToDictionary();
         }
         var g0 = TeacherGrads(0f);
         var g5 = TeacherGrads(0.5f);
+        Assert.That(g0.Keys, Does.Contain("embedding.f4.weight"), "the privileged field's table belongs to the teacher alone");
+        Assert.That(g0.Keys, Does.Contain("cin.0.weight"));
+        Assert.That(g0.Values.Any(g => !AllZero(g)), Is.True);
         foreach (var (name, g) in g0) Assert.That(g5[name], Is.EqualTo(g), $"teacher parameter {name}");
 
         // The distillation term does reach the student.
