@@ -33,11 +33,21 @@ public sealed class TeacherGate : Module
     {
         if (inputs.Count != _scorers.Length || teacherLogits.Count != _scorers.Length)
             throw new ArgumentException($"gate: built for {_scorers.Length} teachers, given {inputs.Count} inputs and {teacherLogits.Count} logits.");
-        var scores = new Tensor<float>[_scorers.Length];
-        for (int i = 0; i < scores.Length; i++) scores[i] = _scorers[i].Forward(inputs[i]); // [B, 1]
-        var alpha = Op.Softmax(Op.Concat(scores, axis: 1), axis: 1);                        // [B, K]
-        var z = Op.Concat(teacherLogits, axis: 1);                                          // [B, K]
-        var ensemble = Op.Reshape(Op.Sum(Op.Mul(alpha, z), axis: 1), -1, 1);                // [B, 1]
+        return Combine(inputs, _scorers.Select(s => s.Weight).ToArray(), _scorers.Select(s => s.Bias!).ToArray(), teacherLogits);
+    }
+
+    /// <summary>
+    /// The gate's math, generic so that it is gradient-checked in double on the very code that trains:
+    /// s_i = v_i·w_iᵀ + b_i [B, 1]; α = softmax(concat_i s_i) [B, K]; z_e = Σ_i α_i·z_i [B, 1].
+    /// </summary>
+    public static (Tensor<T> Weights, Tensor<T> Logit) Combine<T>(IReadOnlyList<Tensor<T>> inputs, IReadOnlyList<Tensor<T>> weights,
+        IReadOnlyList<Tensor<T>> biases, IReadOnlyList<Tensor<T>> teacherLogits) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        var scores = new Tensor<T>[inputs.Count];
+        for (int i = 0; i < scores.Length; i++) scores[i] = Op.Linear(inputs[i], weights[i], biases[i]); // [B, 1]
+        var alpha = Op.Softmax(Op.Concat(scores, axis: 1), axis: 1);                                     // [B, K]
+        var z = Op.Concat(teacherLogits, axis: 1);                                                       // [B, K]
+        var ensemble = Op.Reshape(Op.Sum(Op.Mul(alpha, z), axis: 1), -1, 1);                             // [B, 1]
         return (alpha, ensemble);
     }
 }

@@ -61,20 +61,23 @@ public sealed class PfdObjective : IObjective
 
     /// <summary>
     /// Builds a teacher over all fields and a student over the non-privileged ones, sharing the teacher's
-    /// tables for the common fields. <paramref name="privileged"/>[f] marks field f (column f) privileged.
+    /// tables for the common fields. <paramref name="privileged"/>[f] marks field f privileged;
+    /// <paramref name="columns"/>[f] is the batch column field f reads (default: column f).
     /// </summary>
     public static (ZooModel Student, ZooModel Teacher) Build(ModelConfig studentConfig, ModelConfig teacherConfig,
-        IReadOnlyList<InputField> fields, IReadOnlyList<bool> privileged)
+        IReadOnlyList<InputField> fields, IReadOnlyList<bool> privileged, IReadOnlyList<int>? columns = null)
     {
+        columns ??= Enumerable.Range(0, fields.Count).ToArray();
         if (privileged.Count != fields.Count) throw new ArgumentException($"PFD: {privileged.Count} privileged flags for {fields.Count} fields.");
         if (studentConfig.EmbeddingDim != teacherConfig.EmbeddingDim)
             throw new ConfigException($"PFD: student embeddingDim {studentConfig.EmbeddingDim} differs from the teacher's {teacherConfig.EmbeddingDim}; shared embeddings need one width.");
         var common = Enumerable.Range(0, fields.Count).Where(f => !privileged[f]).ToArray();
         if (common.Length == 0) throw new ArgumentException("PFD: every field is privileged; the student would see nothing.");
         if (common.Length == fields.Count) throw new ArgumentException("PFD: no field is privileged; declare at least one.");
-        var teacher = new ZooModel(teacherConfig, fields);
-        var shared = new FieldEmbeddings(teacher.Embedding!, common, common);
-        var student = new ZooModel(studentConfig, common.Select(f => fields[f]).ToArray(), common, shared);
+        var teacher = new ZooModel(teacherConfig, fields, columns);
+        var commonColumns = common.Select(f => columns[f]).ToArray();
+        var shared = new FieldEmbeddings(teacher.Embedding!, common, commonColumns);
+        var student = new ZooModel(studentConfig, common.Select(f => fields[f]).ToArray(), commonColumns, shared);
         return (student, teacher);
     }
 }

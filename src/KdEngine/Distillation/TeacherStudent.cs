@@ -122,8 +122,19 @@ public static class ModelProbe
 {
     public static Dictionary<string, int> HiddenWidths(CtrModel model)
     {
-        int cols = model.Columns.Count == 0 ? 0 : model.Columns.Max() + 1;
-        var batch = new CtrBatch(1, cols, new int[cols], ReadOnlyMemory<float>.Empty);
+        int cols = 0, bags = 0;
+        for (int f = 0; f < model.Fields.Count; f++)
+        {
+            if (model.Fields[f].IsMultiValued) bags = Math.Max(bags, model.Columns[f] + 1);
+            else cols = Math.Max(cols, model.Columns[f] + 1);
+        }
+        var ones = new float[cols];
+        Array.Fill(ones, 1f);
+        var batch = new CtrBatch(1, cols, new int[cols], ReadOnlyMemory<float>.Empty)
+        {
+            DenseValues = ones,
+            Bags = Enumerable.Range(0, bags).Select(_ => new BagColumn(new int[2], Array.Empty<int>())).ToArray(),
+        };
         using var tape = Tape<float>.NoGrad();
         bool was = model.Training;
         model.Training = false;

@@ -3,8 +3,18 @@ using KdEngine.Tensors;
 
 namespace KdEngine.Nn;
 
-/// <summary>One model-input field: its name (e.g. <c>C1</c>) and the size of its id space.</summary>
-public sealed record InputField(string Name, int Cardinality);
+/// <summary>
+/// One model-input field: its name (e.g. <c>C1</c>) and the size of its id space. A single-valued field reads
+/// one id column of the batch (optionally scaling its embedding by the batch's dense value for that column);
+/// a multi-valued field (<see cref="IsMultiValued"/>) reads one of the batch's bag columns and pools the
+/// embeddings of its ids by <see cref="Pooling"/>.
+/// </summary>
+public sealed record InputField(string Name, int Cardinality)
+{
+    public bool IsMultiValued { get; init; }
+    public PoolingMode Pooling { get; init; } = PoolingMode.Sum;
+    public bool ScaleByValue { get; init; }
+}
 
 /// <summary>
 /// Per-field embedding tables: field f has its own table [V_f, D] named <c>{Name}.weight</c>, whose
@@ -71,11 +81,55 @@ public sealed class FieldEmbeddings : Module
     public int FieldCount => _tables.Length;
     public IReadOnlyList<Tensor<float>> Tables => _tables;
 
-    /// <summary>Batch ids [B, columns] → x0 [B, F, D].</summary>
+    /// <summary>
+    /// Batch → x0 [B, F, D]. Fast path: all fields single-valued and unscaled — one fused gather. Otherwise the
+    /// single-valued fields are gathered (and scaled by their dense values) and each multi-valued field is
+    /// pooled, then all are concatenated along the field axis in field order.
+    /// </summary>
     public Tensor<float> Forward(in CtrBatch batch)
     {
+        _mixed ??= Fields.Any(f => f.IsMultiValued || f.ScaleByValue);
+        if (_mixed.Value) return ForwardMixed(batch);
+        return GatherSingle(batch, _tables, _columns);
+    }
+
+    private bool? _mixed;
+
+    private Tensor<float> ForwardMixed(in CtrBatch batch)
+    {
+        var parts = new Tensor<float>[FieldCount];
+        for (int f = 0; f < FieldCount; f++)
+        {
+            var field = Fields[f];
+            if (field.IsMultiValued)
+            {
+                if (batch.Bags is null || (uint)_columns[f] >= (uint)batch.Bags.Count)
+                    throw new ArgumentException($"FieldEmbeddings: multi-valued field '{field.Name}' reads bag column {_columns[f]}, which the batch does not have.");
+                var bag = batch.Bags[_columns[f]];
+                var pooled = Op.EmbeddingBag(_tables[f], bag.Ids, bag.Offsets, field.Pooling); // [B, D]
+                parts[f] = Op.Reshape(pooled, batch.Size, 1, Dim);                             // [B, 1, D]
+                continue;
+            }
+            var x = GatherSingle(batch, [_tables[f]], [_columns[f]]);                          // [B, 1, D]
+            if (field.ScaleByValue)
+            {
+                if (batch.DenseValues.IsEmpty)
+                    throw new ArgumentException($"FieldEmbeddings: field '{field.Name}' is scaled by its value, but the batch has no dense values.");
+                var values = new float[batch.Size];
+                var dense = batch.DenseValues.Span;
+                for (int b = 0; b < batch.Size; b++) values[b] = dense[b * batch.Columns + _columns[f]];
+                x = Op.MulColumn(x, Op.Constant<float>(values, new Shape(batch.Size, 1)));     // [B, 1, D] · s[B, 1]
+            }
+            parts[f] = x;
+        }
+        return parts.Length == 1 ? parts[0] : Op.Concat(parts, axis: 1);                        // [B, F, D]
+    }
+
+    private static Tensor<float> GatherSingle(in CtrBatch batch, IReadOnlyList<Tensor<float>> tables, int[] columns)
+    {
         ReadOnlyMemory<int> ids = batch.Ids;
-        if (!IsIdentityOver(batch.Columns))
+        var _columns = columns;
+        if (!IsIdentityOver(columns, batch.Columns))
         {
             // Gather this module's columns into [B, F] (kept alive by the node until backward).
             var sub = new int[batch.Size * _columns.Length];
@@ -85,13 +139,13 @@ public sealed class FieldEmbeddings : Module
                     sub[b * _columns.Length + f] = src[b * batch.Columns + _columns[f]];
             ids = sub;
         }
-        return Op.EmbeddingGatherFields(_tables, ids, batch.Size);
+        return Op.EmbeddingGatherFields(tables, ids, batch.Size);
     }
 
-    private bool IsIdentityOver(int columns)
+    private static bool IsIdentityOver(int[] columns, int batchColumns)
     {
-        if (columns != _columns.Length) return false;
-        for (int i = 0; i < _columns.Length; i++) if (_columns[i] != i) return false;
+        if (batchColumns != columns.Length) return false;
+        for (int i = 0; i < columns.Length; i++) if (columns[i] != i) return false;
         return true;
     }
 }

@@ -254,6 +254,9 @@ public sealed class BatchScratch
     private int[] _ids = [];
     private float[] _labels = [];
     private int[] _rows = [];
+    private float[] _dense = [];
+    private int[][] _bagOffsets = [];
+    private int[][] _bagIds = [];
 
     public CtrBatch From(Batch batch)
     {
@@ -264,6 +267,30 @@ public sealed class BatchScratch
         batch.Labels.CopyTo(_labels);
         var rows = batch.Rows;
         for (int i = 0; i < n; i++) _rows[i] = checked((int)rows[i]);
-        return new CtrBatch(n, f, _ids.AsMemory(0, n * f), _labels.AsMemory(0, n), _rows.AsMemory(0, n));
+        var result = new CtrBatch(n, f, _ids.AsMemory(0, n * f), _labels.AsMemory(0, n), _rows.AsMemory(0, n));
+        if (batch.HasDenseValues)
+        {
+            if (_dense.Length < n * f) _dense = new float[n * f];
+            batch.DenseValues.CopyTo(_dense);
+            result = result with { DenseValues = _dense.AsMemory(0, n * f) };
+        }
+        int bags = batch.Space.MultiFields.Count;
+        if (bags > 0)
+        {
+            if (_bagOffsets.Length != bags) { _bagOffsets = new int[bags][]; _bagIds = new int[bags][]; }
+            var columns = new BagColumn[bags];
+            for (int k = 0; k < bags; k++)
+            {
+                var offsets = batch.MultiOffsets(k);
+                var ids = batch.MultiIds(k);
+                if (_bagOffsets[k] is null || _bagOffsets[k].Length < offsets.Length) _bagOffsets[k] = new int[offsets.Length];
+                if (_bagIds[k] is null || _bagIds[k].Length < ids.Length) _bagIds[k] = new int[Math.Max(ids.Length, 1)];
+                offsets.CopyTo(_bagOffsets[k]);
+                ids.CopyTo(_bagIds[k]);
+                columns[k] = new BagColumn(_bagOffsets[k].AsMemory(0, offsets.Length), _bagIds[k].AsMemory(0, ids.Length));
+            }
+            result = result with { Bags = columns };
+        }
+        return result;
     }
 }

@@ -1,5 +1,6 @@
 using KdEngine.Autograd;
 using KdEngine.Models;
+using KdEngine.Nn;
 using KdEngine.Ops;
 using KdEngine.Training;
 using NUnit.Framework;
@@ -115,5 +116,61 @@ public class ZooModelTests
         float Pair(int b, int f, int g) => x[b * 6 + f * 2] * x[b * 6 + g * 2] + x[b * 6 + f * 2 + 1] * x[b * 6 + g * 2 + 1];
         for (int b = 0; b < 2; b++)
             Assert.That(z[b], Is.EqualTo(Pair(b, 0, 1) + Pair(b, 0, 2) + Pair(b, 1, 2)).Within(1e-5));
+    }
+}
+
+public class MixedFieldTests
+{
+    [Test]
+    public void Multi_valued_and_value_scaled_fields_feed_every_part_and_train()
+    {
+        // Fields: two single-valued (the second scaled by a dense value) and one multi-valued bag (mean pooling).
+        InputField[] fields =
+        [
+            new("a", 5),
+            new("b", 4) { ScaleByValue = true },
+            new("tags", 7) { IsMultiValued = true, Pooling = KdEngine.Ops.PoolingMode.Mean },
+        ];
+        int[] columns = [0, 1, 0]; // tags reads bag column 0
+        var rng = new Random(5);
+        const int n = 48;
+        var ids = new int[n * 2];
+        var dense = new float[n * 2];
+        var offsets = new int[n + 1];
+        var bagIds = new List<int>();
+        var labels = new float[n];
+        for (int b = 0; b < n; b++)
+        {
+            ids[b * 2] = rng.Next(5); ids[b * 2 + 1] = rng.Next(4);
+            dense[b * 2] = 1; dense[b * 2 + 1] = (float)rng.NextDouble() * 2;
+            int count = rng.Next(4); // 0..3 tags, empty bags included
+            bool hot = false;
+            for (int t = 0; t < count; t++) { int tag = rng.Next(7); hot |= tag == 3; bagIds.Add(tag); }
+            offsets[b + 1] = bagIds.Count;
+            labels[b] = hot ? 1 : 0;
+        }
+        var batch = new CtrBatch(n, 2, ids, labels) { DenseValues = dense, Bags = [new BagColumn(offsets, bagIds.ToArray())] };
+        var model = new ZooModel(new ModelConfig { Model = ModelKind.XDeepFm, EmbeddingDim = 3, Dnn = [8], Cin = [4, 2], Seed = 2 }, fields, columns);
+        using (var probe = Tape<float>.NoGrad())
+        {
+            var x0 = model.Forward(batch).Hidden["embedding"];
+            Assert.That(x0.Shape.ToArray(), Is.EqualTo(new[] { n, 3 * 3 }));
+        }
+        var optimizer = new Adam(model.Parameters().Select(p => p.Tensor), learningRate: 0.05f);
+        var objective = new SupervisedObjective(model);
+        float first = 0, last = 0;
+        using var tape = new Tape<float>();
+        for (int step = 0; step < 80; step++)
+        {
+            tape.Reset();
+            var loss = objective.Loss(batch, step, null);
+            if (step == 0) first = loss.Item();
+            last = loss.Item();
+            tape.Backward(loss);
+            optimizer.Step();
+        }
+        Assert.That(last, Is.LessThan(first * 0.7f), $"loss {first} → {last}: the bag field carries the label");
+        var tags = model.Parameters().Single(p => p.Name == "embedding.tags.weight").Tensor;
+        Assert.That(tags.HasSparseGradient, Is.True);
     }
 }
