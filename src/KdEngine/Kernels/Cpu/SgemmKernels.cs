@@ -108,6 +108,87 @@ internal static unsafe class SgemmKernels
     }
 
     /// <summary>
+    /// The AVX-512 packed micro-kernel: C[rows ≤ 12, 2W] (op) Apanel[kc][12] · Bpanel[kc][2W]. 24 accumulators +
+    /// 2 B vectors + 1 broadcast = 27 of the 32 zmm registers; per k step 2 vector loads and 12 broadcasts
+    /// feed 24 FMAs, so the loop is FMA-bound rather than load-bound. Needs a panel packed 12 rows wide
+    /// (rows past <paramref name="rows"/> hold stale values that are computed but never stored).
+    /// </summary>
+    public static void Packed12x2<TS, TV>(int kc, float* ap, float* bp, nint ldb, int rows,
+        float* c, nint ldc, int mode, float alpha, float beta)
+        where TS : struct, ISimdF32<TV> where TV : struct
+    {
+        nint w = TS.Width;
+        TV c00 = TS.Zero, c01 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero, c20 = TS.Zero, c21 = TS.Zero, c30 = TS.Zero, c31 = TS.Zero, c40 = TS.Zero, c41 = TS.Zero, c50 = TS.Zero, c51 = TS.Zero;
+        TV c60 = TS.Zero, c61 = TS.Zero, c70 = TS.Zero, c71 = TS.Zero, c80 = TS.Zero, c81 = TS.Zero, c90 = TS.Zero, c91 = TS.Zero, c100 = TS.Zero, c101 = TS.Zero, c110 = TS.Zero, c111 = TS.Zero;
+        for (int p = 0; p < kc; p++, ap += 12, bp += ldb)
+        {
+            TV b0 = TS.Load(bp), b1 = TS.Load(bp + w);
+            TV x = TS.Broadcast(ap[0]); c00 = TS.Fma(x, b0, c00); c01 = TS.Fma(x, b1, c01);
+            x = TS.Broadcast(ap[1]); c10 = TS.Fma(x, b0, c10); c11 = TS.Fma(x, b1, c11);
+            x = TS.Broadcast(ap[2]); c20 = TS.Fma(x, b0, c20); c21 = TS.Fma(x, b1, c21);
+            x = TS.Broadcast(ap[3]); c30 = TS.Fma(x, b0, c30); c31 = TS.Fma(x, b1, c31);
+            x = TS.Broadcast(ap[4]); c40 = TS.Fma(x, b0, c40); c41 = TS.Fma(x, b1, c41);
+            x = TS.Broadcast(ap[5]); c50 = TS.Fma(x, b0, c50); c51 = TS.Fma(x, b1, c51);
+            x = TS.Broadcast(ap[6]); c60 = TS.Fma(x, b0, c60); c61 = TS.Fma(x, b1, c61);
+            x = TS.Broadcast(ap[7]); c70 = TS.Fma(x, b0, c70); c71 = TS.Fma(x, b1, c71);
+            x = TS.Broadcast(ap[8]); c80 = TS.Fma(x, b0, c80); c81 = TS.Fma(x, b1, c81);
+            x = TS.Broadcast(ap[9]); c90 = TS.Fma(x, b0, c90); c91 = TS.Fma(x, b1, c91);
+            x = TS.Broadcast(ap[10]); c100 = TS.Fma(x, b0, c100); c101 = TS.Fma(x, b1, c101);
+            x = TS.Broadcast(ap[11]); c110 = TS.Fma(x, b0, c110); c111 = TS.Fma(x, b1, c111);
+        }
+        TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
+        Put<TS, TV>(c, c00, mode, va, vb); Put<TS, TV>(c + w, c01, mode, va, vb);
+        if (rows > 1) { Put<TS, TV>(c + 1 * ldc, c10, mode, va, vb); Put<TS, TV>(c + 1 * ldc + w, c11, mode, va, vb); }
+        if (rows > 2) { Put<TS, TV>(c + 2 * ldc, c20, mode, va, vb); Put<TS, TV>(c + 2 * ldc + w, c21, mode, va, vb); }
+        if (rows > 3) { Put<TS, TV>(c + 3 * ldc, c30, mode, va, vb); Put<TS, TV>(c + 3 * ldc + w, c31, mode, va, vb); }
+        if (rows > 4) { Put<TS, TV>(c + 4 * ldc, c40, mode, va, vb); Put<TS, TV>(c + 4 * ldc + w, c41, mode, va, vb); }
+        if (rows > 5) { Put<TS, TV>(c + 5 * ldc, c50, mode, va, vb); Put<TS, TV>(c + 5 * ldc + w, c51, mode, va, vb); }
+        if (rows > 6) { Put<TS, TV>(c + 6 * ldc, c60, mode, va, vb); Put<TS, TV>(c + 6 * ldc + w, c61, mode, va, vb); }
+        if (rows > 7) { Put<TS, TV>(c + 7 * ldc, c70, mode, va, vb); Put<TS, TV>(c + 7 * ldc + w, c71, mode, va, vb); }
+        if (rows > 8) { Put<TS, TV>(c + 8 * ldc, c80, mode, va, vb); Put<TS, TV>(c + 8 * ldc + w, c81, mode, va, vb); }
+        if (rows > 9) { Put<TS, TV>(c + 9 * ldc, c90, mode, va, vb); Put<TS, TV>(c + 9 * ldc + w, c91, mode, va, vb); }
+        if (rows > 10) { Put<TS, TV>(c + 10 * ldc, c100, mode, va, vb); Put<TS, TV>(c + 10 * ldc + w, c101, mode, va, vb); }
+        if (rows > 11) { Put<TS, TV>(c + 11 * ldc, c110, mode, va, vb); Put<TS, TV>(c + 11 * ldc + w, c111, mode, va, vb); }
+    }
+
+    /// <summary>As <see cref="Packed12x2{TS,TV}"/> for one vector of columns (the ≤ W-wide edge of a panel).</summary>
+    public static void Packed12x1<TS, TV>(int kc, float* ap, float* bp, nint ldb, int rows,
+        float* c, nint ldc, int mode, float alpha, float beta)
+        where TS : struct, ISimdF32<TV> where TV : struct
+    {
+        TV c0 = TS.Zero, c1 = TS.Zero, c2 = TS.Zero, c3 = TS.Zero, c4 = TS.Zero, c5 = TS.Zero, c6 = TS.Zero, c7 = TS.Zero, c8 = TS.Zero, c9 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero;
+        for (int p = 0; p < kc; p++, ap += 12, bp += ldb)
+        {
+            TV b0 = TS.Load(bp);
+            c0 = TS.Fma(TS.Broadcast(ap[0]), b0, c0);
+            c1 = TS.Fma(TS.Broadcast(ap[1]), b0, c1);
+            c2 = TS.Fma(TS.Broadcast(ap[2]), b0, c2);
+            c3 = TS.Fma(TS.Broadcast(ap[3]), b0, c3);
+            c4 = TS.Fma(TS.Broadcast(ap[4]), b0, c4);
+            c5 = TS.Fma(TS.Broadcast(ap[5]), b0, c5);
+            c6 = TS.Fma(TS.Broadcast(ap[6]), b0, c6);
+            c7 = TS.Fma(TS.Broadcast(ap[7]), b0, c7);
+            c8 = TS.Fma(TS.Broadcast(ap[8]), b0, c8);
+            c9 = TS.Fma(TS.Broadcast(ap[9]), b0, c9);
+            c10 = TS.Fma(TS.Broadcast(ap[10]), b0, c10);
+            c11 = TS.Fma(TS.Broadcast(ap[11]), b0, c11);
+        }
+        TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
+        Put<TS, TV>(c, c0, mode, va, vb);
+        if (rows > 1) Put<TS, TV>(c + 1 * ldc, c1, mode, va, vb);
+        if (rows > 2) Put<TS, TV>(c + 2 * ldc, c2, mode, va, vb);
+        if (rows > 3) Put<TS, TV>(c + 3 * ldc, c3, mode, va, vb);
+        if (rows > 4) Put<TS, TV>(c + 4 * ldc, c4, mode, va, vb);
+        if (rows > 5) Put<TS, TV>(c + 5 * ldc, c5, mode, va, vb);
+        if (rows > 6) Put<TS, TV>(c + 6 * ldc, c6, mode, va, vb);
+        if (rows > 7) Put<TS, TV>(c + 7 * ldc, c7, mode, va, vb);
+        if (rows > 8) Put<TS, TV>(c + 8 * ldc, c8, mode, va, vb);
+        if (rows > 9) Put<TS, TV>(c + 9 * ldc, c9, mode, va, vb);
+        if (rows > 10) Put<TS, TV>(c + 10 * ldc, c10, mode, va, vb);
+        if (rows > 11) Put<TS, TV>(c + 11 * ldc, c11, mode, va, vb);
+    }
+
+    /// <summary>
     /// Dot-product tile for B stored transposed ([n, k]) and few rows: C[i, j] = Σ_p A[i, p]·B[j, p] for up to
     /// 4 rows × 4 columns, vectors along k (both operands contiguous there), k tail in scalar FMA after the
     /// horizontal sum. Rows/columns past <paramref name="rows"/>/<paramref name="cols"/> reuse the last valid
