@@ -1,3 +1,8 @@
 using BenchmarkDotNet.Running;
 
+if (args is ["sgemm-probe"])
+{
+    KdEngine.Benchmarks.SgemmProbe.Run();
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

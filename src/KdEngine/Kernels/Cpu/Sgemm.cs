@@ -1,9 +1,510 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static KdEngine.Kernels.Cpu.SgemmKernels;
+
 namespace KdEngine.Kernels.Cpu;
 
-/// <summary>Single-precision GEMM for the CPU backend (row-major, optional transposes).</summary>
-internal static class Sgemm
+/// <summary>Which instruction set the SGEMM kernels use.</summary>
+internal enum SgemmIsa { Scalar, Vector256, Vector512 }
+
+/// <summary>
+/// Single-precision GEMM for the CPU backend: C[m,n] = alpha·op(A)[m,k]·op(B)[k,n] + beta·C, row-major;
+/// A is stored [k,m] when <c>transposeA</c>, B is stored [n,k] when <c>transposeB</c>; beta == 0 never reads C.
+/// </summary>
+/// <remarks>
+/// <para>Large products follow GotoBLAS/BLIS: B is packed once per column block into NR-wide panels
+/// ([k][NR], NR = 2 vectors = 32 floats with AVX-512) shared by all threads; each thread packs its own
+/// MC×KC block of A into 6-row panels ([kc][6]) and runs a 6×NR register tile (12 FMA accumulators) over it.
+/// Blocking (see docs/benchmarks.md): KC ≤ 256 so a B panel (KC·NR·4 B ≤ 32 KiB) stays in the 48 KiB L1 while
+/// the A block (MC ≤ 288 rows · KC, ≤ 288 KiB) sits in L2.</para>
+/// <para>Small products (m ≤ 16, the batch-1/16 inference case) skip packing and threading: a direct 6×NR tile
+/// reads A and B in place (dot-product tiles when B is transposed; axpy form for m == 1).</para>
+/// <para>Determinism: every C element is one FMA chain over k in ascending order, split at the same KC
+/// boundaries whatever the thread count, and the threads split C by whole tiles, so results are
+/// bit-identical run to run and between 1 and N threads.</para>
+/// <para>Thread safety: buffers live in a per-calling-thread workspace (pinned, grown once, then reused), so
+/// concurrent callers never share packing memory and steady-state calls allocate nothing.</para>
+/// </remarks>
+internal static unsafe class Sgemm
 {
+    /// <summary>Products with m at or below this skip packing and threading.</summary>
+    public const int SmallM = 16;
+    private const int KcMax = 256;
+    private const int McMax = 288;            // multiple of MR
+    private const long BPackMaxFloats = 1 << 21; // 8 MiB of packed B per column block
+    /// <summary>Below this many multiply-adds a product runs on one thread (waking a worker costs ~10 µs).</summary>
+    private const long ParallelMinMacs = 1 << 22;
+
+    public static readonly SgemmIsa HardwareIsa =
+        Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? SgemmIsa.Vector512
+        : Vector256.IsHardwareAccelerated && Fma.IsSupported ? SgemmIsa.Vector256
+        : SgemmIsa.Scalar;
+
+    /// <summary>Test hook: force a narrower instruction set than the hardware's (null = hardware).</summary>
+    internal static SgemmIsa? ForcedIsa { get; set; }
+
+    public static SgemmIsa Isa
+    {
+        get
+        {
+            var forced = ForcedIsa;
+            return forced is { } f && f < HardwareIsa ? f : HardwareIsa;
+        }
+    }
+
     public static void Multiply(bool transposeA, bool transposeB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, ReadOnlySpan<float> b, float beta, Span<float> c)
-        => Gemm<float>.Reference(transposeA, transposeB, m, n, k, alpha, a, b, beta, c);
+    {
+        if (m < 0 || n < 0 || k < 0)
+            throw new ArgumentException($"Sgemm: negative dimension (m={m}, n={n}, k={k}).");
+        if ((long)m * k > a.Length || (long)k * n > b.Length || (long)m * n > c.Length)
+            throw new ArgumentException(
+                $"Sgemm: buffers too small for m={m}, n={n}, k={k} (transposeA={transposeA}, transposeB={transposeB}): " +
+                $"A has {a.Length} (needs {(long)m * k}), B has {b.Length} (needs {(long)k * n}), C has {c.Length} (needs {(long)m * n}).");
+        if (m == 0 || n == 0) return;
+
+        fixed (float* pa = a, pb = b, pc = c)
+        {
+            if (k == 0 || alpha == 0f)
+            {
+                ScaleC(pc, (long)m * n, beta);
+                return;
+            }
+            switch (Isa)
+            {
+                case SgemmIsa.Vector512:
+                    Run<Simd512, Vector512<float>>(transposeA, transposeB, m, n, k, alpha, pa, pb, beta, pc);
+                    break;
+                case SgemmIsa.Vector256:
+                    Run<Simd256, Vector256<float>>(transposeA, transposeB, m, n, k, alpha, pa, pb, beta, pc);
+                    break;
+                default:
+                    ScalarMultiply(transposeA, transposeB, m, n, k, alpha, pa, pb, beta, pc);
+                    break;
+            }
+        }
+    }
+
+    private static void ScaleC(float* c, long count, float beta)
+    {
+        var span = new Span<float>(c, checked((int)count));
+        if (beta == 0f) span.Clear();
+        else if (beta != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(span, beta, span);
+    }
+
+    private static void Run<TS, TV>(bool ta, bool tb, int m, int n, int k, float alpha, float* a, float* b,
+        float beta, float* c)
+        where TS : struct, ISimdF32<TV> where TV : struct
+    {
+        int firstMode = FirstMode(beta);
+        if (m <= SmallM)
+        {
+            SmallProduct<TS, TV>(ta, tb, m, n, k, alpha, a, b, beta, c, firstMode);
+            return;
+        }
+        var ws = Workspace.Current;
+        ws.Prepare(ta, tb, m, n, k, alpha, a, b, beta, c, TS.Width * 2, firstMode,
+            typeof(TV) == typeof(Vector512<float>) ? SgemmIsa.Vector512 : SgemmIsa.Vector256);
+
+        int nr = ws.Nr;
+        int panels = (n + nr - 1) / nr;
+        int rowTiles = (m + ws.Mr - 1) / ws.Mr;
+        int threads = (long)m * n * k >= ParallelMinMacs ? Math.Min(CpuParallel.ThreadCount, 64) : 1;
+        int panelsPerBlock = (int)Math.Max(1, BPackMaxFloats / ((long)k * nr));
+        ws.EnsureB((long)Math.Min(panels, panelsPerBlock) * k * nr);
+
+        for (int q0 = 0; q0 < panels; q0 += panelsPerBlock)
+        {
+            int q1 = Math.Min(panels, q0 + panelsPerBlock);
+            // Split C among threads by whole tiles: rows when there are enough row tiles, else B panels.
+            bool splitRows = rowTiles >= 2 * threads || rowTiles >= q1 - q0;
+            int chunks = Math.Max(1, Math.Min(threads, splitRows ? rowTiles : q1 - q0));
+            ws.SetBlock(q0, q1, chunks, splitRows);
+            ws.EnsureA(chunks);
+
+            ws.Phase = Workspace.PackBPhase;
+            if (chunks > 1) CpuParallel.For(chunks, ws); else ws.Execute(0);
+            ws.Phase = Workspace.ComputePhase;
+            if (chunks > 1) CpuParallel.For(chunks, ws); else ws.Execute(0);
+        }
+        ws.Clear();
+    }
+
+    /// <summary>m ≤ 16: no packing, no threads.</summary>
+    private static void SmallProduct<TS, TV>(bool ta, bool tb, int m, int n, int k, float alpha, float* a, float* b,
+        float beta, float* c, int mode)
+        where TS : struct, ISimdF32<TV> where TV : struct
+    {
+        // A element (i, p): row-major a[i·k + p]; transposed a[p·m + i].
+        nint ars = ta ? 1 : k, aps = ta ? m : 1;
+        int w = TS.Width;
+        if (tb)
+        {
+            // Dot-product tiles need A contiguous along k; a transposed A (at most 16·k floats) is copied once.
+            float* arow = a;
+            if (ta)
+            {
+                arow = Workspace.Current.Scratch((long)m * k);
+                for (int p = 0; p < k; p++)
+                for (int i = 0; i < m; i++) arow[(nint)i * k + p] = a[(nint)p * m + i];
+            }
+            for (int i = 0; i < m; i += 4)
+            for (int j = 0; j < n; j += 4)
+                Dot4x4<TS, TV>(k, arow + (nint)i * k, k, Math.Min(4, m - i), b + (nint)j * k, k, Math.Min(4, n - j),
+                    c + (nint)i * n + j, n, mode, alpha, beta);
+            return;
+        }
+        if (m == 1)
+        {
+            Row1<TS, TV>(k, a, aps, b, n, n, c, mode, alpha, beta);
+            return;
+        }
+        int nr = 2 * w;
+        int jFull = n / nr * nr;
+        int tail = n - jFull;              // < 2W columns left after the full 2W-wide column blocks
+        float* tailB = null;
+        if (tail != 0 && tail != w)
+        {
+            // Copy the ragged right edge of B ([k, tail]) into a zero-padded [k, nr] scratch so that vector
+            // loads stay in bounds; results go through a scratch tile and are merged element by element.
+            tailB = Workspace.Current.Scratch((long)k * nr + MR * nr);
+            for (int p = 0; p < k; p++)
+            {
+                float* src = b + (nint)p * n + jFull, dst = tailB + (nint)p * nr;
+                for (int q = 0; q < tail; q++) dst[q] = src[q];
+                for (int q = tail; q < nr; q++) dst[q] = 0f;
+            }
+        }
+        float* tile = stackalloc float[MR * 32];
+        for (int i = 0; i < m; i += MR)
+        {
+            int rows = Math.Min(MR, m - i);
+            float* ai = a + i * ars;
+            float* ci = c + (nint)i * n;
+            for (int j = 0; j < jFull; j += nr)
+                Tile6x2<TS, TV>(k, ai, ars, aps, rows, b + j, n, ci + j, n, mode, alpha, beta);
+            if (tail == w)
+                Tile6x1<TS, TV>(k, ai, ars, aps, rows, b + jFull, n, ci + jFull, n, mode, alpha, beta);
+            else if (tail != 0)
+            {
+                if (tail <= w) Tile6x1<TS, TV>(k, ai, ars, aps, rows, tailB, nr, tile, nr, Raw, 1f, 0f);
+                else Tile6x2<TS, TV>(k, ai, ars, aps, rows, tailB, nr, tile, nr, Raw, 1f, 0f);
+                MergeTile(tile, nr, ci + jFull, n, rows, tail, mode, alpha, beta);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MergeTile(float* tile, nint ldt, float* c, nint ldc, int rows, int cols, int mode,
+        float alpha, float beta)
+    {
+        for (int r = 0; r < rows; r++)
+        for (int q = 0; q < cols; q++)
+        {
+            float* dst = c + r * ldc + q;
+            *dst = Merge(tile[r * ldt + q], mode == Overwrite ? 0f : *dst, mode, alpha, beta);
+        }
+    }
+
+    /// <summary>
+    /// dst[p·ldd + r] = src[r·lds + p] for r &lt; rows, p &lt; len: packs row-major A rows (or transposed-B rows)
+    /// into k-major panels. 4×4 blocks go through SSE unpack/move shuffles (4 loads, 8 shuffles, 4 stores per
+    /// 16 floats) — the scalar strided copy made packing A a fifth of the 1024×624×400 product's time.
+    /// </summary>
+    private static void Transpose(float* src, nint lds, int rows, int len, float* dst, nint ldd)
+    {
+        int r = 0;
+        if (Sse.IsSupported)
+        {
+            for (; r <= rows - 4; r += 4)
+            {
+                float* s0 = src + r * lds, s1 = s0 + lds, s2 = s1 + lds, s3 = s2 + lds;
+                float* d = dst + r;
+                int p = 0;
+                for (; p <= len - 4; p += 4, d += 4 * ldd)
+                {
+                    Vector128<float> x0 = Sse.LoadVector128(s0 + p), x1 = Sse.LoadVector128(s1 + p);
+                    Vector128<float> x2 = Sse.LoadVector128(s2 + p), x3 = Sse.LoadVector128(s3 + p);
+                    Vector128<float> t0 = Sse.UnpackLow(x0, x1), t1 = Sse.UnpackLow(x2, x3);   // r0p0 r1p0 r0p1 r1p1 | r2p0 r3p0 r2p1 r3p1
+                    Vector128<float> t2 = Sse.UnpackHigh(x0, x1), t3 = Sse.UnpackHigh(x2, x3); // same for p2, p3
+                    Sse.Store(d, Sse.MoveLowToHigh(t0, t1));
+                    Sse.Store(d + ldd, Sse.MoveHighToLow(t1, t0));
+                    Sse.Store(d + 2 * ldd, Sse.MoveLowToHigh(t2, t3));
+                    Sse.Store(d + 3 * ldd, Sse.MoveHighToLow(t3, t2));
+                }
+                for (; p < len; p++, d += ldd)
+                {
+                    d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p];
+                }
+            }
+        }
+        for (; r < rows; r++)
+        {
+            float* s = src + r * lds, d = dst + r;
+            for (int p = 0; p < len; p++) d[p * ldd] = s[p];
+        }
+    }
+
+    /// <summary>Hardware without AVX2/FMA or AVX-512: cache-friendly i-p-j loops over a row accumulator.</summary>
+    private static void ScalarMultiply(bool ta, bool tb, int m, int n, int k, float alpha, float* a, float* b,
+        float beta, float* c)
+    {
+        nint ars = ta ? 1 : k, aps = ta ? m : 1;
+        nint bps = tb ? 1 : n, bqs = tb ? k : 1; // B element (p, j) at b[p·bps + j·bqs]
+        float* acc = Workspace.Current.Scratch(n);
+        int mode = FirstMode(beta);
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++) acc[j] = 0f;
+            for (int p = 0; p < k; p++)
+            {
+                float x = a[i * ars + p * aps];
+                float* bp = b + p * bps;
+                for (int j = 0; j < n; j++) acc[j] += x * bp[j * bqs];
+            }
+            MergeTile(acc, 0, c + (nint)i * n, 0, 1, n, mode, alpha, beta);
+        }
+    }
+
+    /// <summary>
+    /// Per-calling-thread packing memory and the parallel job of one large product. Buffers are pinned
+    /// (pointers survive across worker threads without <c>fixed</c>) and 64-byte aligned.
+    /// </summary>
+    private sealed class Workspace : IParallelWork
+    {
+        public const int PackBPhase = 0, ComputePhase = 1;
+
+        [ThreadStatic] private static Workspace? _current;
+        public static Workspace Current => _current ??= new Workspace();
+
+        private float[]? _bArray, _scratchArray;
+        private float* _bPack, _scratch;
+        private long _bCapacity, _scratchCapacity;
+        private readonly float[]?[] _aArrays = new float[64][];
+        private readonly nint[] _aPacks = new nint[64];
+
+        // The product being computed (set by Prepare, valid until Clear).
+        private bool _ta, _tb;
+        private int _m, _n, _k, _firstMode, _kc;
+        private float _alpha, _beta;
+        private float* _a, _b, _c;
+        private SgemmIsa _isa;
+        public int Nr { get; private set; }
+        /// <summary>Rows per packed A panel / register tile: 12 with AVX-512 (32 registers), 6 with AVX2 (16).</summary>
+        public int Mr { get; private set; }
+        // The current column block of B panels and how it is split.
+        private int _q0, _q1, _chunks;
+        private bool _splitRows;
+        public int Phase;
+
+        public void Prepare(bool ta, bool tb, int m, int n, int k, float alpha, float* a, float* b, float beta,
+            float* c, int nr, int firstMode, SgemmIsa isa)
+        {
+            (_ta, _tb, _m, _n, _k, _alpha, _beta, Nr, _firstMode, _isa) =
+                (ta, tb, m, n, k, alpha, beta, nr, firstMode, isa);
+            Mr = isa == SgemmIsa.Vector512 ? 12 : MR;
+            _a = a;
+            _b = b;
+            _c = c;
+            // Balanced K blocks ≤ KcMax (k = 624 → 3 × 208), fixed by k alone so every thread count and every
+            // row/column split sums each element over the same blocks.
+            int blocks = (k + KcMax - 1) / KcMax;
+            _kc = (k + blocks - 1) / blocks;
+        }
+
+        public void SetBlock(int q0, int q1, int chunks, bool splitRows) =>
+            (_q0, _q1, _chunks, _splitRows) = (q0, q1, chunks, splitRows);
+
+        public void Clear()
+        {
+            _a = null;
+            _b = null;
+            _c = null;
+        }
+
+        private static float* Allocate(long floats, out float[] array)
+        {
+            array = GC.AllocateUninitializedArray<float>(checked((int)(floats + 16)), pinned: true);
+            nint p = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
+            return (float*)((p + 63) & ~(nint)63);
+        }
+
+        public void EnsureB(long floats)
+        {
+            if (_bCapacity >= floats) return;
+            _bPack = Allocate(floats, out var arr);
+            _bArray = arr;
+            _bCapacity = floats;
+        }
+
+        public void EnsureA(int chunks)
+        {
+            for (int i = 0; i < chunks; i++)
+                if (_aArrays[i] is null)
+                {
+                    _aPacks[i] = (nint)Allocate((long)McMax * KcMax, out var arr);
+                    _aArrays[i] = arr;
+                }
+        }
+
+        public float* Scratch(long floats)
+        {
+            if (_scratchCapacity < floats)
+            {
+                _scratch = Allocate(floats, out var arr);
+                _scratchArray = arr;
+                _scratchCapacity = floats;
+            }
+            return _scratch;
+        }
+
+        public void Execute(int index)
+        {
+            if (_isa == SgemmIsa.Vector512) Execute<Simd512, Vector512<float>>(index);
+            else Execute<Simd256, Vector256<float>>(index);
+        }
+
+        private void Execute<TS, TV>(int index) where TS : struct, ISimdF32<TV> where TV : struct
+        {
+            int blockPanels = _q1 - _q0;
+            if (Phase == PackBPhase)
+            {
+                // Each chunk packs a fixed, disjoint range of panels.
+                int p0 = (int)((long)blockPanels * index / _chunks), p1 = (int)((long)blockPanels * (index + 1) / _chunks);
+                for (int q = p0; q < p1; q++) PackBPanel(q);
+                return;
+            }
+            int mr = Mr;
+            int rowTiles = (_m + mr - 1) / mr;
+            int r0 = 0, r1 = _m, q0 = 0, q1 = blockPanels;
+            if (_splitRows)
+            {
+                r0 = (int)((long)rowTiles * index / _chunks) * mr;
+                r1 = Math.Min(_m, (int)((long)rowTiles * (index + 1) / _chunks) * mr);
+            }
+            else
+            {
+                q0 = (int)((long)blockPanels * index / _chunks);
+                q1 = (int)((long)blockPanels * (index + 1) / _chunks);
+            }
+            Compute<TS, TV>((float*)_aPacks[index], r0, r1, q0, q1);
+        }
+
+        /// <summary>Packs panel q of the current block: B[0..k, j..j+NR) → [k][NR], zero-padded past n.</summary>
+        private void PackBPanel(int q)
+        {
+            int nr = Nr, k = _k, n = _n;
+            int j = (_q0 + q) * nr;
+            int width = Math.Min(nr, n - j);
+            float* dst = _bPack + (long)q * k * nr;
+            if (!_tb)
+            {
+                float* src = _b + j;
+                if (width == nr)
+                    for (int p = 0; p < k; p++)
+                        Unsafe.CopyBlockUnaligned(dst + (nint)p * nr, src + (nint)p * n, (uint)(nr * sizeof(float)));
+                else
+                    for (int p = 0; p < k; p++)
+                    {
+                        float* s = src + (nint)p * n, d = dst + (nint)p * nr;
+                        for (int t = 0; t < width; t++) d[t] = s[t];
+                        for (int t = width; t < nr; t++) d[t] = 0f;
+                    }
+            }
+            else
+            {
+                // B stored [n, k]: column j of op(B) is the contiguous row j of b; write it down panel column t.
+                Transpose(_b + (nint)j * k, k, width, k, dst, nr);
+                for (int p = 0; p < k; p++)
+                    for (int t = width; t < nr; t++) dst[(nint)p * nr + t] = 0f;
+            }
+        }
+
+        /// <summary>Packs A[i0..i0+mc, p0..p0+kc) into consecutive mr-row panels, each [kc][mr], zero-padded.</summary>
+        private void PackA(float* dst, int i0, int mc, int p0, int kc)
+        {
+            int m = _m, k = _k, mr = Mr;
+            for (int ir = 0; ir < mc; ir += mr)
+            {
+                int rows = Math.Min(mr, mc - ir);
+                float* panel = dst + (nint)ir * kc;
+                if (rows < mr)
+                    for (int p = 0; p < kc; p++)
+                        for (int r = rows; r < mr; r++) panel[p * mr + r] = 0f;
+                if (_ta)
+                {
+                    // A stored [k, m]: the 6 values of one k index are contiguous.
+                    float* src = _a + (nint)p0 * m + i0 + ir;
+                    for (int p = 0; p < kc; p++)
+                    {
+                        float* s = src + (nint)p * m, d = panel + p * mr;
+                        for (int r = 0; r < rows; r++) d[r] = s[r];
+                    }
+                }
+                else
+                {
+                    Transpose(_a + (nint)(i0 + ir) * k + p0, k, rows, kc, panel, mr);
+                }
+            }
+        }
+
+        /// <summary>One register tile on packed panels: 12 rows with AVX-512, 6 with AVX2; two or one vectors wide.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Panel<TS, TV>(bool twoVectors, int kc, float* ap, int rows, float* bp, float* c, nint ldc,
+            int mode, float alpha, float beta)
+            where TS : struct, ISimdF32<TV> where TV : struct
+        {
+            if (Mr == 12)
+            {
+                if (twoVectors) Packed12x2<TS, TV>(kc, ap, bp, Nr, rows, c, ldc, mode, alpha, beta);
+                else Packed12x1<TS, TV>(kc, ap, bp, Nr, rows, c, ldc, mode, alpha, beta);
+            }
+            else if (twoVectors) Tile6x2<TS, TV>(kc, ap, 1, MR, rows, bp, Nr, c, ldc, mode, alpha, beta);
+            else Tile6x1<TS, TV>(kc, ap, 1, MR, rows, bp, Nr, c, ldc, mode, alpha, beta);
+        }
+
+        private void Compute<TS, TV>(float* aPack, int r0, int r1, int q0, int q1)
+            where TS : struct, ISimdF32<TV> where TV : struct
+        {
+            int n = _n, k = _k, nr = Nr, w = TS.Width, kcMax = _kc, mr = Mr;
+            float alpha = _alpha, beta = _beta;
+            float* tile = stackalloc float[12 * 32];
+            int rows = r1 - r0;
+            if (rows <= 0 || q1 <= q0) return;
+            // Balanced row blocks ≤ McMax, whole 6-row tiles.
+            int mBlocks = (rows + McMax - 1) / McMax;
+            int mc = ((rows + mBlocks - 1) / mBlocks + mr - 1) / mr * mr;
+            for (int ic = r0; ic < r1; ic += mc)
+            {
+                int mcb = Math.Min(mc, r1 - ic);
+                for (int pc = 0; pc < k; pc += kcMax)
+                {
+                    int kc = Math.Min(kcMax, k - pc);
+                    int mode = pc == 0 ? _firstMode : Accumulate;
+                    PackA(aPack, ic, mcb, pc, kc);
+                    for (int q = q0; q < q1; q++)
+                    {
+                        int j = (_q0 + q) * nr;
+                        int width = Math.Min(nr, n - j);
+                        float* bp = _bPack + (long)q * k * nr + (nint)pc * nr;
+                        for (int ir = 0; ir < mcb; ir += mr)
+                        {
+                            int tr = Math.Min(mr, mcb - ir);
+                            float* ap = aPack + (nint)ir * kc;
+                            float* cp = _c + (nint)(ic + ir) * n + j;
+                            if (width == nr || width == w)
+                                Panel<TS, TV>(width == nr, kc, ap, tr, bp, cp, n, mode, alpha, beta);
+                            else
+                            {
+                                Panel<TS, TV>(width > w, kc, ap, tr, bp, tile, nr, Raw, 1f, 0f);
+                                MergeTile(tile, nr, cp, n, tr, width, mode, alpha, beta);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,43 @@
+using System.Diagnostics;
+using KdEngine.Kernels.Cpu;
+
+namespace KdEngine.Benchmarks;
+
+/// <summary>
+/// A quick peak probe for a noisy shared machine: the best of 300 single warm calls (Stopwatch) per shape and
+/// thread count. The minimum is the run least disturbed by other processes, which BenchmarkDotNet's mean is not.
+/// <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- sgemm-probe</c>
+/// </summary>
+public static class SgemmProbe
+{
+    public static void Run()
+    {
+        var shapes = new (int M, int K, int N, bool TransB)[]
+        {
+            (1024, 624, 400, false), (1024, 624, 400, true), (128, 624, 400, false), (16, 400, 400, false),
+            (16, 624, 400, true), (1, 624, 400, false), (1, 624, 400, true),
+        };
+        int saved = CpuParallel.ThreadCount;
+        foreach (var (m, k, n, tb) in shapes)
+        foreach (int threads in new[] { 1, 2 })
+        {
+            CpuParallel.ThreadCount = threads;
+            var rng = new Random(1);
+            var a = new float[m * k];
+            var b = new float[k * n];
+            var c = new float[m * n];
+            for (int i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
+            for (int i = 0; i < b.Length; i++) b[i] = (float)(rng.NextDouble() * 2 - 1);
+            double best = double.MaxValue;
+            for (int t = 0; t < 300; t++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                Sgemm.Multiply(false, tb, m, n, k, 1f, a, b, 0f, c);
+                best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+            double gflops = 2.0 * m * n * k / best / 1e9;
+            Console.WriteLine($"{m}x{k}x{n} transB={tb} threads={threads}: best {best * 1e6:F1} us, {gflops:F1} GFLOP/s ({100 * gflops / 267:F0} % of one core's 267)");
+        }
+        CpuParallel.ThreadCount = saved;
+    }
+}

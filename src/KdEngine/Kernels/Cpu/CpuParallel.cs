@@ -1,0 +1,159 @@
+using System.Runtime.ExceptionServices;
+
+namespace KdEngine.Kernels.Cpu;
+
+/// <summary>
+/// One unit of a <see cref="CpuParallel.For"/> loop. Implementations are reusable objects (one per caller,
+/// fields set before each dispatch) so that a parallel loop allocates nothing in steady state — unlike
+/// <c>Parallel.For</c>, which allocates its closure, loop state and tasks on every call.
+/// </summary>
+public interface IParallelWork
+{
+    /// <summary>Runs item <paramref name="index"/> (0 ≤ index &lt; count). Items must be independent.</summary>
+    void Execute(int index);
+}
+
+/// <summary>
+/// The CPU backend's thread setting and its low-overhead parallel loop: persistent background worker
+/// threads that spin briefly and then sleep, an index counter claimed with compare-and-swap, and no
+/// allocation per call. Work items are numbered; which thread runs an item never changes what the item
+/// computes, so a kernel that partitions its output by item index is deterministic for any thread count.
+/// </summary>
+/// <remarks>
+/// One loop runs on the workers at a time. A call made while the workers are busy (a concurrent caller, or a
+/// nested loop from inside a work item) runs its items inline on the calling thread, in index order, instead
+/// of waiting — results are the same, only slower.
+/// </remarks>
+public static class CpuParallel
+{
+    private static int _threadCount = Environment.ProcessorCount;
+
+    /// <summary>Threads a CPU kernel may use (the caller included). Default: all cores. Must be ≥ 1.</summary>
+    public static int ThreadCount
+    {
+        get => Volatile.Read(ref _threadCount);
+        set
+        {
+            if (value < 1)
+                throw new ArgumentOutOfRangeException(nameof(value), value,
+                    $"CpuParallel.ThreadCount must be >= 1 (got {value}).");
+            Volatile.Write(ref _threadCount, value);
+        }
+    }
+
+    // ---- dispatch state (guarded by _busy: only the thread that won it writes these) ----
+    private static int _busy;                       // 0 free, 1 a loop is running on the workers
+    private static readonly object Gate = new();    // workers sleep on it
+    private static readonly List<Thread> Workers = new();
+    private static IParallelWork? _work;
+    private static int _count;
+    private static int _participants;               // workers with id < this take part in the current loop
+    private static int _generation;                 // bumped per loop, read by workers under Gate
+    private static long _ticket;                    // (generation << 32) | next index; claimed by CAS
+    private static int _remaining;                  // items not yet finished
+    private static readonly ManualResetEventSlim Done = new(false, spinCount: 200);
+    private static ExceptionDispatchInfo? _failure;
+
+    /// <summary>
+    /// Runs <c>work.Execute(i)</c> for i in [0, count) on up to <see cref="ThreadCount"/> threads (the caller
+    /// is one of them) and returns when all have finished. Allocation-free once the workers exist.
+    /// An exception from an item is rethrown here after the loop has drained.
+    /// </summary>
+    public static void For(int count, IParallelWork work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        if (count < 0)
+            throw new ArgumentOutOfRangeException(nameof(count), count, "CpuParallel.For: count must be >= 0.");
+        if (count == 0) return;
+        int threads = Math.Min(ThreadCount, count);
+        if (threads == 1 || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            for (int i = 0; i < count; i++) work.Execute(i);
+            return;
+        }
+        try
+        {
+            EnsureWorkers(threads - 1);
+            _failure = null;
+            Done.Reset();
+            Volatile.Write(ref _remaining, count);
+            lock (Gate)
+            {
+                _work = work;
+                _count = count;
+                _participants = threads - 1;
+                _generation++;
+                Volatile.Write(ref _ticket, (long)_generation << 32);
+                Monitor.PulseAll(Gate);
+            }
+            RunItems(_generation, work, count);
+            Done.Wait();
+            _work = null;
+            _failure?.Throw();
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <summary>Claims and runs items of loop <paramref name="generation"/> until none are left.</summary>
+    private static void RunItems(int generation, IParallelWork work, int count)
+    {
+        while (true)
+        {
+            long t = Volatile.Read(ref _ticket);
+            if ((int)(t >> 32) != generation || (int)t >= count) return;
+            if (Interlocked.CompareExchange(ref _ticket, t + 1, t) != t) continue;
+            try
+            {
+                work.Execute((int)t);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _failure, ExceptionDispatchInfo.Capture(e), null);
+            }
+            if (Interlocked.Decrement(ref _remaining) == 0) Done.Set();
+        }
+    }
+
+    private static void EnsureWorkers(int needed)
+    {
+        // Only the dispatcher (holder of _busy) grows the list, so no lock is needed for the count.
+        while (Workers.Count < needed)
+        {
+            int id = Workers.Count;
+            var thread = new Thread(() => WorkerLoop(id))
+            {
+                IsBackground = true,
+                Name = $"KdEngine.CpuParallel#{id}",
+            };
+            Workers.Add(thread);
+            thread.Start();
+        }
+    }
+
+    private static void WorkerLoop(int id)
+    {
+        int seen;
+        lock (Gate) seen = _generation;
+        while (true)
+        {
+            // Spin a little first: GEMM issues loops back to back (pack B, then compute), and a sleeping
+            // thread takes tens of microseconds to wake.
+            var spinner = new SpinWait();
+            for (int s = 0; s < 100 && Volatile.Read(ref _generation) == seen; s++) spinner.SpinOnce(-1);
+            IParallelWork? work;
+            int count, generation;
+            lock (Gate)
+            {
+                while (_generation == seen) Monitor.Wait(Gate);
+                seen = generation = _generation;
+                work = _work;
+                count = _count;
+                if (id >= _participants) work = null;
+            }
+            if (work is not null) RunItems(generation, work, count);
+        }
+    }
+}
