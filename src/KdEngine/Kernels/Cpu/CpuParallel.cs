@@ -51,7 +51,20 @@ public static class CpuParallel
     private static int _generation;                 // bumped per loop, read by workers under Gate
     private static long _ticket;                    // (generation << 32) | next index; claimed by CAS
     private static int _remaining;                  // items not yet finished
-    private static readonly ManualResetEventSlim Done = new(false, spinCount: 200);
+    private static readonly ManualResetEventSlim Done = CreateDoneEvent();
+
+    /// <summary>
+    /// ManualResetEventSlim creates its kernel event and its internal lock object lazily, on the first Wait that
+    /// has to block — a 24-byte allocation on the caller in the middle of a steady-state GEMM. Touching WaitHandle
+    /// and one short blocking wait create both up front.
+    /// </summary>
+    private static ManualResetEventSlim CreateDoneEvent()
+    {
+        var done = new ManualResetEventSlim(false, spinCount: 200);
+        _ = done.WaitHandle;
+        done.Wait(1);
+        return done;
+    }
     private static ExceptionDispatchInfo? _failure;
 
     /// <summary>
