@@ -180,7 +180,8 @@ public sealed class Preprocessor
                 case FieldKind.Numeric:
                 {
                     double v = NumberOf(record, e.SchemaIndex);
-                    row.Ids[e.Slot] = double.IsNaN(v) ? 0 : e.IdOf(NumericBuckets.Token(v, spec.Bucketing));
+                    Span<char> token = stackalloc char[NumericBuckets.MaxTokenLength];
+                    row.Ids[e.Slot] = double.IsNaN(v) ? 0 : e.IdOf(NumericBuckets.FormatToken(v, spec.Bucketing, token)); // no string per value
                     row.DenseValues[e.Slot] = 1f;
                     break;
                 }
@@ -355,6 +356,7 @@ public sealed class Preprocessor
     private sealed class Encoder(string name, int schemaIndex, FieldEncoding encoding, int buckets, int minCount, string[]? vocabulary)
     {
         private Dictionary<string, int>? _index;
+        private Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
 
         public string Name { get; } = name;
         public int SchemaIndex { get; } = schemaIndex;
@@ -378,7 +380,12 @@ public sealed class Preprocessor
                 if (!index.TryAdd(vocab[i], i + 2)) throw new ArgumentException($"duplicate vocabulary entry '{vocab[i]}' (entries {index[vocab[i]] - 2} and {i})");
             Vocabulary = vocab;
             _index = index;
+            _lookup = index.GetAlternateLookup<ReadOnlySpan<char>>();
         }
+
+        /// <summary>A numeric field's bucket token (vocabulary-encoded), looked up without making a string.</summary>
+        public int IdOf(ReadOnlySpan<char> token) =>
+            _lookup.TryGetValue(token, out int id) ? id : 1;
 
         public int IdOf(string token) => Encoding == FieldEncoding.Hash
             ? 1 + StableHash.Bucket(token, Buckets)

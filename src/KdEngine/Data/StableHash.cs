@@ -70,8 +70,20 @@ public static class NumericBuckets
     /// </summary>
     public static string Token(double v, Bucketing bucketing)
     {
+        Span<char> buffer = stackalloc char[MaxTokenLength];
+        return new string(FormatToken(v, bucketing, buffer));
+    }
+
+    /// <summary>The longest token: a sign, 19 digits of a long and the prefix.</summary>
+    internal const int MaxTokenLength = 21;
+
+    /// <summary><see cref="Token"/> written into <paramref name="buffer"/> (≥ <see cref="MaxTokenLength"/> chars) without allocating (serving uses it).</summary>
+    internal static ReadOnlySpan<char> FormatToken(double v, Bucketing bucketing, Span<char> buffer)
+    {
         if (!double.IsFinite(v)) throw new ArgumentOutOfRangeException(nameof(v), $"numeric value must be finite, got {v}.");
-        if (v > 2) return "b" + (bucketing == Bucketing.LogSquared ? LogSquared(v) : Log2(v)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return "v" + ((long)Math.Floor(v)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        long n = v > 2 ? (bucketing == Bucketing.LogSquared ? LogSquared(v) : Log2(v)) : (long)Math.Floor(v);
+        buffer[0] = v > 2 ? 'b' : 'v';
+        n.TryFormat(buffer[1..], out int written, default, System.Globalization.CultureInfo.InvariantCulture);
+        return buffer[..(1 + written)];
     }
 }

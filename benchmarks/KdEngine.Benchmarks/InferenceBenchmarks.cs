@@ -1,0 +1,95 @@
+using System.Reflection;
+using BenchmarkDotNet.Attributes;
+using KdEngine.Models;
+using KdEngine.Nn;
+using KdEngine.Serving;
+
+namespace KdEngine.Benchmarks;
+
+/// <summary>
+/// WDL vs xDeepFM inference latency through <see cref="Predictor"/> (the inference-only plan: no tape, no tensors,
+/// zero allocation — the Allocated column must read 0 B / "-"). Configurations from MISSION.md:
+/// <list type="bullet">
+/// <item><b>bench</b>: F = 39, D = 16, 65,536 buckets per field, DNN [400, 400, 400], CIN [200, 200, 200] split-half.</item>
+/// <item><b>paper</b>: F = 39, D = 10, DNN [400, 400, 400], CIN [200, 200, 200] (no split-half, identity activation, as
+/// in the xDeepFM paper); the paper's vocabulary is data-driven — 65,536 rows per field here (the table size only
+/// changes the gather's cache misses).</item>
+/// </list>
+/// Threads: the predictor runs on the calling thread; the SGEMM may use more (intra-op) through
+/// <c>CpuParallel.ThreadCount</c> when the build has it (looked up by reflection so this suite compiles against
+/// either kernel); otherwise only Threads = 1 is run.
+/// Run: <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- --filter '*InferenceBenchmarks*' --job short</c>
+/// </summary>
+[MemoryDiagnoser]
+public class InferenceBenchmarks
+{
+    private static readonly PropertyInfo? ThreadCountProperty =
+        typeof(ZooModel).Assembly.GetType("KdEngine.Kernels.Cpu.CpuParallel")?.GetProperty("ThreadCount", BindingFlags.Public | BindingFlags.Static);
+
+    private Predictor _predictor = null!;
+    private int[] _ids = [];
+    private float[] _output = [];
+    private int? _savedThreads;
+
+    [Params("bench", "paper")]
+    public string Config { get; set; } = "bench";
+
+    [Params(ModelKind.Wdl, ModelKind.XDeepFm)]
+    public ModelKind Model { get; set; }
+
+    [Params(1, 16, 128, 1024)]
+    public int Batch { get; set; }
+
+    [ParamsSource(nameof(ThreadCounts))]
+    public int Threads { get; set; }
+
+    public static IEnumerable<int> ThreadCounts() => ThreadCountProperty is null ? [1] : [1, 2];
+
+    public static ModelConfig ConfigFor(string name, ModelKind kind) => name switch
+    {
+        "bench" => new ModelConfig
+        {
+            Model = kind, EmbeddingDim = 16, Dnn = [400, 400, 400], Cin = [200, 200, 200], CinSplitHalf = true, Seed = 1,
+        },
+        "paper" => new ModelConfig
+        {
+            Model = kind, EmbeddingDim = 10, Dnn = [400, 400, 400], Cin = [200, 200, 200], CinSplitHalf = false,
+            CinActivation = Activation.Identity, Seed = 1,
+        },
+        _ => throw new ArgumentException($"unknown config '{name}' (bench, paper)"),
+    };
+
+    public const int Fields = 39;
+    public const int Buckets = 65_536;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var fields = Enumerable.Range(0, Fields).Select(i => new InputField($"C{i + 1}", Buckets)).ToArray();
+        var model = new ZooModel(ConfigFor(Config, Model), fields) { Training = false };
+        _predictor = new Predictor(model);
+        var rng = new Random(42);
+        _ids = new int[Batch * Fields];
+        for (int i = 0; i < _ids.Length; i++) _ids[i] = rng.Next(Buckets);
+        _output = new float[Batch];
+        if (ThreadCountProperty is not null)
+        {
+            _savedThreads = (int)ThreadCountProperty.GetValue(null)!;
+            ThreadCountProperty.SetValue(null, Threads);
+        }
+        _predictor.Predict(_ids, _output); // grows this thread's workspace before measuring
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        if (_savedThreads is { } t) ThreadCountProperty!.SetValue(null, t);
+    }
+
+    [Benchmark]
+    public float Predict()
+    {
+        _predictor.Predict(_ids, _output);
+        return _output[0];
+    }
+}
