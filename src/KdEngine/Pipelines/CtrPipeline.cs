@@ -76,7 +76,7 @@ public static class CtrPipeline
 
     /// <summary>As <see cref="Prepare"/>, but encodes with an already fitted <paramref name="preprocessor"/> (e.g. a teacher's), fitting nothing.</summary>
     public static PreparedData PrepareWith(DataSource source, Preprocessor preprocessor, SplitOptions? split = null) =>
-        PrepareCore(source with { Schema = preprocessor.Schema }, split, _ => preprocessor);
+        PrepareCore(source with { Format = source.ResolvedFormat, Schema = preprocessor.Schema }, split, _ => preprocessor);
 
     private sealed record RawParts(Schema Schema, IEnumerable<RawRecord> TrainRows);
 
@@ -93,7 +93,8 @@ public static class CtrPipeline
         var preprocessor = preprocess(new RawParts(reader.Schema, parts[0].Select(i => records[i])));
         var fields = InputFields(preprocessor.FeatureSpace);
         var all = preprocessor.EncodeAll(records);
-        return new PreparedData(source with { Schema = reader.Schema }, preprocessor,
+        // The format is resolved before the schema is attached (a schema would turn Auto into CSV).
+        return new PreparedData(source with { Format = source.ResolvedFormat, Schema = reader.Schema }, preprocessor,
             all.Select(parts[0]), all.Select(parts[1]), all.Select(parts[2]), fields, parts, all);
     }
 

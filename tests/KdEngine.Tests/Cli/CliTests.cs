@@ -106,7 +106,7 @@ public class CliTests
     {
         var model = Path.Combine(_dir, "criteo.kde");
         var train = Ok("train", "--model", "dnn", "--config", _small, "--data", _criteo, "--epochs", "2", "--out", model);
-        Assert.That(train, Does.Contain("train 240 / validation 30 / test 30"));
+        Assert.That(train, Does.Contain("(criteo)").And.Contain("train 240 / validation 30 / test 30"));
         double trainTestAuc = Number(train, @"\ntest AUC ([0-9.]+)");
         double trainTestLoss = Number(train, @"\ntest AUC [0-9.]+  logloss ([0-9.]+)");
 
