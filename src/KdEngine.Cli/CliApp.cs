@@ -4,9 +4,27 @@ using KdEngine.Tensors;
 
 namespace KdEngine.Cli;
 
-/// <summary>The `kdengine` command line: parses the verb and dispatches; errors become exit code 1 and a one-line message.</summary>
+/// <summary>
+/// The <c>kdengine</c> command line: parses the verb and dispatches. Any error becomes exit code 1 and a one-line
+/// <c>error: …</c> message on stderr (the stack trace only with <c>--verbose</c>).
+/// </summary>
 public static class CliApp
 {
+    private sealed record Verb(string Name, string Summary, Func<string[], TextWriter, int> Run);
+
+    private static readonly Verb[] Verbs =
+    [
+        new("train", "train a zoo model (lr|fm|dnn|wdl|deepfm|dcn|xdeepfm) on a data file", Commands.Train),
+        new("eval", "evaluate a saved model on a whole data file (AUC, logloss)", Commands.Eval),
+        new("predict", "write one click probability per row of a data file", Commands.Predict),
+        new("synth", "write seeded synthetic CTR data (Criteo-like TSV or libSVM)", Commands.Synth),
+        new("cache-logits", "compute a teacher's logits over a data file once and store them beside it", Commands.CacheLogits),
+        new("distill", "distil a teacher into a student (logits|hint|rocket|double-dnn|pfd|ensemble)", Commands.Distill),
+        new("quickstart", "the main job: xDeepFM teacher, DNN student alone and distilled, on the Criteo sample", Quickstart.Run),
+        new("experiment", "experiments for the docs (experiment zoo --seeds 5)", Experiment.Run),
+        new("demo", "train a 2-layer MLP on synthetic data with the bare engine", (_, o) => Demo(o)),
+    ];
+
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         bool verbose = args.Contains("--verbose");
@@ -17,25 +35,28 @@ public static class CliApp
                 stdout.WriteLine(Usage);
                 return args.Length == 0 ? 1 : 0;
             }
-            return args[0] switch
-            {
-                "demo" => Demo(stdout),
-                _ => throw new CliException($"unknown command '{args[0]}'.\n{Usage}"),
-            };
+            var verb = Verbs.FirstOrDefault(v => v.Name == args[0])
+                ?? throw new CliException($"unknown command '{args[0]}' (commands: {string.Join(", ", Verbs.Select(v => v.Name))}; see 'kdengine --help').");
+            return verb.Run(args[1..], stdout);
         }
-        catch (Exception e) when (e is CliException or ArgumentException or InvalidOperationException or IOException)
+        catch (Exception e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            // Every failure is one line for the user; the trace is for --verbose.
+            var message = e is CliException or ArgumentException or IOException or UnauthorizedAccessException or NotSupportedException
+                or KdEngine.Data.DataFormatException or KdEngine.Models.ConfigException or KdEngine.Serving.CheckpointFormatException
+                or KdEngine.Training.TrainingDivergedException or InvalidOperationException or KeyNotFoundException
+                ? e.Message
+                : $"internal error ({e.GetType().Name}): {e.Message}";
+            stderr.WriteLine("error: " + message.ReplaceLineEndings(" "));
             if (verbose) stderr.WriteLine(e);
             return 1;
         }
     }
 
-    private const string Usage = """
-        usage: kdengine <command> [options]
-          demo      train a 2-layer MLP on synthetic data with the engine and print the loss falling
-        options: --verbose (stack traces on error), --help
-        """;
+    private static string Usage =>
+        "usage: kdengine <command> [options]   (kdengine <command> --help for its options)" + Environment.NewLine +
+        string.Join(Environment.NewLine, Verbs.Select(v => $"  {v.Name,-13}{v.Summary}")) + Environment.NewLine +
+        "common options: --verbose (stack traces on error), --help";
 
     /// <summary>Trains a 2-layer MLP with plain SGD on a seeded synthetic binary task; prints loss per epoch.</summary>
     private static int Demo(TextWriter stdout)

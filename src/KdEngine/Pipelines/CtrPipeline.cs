@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using KdEngine.Autograd;
+using KdEngine.Data;
+using KdEngine.Metrics;
+using KdEngine.Models;
+using KdEngine.Nn;
+using KdEngine.Serving;
+using KdEngine.Training;
+
+namespace KdEngine.Pipelines;
+
+/// <summary>How a file is cut into train / validation / test.</summary>
+public sealed record SplitOptions
+{
+    /// <summary>Three positive ratios (train, validation, test); 8:1:1 by default.</summary>
+    public IReadOnlyList<double> Ratios { get; init; } = [8, 1, 1];
+    public SplitMode Mode { get; init; } = SplitMode.Sequential;
+    /// <summary>Seed of the permutation (random mode only).</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Parses <c>8:1:1</c>.</summary>
+    public static IReadOnlyList<double> ParseRatios(string text)
+    {
+        var parts = text.Split(':');
+        var ratios = new double[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!double.TryParse(parts[i], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out ratios[i]) || !(ratios[i] > 0))
+                throw new ArgumentException($"split '{text}': '{parts[i]}' is not a positive number (expected e.g. 8:1:1).");
+        if (ratios.Length != 3) throw new ArgumentException($"split '{text}': expected three ratios train:validation:test (e.g. 8:1:1).");
+        return ratios;
+    }
+
+    public static SplitMode ParseMode(string text) => text.ToLowerInvariant() switch
+    {
+        "sequential" => SplitMode.Sequential,
+        "random" => SplitMode.Random,
+        _ => throw new ArgumentException($"unknown split mode '{text}' (expected sequential|random)."),
+    };
+}
+
+/// <summary>A file read, split, preprocessed (fitted on the train part only) and encoded.</summary>
+public sealed record PreparedData(
+    DataSource Source,
+    Preprocessor Preprocessor,
+    EncodedDataset Train,
+    EncodedDataset Validation,
+    EncodedDataset Test,
+    IReadOnlyList<InputField> Fields,
+    IReadOnlyList<int[]> SplitIndices,
+    EncodedDataset All)
+{
+    /// <summary>Rows in the file (all three parts).</summary>
+    public int Rows => Train.Count + Validation.Count + Test.Count;
+
+    /// <summary>Whether input field i is declared privileged in the schema (teacher-only).</summary>
+    public IReadOnlyList<bool> Privileged => Preprocessor.FeatureSpace.SingleFields.Select(f => f.Privileged).ToArray();
+}
+
+/// <summary>The outcome of one supervised or distillation run, evaluated on the validation and test parts.</summary>
+public sealed record TrainOutcome(TrainingReport Report, EvaluationResult Validation, EvaluationResult Test);
+
+/// <summary>
+/// The library-level CTR pipeline shared by the CLI, the tests and the experiments: load → split → fit the
+/// preprocessing on the train part → encode → build a model → train with early stopping → evaluate → save/load with
+/// the preprocessing and the reading recipe.
+/// </summary>
+public static class CtrPipeline
+{
+    /// <summary>
+    /// Reads every row of <paramref name="source"/>, splits the raw records by <paramref name="split"/>, fits the
+    /// preprocessor on the train records only, and encodes all rows (the rows of each part keep file order).
+    /// Holds the file in memory (fine for samples up to a few million rows).
+    /// </summary>
+    public static PreparedData Prepare(DataSource source, SplitOptions? split = null, PreprocessorOptions? preprocessing = null) =>
+        PrepareCore(source, split, records => Preprocessor.Fit(records.Schema, records.TrainRows, preprocessing));
+
+    /// <summary>As <see cref="Prepare"/>, but encodes with an already fitted <paramref name="preprocessor"/> (e.g. a teacher's), fitting nothing.</summary>
+    public static PreparedData PrepareWith(DataSource source, Preprocessor preprocessor, SplitOptions? split = null) =>
+        PrepareCore(source with { Schema = preprocessor.Schema }, split, _ => preprocessor);
+
+    private sealed record RawParts(Schema Schema, IEnumerable<RawRecord> TrainRows);
+
+    private static PreparedData PrepareCore(DataSource source, SplitOptions? split, Func<RawParts, Preprocessor> preprocess)
+    {
+        split ??= new SplitOptions();
+        var reader = source.Open();
+        var records = reader.ToList();
+        var parts = DataSplit.Indices(records.Count, split.Ratios, split.Mode, split.Seed);
+        if (parts.Length != 3) throw new ArgumentException($"split: expected three parts (train, validation, test), got {parts.Length}.");
+        for (int k = 0; k < 3; k++)
+            if (parts[k].Length == 0)
+                throw new ArgumentException($"{source.FileName}: the {PartName(k)} part of a {string.Join(":", split.Ratios)} split of {records.Count} rows is empty; use more rows.");
+        var preprocessor = preprocess(new RawParts(reader.Schema, parts[0].Select(i => records[i])));
+        var fields = InputFields(preprocessor.FeatureSpace);
+        var all = preprocessor.EncodeAll(records);
+        return new PreparedData(source with { Schema = reader.Schema }, preprocessor,
+            all.Select(parts[0]), all.Select(parts[1]), all.Select(parts[2]), fields, parts, all);
+    }
+
+    private static string PartName(int k) => k switch { 0 => "train", 1 => "validation", _ => "test" };
+
+    /// <summary>Encodes the whole file with an already fitted preprocessor (evaluation, prediction, teacher caches).</summary>
+    public static EncodedDataset Encode(DataSource source, Preprocessor preprocessor)
+    {
+        var encoded = preprocessor.EncodeAll(source.Open());
+        InputFields(encoded.FeatureSpace);
+        return encoded;
+    }
+
+    /// <summary>
+    /// The model inputs of a feature space: one <see cref="InputField"/> per single-valued field, column i = field i.
+    /// Fields the models cannot take yet (multi-valued, or a value scaling the embedding) are an error naming them.
+    /// </summary>
+    public static IReadOnlyList<InputField> InputFields(FeatureSpace space)
+    {
+        if (space.MultiFields.Count > 0)
+            throw new NotSupportedException($"field '{space.MultiFields[0].Name}' is multi-valued; the zoo models take single-valued fields only so far (declare it categorical, or drop it from the schema).");
+        var dense = space.SingleFields.FirstOrDefault(f => f.HasDenseValue);
+        if (dense is not null)
+            throw new NotSupportedException($"field '{dense.Name}' carries a value that scales its embedding (dense numeric or scaleByValue); the zoo models take ids only so far (bucketize it, or set scaleByValue false).");
+        return space.SingleFields.Select(f => new InputField(f.Name, f.Cardinality)).ToArray();
+    }
+
+    /// <summary>A fresh model over <paramref name="fields"/> (columns 0..F−1).</summary>
+    public static ZooModel BuildModel(ModelConfig config, IReadOnlyList<InputField> fields) => new(config, fields);
+
+    /// <summary>Trains any objective with the settings and evaluates its predictor on the validation and test parts.</summary>
+    public static TrainOutcome Fit(IObjective objective, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false)
+    {
+        settings.Validate();
+        var optimizer = settings.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
+        var trainer = new Trainer(settings.ToTrainerOptions(), progress, interactive);
+        var report = trainer.Fit(objective, optimizer, data.Train, data.Validation);
+        var valid = Trainer.Evaluate(objective.Predictor, data.Validation).Result;
+        var test = Trainer.Evaluate(objective.Predictor, data.Test).Result;
+        return new TrainOutcome(report, valid, test);
+    }
+
+    /// <summary>Supervised training of <paramref name="model"/> (BCE on the labels).</summary>
+    public static TrainOutcome Train(ZooModel model, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false) =>
+        Fit(new SupervisedObjective(model), data, settings, progress, interactive);
+
+    /// <summary>Saves the model with its preprocessing and the way its data was read.</summary>
+    public static void Save(string path, ZooModel model, Preprocessor preprocessor, DataSource source, IReadOnlyDictionary<string, string>? extra = null)
+    {
+        var meta = new Dictionary<string, string>(source.ToMetadata(), StringComparer.Ordinal);
+        if (extra is not null) foreach (var (k, v) in extra) meta[k] = v;
+        ModelCheckpoint.Save(path, model, preprocessor, meta);
+    }
+
+    /// <summary>Loads a checkpoint that must carry its preprocessing (every checkpoint the pipeline writes does).</summary>
+    public static LoadedModel Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{Path.GetFileName(path)}: model file not found ({Path.GetFullPath(path)}).", path);
+        var loaded = ModelCheckpoint.Load(path);
+        if (loaded.Preprocessor is null)
+            throw new CheckpointFormatException(path, "the checkpoint has no preprocessing, so raw data files cannot be mapped to its inputs.");
+        return loaded;
+    }
+
+    /// <summary>The data file read the way the model's training data was, encoded with its preprocessing.</summary>
+    public static EncodedDataset EncodeFor(LoadedModel model, string dataPath, DataFormat format = DataFormat.Auto, IReadOnlyList<IndexRange>? ranges = null)
+    {
+        var source = DataSource.FromMetadata(dataPath, model.Metadata, model.Preprocessor!.Schema, format, ranges);
+        return Encode(source, model.Preprocessor);
+    }
+
+    /// <summary>Logits of every row (no tape, evaluation mode).</summary>
+    public static float[] Logits(CtrModel model, EncodedDataset data, int batchSize = 1024) => Trainer.Evaluate(model, data, batchSize).Logits;
+
+    /// <summary>
+    /// Inference latency per example: <paramref name="batchSize"/> rows of <paramref name="data"/> (cycled) run through
+    /// no-grad forwards; after <paramref name="warmup"/> untimed forwards, a Stopwatch times forwards until at least
+    /// <paramref name="minExamples"/> examples and <paramref name="minSeconds"/> have passed. Returns microseconds per example.
+    /// </summary>
+    public static double LatencyMicroseconds(CtrModel model, EncodedDataset data, int batchSize, int warmup = 20, long minExamples = 20_000, double minSeconds = 0.5)
+    {
+        if (data.Count == 0) throw new ArgumentException("latency: no rows to run.");
+        int f = data.FieldCount;
+        var ids = new int[batchSize * f];
+        for (int i = 0; i < batchSize; i++) data.RowIds(i % data.Count).CopyTo(ids.AsSpan(i * f, f));
+        var batch = new CtrBatch(batchSize, f, ids, ReadOnlyMemory<float>.Empty);
+        bool was = model.Training;
+        model.Training = false;
+        try
+        {
+            using var tape = Tape<float>.NoGrad();
+            for (int i = 0; i < warmup; i++) { tape.Reset(); model.Forward(batch); }
+            long examples = 0;
+            var sw = Stopwatch.StartNew();
+            while (examples < minExamples || sw.Elapsed.TotalSeconds < minSeconds)
+            {
+                tape.Reset();
+                model.Forward(batch);
+                examples += batchSize;
+            }
+            sw.Stop();
+            return sw.Elapsed.TotalMicroseconds / examples;
+        }
+        finally
+        {
+            model.Training = was;
+        }
+    }
+}

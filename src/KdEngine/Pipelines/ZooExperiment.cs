@@ -1,0 +1,98 @@
+using System.Text.Json;
+using KdEngine.Models;
+
+namespace KdEngine.Pipelines;
+
+/// <summary>
+/// Hyper-parameters of the model-zoo experiment (strict JSON, camelCase, unknown keys rejected):
+/// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
+/// A model left out of <c>models</c> gets the issue's anchor config (D = 10, DNN [400, 400], CIN [100, 100] split-half).
+/// </summary>
+public sealed record ZooExperimentConfig
+{
+    public TrainingSettings Training { get; init; } = new();
+    public int MinCount { get; init; } = 2;
+    public Dictionary<string, ModelConfig> Models { get; init; } = new();
+
+    public static readonly string[] ModelNames = ["lr", "fm", "dnn", "wdl", "deepfm", "dcn", "xdeepfm"];
+
+    public static ZooExperimentConfig Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{Path.GetFileName(path)}: config file not found ({Path.GetFullPath(path)}).", path);
+        return FromJson(File.ReadAllText(path), Path.GetFileName(path));
+    }
+
+    public static ZooExperimentConfig FromJson(string json, string source = "zoo.json")
+    {
+        var c = TrainingSettings.ParseStrict<ZooExperimentConfig>(json, source);
+        c.Validate(source);
+        return c;
+    }
+
+    public void Validate(string source = "zoo.json")
+    {
+        if (Training is null) throw new ConfigException($"{source}: training must be an object.");
+        Training.Validate(source + ": training");
+        if (MinCount < 1) throw new ConfigException($"{source}: minCount = {MinCount}; expected ≥ 1.");
+        if (Models is null) throw new ConfigException($"{source}: models must be an object.");
+        foreach (var (name, config) in Models)
+        {
+            if (Array.IndexOf(ModelNames, name) < 0) throw new ConfigException($"{source}: models.{name}: unknown model (expected {string.Join("|", ModelNames)}).");
+            if (config is null) throw new ConfigException($"{source}: models.{name} must be a model config.");
+            config.Validate($"{source}: models.{name}");
+            if (config.Model != KindOf(name)) throw new ConfigException($"{source}: models.{name}.model is {config.Model}; leave it out or make it match the key.");
+        }
+    }
+
+    /// <summary>The config of model <paramref name="name"/> (the file's, or the anchor default) with the given seed.</summary>
+    public ModelConfig ConfigFor(string name, int seed) =>
+        (Models.TryGetValue(name, out var c) ? c : new ModelConfig { Model = KindOf(name), EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true })
+        with { Seed = seed };
+
+    public static ModelKind KindOf(string name) => name switch
+    {
+        "lr" => ModelKind.Lr,
+        "fm" => ModelKind.Fm,
+        "dnn" => ModelKind.Dnn,
+        "wdl" => ModelKind.Wdl,
+        "deepfm" => ModelKind.DeepFm,
+        "dcn" => ModelKind.Dcn,
+        "xdeepfm" => ModelKind.XDeepFm,
+        _ => throw new ConfigException($"unknown model '{name}' (expected {string.Join("|", ModelNames)})."),
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, TrainingSettings.Json);
+}
+
+/// <summary>One model × seed run of the zoo experiment.</summary>
+public sealed record ZooRun(string Model, int Seed, double TestAuc, double TestLogLoss, double ValidAuc, double Seconds, long Steps, long Parameters);
+
+/// <summary>Trains every requested zoo model for every seed on the same prepared data and collects test metrics.</summary>
+public static class ZooExperiment
+{
+    /// <param name="onRun">Called after each run (progress).</param>
+    public static IReadOnlyList<ZooRun> Run(PreparedData data, ZooExperimentConfig config, IReadOnlyList<string> models, IReadOnlyList<int> seeds, Action<ZooRun>? onRun = null)
+    {
+        var runs = new List<ZooRun>();
+        foreach (var name in models)
+            foreach (int seed in seeds)
+            {
+                var model = CtrPipeline.BuildModel(config.ConfigFor(name, seed), data.Fields);
+                var outcome = CtrPipeline.Train(model, data, config.Training with { Seed = seed });
+                var run = new ZooRun(name, seed, outcome.Test.Auc, outcome.Test.LogLoss, outcome.Validation.Auc,
+                    outcome.Report.Elapsed.TotalSeconds, outcome.Report.Steps, model.ParameterCount());
+                runs.Add(run);
+                onRun?.Invoke(run);
+            }
+        return runs;
+    }
+
+    /// <summary>Mean and sample standard deviation (n − 1; NaN for a single value).</summary>
+    public static (double Mean, double Std) MeanStd(IReadOnlyList<double> values)
+    {
+        double mean = values.Average();
+        if (values.Count < 2) return (mean, double.NaN);
+        double ss = values.Sum(v => (v - mean) * (v - mean));
+        return (mean, Math.Sqrt(ss / (values.Count - 1)));
+    }
+}

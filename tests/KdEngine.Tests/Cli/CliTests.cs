@@ -1,0 +1,264 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using KdEngine.Cli;
+using KdEngine.Data;
+using NUnit.Framework;
+
+namespace KdEngine.Tests.Cli;
+
+/// <summary>The kdengine verbs end to end, in-process through <see cref="CliApp.Run"/>, on tiny files written here.</summary>
+[TestFixture]
+[NonParallelizable]
+public class CliTests
+{
+    private string _dir = "";
+    private string _criteo = "", _criteoTest = "", _small = "";
+    private string _synth = "", _synthSchema = "", _kd = "", _teacherCfg = "", _dcnCfg = "";
+    private string _teacher = "", _teacher2 = "";
+
+    [OneTimeSetUp]
+    public void SetUp()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "kdengine-cli-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_dir);
+        // 300 rows sliced from the bundled Criteo sample; the sequential 8:1:1 test part is its last 30 rows.
+        var lines = File.ReadLines(DataPaths.FindCriteoSample()).Take(301).ToArray();
+        _criteo = Write("criteo300.csv", string.Join("\n", lines) + "\n");
+        _criteoTest = Write("criteo300_test.csv", string.Join("\n", lines.Take(1).Concat(lines.Skip(271))) + "\n");
+        _small = Write("small.json", """{"model": "dnn", "embeddingDim": 4, "dnn": [16]}""");
+        _teacherCfg = Write("teacher.json", """{"model": "xDeepFm", "embeddingDim": 4, "dnn": [8], "cin": [4]}""");
+        _dcnCfg = Write("dcn.json", """{"model": "dcn", "embeddingDim": 4, "dnn": [8], "crossLayers": 1}""");
+        _kd = Write("kd.json", """
+            {
+              "student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]},
+              "teacher": {"model": "xDeepFm", "embeddingDim": 4, "dnn": [8], "cin": [4]},
+              "teachers": [{"model": "xDeepFm", "embeddingDim": 4, "dnn": [8], "cin": [4]}, {"model": "dcn", "embeddingDim": 4, "dnn": [8], "crossLayers": 1}],
+              "alpha": 0.5, "temperature": 2, "lambda": 0.5, "warmupSteps": 2
+            }
+            """);
+        _synth = Path.Combine(_dir, "synth.tsv");
+        Ok("synth", "--rows", "400", "--fields", "4", "--privileged", "1", "--vocab", "20", "--seed", "3", "--out", _synth);
+        _synthSchema = _synth + ".schema.json";
+        _teacher = Path.Combine(_dir, "teacher.kde");
+        Ok("train", "--config", _teacherCfg, "--data", _synth, "--schema", _synthSchema, "--epochs", "2", "--min-count", "1", "--out", _teacher);
+        _teacher2 = Path.Combine(_dir, "teacher2.kde");
+        Ok("train", "--config", _dcnCfg, "--data", _synth, "--schema", _synthSchema, "--epochs", "2", "--min-count", "1", "--out", _teacher2);
+    }
+
+    [OneTimeTearDown]
+    public void TearDown()
+    {
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+    }
+
+    private string Write(string name, string content)
+    {
+        var path = Path.Combine(_dir, name);
+        File.WriteAllText(path, content);
+        return path;
+    }
+
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = CliApp.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private static string Ok(params string[] args)
+    {
+        var (code, o, e) = Run(args);
+        Assert.That(code, Is.EqualTo(0), $"kdengine {string.Join(' ', args)} failed:\n{e}\n{o}");
+        return o;
+    }
+
+    private static string Fails(params string[] args)
+    {
+        var (code, o, e) = Run(args);
+        Assert.That(code, Is.EqualTo(1), $"kdengine {string.Join(' ', args)} should fail; stdout:\n{o}");
+        Assert.That(e, Does.StartWith("error: "));
+        Assert.That(e.TrimEnd().Split('\n'), Has.Length.EqualTo(1), "one line, no stack trace: " + e);
+        Assert.That(e, Does.Not.Contain(" at KdEngine"));
+        return e;
+    }
+
+    private static double Number(string text, string pattern)
+    {
+        var m = Regex.Match(text, pattern);
+        Assert.That(m.Success, $"'{pattern}' not found in:\n{text}");
+        return double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+    }
+
+    [Test]
+    public void EveryVerbHasHelp()
+    {
+        foreach (var verb in new[] { "train", "eval", "predict", "synth", "cache-logits", "distill", "quickstart", "experiment" })
+        {
+            var o = Ok(verb, "--help");
+            Assert.That(o, Does.Contain("usage: kdengine " + verb), verb);
+        }
+        Assert.That(Ok("--help"), Does.Contain("distill"));
+    }
+
+    [Test]
+    public void CriteoTrainEvalPredict_EvalReproducesTheTestAucTrainReported()
+    {
+        var model = Path.Combine(_dir, "criteo.kde");
+        var train = Ok("train", "--model", "dnn", "--config", _small, "--data", _criteo, "--epochs", "2", "--out", model);
+        Assert.That(train, Does.Contain("train 240 / validation 30 / test 30"));
+        double trainTestAuc = Number(train, @"\ntest AUC ([0-9.]+)");
+        double trainTestLoss = Number(train, @"\ntest AUC [0-9.]+  logloss ([0-9.]+)");
+
+        // The test part alone, evaluated from the checkpoint with its saved preprocessing: exactly the same numbers.
+        var eval = Ok("eval", "--model", model, "--data", _criteoTest);
+        Assert.That(eval, Does.Contain(": 30 rows"));
+        Assert.That(Number(eval, @"AUC ([0-9.]+)"), Is.EqualTo(trainTestAuc));
+        Assert.That(Number(eval, @"logloss ([0-9.]+)"), Is.EqualTo(trainTestLoss));
+
+        var scores = Path.Combine(_dir, "criteo_scores.csv");
+        Ok("predict", "--model", model, "--data", _criteo, "--out", scores);
+        var rows = File.ReadAllLines(scores);
+        Assert.That(rows[0], Is.EqualTo("probability"));
+        Assert.That(rows, Has.Length.EqualTo(301));
+        Assert.That(rows.Skip(1).Select(r => double.Parse(r, CultureInfo.InvariantCulture)), Is.All.InRange(0.0, 1.0));
+    }
+
+    [Test]
+    public void LibSvmFileEndToEnd()
+    {
+        var svm = Path.Combine(_dir, "synth.svm");
+        Ok("synth", "--rows", "300", "--fields", "3", "--vocab", "15", "--format", "libsvm", "--seed", "5", "--out", svm);
+        var model = Path.Combine(_dir, "svm.kde");
+        var train = Ok("train", "--model", "fm", "--config", _small, "--data", svm, "--ranges", "@" + svm + ".ranges.txt", "--epochs", "2", "--min-count", "1", "--out", model);
+        Assert.That(train, Does.Contain("(libsvm)"));
+        // eval/predict read the file with the ranges saved in the checkpoint.
+        Assert.That(Ok("eval", "--model", model, "--data", svm), Does.Contain(": 300 rows"));
+        var scores = Path.Combine(_dir, "svm_scores.csv");
+        Ok("predict", "--model", model, "--data", svm, "--out", scores);
+        Assert.That(File.ReadAllLines(scores), Has.Length.EqualTo(301));
+    }
+
+    [Test]
+    public void GenericCsvWithSchemaEndToEnd()
+    {
+        var rng = new Random(4);
+        var lines = new List<string> { "id,site,click,device,hour" };
+        for (int i = 0; i < 200; i++)
+        {
+            int site = rng.Next(6), device = rng.Next(3);
+            int click = rng.NextDouble() < (site < 2 ? 0.7 : 0.15) ? 1 : 0;
+            lines.Add($"{i},s{site},{click},d{device},{rng.Next(24)}");
+        }
+        var csv = Write("generic.csv", string.Join("\n", lines) + "\n");
+        var schema = Write("generic.schema.json", """
+            {"fields": [{"name": "click", "kind": "label"}, {"name": "site", "kind": "categorical"},
+                        {"name": "device", "kind": "categorical"}, {"name": "hour", "kind": "numeric", "bucketing": "log2"}]}
+            """);
+        var model = Path.Combine(_dir, "generic.kde");
+        var train = Ok("train", "--model", "lr", "--data", csv, "--schema", schema, "--epochs", "3", "--lr", "0.05", "--out", model);
+        Assert.That(train, Does.Contain("(csv)"));
+        Assert.That(train, Does.Contain("3 fields"));
+        Assert.That(Ok("eval", "--model", model, "--data", csv), Does.Contain(": 200 rows"));
+        var scores = Path.Combine(_dir, "generic_scores.csv");
+        Ok("predict", "--model", model, "--data", csv, "--out", scores);
+        Assert.That(File.ReadAllLines(scores), Has.Length.EqualTo(201));
+    }
+
+    [Test]
+    public void BadInputIsOneLineAndExitCodeOne()
+    {
+        Assert.That(Fails("train", "--model", "dnn", "--data", Path.Combine(_dir, "nope.csv"), "--out", Path.Combine(_dir, "x.kde")), Does.Contain("nope.csv"));
+        Assert.That(Fails("frobnicate"), Does.Contain("unknown command 'frobnicate'"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--epochz", "3", "--out", "x.kde"), Does.Contain("--epochz"));
+        Assert.That(Fails("train", "--model", "bert", "--data", _criteo, "--out", "x.kde"), Does.Contain("bert"));
+        var badCfg = Write("bad.json", """{"model": "dnn", "embedingDim": 4}""");
+        var e = Fails("train", "--config", badCfg, "--data", _criteo, "--out", Path.Combine(_dir, "x.kde"));
+        Assert.That(e, Does.Contain("bad.json").And.Contain("embedingDim"));
+        var badKd = Write("badkd.json", """{"student": {"model": "dnn"}, "temprature": 3}""");
+        e = Fails("distill", "--method", "rocket", "--config", badKd, "--data", _synth, "--schema", _synthSchema, "--out", Path.Combine(_dir, "x.kde"));
+        Assert.That(e, Does.Contain("badkd.json").And.Contain("temprature"));
+        Assert.That(Fails("eval", "--model", Path.Combine(_dir, "missing.kde"), "--data", _criteo), Does.Contain("missing.kde"));
+        Assert.That(Fails("eval", "--model", _criteo, "--data", _criteo), Does.Contain("criteo300.csv"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo), Does.Contain("--out"));
+    }
+
+    [Test]
+    public void VerboseAddsTheStackTrace()
+    {
+        var (code, _, e) = Run("eval", "--model", Path.Combine(_dir, "missing.kde"), "--data", _criteo, "--verbose");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(e, Does.Contain(" at "));
+    }
+
+    [TestCase("logits")]
+    [TestCase("hint")]
+    [TestCase("rocket")]
+    [TestCase("double-dnn")]
+    [TestCase("pfd")]
+    [TestCase("ensemble")]
+    [TestCase("ensemble-joint")]
+    public void DistillEachMethodProducesAStudentThatEvalLoads(string method)
+    {
+        var student = Path.Combine(_dir, $"student-{method}.kde");
+        var args = new List<string> { "distill", "--data", _synth, "--schema", _synthSchema, "--epochs", "2", "--out", student };
+        switch (method)
+        {
+            case "logits" or "hint": args.AddRange(["--method", method, "--teacher", _teacher]); break;
+            case "ensemble": args.AddRange(["--method", "ensemble", "--teacher", _teacher, "--teacher", _teacher2, "--config", _kd]); break;
+            case "ensemble-joint":
+                var joint = Write("joint.json", File.ReadAllText(_kd).Replace("\"alpha\"", "\"ensembleMode\": \"joint\", \"alpha\""));
+                args.AddRange(["--method", "ensemble", "--config", joint, "--min-count", "1"]);
+                break;
+            default: args.AddRange(["--method", method, "--config", _kd, "--min-count", "1"]); break;
+        }
+        if (method is "logits" or "hint")
+            args.AddRange(["--config", Write($"kd-{method}.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""")]);
+        var o = Ok(args.ToArray());
+        double distillTestAuc = Number(o, @"student test AUC ([0-9.]+)");
+        var eval = Ok("eval", "--model", student, "--data", _synth);
+        Assert.That(eval, Does.Contain(": 400 rows"));
+        Assert.That(eval, Does.Contain("(dnn)"));
+        Assert.That(distillTestAuc, Is.InRange(0.0, 1.0));
+
+        // The student never sees the privileged field P1, and its checkpoint holds no teacher/booster tensor.
+        var loaded = KdEngine.Pipelines.CtrPipeline.Load(student);
+        Assert.That(loaded.Model.Fields.Select(f => f.Name), Does.Not.Contain("P1"));
+        Assert.That(loaded.Model.Parameters().Select(p => p.Name), Has.None.Contains("cin").And.None.Contains("cross").And.None.Contains("gate"));
+    }
+
+    [Test]
+    public void CacheLogitsThenDistillFromTheCache_AndACacheForOtherDataIsRejected()
+    {
+        var cache = Path.Combine(_dir, "teacher.logits.safetensors");
+        Assert.That(Ok("cache-logits", "--model", _teacher, "--data", _synth, "--out", cache), Does.Contain("cached 400 teacher logits"));
+        var student = Path.Combine(_dir, "student-cached.kde");
+        var kd = Write("kd-cache.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""");
+        Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student);
+        Assert.That(Ok("eval", "--model", student, "--data", _synth), Does.Contain(": 400 rows"));
+
+        // Same schema and row count, other rows: the fingerprint differs.
+        var other = Path.Combine(_dir, "other.tsv");
+        Ok("synth", "--rows", "400", "--fields", "4", "--privileged", "1", "--vocab", "20", "--seed", "9", "--out", other);
+        var e = Fails("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", other, "--epochs", "1", "--out", Path.Combine(_dir, "x.kde"));
+        Assert.That(e, Does.Contain("teacher.logits.safetensors").And.Contain("synth.tsv").And.Contain("other.tsv"));
+        // Other row count.
+        var shorter = Path.Combine(_dir, "short.tsv");
+        Ok("synth", "--rows", "100", "--fields", "4", "--privileged", "1", "--vocab", "20", "--seed", "3", "--out", shorter);
+        e = Fails("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", shorter, "--epochs", "1", "--out", Path.Combine(_dir, "x.kde"));
+        Assert.That(e, Does.Contain("400 rows").And.Contain("100 rows"));
+    }
+
+    [Test]
+    public void ExperimentZooRunsOneSeedOfTwoModels()
+    {
+        var cfg = Write("zoo.json", """
+            {"training": {"epochs": 1, "batchSize": 256}, "models": {"lr": {"model": "lr"}, "dnn": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}}
+            """);
+        var o = Ok("experiment", "zoo", "--seeds", "1", "--models", "lr,dnn", "--config", cfg, "--data", _criteo);
+        Assert.That(o, Does.Contain("| lr | "));
+        Assert.That(o, Does.Contain("| dnn | "));
+        var bad = Write("zoobad.json", """{"training": {"epochs": 1, "batchsize": 256}}""");
+        Assert.That(Fails("experiment", "zoo", "--seeds", "1", "--config", bad, "--data", _criteo), Does.Contain("batchsize"));
+    }
+}
