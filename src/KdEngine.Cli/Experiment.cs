@@ -19,11 +19,13 @@ internal static class Experiment
     {
         if (args.Length == 0 || args[0] is "--help" or "-h")
         {
-            o.WriteLine("usage: kdengine experiment zoo [--seeds N] [--models lr,dnn,…] [--config FILE]" + Environment.NewLine + Environment.NewLine +
+            o.WriteLine("usage: kdengine experiment zoo [--seeds N] [--models lr,dnn,…] [--config FILE]" + Environment.NewLine +
+                "       kdengine experiment kd --dataset criteo|synthetic [--seeds N] [--methods …] [--rows N]" + Environment.NewLine + Environment.NewLine +
                 CliArgs.Help("kdengine experiment zoo [options]", "Experiments: zoo = each zoo model on the Criteo sample (sequential 8:1:1), test AUC/logloss mean ± std over seeds and training time, as a markdown table.", ZooOptions));
             return args.Length == 0 ? 1 : 0;
         }
-        if (args[0] != "zoo") throw new CliException($"experiment: unknown experiment '{args[0]}' (expected zoo).");
+        if (args[0] == "kd") return RunKd(args[1..], o);
+        if (args[0] != "zoo") throw new CliException($"experiment: unknown experiment '{args[0]}' (expected zoo or kd).");
         var a = CliArgs.Parse("experiment zoo", args[1..], ZooOptions);
         if (a.Flag("help"))
         {
@@ -62,6 +64,92 @@ internal static class Experiment
             }
             o.WriteLine($"| {m} | {Cell(r => r.TestAuc, "F4")} | {Cell(r => r.TestLogLoss, "F4")} | {Cell(r => r.Seconds, "F1")} | {mine[0].Parameters:N0} |");
         }
+        return 0;
+    }
+
+    private static readonly CliOption[] KdOptions =
+    [
+        new("dataset", "NAME", "criteo (the bundled sample, sequential 8:1:1) or synthetic (SyntheticCtr with privileged fields)"),
+        new("seeds", "N", "seeds 1..N (default 5)"),
+        new("methods", "LIST", "subset of logits,hint,rocket,double-dnn,pfd,ensemble (default all)"),
+        new("rows", "N", "synthetic rows (default 200000)"),
+        new("privileged", "N", "Criteo: how many fields the validation ablation declares privileged (default 5)"),
+        new("alpha", "X", "KD weight α (default 0.5)"),
+        new("temperature", "X", "KD temperature T (default 2)"),
+        new("epochs", "N", "max epochs, early stopping on validation (default 10)"),
+        new("student-dnn", "LIST", "student DNN widths (default 32)"),
+        new("teacher-dnn", "LIST", "teacher DNN widths (default 400,400)"),
+        new("teacher-cin", "LIST", "teacher CIN sizes (default 100,100)"),
+        new("batch-size", "N", "batch size (default 256)"),
+    ];
+
+    /// <summary>experiment kd: every distillation method against the same student alone, on Criteo or synthetic data.</summary>
+    private static int RunKd(string[] args, TextWriter o)
+    {
+        var a = CliArgs.Parse("experiment kd", args, KdOptions);
+        if (a.Flag("help"))
+        {
+            o.WriteLine(CliArgs.Help("kdengine experiment kd [options]",
+                "Trains a teacher, the student alone and the student by every distillation method for seeds 1..N (early stopping on the\n" +
+                "validation split only) and prints test AUC/logloss mean ± std as a markdown table.", KdOptions));
+            return 0;
+        }
+        int seeds = a.Int("seeds", 5, 1, 1000);
+        string dataset = a.String("dataset") ?? "criteo";
+        int[] Widths(string key, int[] fallback) => a.String(key) is { } t
+            ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray()
+            : fallback;
+        var options = new KdEngine.Experiments.KdExperimentOptions
+        {
+            Alpha = a.Float("alpha") ?? 0.5f,
+            Temperature = a.Float("temperature") ?? 2f,
+            Epochs = a.Int("epochs", 10, 1, 1000),
+            BatchSize = a.Int("batch-size", 256, 1, 1 << 20),
+        };
+        options = options with
+        {
+            Student = options.Student with { Dnn = Widths("student-dnn", options.Student.Dnn) },
+            Teacher = options.Teacher with { Dnn = Widths("teacher-dnn", options.Teacher.Dnn), Cin = Widths("teacher-cin", options.Teacher.Cin) },
+        };
+        if (a.String("methods") is { } methods)
+            options = options with { Methods = methods.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
+
+        KdEngine.Experiments.ExperimentData data;
+        if (dataset == "criteo")
+        {
+            var prepared = CtrPipeline.Prepare(new DataSource(DataPaths.FindCriteoSample()) { Format = DataFormat.Criteo },
+                new SplitOptions(), new PreprocessorOptions { MinCount = 2 });
+            Commands.PrintData(o, prepared);
+            var (fields, columns, _) = KdEngine.Models.ModelInputs.From(prepared.Preprocessor.FeatureSpace);
+            data = new KdEngine.Experiments.ExperimentData(prepared.Train, prepared.Validation, prepared.Test, fields, columns, new bool[fields.Length], "criteo");
+            if (options.Methods.Contains("pfd"))
+            {
+                var (chosen, _) = KdEngine.Experiments.PrivilegedFieldAblation.Choose(data, a.Int("privileged", 5, 1, 38), seed: 1, o);
+                var privileged = new bool[fields.Length];
+                foreach (int f in chosen) privileged[f] = true;
+                o.WriteLine($"privileged (validation ablation): {string.Join(", ", chosen.Select(f => fields[f].Name))}");
+                data = data with { Privileged = privileged };
+            }
+        }
+        else if (dataset == "synthetic")
+        {
+            int rows = a.Int("rows", 200_000, 1000, 100_000_000);
+            var generator = new SyntheticCtr(new SyntheticCtrOptions { Fields = 20, VocabSize = 2000, PrivilegedFields = 2, Seed = 42 });
+            var all = generator.Generate(rows);
+            var parts = all.Split([8, 1, 1], SplitMode.Sequential);
+            var (fields, columns, privileged) = KdEngine.Models.ModelInputs.From(all.FeatureSpace);
+            data = new KdEngine.Experiments.ExperimentData(parts[0], parts[1], parts[2], fields, columns, privileged, "synthetic");
+            o.WriteLine($"data: synthetic, {rows} rows ({parts[0].Count} / {parts[1].Count} / {parts[2].Count}), {fields.Length} fields of which privileged: " +
+                string.Join(", ", fields.Where((_, i) => privileged[i]).Select(f => f.Name)) + $"; click rate {all.LabelRate:F4}");
+        }
+        else throw new CliException($"experiment kd: unknown dataset '{dataset}' (expected criteo or synthetic).");
+
+        o.WriteLine($"teacher: {options.Teacher.ToJson()}");
+        o.WriteLine($"student: {options.Student.ToJson()}");
+        o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {options.RocketLambda}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
+        var runs = KdEngine.Experiments.KdExperiment.Run(data, options, Enumerable.Range(1, seeds).ToArray(), o);
+        o.WriteLine();
+        o.WriteLine(KdEngine.Experiments.KdExperiment.Table(runs));
         return 0;
     }
 }

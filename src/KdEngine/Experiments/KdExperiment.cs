@@ -1,0 +1,206 @@
+using System.Diagnostics;
+using System.Globalization;
+using KdEngine.Data;
+using KdEngine.Distillation;
+using KdEngine.Models;
+using KdEngine.Nn;
+using KdEngine.Training;
+
+namespace KdEngine.Experiments;
+
+/// <summary>The splits and model inputs an experiment runs on.</summary>
+public sealed record ExperimentData(EncodedDataset Train, EncodedDataset Validation, EncodedDataset Test,
+    InputField[] Fields, int[] Columns, bool[] Privileged, string Name);
+
+/// <summary>Settings of a distillation experiment (every method against the same student trained alone).</summary>
+public sealed record KdExperimentOptions
+{
+    public ModelConfig Teacher { get; init; } = new() { Model = ModelKind.XDeepFm, EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100] };
+    public ModelConfig Student { get; init; } = new() { Model = ModelKind.Dnn, EmbeddingDim = 10, Dnn = [32] };
+    /// <summary>Extra teachers of the gated ensemble (the main teacher is the first).</summary>
+    public ModelConfig[] EnsembleTeachers { get; init; } =
+    [
+        new() { Model = ModelKind.Dcn, EmbeddingDim = 10, Dnn = [400, 400], CrossLayers = 3 },
+        new() { Model = ModelKind.DeepFm, EmbeddingDim = 10, Dnn = [400, 400] },
+    ];
+    public float LearningRate { get; init; } = 1e-3f;
+    public int BatchSize { get; init; } = 256;
+    public int Epochs { get; init; } = 10;
+    public int Patience { get; init; } = 2;
+    public float EmbeddingL2 { get; init; }
+    public float DenseL2 { get; init; }
+    public float Alpha { get; init; } = 0.5f;
+    public float Temperature { get; init; } = 2f;
+    public float HintWeight { get; init; } = 0.1f;
+    public float RocketLambda { get; init; } = 1f;
+    public float PfdLambda { get; init; } = 0.5f;
+    public long PfdWarmupSteps { get; init; } = 100;
+    /// <summary>The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble.</summary>
+    public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble"];
+}
+
+/// <summary>One method's outcome on one seed (test split).</summary>
+public sealed record KdRun(string Method, int Seed, string Role, double Auc, double LogLoss, long Parameters, double Seconds);
+
+/// <summary>
+/// Runs every distillation method against the same student trained alone, on fixed splits, for several
+/// seeds; tunes nothing on the test split (early stopping watches the validation split only).
+/// </summary>
+public static class KdExperiment
+{
+    public static List<KdRun> Run(ExperimentData data, KdExperimentOptions options, IReadOnlyList<int> seeds, TextWriter? log = null)
+    {
+        var runs = new List<KdRun>();
+        foreach (int seed in seeds)
+        {
+            var teacherConfig = options.Teacher with { Seed = seed };
+            var studentConfig = options.Student with { Seed = seed + 1000 };
+            // Teacher and student trained alone on all (non-privileged for PFD) fields.
+            var teacher = new ZooModel(teacherConfig, data.Fields, data.Columns);
+            runs.Add(Fit("teacher", seed, "teacher", teacher, new SupervisedObjective(teacher), data, options, log));
+            var alone = new ZooModel(studentConfig, data.Fields, data.Columns);
+            runs.Add(Fit("alone", seed, "student", alone, new SupervisedObjective(alone), data, options, log));
+
+            foreach (var method in options.Methods)
+            {
+                switch (method)
+                {
+                    case "logits":
+                    {
+                        var s = new ZooModel(studentConfig, data.Fields, data.Columns);
+                        runs.Add(Fit(method, seed, "student", s, new TeacherStudentObjective(s, new ModelTeacher(teacher), options.Alpha, options.Temperature), data, options, log));
+                        break;
+                    }
+                    case "hint":
+                    {
+                        var s = new ZooModel(studentConfig, data.Fields, data.Columns);
+                        var hints = TeacherStudentObjective.BuildHints(s, teacher, [(LastHidden(s), LastHidden(teacher))], seed);
+                        runs.Add(Fit(method, seed, "student", s, new TeacherStudentObjective(s, new ModelTeacher(teacher), options.Alpha, options.Temperature, hints, options.HintWeight), data, options, log));
+                        break;
+                    }
+                    case "rocket":
+                    {
+                        var booster = new ZooModel(teacherConfig with { EmbeddingDim = studentConfig.EmbeddingDim }, data.Fields, data.Columns);
+                        var light = new ZooModel(studentConfig, data.Fields, data.Columns, booster.Embedding);
+                        var objective = new RocketLaunchingObjective(light, booster, options.RocketLambda);
+                        runs.Add(Fit(method, seed, "student", light, objective, data, options, log));
+                        break;
+                    }
+                    case "double-dnn":
+                    {
+                        var t = new ZooModel(teacherConfig with { EmbeddingDim = studentConfig.EmbeddingDim }, data.Fields, data.Columns);
+                        var s = new ZooModel(studentConfig, data.Fields, data.Columns, t.Embedding);
+                        var hints = TeacherStudentObjective.BuildHints(s, t, [(LastHidden(s), LastHidden(t))], seed);
+                        runs.Add(Fit(method, seed, "student", s, new DoubleDnnObjective(s, t, options.Alpha, options.Temperature, hints, options.HintWeight), data, options, log));
+                        break;
+                    }
+                    case "pfd":
+                    {
+                        if (!data.Privileged.Any(p => p)) throw new ArgumentException($"{data.Name}: PFD needs privileged fields; none are declared.");
+                        var common = Enumerable.Range(0, data.Fields.Length).Where(f => !data.Privileged[f]).ToArray();
+                        var aloneNp = new ZooModel(studentConfig, common.Select(f => data.Fields[f]).ToArray(), common.Select(f => data.Columns[f]).ToArray());
+                        runs.Add(Fit("pfd-alone", seed, "student", aloneNp, new SupervisedObjective(aloneNp), data, options, log));
+                        var (s, t) = PfdObjective.Build(studentConfig, teacherConfig with { EmbeddingDim = studentConfig.EmbeddingDim }, data.Fields, data.Privileged, data.Columns);
+                        var objective = new PfdObjective(s, t, options.PfdLambda, options.PfdWarmupSteps);
+                        runs.Add(Fit(method, seed, "student", s, objective, data, options, log));
+                        runs.Add(Evaluate("pfd-teacher", seed, "teacher", t, data, 0));
+                        break;
+                    }
+                    case "ensemble":
+                    {
+                        var teachers = new List<ITeacher> { new ModelTeacher(teacher) };
+                        int k = 0;
+                        foreach (var extra in options.EnsembleTeachers)
+                        {
+                            var m = new ZooModel(extra with { Seed = seed + 100 + k++ }, data.Fields, data.Columns);
+                            runs.Add(Fit($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, "teacher", m, new SupervisedObjective(m), data, options, log));
+                            teachers.Add(new ModelTeacher(m));
+                        }
+                        var s = new ZooModel(studentConfig, data.Fields, data.Columns);
+                        var objective = new EnsembleObjective(s, teachers, EnsembleMode.TwoStage, options.Alpha, options.Temperature, null, [], 0f, seed);
+                        runs.Add(Fit(method, seed, "student", s, objective, data, options, log, StoppingMetric.ObjectiveLoss));
+                        break;
+                    }
+                    default:
+                        throw new ArgumentException($"unknown method '{method}' (expected logits, hint, rocket, double-dnn, pfd, ensemble).");
+                }
+            }
+        }
+        return runs;
+    }
+
+    private static string LastHidden(CtrModel model) => "dnn." + (model.Config.Dnn.Length - 1).ToString(CultureInfo.InvariantCulture);
+
+    private static KdRun Fit(string method, int seed, string role, ZooModel model, IObjective objective, ExperimentData data,
+        KdExperimentOptions o, TextWriter? log, StoppingMetric metric = StoppingMetric.Auc)
+    {
+        var sw = Stopwatch.StartNew();
+        var optimizer = new Adam(objective.Trainable.Parameters().Select(p => p.Tensor), o.LearningRate)
+        {
+            EmbeddingL2 = o.EmbeddingL2,
+            DenseL2 = o.DenseL2,
+        };
+        var trainer = new Trainer(new TrainerOptions { Epochs = o.Epochs, BatchSize = o.BatchSize, Patience = o.Patience, Seed = seed, Metric = metric });
+        trainer.Fit(objective, optimizer, data.Train, data.Validation);
+        var run = Evaluate(method, seed, role, model, data, sw.Elapsed.TotalSeconds);
+        log?.WriteLine($"{data.Name} seed {seed} {method,-28} {role,-8} test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s)");
+        return run;
+    }
+
+    private static KdRun Evaluate(string method, int seed, string role, ZooModel model, ExperimentData data, double seconds)
+    {
+        var (result, _) = Trainer.Evaluate(model, data.Test);
+        return new KdRun(method, seed, role, result.Auc, result.LogLoss, model.ParameterCount(), seconds);
+    }
+
+    /// <summary>mean ± std (sample std; 0 for one seed) of AUC and logloss per (method, role), as a markdown table.</summary>
+    public static string Table(IEnumerable<KdRun> runs)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine("| method | role | test AUC | test logloss | parameters | seconds/run | seeds |");
+        sb.AppendLine("|---|---|---|---|---:|---:|---:|");
+        foreach (var g in runs.GroupBy(r => (r.Method, r.Role)))
+        {
+            var auc = g.Select(r => r.Auc).ToArray();
+            var ll = g.Select(r => r.LogLoss).ToArray();
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| {g.Key.Method} | {g.Key.Role} | {Mean(auc):F4} ± {Std(auc):F4} | {Mean(ll):F4} ± {Std(ll):F4} | {g.First().Parameters:N0} | {g.Average(r => r.Seconds):F1} | {auc.Length} |");
+        }
+        return sb.ToString();
+    }
+
+    public static double Mean(double[] x) => x.Average();
+
+    public static double Std(double[] x)
+    {
+        if (x.Length < 2) return 0;
+        double m = x.Average();
+        return Math.Sqrt(x.Sum(v => (v - m) * (v - m)) / (x.Length - 1));
+    }
+}
+
+/// <summary>Chooses privileged fields for a PFD stand-in on data with none (Criteo).</summary>
+public static class PrivilegedFieldAblation
+{
+    /// <summary>
+    /// Trains a logistic regression on all fields, then once without each field, and ranks the fields by how
+    /// much validation AUC drops without them (validation split only — never the test split). The top
+    /// <paramref name="count"/> are the strongest single signals: the honest stand-in for "privileged".
+    /// </summary>
+    public static (int[] Chosen, (string Field, double Drop)[] Ranking) Choose(ExperimentData data, int count, int seed, TextWriter? log = null)
+    {
+        double Auc(int[] fields)
+        {
+            var config = new ModelConfig { Model = ModelKind.Lr, Seed = seed };
+            var model = new ZooModel(config, fields.Select(f => data.Fields[f]).ToArray(), fields.Select(f => data.Columns[f]).ToArray());
+            var optimizer = new Adam(model.Parameters().Select(p => p.Tensor), 1e-3f);
+            new Trainer(new TrainerOptions { Epochs = 10, BatchSize = 256, Patience = 2, Seed = seed }).Fit(new SupervisedObjective(model), optimizer, data.Train, data.Validation);
+            return Trainer.Evaluate(model, data.Validation).Result.Auc;
+        }
+        var all = Enumerable.Range(0, data.Fields.Length).ToArray();
+        double full = Auc(all);
+        var drops = all.Select(f => (Field: f, Drop: full - Auc(all.Where(g => g != f).ToArray()))).OrderByDescending(x => x.Drop).ToArray();
+        log?.WriteLine($"{data.Name}: validation AUC with all fields {full:F4}; largest drops: " +
+            string.Join(", ", drops.Take(count + 3).Select(d => $"{data.Fields[d.Field].Name} {d.Drop:+0.0000;-0.0000}")));
+        return (drops.Take(count).Select(d => d.Field).OrderBy(f => f).ToArray(), drops.Select(d => (data.Fields[d.Field].Name, d.Drop)).ToArray());
+    }
+}
