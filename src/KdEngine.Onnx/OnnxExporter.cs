@@ -50,6 +50,9 @@ public static class OnnxExporter
 
     private static ProtoWriter Build(ZooModel model, int? inputColumns)
     {
+        if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
+            throw new NotSupportedException(
+                $"OnnxExporter: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the ONNX graph takes one int64 id per field only.");
         var config = model.Config;
         var kind = config.Model;
         int f = model.Fields.Count, d = config.EmbeddingDim;

@@ -29,4 +29,16 @@ public static class ModelInputs
         }
         return (fields.ToArray(), columns.ToArray(), privileged.ToArray());
     }
+
+    /// <summary>
+    /// The batch column of each field when the fields are a feature space's in schema order: single-valued fields
+    /// take id columns 0, 1, … and multi-valued fields take bag columns 0, 1, … in the order they appear.
+    /// </summary>
+    public static int[] ColumnsOf(IReadOnlyList<InputField> fields)
+    {
+        var columns = new int[fields.Count];
+        int single = 0, multi = 0;
+        for (int i = 0; i < fields.Count; i++) columns[i] = fields[i].IsMultiValued ? multi++ : single++;
+        return columns;
+    }
 }

@@ -53,7 +53,7 @@ public sealed record PreparedData(
     public int Rows => Train.Count + Validation.Count + Test.Count;
 
     /// <summary>Whether input field i is declared privileged in the schema (teacher-only).</summary>
-    public IReadOnlyList<bool> Privileged => Preprocessor.FeatureSpace.SingleFields.Select(f => f.Privileged).ToArray();
+    public IReadOnlyList<bool> Privileged => Preprocessor.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
 }
 
 /// <summary>The outcome of one supervised or distillation run, evaluated on the validation and test parts.</summary>
@@ -109,21 +109,13 @@ public static class CtrPipeline
     }
 
     /// <summary>
-    /// The model inputs of a feature space: one <see cref="InputField"/> per single-valued field, column i = field i.
-    /// Fields the models cannot take yet (multi-valued, or a value scaling the embedding) are an error naming them.
+    /// The model inputs of a feature space in schema order (see <see cref="ModelInputs.From"/>): single-valued fields
+    /// (optionally scaled by their dense value) and multi-valued fields pooled by sum or mean.
     /// </summary>
-    public static IReadOnlyList<InputField> InputFields(FeatureSpace space)
-    {
-        if (space.MultiFields.Count > 0)
-            throw new NotSupportedException($"field '{space.MultiFields[0].Name}' is multi-valued; the zoo models take single-valued fields only so far (declare it categorical, or drop it from the schema).");
-        var dense = space.SingleFields.FirstOrDefault(f => f.HasDenseValue);
-        if (dense is not null)
-            throw new NotSupportedException($"field '{dense.Name}' carries a value that scales its embedding (dense numeric or scaleByValue); the zoo models take ids only so far (bucketize it, or set scaleByValue false).");
-        return space.SingleFields.Select(f => new InputField(f.Name, f.Cardinality)).ToArray();
-    }
+    public static IReadOnlyList<InputField> InputFields(FeatureSpace space) => ModelInputs.From(space).Fields;
 
-    /// <summary>A fresh model over <paramref name="fields"/> (columns 0..F−1).</summary>
-    public static ZooModel BuildModel(ModelConfig config, IReadOnlyList<InputField> fields) => new(config, fields);
+    /// <summary>A fresh model over <paramref name="fields"/>, each reading its batch column (<see cref="ModelInputs.ColumnsOf"/>).</summary>
+    public static ZooModel BuildModel(ModelConfig config, IReadOnlyList<InputField> fields) => new(config, fields, ModelInputs.ColumnsOf(fields));
 
     /// <summary>Trains any objective with the settings and evaluates its predictor on the validation and test parts.</summary>
     public static TrainOutcome Fit(IObjective objective, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false)

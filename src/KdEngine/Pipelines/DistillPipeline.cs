@@ -122,10 +122,11 @@ public static class DistillPipeline
     {
         config.Validate("distill config");
         var fields = data.Fields;
+        var columns = ModelInputs.ColumnsOf(fields);
         var privileged = PrivilegedFlags(method, config, data);
         var common = Enumerable.Range(0, fields.Count).Where(f => !privileged[f]).ToArray();
         ZooModel StudentOverCommon(ModelConfig c, FieldEmbeddings? shared = null) =>
-            new(c, common.Select(f => fields[f]).ToArray(), common, shared);
+            new(c, common.Select(f => fields[f]).ToArray(), common.Select(f => columns[f]).ToArray(), shared);
         void NoTeachers()
         {
             if (teachers.Count > 0) throw new ArgumentException($"distill {Name(method)}: the teacher is co-trained from the config; do not pass --teacher or --teacher-logits.");
@@ -166,7 +167,7 @@ public static class DistillPipeline
             case DistillMethod.Pfd:
             {
                 NoTeachers();
-                var (student, teacher) = PfdObjective.Build(config.Student, config.Teacher, fields, privileged);
+                var (student, teacher) = PfdObjective.Build(config.Student, config.Teacher, fields, privileged, columns);
                 return new DistillRun(new PfdObjective(student, teacher, config.Lambda, config.WarmupSteps), student);
             }
             case DistillMethod.Ensemble:
@@ -176,7 +177,7 @@ public static class DistillPipeline
                 if (config.EnsembleMode == EnsembleMode.Joint)
                 {
                     NoTeachers();
-                    members = config.Teachers.Select(c => (ITeacher)new ModelTeacher(new ZooModel(c, fields))).ToArray();
+                    members = config.Teachers.Select(c => (ITeacher)new ModelTeacher(new ZooModel(c, fields, columns))).ToArray();
                 }
                 else
                 {

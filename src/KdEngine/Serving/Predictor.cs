@@ -65,6 +65,9 @@ public sealed class Predictor
     public Predictor(ZooModel model, Preprocessor? preprocessor = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
+            throw new NotSupportedException(
+                $"Predictor: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the compiled predictor takes single-valued id fields only — score such a model with ZooModel.Forward under Tape<float>.NoGrad().");
         var config = model.Config;
         Kind = config.Model;
         Preprocessor = preprocessor;
