@@ -211,9 +211,9 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
                 n, m, k, alpha, V(b, k * n), transposeB ? k : n, V(a, m * k), transposeA ? m : k, beta, V(c, m * n), n);
             return;
         }
-        int t = GemmKernels.Tile;
+        int t = K.GemmTile;
         K.Gemm(new KernelConfig(new Index2D((n + t - 1) / t, (m + t - 1) / t), new Index2D(t, t)),
-            V(a), V(b), V(c), m, n, k, alpha, beta, transposeA ? 1 : 0, transposeB ? 1 : 0);
+            V(a), V(b), V(c), m, n, k, alpha, beta, transposeA ? 1 : 0, transposeB ? 1 : 0, t);
     }
 
     public void FieldOuterProduct(TensorStorage<float> h, TensorStorage<float> x0, TensorStorage<float> z, int first, int samples,

@@ -57,6 +57,9 @@ internal sealed class KernelSet(Accelerator a)
     public readonly Action<Index1D, ArrayView<float>, int, ArrayView<float>, int, int, int, int, int> TransposeBlocks =
         a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<float>, int, int, int, int, int>(CinKernels.TransposeBlocks);
 
-    public readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, int, int> Gemm =
-        a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, int, int>(GemmKernels.Tiled);
+    public readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, int, int, int> Gemm =
+        a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, int, int, int>(GemmKernels.Tiled);
+
+    /// <summary>The GEMM tile edge: 16, or less where a group cannot hold 16×16 threads.</summary>
+    public readonly int GemmTile = Math.Min(GemmKernels.MaxTile, (int)Math.Sqrt(a.MaxNumThreadsPerGroup));
 }
