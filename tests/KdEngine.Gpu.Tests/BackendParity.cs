@@ -173,6 +173,27 @@ public abstract class BackendParity
 
     [Test] public void MulColumn() => Check(x => Op.MulColumn(x[0], x[1]), Rand(66, 3, 4, 5), Rand(67, 3, 4));
 
+    [Test]
+    public void UploadRowsWritesOnlyTheGivenRows()
+    {
+        float[] Apply(IBackend<float> backend)
+        {
+            using var table = Tensor<float>.FromArray(Values(80, 6 * 3, -1f, 1f), new Shape(6, 3), backend);
+            backend.UploadRows(table.Storage, 3, [4, 1], [10, 11, 12, 20, 21, 22]);
+            return table.ToArray();
+        }
+        var cpu = Apply(CpuBackend<float>.Instance);
+        Assert.That(cpu[12..15], Is.EqualTo(new float[] { 10, 11, 12 }));
+        Assert.That(cpu[3..6], Is.EqualTo(new float[] { 20, 21, 22 }));
+        Assert.That(Apply(Device), Is.EqualTo(cpu));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Apply2(Device));
+        static void Apply2(IBackend<float> backend)
+        {
+            using var t = Tensor<float>.Zeros(new Shape(2, 3), backend);
+            backend.UploadRows(t.Storage, 3, [2], [1, 2, 3]);
+        }
+    }
+
     // ---- CIN ----
     [Test] public void FieldOuterProduct() => Check(x => Op.FieldOuterProduct(x[0], x[1]), Rand(70, 3, 2, 5), Rand(71, 3, 4, 5));
     [Test] public void FieldOuterProductSelf() => Check(x => Op.FieldOuterProduct(x[0], x[0]), Rand(72, 3, 4, 5));
