@@ -70,7 +70,7 @@ public static partial class Op
     {
         if (values.Length != shape.ElementCount)
             throw new ArgumentException($"Constant: {values.Length} values do not fill shape {shape}.");
-        var t = Tape<T>.NewTensor(shape, backend ?? CpuBackend<T>.Instance, clear: false);
+        var t = Tape<T>.NewTensor(shape, backend ?? DefaultBackend<T>.Current, clear: false);
         t.Backend.Upload(values, t.Storage);
         return t;
     }

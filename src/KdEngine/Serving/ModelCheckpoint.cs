@@ -90,7 +90,7 @@ public static class ModelCheckpoint
         {
             if (!content.Contains(p.Name))
                 throw new CheckpointFormatException(path, $"tensor '{p.Name}' {p.Tensor.Shape} is missing.");
-            content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()).CopyTo(p.Tensor.AsSpan());
+            p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);
         }
         model.Training = false;
         return new LoadedModel(model, preprocessor, meta);

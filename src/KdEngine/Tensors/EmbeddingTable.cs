@@ -17,7 +17,7 @@ public static class EmbeddingTable
         var shape = new Shape(rows, width);
         if (values.Length != shape.ElementCount)
             throw new ArgumentException($"EmbeddingTable.Create: {values.Length} values do not fill a table {shape} ({shape.ElementCount} elements){(name is null ? "" : $" for '{name}'")}.");
-        backend ??= CpuBackend<T>.Instance;
+        backend ??= DefaultBackend<T>.Current;
         var storage = backend.Allocate(shape.ElementCount, clear: false);
         backend.Upload(values, storage);
         return new Tensor<T>(shape, storage, ownsStorage: true, name) { HasSparseGradient = true };
@@ -28,7 +28,7 @@ public static class EmbeddingTable
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         var shape = new Shape(rows, width);
-        backend ??= CpuBackend<T>.Instance;
+        backend ??= DefaultBackend<T>.Current;
         return new Tensor<T>(shape, backend.Allocate(shape.ElementCount, clear: true), ownsStorage: true, name) { HasSparseGradient = true };
     }
 }

@@ -37,7 +37,18 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     public int Rank => Shape.Rank;
 
     /// <summary>A name used in error messages and checkpoints (e.g. <c>dnn.0.weight</c>).</summary>
-    public string? Name { get; set; }
+    public string? Name
+    {
+        get => _name;
+        set
+        {
+            _name = value;
+            // A device backend sees storages, not tensors: the label lets its deferred checks name the tensor.
+            if (OwnsStorage && value is not null) Storage.Label ??= value;
+        }
+    }
+
+    private string? _name;
 
     /// <summary>True when gradients must flow to this tensor (parameters, and op outputs that depend on them).</summary>
     public bool RequiresGrad { get; internal set; }
@@ -82,7 +93,7 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
 
     public static Tensor<T> Zeros(Shape shape, IBackend<T>? backend = null, string? name = null)
     {
-        backend ??= CpuBackend<T>.Instance;
+        backend ??= DefaultBackend<T>.Current;
         return new Tensor<T>(shape, backend.Allocate(shape.ElementCount, clear: true), ownsStorage: true, name);
     }
 
@@ -93,7 +104,7 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     {
         if (data.Length != shape.ElementCount)
             throw new ArgumentException($"FromArray: {data.Length} values do not fill shape {shape} ({shape.ElementCount} elements).");
-        backend ??= CpuBackend<T>.Instance;
+        backend ??= DefaultBackend<T>.Current;
         var storage = backend.Allocate(shape.ElementCount, clear: false);
         backend.Upload(data, storage);
         return new Tensor<T>(shape, storage, ownsStorage: true, name);

@@ -14,6 +14,9 @@ public abstract class TensorStorage<T> : IDisposable where T : unmanaged, IFloat
     public abstract IBackend<T> Backend { get; }
     public bool IsDisposed { get; private set; }
 
+    /// <summary>The name of the tensor that owns this storage, when it has one (for errors raised by device-side checks).</summary>
+    public string? Label { get; set; }
+
     public void Dispose()
     {
         if (IsDisposed) return;

@@ -124,7 +124,11 @@ public sealed class Trainer
             if (validation is not null && o.EvaluateEvery == 0 && Validate(step, epoch)) stoppedEarly = true;
         }
         if (_interactive && _progress is not null) _progress.WriteLine();
-        if (o.RestoreBest && bestWeights is not null) Restore(parameters, bestWeights);
+        if (o.RestoreBest && bestWeights is not null)
+        {
+            Restore(parameters, bestWeights);
+            optimizer.ReloadDeviceParameters(); // device parameters have a host mirror in the optimizer
+        }
         objective.Trainable.Training = false;
         return new TrainingReport(history, best, step, stopwatch.Elapsed, stoppedEarly);
 
@@ -172,7 +176,7 @@ public sealed class Trainer
         foreach (var p in parameters)
         {
             var t = p.Tensor;
-            if (t.Grad is { } g && !AllFinite(g.AsSpan()))
+            if (t.Grad is { } g && g.Backend.FirstNonFinite(g.Storage, g.Length) >= 0)
                 throw new TrainingDivergedException($"training diverged at step {step}: the gradient of '{p.Name}' {t.Shape} holds NaN or Inf.");
             if (t.SparseGrad is { } s)
                 for (int i = 0; i < s.Count; i++)
@@ -192,13 +196,13 @@ public sealed class Trainer
     private static float[][] Snapshot(IReadOnlyList<NamedParameter> parameters, float[][]? reuse)
     {
         reuse ??= parameters.Select(p => new float[p.Tensor.Length]).ToArray();
-        for (int i = 0; i < parameters.Count; i++) parameters[i].Tensor.AsSpan().CopyTo(reuse[i]);
+        for (int i = 0; i < parameters.Count; i++) parameters[i].Tensor.Backend.Download(parameters[i].Tensor.Storage, reuse[i]);
         return reuse;
     }
 
     private static void Restore(IReadOnlyList<NamedParameter> parameters, float[][] weights)
     {
-        for (int i = 0; i < parameters.Count; i++) weights[i].CopyTo(parameters[i].Tensor.AsSpan());
+        for (int i = 0; i < parameters.Count; i++) parameters[i].Tensor.Backend.Upload(weights[i], parameters[i].Tensor.Storage);
     }
 
     /// <summary>Scores a dataset with a model (no tape, evaluation mode) and computes AUC/logloss/calibration.</summary>
@@ -215,7 +219,7 @@ public sealed class Trainer
             {
                 tape.Reset();
                 var z = model.Forward(scratch.From(batch)).Logits;
-                z.AsSpan().CopyTo(logits.AsSpan(offset, batch.Size));
+                z.Backend.Download(z.Storage, logits.AsSpan(offset, batch.Size)); // backend-neutral: a device copies once per batch
                 offset += batch.Size;
             }
         }

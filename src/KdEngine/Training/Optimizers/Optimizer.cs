@@ -52,6 +52,11 @@ public abstract class Optimizer
     private float _learningRate;
     private float _denseL2, _embeddingL2;
     private float? _clipNorm;
+    // Parameters on a device backend (not CPU memory) are updated on a host mirror: see DeviceMirror remarks.
+    private readonly float[]?[] _hostWeights; // the mirror of a device parameter's values; null for CPU parameters
+    private readonly float[]?[] _hostGrads;   // the downloaded dense gradient of a device parameter
+    private int[] _uploadRows = [];
+    private float[] _uploadValues = [];
 
     /// <param name="parameters">Leaves with RequiresGrad; tables (HasSparseGradient) must be [rows, width].
     /// Names, when present, must be unique: they key the exported state.</param>
@@ -75,7 +80,6 @@ public abstract class Optimizer
                 throw new ArgumentException($"{GetType().Name}: embedding table {i} {p.Describe()} must be 2-D [rows, width].", nameof(parameters));
             if (!seenTensors.Add(p))
                 throw new ArgumentException($"{GetType().Name}: parameter {i} {p.Describe()} is registered twice; it would be updated twice per step.", nameof(parameters));
-            _ = p.AsSpan(); // fails now, with the backend named, if the parameter is not in CPU memory
             _keys[i] = p.Name ?? $"param{i}";
             if (!seen.Add(_keys[i]))
                 throw new ArgumentException($"{GetType().Name}: two parameters share the name '{_keys[i]}'; state keys must be unique.", nameof(parameters));
@@ -92,6 +96,14 @@ public abstract class Optimizer
                 if (slots[s].Initial != 0f) buffer.AsSpan().Fill(slots[s].Initial);
                 _state[s][i] = buffer;
             }
+        }
+        _hostWeights = new float[]?[_parameters.Length];
+        _hostGrads = new float[]?[_parameters.Length];
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            if (_parameters[i].Storage is CpuStorage<float>) continue;
+            _hostWeights[i] = _parameters[i].ToArray();
+            if (!_parameters[i].HasSparseGradient) _hostGrads[i] = new float[_parameters[i].Length];
         }
         _parameterSteps = new long[_parameters.Length];
         _rowOrder = new long[_parameters.Length][];
@@ -144,9 +156,19 @@ public abstract class Optimizer
     public long ParameterStepCount(int index) => _parameterSteps[index];
 
     /// <summary>Updates every parameter from its gradient (see the class remarks), then clears the gradients.</summary>
+    /// <remarks>
+    /// Parameters that live on a device backend (GPU) are updated on a host mirror made at construction: the
+    /// step downloads each dense gradient once (a table's sparse gradient rows are already on the host), runs
+    /// the same update kernels as for CPU parameters, and uploads each updated dense parameter and only the
+    /// touched rows of each table (<see cref="Backends.IBackend{T}.UploadRows"/>) — host↔device copies once per
+    /// step. After writing a device parameter any other way (loading a checkpoint, restoring best weights) call
+    /// <see cref="ReloadDeviceParameters"/>.
+    /// </remarks>
     public void Step()
     {
         for (int i = 0; i < _parameters.Length; i++) PrepareRows(i);
+        for (int i = 0; i < _parameters.Length; i++)
+            if (_hostGrads[i] is { } hg && _parameters[i].Grad is { } dg) dg.Backend.Download(dg.Storage, hg);
 
         float scale = 1f;
         if (_clipNorm is { } clip)
@@ -168,7 +190,7 @@ public abstract class Optimizer
                 if (count == 0) continue;
                 _parameterSteps[i]++;
                 BeginParameter(i, _parameterSteps[i]);
-                var table = p.AsSpan();
+                var table = Weights(i);
                 var grad = p.SparseGrad!;
                 int width = p.Shape[1];
                 var order = _rowOrder[i];
@@ -183,12 +205,51 @@ public abstract class Optimizer
             {
                 _parameterSteps[i]++;
                 BeginParameter(i, _parameterSteps[i]);
-                Update(i, 0, p.AsSpan(), g.AsSpan(), scale, _denseL2);
+                Update(i, 0, Weights(i), DenseGradient(i, g), scale, _denseL2);
             }
         }
+        for (int i = 0; i < _parameters.Length; i++) WriteBack(i);
 
         ZeroGrad();
         StepCount++;
+    }
+
+    /// <summary>
+    /// Re-reads the host mirrors of device parameters (see <see cref="Step"/>): call after writing device
+    /// parameters outside the optimizer. CPU parameters have no mirror; for them this does nothing.
+    /// </summary>
+    public void ReloadDeviceParameters()
+    {
+        for (int i = 0; i < _parameters.Length; i++)
+            if (_hostWeights[i] is { } w) _parameters[i].Backend.Download(_parameters[i].Storage, w);
+    }
+
+    private Span<float> Weights(int i) => _hostWeights[i] is { } w ? w : _parameters[i].AsSpan();
+
+    private ReadOnlySpan<float> DenseGradient(int i, Tensor<float> g) => _hostGrads[i] is { } h ? h : g.AsSpan();
+
+    /// <summary>Uploads what the step changed in a device parameter: all of a dense one, the touched rows of a table.</summary>
+    private void WriteBack(int i)
+    {
+        if (_hostWeights[i] is not { } w) return;
+        var p = _parameters[i];
+        if (!p.HasSparseGradient)
+        {
+            if (p.Grad is not null) p.Backend.Upload(w, p.Storage);
+            return;
+        }
+        int count = _rowCount[i], width = p.Shape[1];
+        if (count == 0) return;
+        if (_uploadRows.Length < count) _uploadRows = new int[Math.Max(count, 2 * _uploadRows.Length)];
+        if (_uploadValues.Length < count * width) _uploadValues = new float[Math.Max(count * width, 2 * _uploadValues.Length)];
+        var order = _rowOrder[i];
+        for (int k = 0; k < count; k++)
+        {
+            int row = (int)(order[k] >> 32);
+            _uploadRows[k] = row;
+            w.AsSpan(row * width, width).CopyTo(_uploadValues.AsSpan(k * width, width));
+        }
+        p.Backend.UploadRows(p.Storage, width, _uploadRows.AsSpan(0, count), _uploadValues.AsSpan(0, count * width));
     }
 
     /// <summary>Clears every parameter's gradient (dense buffers zero-filled and kept, sparse rows forgotten).</summary>
@@ -317,7 +378,7 @@ public abstract class Optimizer
                 for (int k = 0; k < _rowCount[i]; k++)
                     total += UpdateKernels.SumOfSquares(grad!.Row((int)(order[k] & 0xFFFFFFFF)));
             }
-            else if (p.Grad is { } g) total += UpdateKernels.SumOfSquares(g.AsSpan());
+            else if (p.Grad is { } g) total += UpdateKernels.SumOfSquares(DenseGradient(i, g));
         }
         return total;
     }
