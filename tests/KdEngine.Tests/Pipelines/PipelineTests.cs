@@ -50,16 +50,20 @@ public class PipelineTests
     }
 
     [Test]
-    public void MultiValuedAndDenseFieldsFailNamingTheField()
+    public void MultiValuedAndDenseFieldsTrainEndToEndAndTheCompiledPredictorRejectsThemByName()
     {
-        var path = Temp("m.csv", "y,a,tags\n1,x,p|q\n0,y,q\n1,x,p\n0,y,q\n1,x,p\n0,y,q\n1,x,p\n0,y,q\n1,x,p\n0,y,q\n");
-        var multi = new Schema([FieldSpec.Label("y"), FieldSpec.Categorical("a"), FieldSpec.Multi("tags")]);
-        var e = Assert.Throws<NotSupportedException>(() => CtrPipeline.Prepare(new DataSource(path) { Schema = multi }));
+        // tags: a bag of ids (mean-pooled); v: a dense value scaling its field's embedding.
+        var rows = Enumerable.Range(0, 40).Select(i => $"{i % 2},{(i % 3 == 0 ? "x" : "y")},{(i % 2 == 1 ? "p|q" : "q")},{(i % 5) * 0.5}");
+        var path = Temp("m.csv", "y,a,tags,v\n" + string.Join("\n", rows) + "\n");
+        var schema = new Schema([FieldSpec.Label("y"), FieldSpec.Categorical("a"), FieldSpec.Multi("tags", '|', Pooling.Mean), FieldSpec.DenseNumeric("v")]);
+        var data = CtrPipeline.Prepare(new DataSource(path) { Schema = schema }, new SplitOptions(), new PreprocessorOptions { MinCount = 1 });
+        Assert.That(data.Fields.Select(f => (f.Name, f.IsMultiValued, f.ScaleByValue)),
+            Is.EqualTo(new[] { ("a", false, false), ("tags", true, false), ("v", false, true) }));
+        var model = CtrPipeline.BuildModel(new ModelConfig { Model = ModelKind.DeepFm, EmbeddingDim = 4, Dnn = [8] }, data.Fields);
+        var outcome = CtrPipeline.Train(model, data, new TrainingSettings { Epochs = 20, LearningRate = 0.05f, Patience = 0 });
+        Assert.That(outcome.Validation.Auc, Is.GreaterThan(0.9), "the tags bag separates the classes");
+        var e = Assert.Throws<NotSupportedException>(() => new KdEngine.Serving.Predictor(model));
         Assert.That(e!.Message, Does.Contain("'tags'").And.Contain("multi-valued"));
-        var dense = new Schema([FieldSpec.Label("y"), FieldSpec.DenseNumeric("a")]);
-        var path2 = Temp("d.csv", "y,a\n" + string.Join("\n", Enumerable.Range(0, 10).Select(i => $"{i % 2},{i}.5")) + "\n");
-        e = Assert.Throws<NotSupportedException>(() => CtrPipeline.Prepare(new DataSource(path2) { Schema = dense }));
-        Assert.That(e!.Message, Does.Contain("'a'"));
     }
 
     [Test]
