@@ -4,6 +4,12 @@ using KdEngine.Tensors;
 namespace KdEngine.Ops;
 
 /// <summary>
+/// An op received a NaN or ±∞ where it needs finite values (e.g. logits of a loss). An <see cref="ArgumentException"/>,
+/// so callers that catch bad arguments still do; the trainer reports it as divergence at the step it happened.
+/// </summary>
+public sealed class NonFiniteValueException(string message) : ArgumentException(message);
+
+/// <summary>
 /// Argument checks shared by ops: each failure is an <see cref="ArgumentException"/> naming the op, the
 /// tensor (name and shape) and, for bad values, the first offending index and its value.
 /// </summary>
@@ -14,7 +20,7 @@ internal static class OpChecks
     {
         int i = t.Backend.FirstNonFinite(t.Storage, t.Length);
         if (i < 0) return;
-        throw new ArgumentException(
+        throw new NonFiniteValueException(
             $"{op}: {role} {t.Describe()} holds a non-finite value {ValueAt(t, i)} at index {IndexString(t.Shape, i)} (flat {i}).");
     }
 
