@@ -134,7 +134,7 @@ public sealed class Trainer
                 var ctr = scratch.From(batch);
                 Tensor<float> loss;
                 try { loss = objective.Loss(ctr, step, null); }
-                catch (ArgumentException e) when (e is Ops.NonFiniteValueException || FirstNonFinite(parameters) is not null)
+                catch (ArgumentException e) when (e.Data.Contains(Ops.OpChecks.NonFiniteKey) || FirstNonFinite(parameters) is not null)
                 {
                     // Ops reject non-finite inputs (e.g. BceWithLogits on NaN logits): the forward overflowed or a
                     // weight went bad. Report it as divergence, with the step and the tensor.
