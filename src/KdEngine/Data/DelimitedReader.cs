@@ -164,10 +164,16 @@ public static class CriteoReader
         bool header = false;
         if (File.Exists(path))
         {
+            // Sniff the first non-blank characters only (never a whole line: the file may have no line breaks).
             using var r = new StreamReader(path);
-            string? first;
-            while ((first = r.ReadLine()) is not null && string.IsNullOrWhiteSpace(first)) { }
-            header = first is not null && first.TrimStart('\uFEFF').StartsWith("label", StringComparison.Ordinal);
+            var head = new char[64];
+            int n = 0;
+            while (n < head.Length && r.Read() is var c and >= 0)
+            {
+                if (n == 0 && (char.IsWhiteSpace((char)c) || c == '\uFEFF')) continue;
+                head[n++] = (char)c;
+            }
+            header = head.AsSpan(0, n).StartsWith("label", StringComparison.Ordinal);
         }
         return new DelimitedReader(path, Schema.Criteo(bucketing), new DelimitedOptions { HasHeader = header }, options);
     }

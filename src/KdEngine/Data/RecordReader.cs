@@ -49,7 +49,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         _skippedErrors.Clear();
         if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
         using var reader = new StreamReader(FilePath, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
-        var lines = new LineSource(reader);
+        var lines = new LineSource(reader, Options.MaxLineLength, FileName);
         Begin(lines);
         bool anyLine = lines.LinesRead > 0;
         while (lines.Next(out var line))
@@ -107,14 +107,31 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         return v;
     }
 
-    /// <summary>Reads non-blank lines and counts line numbers (1-based, blank lines included).</summary>
+    /// <summary>
+    /// Reads non-blank lines and counts line numbers (1-based, blank lines included). Line ends are LF, CR or CRLF
+    /// (as <see cref="TextReader.ReadLine"/>). A line longer than <paramref name="maxLineLength"/> characters is
+    /// a <see cref="DataFormatException"/> raised after reading at most that many characters of it, so a file
+    /// without line breaks (binary data, a wrong delimiter setting) cannot make the reader allocate without bound.
+    /// </summary>
     protected sealed class LineSource
     {
         private readonly TextReader _reader;
+        private readonly int _maxLineLength;
+        private readonly string? _fileName;
+        private readonly char[] _buffer = new char[1 << 14];
+        private readonly System.Text.StringBuilder _line = new();
+        private int _pos, _len;
+        private bool _eof;
         private string? _last;
         private bool _pushedBack;
 
-        public LineSource(TextReader reader) => _reader = reader;
+        public LineSource(TextReader reader, int maxLineLength = ReaderOptions.DefaultMaxLineLength, string? fileName = null)
+        {
+            if (maxLineLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLineLength), maxLineLength, "the line length limit must be ≥ 1.");
+            _reader = reader;
+            _maxLineLength = maxLineLength;
+            _fileName = fileName;
+        }
 
         /// <summary>Makes the next <see cref="Next"/> return the last line again (a first line that is data, not a header).</summary>
         public void PushBack() => _pushedBack = _last is not null;
@@ -128,12 +145,53 @@ public abstract class RecordReader : IEnumerable<RawRecord>
             if (_pushedBack) { _pushedBack = false; line = _last!; return true; }
             while (true)
             {
-                var l = _reader.ReadLine();
+                var l = ReadLine();
                 if (l is null) { line = ""; return false; }
                 LineNumber++;
                 if (l.Length == 0 || string.IsNullOrWhiteSpace(l)) continue;
                 line = _last = l;
                 return true;
+            }
+        }
+
+        private string? ReadLine()
+        {
+            _line.Clear();
+            while (true)
+            {
+                if (_pos == _len)
+                {
+                    if (_eof || (_len = _reader.Read(_buffer, 0, _buffer.Length)) == 0)
+                    {
+                        _eof = true;
+                        _pos = _len = 0;
+                        return _line.Length > 0 ? _line.ToString() : null;
+                    }
+                    _pos = 0;
+                }
+                var chunk = _buffer.AsSpan(_pos, _len - _pos);
+                int end = chunk.IndexOfAny('\n', '\r');
+                int take = end < 0 ? chunk.Length : end;
+                if (_line.Length + take > _maxLineLength)
+                    throw new DataFormatException(
+                        $"line is longer than {_maxLineLength} characters (ReaderOptions.MaxLineLength); is this a text file with line breaks and the right delimiter?",
+                        _fileName, LineNumber + 1);
+                _line.Append(chunk[..take]);
+                _pos += take;
+                if (end < 0) continue;
+                // A line end: consume CR, LF or CRLF (the LF may be in the next buffer).
+                char c = _buffer[_pos++];
+                if (c == '\r')
+                {
+                    if (_pos == _len && !_eof)
+                    {
+                        _len = _reader.Read(_buffer, 0, _buffer.Length);
+                        _pos = 0;
+                        if (_len == 0) _eof = true;
+                    }
+                    if (_pos < _len && _buffer[_pos] == '\n') _pos++;
+                }
+                return _line.ToString();
             }
         }
     }

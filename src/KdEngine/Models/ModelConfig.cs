@@ -33,7 +33,7 @@ public sealed record ModelConfig
     {
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase, allowIntegerValues: false) },
+        Converters = { new SingleNameEnumConverterFactory() },
         WriteIndented = false,
     };
 
@@ -66,6 +66,9 @@ public sealed record ModelConfig
     /// <summary>Checks every value; the error names the key and the accepted range.</summary>
     public void Validate(string source = "config")
     {
+        if (!Enum.IsDefined(Model)) throw new ConfigException($"{source}: model = {(int)Model} is not a model kind.");
+        if (!Enum.IsDefined(DnnActivation)) throw new ConfigException($"{source}: dnnActivation = {(int)DnnActivation} is not an activation.");
+        if (!Enum.IsDefined(CinActivation)) throw new ConfigException($"{source}: cinActivation = {(int)CinActivation} is not an activation.");
         if (EmbeddingDim is < 1 or > 4096) throw new ConfigException($"{source}: embeddingDim = {EmbeddingDim}; expected 1…4096.");
         if (!(EmbeddingInitStd >= 0 && EmbeddingInitStd < 10)) throw new ConfigException($"{source}: embeddingInitStd = {EmbeddingInitStd}; expected 0 ≤ std < 10.");
         if (Dnn is null) throw new ConfigException($"{source}: dnn must be a list of layer widths.");
@@ -85,5 +88,42 @@ public sealed record ModelConfig
         bool needsDnn = Model is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm;
         if (needsDnn && Dnn.Length == 0) throw new ConfigException($"{source}: model {Model} needs at least one dnn layer.");
         if (Model == ModelKind.XDeepFm && Cin.Length == 0) throw new ConfigException($"{source}: xDeepFM needs at least one cin layer.");
+    }
+}
+
+/// <summary>
+/// Enum values as one name (camelCase when written, any case when read). Unlike
+/// <see cref="JsonStringEnumConverter"/>, it rejects comma-separated combinations (<c>"xdeepfm,dcn"</c> would
+/// read as the OR of two kinds — an undefined model) and numbers, so a typo can never select another value.
+/// </summary>
+internal sealed class SingleNameEnumConverterFactory : JsonConverterFactory
+{
+    public override bool CanConvert(Type typeToConvert) => typeToConvert.IsEnum;
+
+    public override JsonConverter CreateConverter(Type typeToConvert, JsonSerializerOptions options) =>
+        (JsonConverter)Activator.CreateInstance(typeof(SingleNameEnumConverter<>).MakeGenericType(typeToConvert))!;
+
+    private sealed class SingleNameEnumConverter<T> : JsonConverter<T> where T : struct, Enum
+    {
+        private static readonly (string Name, T Value)[] Names =
+            Enum.GetValues<T>().Select(v => (JsonNamingPolicy.CamelCase.ConvertName(v.ToString()), v)).ToArray();
+
+        public override T Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            string expected = string.Join("|", Names.Select(n => n.Name));
+            if (reader.TokenType != JsonTokenType.String)
+                throw new JsonException($"expected one of {expected} as a string, found {reader.TokenType}.");
+            string text = reader.GetString()!;
+            foreach (var (name, value) in Names)
+                if (string.Equals(name, text, StringComparison.OrdinalIgnoreCase)) return value;
+            throw new JsonException($"unknown value '{text}' (expected one of {expected}).");
+        }
+
+        public override void Write(Utf8JsonWriter writer, T value, JsonSerializerOptions options)
+        {
+            foreach (var (name, v) in Names)
+                if (EqualityComparer<T>.Default.Equals(v, value)) { writer.WriteStringValue(name); return; }
+            throw new JsonException($"{typeof(T).Name} value {value} is not defined.");
+        }
     }
 }

@@ -14,7 +14,7 @@ public sealed class Mlp : Module
 {
     private readonly Linear[] _layers;
     private readonly ulong _dropoutSeed;
-    private ulong _dropoutCalls;
+    private ulong _callsThisStep;
 
     public Mlp(int inFeatures, IReadOnlyList<int> widths, Activation activation, float dropout, Random rng)
     {
@@ -49,9 +49,25 @@ public sealed class Mlp : Module
         {
             h = Activate(_layers[i].Forward(h), ActivationKind);
             if (hidden is not null) hidden[prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = h;
-            if (Training && Dropout > 0) h = Op.Dropout(h, Dropout, _dropoutSeed + _dropoutCalls++, training: true);
+            if (Training && Dropout > 0) h = Op.Dropout(h, Dropout, DropoutSeed(_callsThisStep++), training: true);
         }
         return h;
+    }
+
+    protected override void OnRandomStepChanged() => _callsThisStep = 0;
+
+    /// <summary>
+    /// The seed of one dropout mask: a mix of the layer's seed, <see cref="Module.RandomStep"/> and the call number
+    /// within that step (every layer of every forward in a step gets its own mask). Depends on nothing else, so a
+    /// resumed run reproduces the masks of an uninterrupted one.
+    /// </summary>
+    private ulong DropoutSeed(ulong call)
+    {
+        ulong x = _dropoutSeed ^ (0x9E3779B97F4A7C15UL * ((ulong)RandomStep + 1)) ^ (0xC2B2AE3D27D4EB4FUL * (call + 1));
+        // splitmix64 finaliser: nearby (step, call) pairs give unrelated seeds.
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBUL;
+        return x ^ (x >> 31);
     }
 
     public static Tensor<float> Activate(Tensor<float> x, Activation activation) => activation switch

@@ -28,6 +28,28 @@ public abstract class Module
         }
     }
 
+    /// <summary>
+    /// The global training step, which seeds stochastic layers: a dropout mask is a function of (the layer's seed,
+    /// this step, the call within the step), never of how many forwards ran before, so a run resumed from a
+    /// checkpoint draws the same masks as an uninterrupted one. The trainer sets it before every step; setting it
+    /// propagates to the children (like <see cref="Training"/>).
+    /// </summary>
+    public long RandomStep
+    {
+        get => _randomStep;
+        set
+        {
+            if (_randomStep != value) OnRandomStepChanged();
+            _randomStep = value;
+            foreach (var (_, child) in _children) child.RandomStep = value;
+        }
+    }
+
+    private long _randomStep;
+
+    /// <summary>Called when <see cref="RandomStep"/> changes (a stochastic layer restarts its per-step call count).</summary>
+    protected virtual void OnRandomStepChanged() { }
+
     protected Tensor<float> AddParameter(string name, Tensor<float> tensor)
     {
         foreach (var (n, _) in _parameters)

@@ -14,9 +14,14 @@ internal static class OpChecks
     {
         int i = t.Backend.FirstNonFinite(t.Storage, t.Length);
         if (i < 0) return;
-        throw new ArgumentException(
+        var e = new ArgumentException(
             $"{op}: {role} {t.Describe()} holds a non-finite value {ValueAt(t, i)} at index {IndexString(t.Shape, i)} (flat {i}).");
+        e.Data[NonFiniteKey] = true; // the trainer reports this as divergence at the step it happened
+        throw e;
     }
+
+    /// <summary>Key in <see cref="Exception.Data"/> marking an <see cref="ArgumentException"/> about a NaN or ±∞ input.</summary>
+    public const string NonFiniteKey = "KdEngine.NonFinite";
 
     public static void RequireSameShape<T>(Tensor<T> a, Tensor<T> b, string op, string roleA, string roleB)
         where T : unmanaged, IFloatingPointIeee754<T>

@@ -73,14 +73,44 @@ public static class ModelCheckpoint
         }
         if (columns.Length != fields.Length || columns.Any(c => c < 0))
             throw new CheckpointFormatException(path, $"{ColumnsKey} does not give one non-negative column per field.");
+        if (fields.Length == 0)
+            throw new CheckpointFormatException(path, $"{FieldsKey} lists no field.");
+        var fieldNames = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var f in fields)
+            if (string.IsNullOrEmpty(f.Name) || !fieldNames.Add(f.Name))
+                throw new CheckpointFormatException(path, $"{FieldsKey}: field name '{f.Name}' is empty or appears twice.");
         Preprocessor? preprocessor = null;
         if (meta.TryGetValue(PreprocessingKey, out var pre))
         {
             try { preprocessor = Preprocessor.FromJson(pre, PreprocessingKey); }
             catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message); }
+            foreach (var f in fields)
+            {
+                var known = preprocessor.FeatureSpace.Fields.FirstOrDefault(x => x.Name == f.Name);
+                if (known is null || known.Cardinality != f.Cardinality)
+                    throw new CheckpointFormatException(path, known is null
+                        ? $"model field '{f.Name}' is not a field of the saved preprocessing."
+                        : $"model field '{f.Name}' has cardinality {f.Cardinality} but the saved preprocessing gives it {known.Cardinality} ids.");
+            }
         }
 
-        var model = new ZooModel(config, fields, columns);
+        // Before building the model (which allocates every weight): the config and fields must describe exactly
+        // as many weights as the file holds. A checkpoint is untrusted, so a header that claims a huge vocabulary
+        // or DNN must fail here, bounded by the file's own size, and a config of another model kind
+        // (e.g. xdeepfm over a dnn's tensors) is named as such.
+        long fileWeights = content.Names.Sum(n => content.Header.TryGet(n, out var e) ? e.ElementCount : 0);
+        long configWeights = ParameterCount(config, fields);
+        if (configWeights != fileWeights)
+            throw new CheckpointFormatException(path,
+                $"the config ({config.Model}, embeddingDim {config.EmbeddingDim}, {fields.Length} fields) describes {configWeights} weights but the file holds {fileWeights}; "
+                + "the metadata and the tensors are from different models (wrong model type or shapes).");
+
+        ZooModel model;
+        try { model = new ZooModel(config, fields, columns); }
+        catch (Exception e) when (e is ArgumentException or ConfigException or InvalidOperationException)
+        {
+            throw new CheckpointFormatException(path, $"the model cannot be built from its description: {e.Message}", e);
+        }
         var expected = model.Parameters();
         var names = new HashSet<string>(expected.Select(p => p.Name), StringComparer.Ordinal);
         foreach (var name in content.Names)
@@ -94,5 +124,50 @@ public static class ModelCheckpoint
         }
         model.Training = false;
         return new LoadedModel(model, preprocessor, meta);
+    }
+
+    /// <summary>
+    /// The number of weights <see cref="ZooModel"/> builds for <paramref name="config"/> and <paramref name="fields"/>,
+    /// computed without allocating them (in <c>long</c>, so absurd sizes cannot overflow). Mirrors the constructors of
+    /// ZooModel, FieldEmbeddings, Mlp, Linear, Cin and CrossNetwork; a test pins it to <see cref="Module.ParameterCount"/>.
+    /// </summary>
+    internal static long ParameterCount(ModelConfig config, IReadOnlyList<InputField> fields)
+    {
+        var kind = config.Model;
+        long f = fields.Count, d = config.EmbeddingDim, vocab = 0;
+        foreach (var x in fields) vocab += x.Cardinality;
+        bool wide = kind is ModelKind.Lr or ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm;
+        bool deep = kind is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm;
+        long total = 0;
+        if (wide) total += vocab + 1;                         // linear.{field}.weight [V, 1], linear.bias [1]
+        if (kind != ModelKind.Lr) total += vocab * d;         // embedding.{field}.weight [V, D]
+        long last = f * d;
+        if (deep)
+        {
+            foreach (int w in config.Dnn) { total += last * w + w; last = w; } // dnn.{i}.weight [w, in], .bias [w]
+            if (kind != ModelKind.Dcn) total += last;         // dnn_out.weight [1, last]
+        }
+        if (kind == ModelKind.XDeepFm)
+        {
+            long prevMaps = f, outputMaps = 0;
+            for (int k = 0; k < config.Cin.Length; k++)
+            {
+                long h = config.Cin[k];
+                bool lastLayer = k == config.Cin.Length - 1;
+                total += h * prevMaps * f + h;                // cin.{k}.weight [H_k, H_{k−1}·F], .bias [H_k]
+                long next = config.CinSplitHalf && !lastLayer ? h / 2 : h;
+                if (config.CinDirectConnections) outputMaps += config.CinSplitHalf && !lastLayer ? h - next : h;
+                else if (lastLayer) outputMaps = h;
+                prevMaps = next;
+            }
+            total += outputMaps;                              // cin_out.weight [1, maps]
+        }
+        if (kind == ModelKind.Dcn)
+        {
+            long n = f * d;
+            total += config.CrossLayers * 2 * n;              // cross.{l}.weight [n, 1], .bias [n]
+            total += n + last + 1;                            // dcn_out [1, n + last] + bias
+        }
+        return total;
     }
 }

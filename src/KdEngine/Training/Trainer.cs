@@ -35,6 +35,14 @@ public sealed record TrainerOptions
     public int Seed { get; init; } = 1;
     /// <summary>Optional learning-rate schedule, applied before every step.</summary>
     public LearningRateSchedule? Schedule { get; init; }
+    /// <summary>
+    /// Where periodic training checkpoints go (weights, optimizer state, trainer position; see
+    /// <see cref="Trainer.Resume"/>); null = none. Each is written atomically, so a crash or a divergence keeps
+    /// the last good one.
+    /// </summary>
+    public string? CheckpointPath { get; init; }
+    /// <summary>Write a checkpoint every N optimizer steps (needs <see cref="CheckpointPath"/>); 0 = never.</summary>
+    public int CheckpointEvery { get; init; }
 
     public void Validate()
     {
@@ -42,6 +50,9 @@ public sealed record TrainerOptions
         if (BatchSize < 1) throw new ArgumentException($"trainer: batchSize = {BatchSize}; expected ≥ 1.");
         if (EvaluateEvery < 0) throw new ArgumentException($"trainer: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
         if (Patience < 0) throw new ArgumentException($"trainer: patience = {Patience}; expected ≥ 0.");
+        if (CheckpointEvery < 0) throw new ArgumentException($"trainer: checkpointEvery = {CheckpointEvery}; expected ≥ 0.");
+        if (CheckpointEvery > 0 && string.IsNullOrEmpty(CheckpointPath))
+            throw new ArgumentException($"trainer: checkpointEvery = {CheckpointEvery} needs a checkpointPath.");
     }
 }
 
@@ -52,7 +63,7 @@ public sealed record ValidationPoint(long Step, int Epoch, double Auc, double Lo
 public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly);
 
 /// <summary>Training stopped because a loss or a gradient became NaN or infinite.</summary>
-public sealed class TrainingDivergedException(string message) : Exception(message);
+public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
 /// Runs any <see cref="IObjective"/> (plain training or a distillation method) with an optimizer: seeded
@@ -75,83 +86,114 @@ public sealed class Trainer
         _interactive = interactive;
     }
 
-    public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation)
+    public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
+        Run(objective, optimizer, train, validation, new TrainerPosition());
+
+    /// <summary>
+    /// Continues the run saved in the training checkpoint <paramref name="path"/> (written by a trainer with
+    /// <see cref="TrainerOptions.CheckpointPath"/>): restores the weights, the optimizer state and the trainer
+    /// position (epoch, batch within the epoch, global step, early-stopping state and best weights), then trains
+    /// to the end as <see cref="Fit"/> would have. With the same options, data and a freshly built objective and
+    /// optimizer, the result is bit-identical to an uninterrupted single-threaded run. Everything is validated
+    /// before anything is written, so a bad checkpoint (<see cref="Serving.CheckpointFormatException"/>) leaves
+    /// the objective and optimizer untouched.
+    /// </summary>
+    public TrainingReport Resume(string path, IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation)
+    {
+        var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer);
+        return Run(objective, optimizer, train, validation, position);
+    }
+
+    private TrainingReport Run(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation, TrainerPosition state)
     {
         var o = _options;
         var stopwatch = Stopwatch.StartNew();
-        var history = new List<ValidationPoint>();
-        ValidationPoint? best = null;
-        float[][]? bestWeights = null;
-        int sinceBest = 0;
-        long step = 0;
+        var history = state.History;
         bool stoppedEarly = false;
         var parameters = objective.Trainable.Parameters();
         int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
         long totalSteps = (long)stepsPerEpoch * o.Epochs;
-        double lossSum = 0;
-        int lossCount = 0;
         long examples = 0;
         var lastReport = TimeSpan.Zero;
         var scratch = new BatchScratch();
         using var tape = new Tape<float>();
 
-        for (int epoch = 1; epoch <= o.Epochs && !stoppedEarly; epoch++)
+        for (int epoch = state.Epoch; epoch <= o.Epochs && !stoppedEarly; epoch++)
         {
             objective.Trainable.Training = true;
+            int skip = epoch == state.Epoch ? state.BatchInEpoch : 0; // batches a resumed epoch already trained on
+            state.Epoch = epoch;
+            state.BatchInEpoch = 0;
             foreach (var batch in train.Batches(o.BatchSize, o.Shuffle, o.Seed + epoch))
             {
+                if (state.BatchInEpoch < skip) { state.BatchInEpoch++; continue; }
+                long step = state.Step;
                 tape.Reset();
                 if (o.Schedule is not null) optimizer.LearningRate = o.Schedule.LearningRate(step);
+                objective.Trainable.RandomStep = step;
                 var ctr = scratch.From(batch);
-                var loss = objective.Loss(ctr, step, null);
+                Tensor<float> loss;
+                try { loss = objective.Loss(ctr, step, null); }
+                catch (ArgumentException e) when (e.Data.Contains(Ops.OpChecks.NonFiniteKey) || FirstNonFinite(parameters) is not null)
+                {
+                    // Ops reject non-finite inputs (e.g. BceWithLogits on NaN logits): the forward overflowed or a
+                    // weight went bad. Report it as divergence, with the step and the tensor.
+                    var bad = FirstNonFinite(parameters);
+                    throw new TrainingDivergedException($"training diverged at step {step} (epoch {epoch}): "
+                        + (bad is { } p ? $"parameter '{p.Name}' {p.Tensor.Shape} holds NaN or Inf" : "the forward pass overflowed")
+                        + $", so the loss could not be computed ({e.Message})", e);
+                }
                 float value = loss.Item();
                 if (!float.IsFinite(value))
                     throw new TrainingDivergedException($"training diverged at step {step} (epoch {epoch}): the loss is {value}.");
                 tape.Backward(loss);
                 CheckGradients(parameters, step);
                 optimizer.Step();
-                step++;
-                lossSum += value; lossCount++;
+                state.Step = ++step;
+                state.BatchInEpoch++;
+                state.LossSum += value; state.LossCount++;
                 examples += batch.Size;
                 if (_progress is not null && (stopwatch.Elapsed - lastReport).TotalSeconds >= (_interactive ? 0.2 : 5))
                 {
                     lastReport = stopwatch.Elapsed;
-                    Report(step, totalSteps, examples, lossSum / lossCount, stopwatch.Elapsed);
+                    Report(step, totalSteps, examples, state.LossSum / state.LossCount, stopwatch.Elapsed);
                 }
                 bool validateNow = validation is not null && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
                 if (validateNow && Validate(step, epoch)) { stoppedEarly = true; break; }
+                if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0)
+                    TrainingCheckpoint.Save(o.CheckpointPath!, o, parameters, optimizer, state);
             }
-            if (validation is not null && o.EvaluateEvery == 0 && Validate(step, epoch)) stoppedEarly = true;
+            if (validation is not null && o.EvaluateEvery == 0 && Validate(state.Step, epoch)) stoppedEarly = true;
         }
         if (_interactive && _progress is not null) _progress.WriteLine();
-        if (o.RestoreBest && bestWeights is not null)
+        if (o.RestoreBest && state.BestWeights is not null)
         {
-            Restore(parameters, bestWeights);
+            Restore(parameters, state.BestWeights);
             optimizer.ReloadDeviceParameters(); // device parameters have a host mirror in the optimizer
         }
         objective.Trainable.Training = false;
-        return new TrainingReport(history, best, step, stopwatch.Elapsed, stoppedEarly);
+        return new TrainingReport(history, state.Best, state.Step, stopwatch.Elapsed, stoppedEarly);
 
         // Validates, records, tracks the best weights; true when training should stop.
         bool Validate(long atStep, int epoch)
         {
             var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024));
             double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss ? ObjectiveLoss(objective, validation!, o.BatchSize) : double.NaN;
-            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, lossCount == 0 ? double.NaN : lossSum / lossCount);
-            lossSum = 0; lossCount = 0;
+            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, state.LossCount == 0 ? double.NaN : state.LossSum / state.LossCount);
+            state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;
-            bool improved = best is null || Better(point, best);
+            bool improved = state.Best is null || Better(point, state.Best);
             if (improved)
             {
-                best = point;
-                sinceBest = 0;
-                if (o.RestoreBest) bestWeights = Snapshot(parameters, bestWeights);
+                state.Best = point;
+                state.SinceBest = 0;
+                if (o.RestoreBest) state.BestWeights = Snapshot(parameters, state.BestWeights);
             }
-            else sinceBest++;
+            else state.SinceBest++;
             _progress?.WriteLine($"{(_interactive ? "\r" : "")}step {atStep,7}  epoch {epoch}  train loss {point.TrainLoss:F5}  valid AUC {point.Auc:F4}  logloss {point.LogLoss:F5}" +
                 (double.IsNaN(objectiveLoss) ? "" : $"  objective {objectiveLoss:F5}") + (improved ? "  *" : ""));
-            return o.Patience > 0 && sinceBest >= o.Patience;
+            return o.Patience > 0 && state.SinceBest >= o.Patience;
         }
     }
 
@@ -183,6 +225,13 @@ public sealed class Trainer
                     if (!AllFinite(s.Row(i)))
                         throw new TrainingDivergedException($"training diverged at step {step}: the gradient of '{p.Name}' row {s.Rows[i]} holds NaN or Inf.");
         }
+    }
+
+    private static NamedParameter? FirstNonFinite(IReadOnlyList<NamedParameter> parameters)
+    {
+        foreach (var p in parameters)
+            if (!AllFinite(p.Tensor.AsSpan())) return p;
+        return null;
     }
 
     private static bool AllFinite(ReadOnlySpan<float> values)
