@@ -16,6 +16,8 @@ using KdEngine.Training;
 //   KdEngine.GpuBench [--out DIR] [--devices cpu,cuda] [--batches 1,4,...] [--train-batches 1024,4096]
 //                     [--max-seconds 4] [--buckets 65536] [--quick]
 
+if (args.Length >= 3 && args[0] == "--run-tests")
+    return MiniTestRunner.Run(args[1], args[2], Console.Out) == 0 ? 0 : 1;
 var opts = Options.Parse(args);
 Directory.CreateDirectory(opts.Out);
 var rows = new List<Row>();

@@ -53,8 +53,17 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         Pool = new DevicePool<float>(accelerator);
         if (accelerator is CudaAccelerator cuda)
         {
-            _cuBlas = new CuBlas(cuda);
-            _cuBlas.Stream = (CudaStream)cuda.DefaultStream; // keep GEMMs ordered with our kernels
+            try
+            {
+                _cuBlas = new CuBlas(cuda);
+                _cuBlas.Stream = (CudaStream)cuda.DefaultStream; // keep GEMMs ordered with our kernels
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or TypeInitializationException or BadImageFormatException)
+            {
+                // ILGPU.Algorithms binds libcublas.so.10–12 by name; without one, GEMM runs on the tiled kernel.
+                _cuBlas = null;
+                CuBlasUnavailableReason = e.GetBaseException().Message;
+            }
         }
         _errors = accelerator.Allocate1D<int>(MaxPendingChecks);
         _scalarInt = accelerator.Allocate1D<int>(1);
@@ -70,6 +79,9 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
 
     /// <summary>True when GEMMs go to cuBLAS (a CUDA accelerator).</summary>
     public bool UsesCuBlas => _cuBlas is not null;
+
+    /// <summary>Why cuBLAS could not be loaded on a CUDA device (null when it was, or on other accelerators).</summary>
+    public string? CuBlasUnavailableReason { get; }
 
     internal DevicePool<float> Pool { get; }
     private KernelSet K { get; }
