@@ -30,7 +30,7 @@ public static class ModelCheckpoint
         {
             [TypeKey] = ModelType,
             [ConfigKey] = model.Config.ToJson(),
-            [FieldsKey] = JsonSerializer.Serialize(model.Fields.Select(f => new[] { f.Name, f.Cardinality.ToString(System.Globalization.CultureInfo.InvariantCulture) })),
+            [FieldsKey] = JsonSerializer.Serialize(model.Fields.Select(DescribeField)),
             [ColumnsKey] = JsonSerializer.Serialize(model.Columns),
         };
         if (preprocessor is not null) metadata[PreprocessingKey] = preprocessor.ToJson();
@@ -42,6 +42,34 @@ public static class ModelCheckpoint
             }
         var tensors = model.Parameters().Select(p => NamedArray.Float32(p.Name, p.Tensor.ToArray(), p.Tensor.Shape.ToArray()));
         SafeTensorsFile.Write(path, tensors, metadata);
+    }
+
+    /// <summary>
+    /// A field as stored in <c>model.fields</c>: <c>[name, cardinality]</c> for a plain id field, or
+    /// <c>[name, cardinality, kind]</c> with kind <c>scaled</c> (embedding × dense value), <c>multi-sum</c> or
+    /// <c>multi-mean</c> (a pooled bag of ids) — a reloaded model reads its inputs exactly as the trained one did.
+    /// </summary>
+    private static string[] DescribeField(InputField f)
+    {
+        string card = f.Cardinality.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (f.IsMultiValued) return [f.Name, card, f.Pooling == Ops.PoolingMode.Mean ? "multi-mean" : "multi-sum"];
+        return f.ScaleByValue ? [f.Name, card, "scaled"] : [f.Name, card];
+    }
+
+    private static InputField ParseField(string[] f, int i)
+    {
+        if (f is not [var name, var card, ..] || f.Length > 3 || string.IsNullOrEmpty(name)
+            || !int.TryParse(card, System.Globalization.CultureInfo.InvariantCulture, out int c) || c <= 0)
+            throw new JsonException($"entry {i} is not [name, cardinality] or [name, cardinality, kind]");
+        var field = new InputField(name, c);
+        if (f.Length == 2) return field;
+        return f[2] switch
+        {
+            "scaled" => field with { ScaleByValue = true },
+            "multi-sum" => field with { IsMultiValued = true, Pooling = Ops.PoolingMode.Sum },
+            "multi-mean" => field with { IsMultiValued = true, Pooling = Ops.PoolingMode.Mean },
+            _ => throw new JsonException($"entry {i}: unknown field kind '{f[2]}' (expected scaled, multi-sum or multi-mean)"),
+        };
     }
 
     public static LoadedModel Load(string path)
@@ -59,8 +87,7 @@ public static class ModelCheckpoint
         {
             config = ModelConfig.FromJson(Need(ConfigKey), ConfigKey);
             var rawFields = JsonSerializer.Deserialize<string[][]>(Need(FieldsKey)) ?? throw new JsonException("null");
-            fields = rawFields.Select((f, i) => f is [var name, var card] && int.TryParse(card, System.Globalization.CultureInfo.InvariantCulture, out int c) && c > 0
-                ? new InputField(name, c) : throw new JsonException($"entry {i} is not [name, cardinality]")).ToArray();
+            fields = rawFields.Select(ParseField).ToArray();
             columns = JsonSerializer.Deserialize<int[]>(Need(ColumnsKey)) ?? throw new JsonException("null");
         }
         catch (JsonException e)

@@ -174,3 +174,35 @@ public class MixedFieldTests
         Assert.That(tags.HasSparseGradient, Is.True);
     }
 }
+
+public class MixedFieldCheckpointTests
+{
+    [Test]
+    public void A_checkpoint_keeps_multi_valued_and_scaled_fields_and_predicts_identically()
+    {
+        InputField[] fields =
+        [
+            new("a", 5),
+            new("b", 4) { ScaleByValue = true },
+            new("tags", 7) { IsMultiValued = true, Pooling = KdEngine.Ops.PoolingMode.Mean },
+        ];
+        var model = new ZooModel(new ModelConfig { Model = ModelKind.DeepFm, EmbeddingDim = 3, Dnn = [5], Seed = 9 }, fields, [0, 1, 0]);
+        var batch = new CtrBatch(3, 2, new[] { 1, 2, 0, 3, 4, 1 }, new float[] { 1, 0, 1 })
+        {
+            DenseValues = new float[] { 1, 0.5f, 1, 2f, 1, -1f },
+            Bags = [new BagColumn(new[] { 0, 2, 2, 5 }, new[] { 1, 6, 0, 3, 3 })],
+        };
+        model.Training = false;
+        float[] before;
+        using (Tape<float>.NoGrad()) before = model.Forward(batch).Logits.ToArray();
+        string path = Path.Combine(Path.GetTempPath(), $"kd-mixed-{Guid.NewGuid():N}.kde");
+        try
+        {
+            KdEngine.Serving.ModelCheckpoint.Save(path, model);
+            var loaded = KdEngine.Serving.ModelCheckpoint.Load(path).Model;
+            Assert.That(loaded.Fields, Is.EqualTo(fields));
+            using (Tape<float>.NoGrad()) Assert.That(loaded.Forward(batch).Logits.ToArray(), Is.EqualTo(before));
+        }
+        finally { File.Delete(path); }
+    }
+}
