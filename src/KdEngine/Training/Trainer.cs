@@ -87,7 +87,23 @@ public sealed class Trainer
     }
 
     public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
-        Run(objective, optimizer, train, validation, new TrainerPosition());
+        Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, new TrainerPosition());
+
+    /// <summary>
+    /// Trains on batches that stream from a file (e.g. <see cref="Streaming.Batches"/> with a seeded shuffle buffer),
+    /// so data larger than memory trains without being loaded: <paramref name="batchesOfEpoch"/>(epoch) yields
+    /// epoch's batches (one pass each; re-open the reader per epoch, with seed + epoch for a new order). Validation,
+    /// early stopping, NaN detection and checkpoints work as in <see cref="Fit"/>; <paramref name="stepsPerEpoch"/>
+    /// only feeds the progress display's ETA (0 when unknown).
+    /// </summary>
+    public TrainingReport FitStream(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch,
+        EncodedDataset? validation, long stepsPerEpoch = 0) =>
+        Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, new TrainerPosition());
+
+    private Func<int, IEnumerable<Batch>> InMemory(EncodedDataset train) =>
+        epoch => train.Batches(_options.BatchSize, _options.Shuffle, _options.Seed + epoch);
+
+    private long StepsPerEpoch(int rows) => (rows + _options.BatchSize - 1) / _options.BatchSize;
 
     /// <summary>
     /// Continues the run saved in the training checkpoint <paramref name="path"/> (written by a trainer with
@@ -101,18 +117,18 @@ public sealed class Trainer
     public TrainingReport Resume(string path, IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation)
     {
         var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer);
-        return Run(objective, optimizer, train, validation, position);
+        return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, position);
     }
 
-    private TrainingReport Run(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation, TrainerPosition state)
+    private TrainingReport Run(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch, long stepsPerEpoch,
+        EncodedDataset? validation, TrainerPosition state)
     {
         var o = _options;
         var stopwatch = Stopwatch.StartNew();
         var history = state.History;
         bool stoppedEarly = false;
         var parameters = objective.Trainable.Parameters();
-        int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
-        long totalSteps = (long)stepsPerEpoch * o.Epochs;
+        long totalSteps = stepsPerEpoch * o.Epochs;
         long examples = 0;
         var lastReport = TimeSpan.Zero;
         var scratch = new BatchScratch();
@@ -124,7 +140,7 @@ public sealed class Trainer
             int skip = epoch == state.Epoch ? state.BatchInEpoch : 0; // batches a resumed epoch already trained on
             state.Epoch = epoch;
             state.BatchInEpoch = 0;
-            foreach (var batch in train.Batches(o.BatchSize, o.Shuffle, o.Seed + epoch))
+            foreach (var batch in batchesOfEpoch(epoch))
             {
                 if (state.BatchInEpoch < skip) { state.BatchInEpoch++; continue; }
                 long step = state.Step;
@@ -208,7 +224,7 @@ public sealed class Trainer
     {
         double rate = examples / Math.Max(elapsed.TotalSeconds, 1e-9);
         double eta = step == 0 ? 0 : elapsed.TotalSeconds / step * (total - step);
-        string line = $"step {step,7}/{total}  {rate,9:F0} ex/s  loss {loss:F5}  ETA {TimeSpan.FromSeconds(Math.Max(eta, 0)):hh\\:mm\\:ss}";
+        string line = $"step {step,7}/{(total > 0 ? total.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?")}  {rate,9:F0} ex/s  loss {loss:F5}  ETA {TimeSpan.FromSeconds(Math.Max(eta, 0)):hh\\:mm\\:ss}";
         if (_interactive) _progress!.Write("\r" + line);
         else _progress!.WriteLine(line);
     }
