@@ -158,6 +158,34 @@ public class PredictorTests
         Assert.That(failures, Is.Empty);
     }
 
+    [Test]
+    public void Eight_threads_times_100000_predictions_match_single_threaded_scoring_exactly()
+    {
+        var fields = Fields(6);
+        var predictor = new Predictor(Random(Config(ModelKind.DeepFm), fields, seed: 21));
+        const int rows = 100_000;
+        var ids = Ids(fields, rows, seed: 22);
+        int[] schedule = [1, 7, 64, 256, 1000, 3]; // batch sizes, cycled over the rows
+        void ScoreAll(float[] scores)
+        {
+            int f = fields.Length;
+            for (int start = 0, k = 0; start < rows; k++)
+            {
+                int b = Math.Min(schedule[k % schedule.Length], rows - start);
+                predictor.Predict(ids.AsSpan(start * f, b * f), scores.AsSpan(start, b));
+                start += b;
+            }
+        }
+        var reference = new float[rows];
+        ScoreAll(reference);
+        var results = new float[8][];
+        var threads = Enumerable.Range(0, 8).Select(t => new Thread(() => { results[t] = new float[rows]; ScoreAll(results[t]); })).ToList();
+        threads.ForEach(th => th.Start());
+        threads.ForEach(th => th.Join());
+        for (int t = 0; t < 8; t++)
+            Assert.That(results[t].AsSpan().SequenceEqual(reference), Is.True, $"thread {t} differs from single-threaded scoring");
+    }
+
     [TestCase(ModelKind.XDeepFm, 1)]
     [TestCase(ModelKind.XDeepFm, 1024)]
     [TestCase(ModelKind.DeepFm, 1)]
