@@ -37,14 +37,23 @@ public static class CliApp
             }
             var verb = Verbs.FirstOrDefault(v => v.Name == args[0])
                 ?? throw new CliException($"unknown command '{args[0]}' (commands: {string.Join(", ", Verbs.Select(v => v.Name))}; see 'kdengine --help').");
-            return verb.Run(args[1..], stdout);
+            var (rest, device) = TakeDevice(args[1..]);
+            if (device is null or "cpu") return verb.Run(rest, stdout);
+            // Models, labels and trainers made inside this scope live on the device; host↔device copies happen at
+            // batch boundaries only (docs/gpu.md).
+            var backend = KdEngine.Gpu.ComputeDevice.Create(device);
+            using (KdEngine.Backends.DefaultBackend<float>.Use(backend))
+            {
+                stdout.WriteLine($"device: {backend.Name}");
+                return verb.Run(rest, stdout);
+            }
         }
         catch (Exception e)
         {
             // Every failure is one line for the user; the trace is for --verbose.
             var message = e is CliException or ArgumentException or IOException or UnauthorizedAccessException or NotSupportedException
                 or KdEngine.Data.DataFormatException or KdEngine.Models.ConfigException or KdEngine.Serving.CheckpointFormatException
-                or KdEngine.Training.TrainingDivergedException or InvalidOperationException or KeyNotFoundException
+                or KdEngine.Training.TrainingDivergedException or KdEngine.Gpu.DeviceUnavailableException or InvalidOperationException or KeyNotFoundException
                 ? e.Message
                 : $"internal error ({e.GetType().Name}): {e.Message}";
             stderr.WriteLine("error: " + message.ReplaceLineEndings(" "));
@@ -53,10 +62,23 @@ public static class CliApp
         }
     }
 
+    /// <summary>Removes the global <c>--device NAME</c> option (cpu|cuda|opencl|ilgpu-cpu) from the arguments.</summary>
+    private static (string[] Remaining, string? Device) TakeDevice(string[] args)
+    {
+        int i = Array.IndexOf(args, "--device");
+        if (i < 0) return (args, null);
+        if (i + 1 >= args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal))
+            throw new CliException($"option '--device' needs a value ({string.Join("|", KdEngine.Gpu.ComputeDevice.Names)}).");
+        string device = args[i + 1].ToLowerInvariant();
+        if (!KdEngine.Gpu.ComputeDevice.Names.Contains(device))
+            throw new CliException($"option '--device': unknown device '{args[i + 1]}' (expected {string.Join("|", KdEngine.Gpu.ComputeDevice.Names)}).");
+        return ([.. args[..i], .. args[(i + 2)..]], device);
+    }
+
     private static string Usage =>
         "usage: kdengine <command> [options]   (kdengine <command> --help for its options)" + Environment.NewLine +
         string.Join(Environment.NewLine, Verbs.Select(v => $"  {v.Name,-13}{v.Summary}")) + Environment.NewLine +
-        "common options: --verbose (stack traces on error), --help";
+        "common options: --device cpu|cuda|opencl|ilgpu-cpu (where models train and run; default cpu), --verbose (stack traces on error), --help";
 
     /// <summary>Trains a 2-layer MLP with plain SGD on a seeded synthetic binary task; prints loss per epoch.</summary>
     private static int Demo(TextWriter stdout)

@@ -125,6 +125,24 @@ public class CliTests
     }
 
     [Test]
+    public void DeviceOptionTrainsOnTheIlgpuCpuAcceleratorAndMatchesTheCpuRun()
+    {
+        // The same tiny FM run on the CPU backend and on ILGPU's CPU accelerator (the simulator CI has): the device
+        // run must report the device and land on the same validation AUC to 3 decimals.
+        var svm = Path.Combine(_dir, "dev.svm");
+        Ok("synth", "--rows", "200", "--fields", "3", "--vocab", "10", "--format", "libsvm", "--seed", "6", "--out", svm);
+        string[] Train(string device, string output) =>
+            ["train", "--model", "fm", "--config", _small, "--data", svm, "--ranges", "@" + svm + ".ranges.txt", "--epochs", "1",
+             "--min-count", "1", "--device", device, "--out", Path.Combine(_dir, output)];
+        var cpu = Ok(Train("cpu", "cpu.kde"));
+        var device = Ok(Train("ilgpu-cpu", "dev.kde"));
+        Assert.That(device, Does.Contain("device: "));
+        double Auc(string text) => Number(text, @"validation AUC ([0-9.]+)");
+        Assert.That(Auc(device), Is.EqualTo(Auc(cpu)).Within(1e-3));
+        Assert.That(Fails("train", "--device", "tpu"), Does.Contain("'tpu'"));
+    }
+
+    [Test]
     public void LibSvmFileEndToEnd()
     {
         var svm = Path.Combine(_dir, "synth.svm");
