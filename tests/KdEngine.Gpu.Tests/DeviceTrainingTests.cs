@@ -9,17 +9,26 @@ using NUnit.Framework;
 
 namespace KdEngine.Gpu.Tests;
 
-/// <summary>Training on a device and the device-side embedding bounds check, on ILGPU's CPU accelerator.</summary>
-[TestFixture]
-public sealed class DeviceTrainingTests
+/// <summary>
+/// Training on a device and the device-side embedding bounds check, written once: ILGPU's CPU accelerator always
+/// (CI), CUDA when a device exists (ignored with a message otherwise).
+/// </summary>
+public abstract class DeviceTrainingTests
 {
     private GpuBackend _device = null!;
 
+    protected abstract string DeviceName { get; }
+
     [OneTimeSetUp]
-    public void SetUp() => _device = (GpuBackend)ComputeDevice.Create("ilgpu-cpu");
+    public void SetUp()
+    {
+        if (!ComputeDevice.IsAvailable(DeviceName, out string reason))
+            Assert.Ignore($"No {DeviceName} device on this machine, so the device-training suite did not run: {reason}");
+        _device = (GpuBackend)ComputeDevice.Create(DeviceName);
+    }
 
     [OneTimeTearDown]
-    public void TearDown() => _device.Dispose();
+    public void TearDown() => _device?.Dispose();
 
     private static InputField[] Fields() => Enumerable.Range(0, 5).Select(i => new InputField($"C{i}", 13 + 3 * i)).ToArray();
 
@@ -115,4 +124,16 @@ public sealed class DeviceTrainingTests
         var e = Assert.Throws<ArgumentException>(() => ComputeDevice.Create("tpu"))!;
         Assert.That(e.Message, Does.Contain("tpu").And.Contain("ilgpu-cpu"));
     }
+}
+
+[TestFixture]
+public sealed class IlgpuCpuDeviceTraining : DeviceTrainingTests
+{
+    protected override string DeviceName => "ilgpu-cpu";
+}
+
+[TestFixture]
+public sealed class CudaDeviceTraining : DeviceTrainingTests
+{
+    protected override string DeviceName => "cuda";
 }
