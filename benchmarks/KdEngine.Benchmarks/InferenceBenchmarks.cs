@@ -1,4 +1,3 @@
-using System.Reflection;
 using BenchmarkDotNet.Attributes;
 using KdEngine.Models;
 using KdEngine.Nn;
@@ -16,15 +15,12 @@ namespace KdEngine.Benchmarks;
 /// changes the gather's cache misses).</item>
 /// </list>
 /// Threads: the predictor runs on the calling thread; the SGEMM may use more (intra-op) through
-/// <c>CpuParallel.ThreadCount</c> when the build has it (looked up by reflection so this suite compiles against
-/// either kernel); otherwise only Threads = 1 is run.
+/// <c>CpuParallel.ThreadCount</c> (1 or 2).
 /// Run: <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- --filter '*InferenceBenchmarks*' --job short</c>
 /// </summary>
 [MemoryDiagnoser]
 public class InferenceBenchmarks
 {
-    private static readonly PropertyInfo? ThreadCountProperty =
-        typeof(ZooModel).Assembly.GetType("KdEngine.Kernels.Cpu.CpuParallel")?.GetProperty("ThreadCount", BindingFlags.Public | BindingFlags.Static);
 
     private Predictor _predictor = null!;
     private int[] _ids = [];
@@ -43,7 +39,7 @@ public class InferenceBenchmarks
     [ParamsSource(nameof(ThreadCounts))]
     public int Threads { get; set; }
 
-    public static IEnumerable<int> ThreadCounts() => ThreadCountProperty is null ? [1] : [1, 2];
+    public static IEnumerable<int> ThreadCounts() => [1, 2];
 
     public static ModelConfig ConfigFor(string name, ModelKind kind) => name switch
     {
@@ -72,18 +68,15 @@ public class InferenceBenchmarks
         _ids = new int[Batch * Fields];
         for (int i = 0; i < _ids.Length; i++) _ids[i] = rng.Next(Buckets);
         _output = new float[Batch];
-        if (ThreadCountProperty is not null)
-        {
-            _savedThreads = (int)ThreadCountProperty.GetValue(null)!;
-            ThreadCountProperty.SetValue(null, Threads);
-        }
+        _savedThreads = KdEngine.Kernels.Cpu.CpuParallel.ThreadCount;
+        KdEngine.Kernels.Cpu.CpuParallel.ThreadCount = Threads;
         _predictor.Predict(_ids, _output); // grows this thread's workspace before measuring
     }
 
     [GlobalCleanup]
     public void Cleanup()
     {
-        if (_savedThreads is { } t) ThreadCountProperty!.SetValue(null, t);
+        if (_savedThreads is { } t) KdEngine.Kernels.Cpu.CpuParallel.ThreadCount = t;
     }
 
     [Benchmark]
