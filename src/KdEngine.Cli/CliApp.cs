@@ -62,6 +62,12 @@ public static class CliApp
         }
     }
 
+    /// <summary>
+    /// True when <paramref name="writer"/> is the console and the console is a terminal: progress then redraws one
+    /// status line; otherwise (a pipe, a file, a test's StringWriter) it prints plain lines.
+    /// </summary>
+    public static bool IsTerminal(TextWriter writer) => ReferenceEquals(writer, Console.Out) && !Console.IsOutputRedirected;
+
     /// <summary>Removes the global <c>--device NAME</c> option (cpu|cuda|opencl|ilgpu-cpu) from the arguments.</summary>
     private static (string[] Remaining, string? Device) TakeDevice(string[] args)
     {

@@ -70,7 +70,7 @@ internal static class Commands
         PrintData(stdout, data);
         var model = CtrPipeline.BuildModel(config, data.Fields);
         stdout.WriteLine($"model: {model.TypeName}, {model.ParameterCount():N0} parameters; config {config.ToJson()}");
-        var outcome = CtrPipeline.Train(model, data, settings, stdout, interactive: false);
+        var outcome = CtrPipeline.Train(model, data, settings, stdout, CliApp.IsTerminal(stdout));
         PrintOutcome(stdout, outcome);
         CtrPipeline.Save(output, model, data.Preprocessor, data.Source);
         stdout.WriteLine($"saved {output}");
@@ -303,7 +303,7 @@ internal static class Commands
         }
         var run = DistillPipeline.Build(method, config, data, teachers);
         stdout.WriteLine($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
-        var outcome = CtrPipeline.Fit(run.Objective, data, settings, stdout);
+        var outcome = CtrPipeline.Fit(run.Objective, data, settings, stdout, CliApp.IsTerminal(stdout));
         PrintOutcome(stdout, outcome, "student ");
         CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
         {

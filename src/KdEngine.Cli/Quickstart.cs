@@ -52,16 +52,16 @@ internal static class Quickstart
         var rows = new List<(string Name, ZooModel Model, TrainOutcome Outcome)>();
         o.WriteLine("[1/3] teacher xDeepFM");
         var teacher = CtrPipeline.BuildModel(teacherConfig, data.Fields);
-        rows.Add(("xDeepFM teacher", teacher, CtrPipeline.Train(teacher, data, settings, o)));
+        rows.Add(("xDeepFM teacher", teacher, CtrPipeline.Train(teacher, data, settings, o, CliApp.IsTerminal(o))));
         o.WriteLine("[2/3] DNN student alone");
         var alone = CtrPipeline.BuildModel(studentConfig, data.Fields);
-        rows.Add(("DNN student alone", alone, CtrPipeline.Train(alone, data, settings, o)));
+        rows.Add(("DNN student alone", alone, CtrPipeline.Train(alone, data, settings, o, CliApp.IsTerminal(o))));
         o.WriteLine("[3/3] DNN student distilled from the teacher");
         var distilled = CtrPipeline.BuildModel(studentConfig, data.Fields);
         // The frozen teacher's logits over the train part are computed once (as cache-logits does), not per batch and epoch.
         var teacherLogits = TeacherLogitCache.Compute(teacher, data.Train);
         var objective = new TeacherStudentObjective(distilled, new CachedTeacher(teacherLogits), alpha, temperature);
-        rows.Add(("DNN student distilled", distilled, CtrPipeline.Fit(objective, data, settings, o)));
+        rows.Add(("DNN student distilled", distilled, CtrPipeline.Fit(objective, data, settings, o, CliApp.IsTerminal(o))));
 
         o.WriteLine("measuring inference latency (Predictor over test rows, after warm-up) …");
         var table = new List<string>
