@@ -316,17 +316,11 @@ internal static class Commands
 
     // ---------------------------------------------------------------- shared helpers
 
-    internal static ModelKind ParseModel(string text) => text.ToLowerInvariant() switch
+    internal static ModelKind ParseModel(string text)
     {
-        "lr" => ModelKind.Lr,
-        "fm" => ModelKind.Fm,
-        "dnn" => ModelKind.Dnn,
-        "wdl" => ModelKind.Wdl,
-        "deepfm" => ModelKind.DeepFm,
-        "dcn" => ModelKind.Dcn,
-        "xdeepfm" => ModelKind.XDeepFm,
-        _ => throw new CliException($"unknown model '{text}' (expected lr|fm|dnn|wdl|deepfm|dcn|xdeepfm)."),
-    };
+        try { return ZooExperimentConfig.KindOf(text.ToLowerInvariant()); }
+        catch (ConfigException e) { throw new CliException(e.Message); }
+    }
 
     private static ModelConfig ModelConfigFrom(CliArgs a)
     {
