@@ -5,7 +5,7 @@ namespace KdEngine.Benchmarks;
 
 /// <summary>
 /// A quick peak probe for a noisy shared machine: the best of 300 single warm calls (Stopwatch) per shape and
-/// thread count. The minimum is the run least disturbed by other processes, which BenchmarkDotNet's mean is not.
+/// thread count, large shapes also with A and B forced through packing (the pre-in-place path). The minimum is the run least disturbed by other processes, which BenchmarkDotNet's mean is not.
 /// <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- sgemm-probe</c>
 /// </summary>
 public static class SgemmProbe
@@ -20,7 +20,9 @@ public static class SgemmProbe
         int saved = CpuParallel.ThreadCount;
         foreach (var (m, k, n, tb) in shapes)
         foreach (int threads in new[] { 1, 2 })
+        foreach (bool packAll in m > Sgemm.SmallM ? new[] { false, true } : new[] { false })
         {
+            Sgemm.ForcePacking = packAll;
             CpuParallel.ThreadCount = threads;
             var rng = new Random(1);
             var a = new float[m * k];
@@ -36,8 +38,9 @@ public static class SgemmProbe
                 best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
             }
             double gflops = 2.0 * m * n * k / best / 1e9;
-            Console.WriteLine($"{m}x{k}x{n} transB={tb} threads={threads}: best {best * 1e6:F1} us, {gflops:F1} GFLOP/s ({100 * gflops / 267:F0} % of one core's 267)");
+            Console.WriteLine($"{m}x{k}x{n} transB={tb} threads={threads}{(packAll ? " packed" : "")}: best {best * 1e6:F1} us, {gflops:F1} GFLOP/s ({100 * gflops / 267:F0} % of one core's 267)");
         }
         CpuParallel.ThreadCount = saved;
+        Sgemm.ForcePacking = false;
     }
 }

@@ -6,11 +6,13 @@ namespace KdEngine.Tests.Kernels;
 public class SgemmTests
 {
     // (m, k, n): op(A) [m,k] · op(B) [k,n]. Odd sizes hit every edge: rows < 6, columns < 16 / == 16 / 16..32,
-    // k > 256 (several K blocks), the m ≤ 16 direct path and the packed path.
+    // k > 256 (several K blocks), the m ≤ 16 direct path and the large path with A and B read in place or
+    // packed: n % 16 == 0 reads a row-major B in place; a 2 KiB stride (k = 512 row-major, m = 512
+    // transposed) packs A; 600 × 48 has a ragged 12-row tile; 40 rows end in a 4-row tile.
     private static readonly (int M, int K, int N)[] Shapes =
     [
         (1, 1, 1), (1, 624, 400), (1, 33, 7), (2, 5, 40), (7, 17, 33), (16, 400, 400), (17, 300, 48),
-        (33, 65, 31), (40, 30, 16), (129, 257, 97), (64, 600, 37),
+        (33, 65, 31), (40, 30, 16), (129, 257, 97), (64, 600, 37), (100, 512, 48), (512, 40, 64), (43, 520, 80),
     ];
 
     private static readonly (float Alpha, float Beta)[] Scalars = [(1f, 0f), (1f, 1f), (0.5f, -0.75f)];
@@ -64,6 +66,29 @@ public class SgemmTests
             float[] one = Run(1, m, k, n, a, b), again = Run(1, m, k, n, a, b), two = Run(2, m, k, n, a, b);
             Assert.That(again, Is.EqualTo(one), $"{m}x{k}x{n}: one thread, two runs");
             Assert.That(two, Is.EqualTo(one), $"{m}x{k}x{n}: one vs two threads");
+        }
+    }
+
+    [Test]
+    public void Reading_A_and_B_in_place_is_bit_identical_to_packing_them()
+    {
+        // Both paths run each element's FMA chain over the same K slices; only where A and B are read differs.
+        foreach (var (m, k, n, ta, tb) in new[] { (300, 624, 400, false, false), (129, 257, 96, true, false), (64, 300, 97, false, true) })
+        {
+            var (a, b, c0) = Random(m, k, n, seed: 11);
+            var inPlace = (float[])c0.Clone();
+            var packed = (float[])c0.Clone();
+            Sgemm.Multiply(ta, tb, m, n, k, 0.5f, a, b, 1f, inPlace);
+            Sgemm.ForcePacking = true;
+            try
+            {
+                Sgemm.Multiply(ta, tb, m, n, k, 0.5f, a, b, 1f, packed);
+            }
+            finally
+            {
+                Sgemm.ForcePacking = false;
+            }
+            Assert.That(inPlace, Is.EqualTo(packed), $"{m}x{k}x{n} tA={ta} tB={tb}");
         }
     }
 

@@ -14,11 +14,15 @@ internal enum SgemmIsa { Scalar, Vector256, Vector512 }
 /// A is stored [k,m] when <c>transposeA</c>, B is stored [n,k] when <c>transposeB</c>; beta == 0 never reads C.
 /// </summary>
 /// <remarks>
-/// <para>Large products follow GotoBLAS/BLIS: B is packed once per column block into NR-wide panels
-/// ([k][NR], NR = 2 vectors = 32 floats with AVX-512) shared by all threads; each thread packs its own
-/// MC×KC block of A into 6-row panels ([kc][6]) and runs a 6×NR register tile (12 FMA accumulators) over it.
-/// Blocking (see docs/benchmarks.md): KC ≤ 256 so a B panel (KC·NR·4 B ≤ 32 KiB) stays in the 48 KiB L1 while
-/// the A block (MC ≤ 288 rows · KC, ≤ 288 KiB) sits in L2.</para>
+/// <para>Large products follow GotoBLAS/BLIS with NR-wide column panels (NR = 2 vectors: 32 floats with
+/// AVX-512, 16 with AVX2). With AVX-512 the 12×NR register tile (24 FMA accumulators) reads A in place —
+/// 12 rows × KC floats (≤ 12 KiB at KC ≤ 256) stay in the 48 KiB L1 while the tile walks every B panel of
+/// the column block (≤ 16 panels × KC × 128 B ≤ 512 KiB, in the 1 MiB L2) — so A is never packed; B is
+/// read in place too when it is row-major with n a multiple of 16, else packed once per column block into
+/// [k][NR] panels shared by all threads. Packing returns where a stride is a multiple of 2 KiB (rows would
+/// collide in a few L1 sets) and on AVX2, whose 6×NR tile runs over MC×KC blocks of A packed into 6-row
+/// panels ([kc][6]) in L2 (MC ≤ 288). Skipping the copies saves ~5 % on 1024×624·624×400 and ~12 % on
+/// 128×624·624×400, where packing is a larger share (docs/benchmarks.md, SGEMM section).</para>
 /// <para>Small products (m ≤ 16, the batch-1/16 inference case) skip packing and threading: a direct 6×NR tile
 /// reads A and B in place (dot-product tiles when B is transposed; axpy form for m == 1).</para>
 /// <para>Determinism: every C element is one FMA chain over k in ascending order, split at the same KC
@@ -34,6 +38,8 @@ internal static unsafe class Sgemm
     private const int KcMax = 256;
     private const int McMax = 288;            // multiple of MR
     private const long BPackMaxFloats = 1 << 21; // 8 MiB of packed B per column block
+    /// <summary>Column block with in-place A: 16 panels × KC ≤ 256 × 32 floats = 512 KiB of B per K slice.</summary>
+    private const int DirectPanelsPerBlock = 16;
     /// <summary>Below this many multiply-adds a product runs on one thread (waking a worker costs ~10 µs).</summary>
     private const long ParallelMinMacs = 1 << 22;
 
@@ -41,6 +47,9 @@ internal static unsafe class Sgemm
         Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? SgemmIsa.Vector512
         : Vector256.IsHardwareAccelerated && Fma.IsSupported ? SgemmIsa.Vector256
         : SgemmIsa.Scalar;
+
+    /// <summary>Test and benchmark hook: pack A and B even where they could be read in place.</summary>
+    internal static bool ForcePacking { get; set; }
 
     /// <summary>Test hook: force a narrower instruction set than the hardware's (null = hardware).</summary>
     internal static SgemmIsa? ForcedIsa { get; set; }
@@ -112,8 +121,9 @@ internal static unsafe class Sgemm
         int panels = (n + nr - 1) / nr;
         int rowTiles = (m + ws.Mr - 1) / ws.Mr;
         int threads = (long)m * n * k >= ParallelMinMacs ? Math.Min(CpuParallel.ThreadCount, 64) : 1;
-        int panelsPerBlock = (int)Math.Max(1, BPackMaxFloats / ((long)k * nr));
-        ws.EnsureB((long)Math.Min(panels, panelsPerBlock) * k * nr);
+        // In-place A walks all B panels of a block per 12-row tile: keep the block's KC slice in L2.
+        int panelsPerBlock = ws.DirectA ? DirectPanelsPerBlock : (int)Math.Max(1, BPackMaxFloats / ((long)k * nr));
+        if (!ws.DirectB) ws.EnsureB((long)Math.Min(panels, panelsPerBlock) * k * nr);
 
         for (int q0 = 0; q0 < panels; q0 += panelsPerBlock)
         {
@@ -122,10 +132,13 @@ internal static unsafe class Sgemm
             bool splitRows = rowTiles >= 2 * threads || rowTiles >= q1 - q0;
             int chunks = Math.Max(1, Math.Min(threads, splitRows ? rowTiles : q1 - q0));
             ws.SetBlock(q0, q1, chunks, splitRows);
-            ws.EnsureA(chunks);
+            if (!ws.DirectA) ws.EnsureA(chunks);
 
-            ws.Phase = Workspace.PackBPhase;
-            if (chunks > 1) CpuParallel.For(chunks, ws); else ws.Execute(0);
+            if (!ws.DirectB)
+            {
+                ws.Phase = Workspace.PackBPhase;
+                if (chunks > 1) CpuParallel.For(chunks, ws); else ws.Execute(0);
+            }
             ws.Phase = Workspace.ComputePhase;
             if (chunks > 1) CpuParallel.For(chunks, ws); else ws.Execute(0);
         }
@@ -292,6 +305,10 @@ internal static unsafe class Sgemm
         private float* _a, _b, _c;
         private SgemmIsa _isa;
         public int Nr { get; private set; }
+        /// <summary>The 12-row tile reads A in place (no packing of A).</summary>
+        public bool DirectA { get; private set; }
+        /// <summary>B panels are read in place from the row-major B (no packing of B).</summary>
+        public bool DirectB { get; private set; }
         /// <summary>Rows per packed A panel / register tile: 12 with AVX-512 (32 registers), 6 with AVX2 (16).</summary>
         public int Mr { get; private set; }
         // The current column block of B panels and how it is split.
@@ -305,6 +322,12 @@ internal static unsafe class Sgemm
             (_ta, _tb, _m, _n, _k, _alpha, _beta, Nr, _firstMode, _isa) =
                 (ta, tb, m, n, k, alpha, beta, nr, firstMode, isa);
             Mr = isa == SgemmIsa.Vector512 ? 12 : MR;
+            // In place needs AVX-512's 12-row tile and strides that spread over L1 sets: a stride that is a
+            // multiple of 2 KiB maps the 12 rows (or B's kc rows) onto a few of the 64 sets and thrashes them.
+            // In-place B also needs whole vectors (n a multiple of W) so loads stay inside each row.
+            static bool SpreadsOverSets(long strideFloats) => strideFloats * sizeof(float) % 2048 != 0;
+            DirectA = isa == SgemmIsa.Vector512 && !ForcePacking && SpreadsOverSets(ta ? m : k);
+            DirectB = isa == SgemmIsa.Vector512 && !ForcePacking && !tb && n % (nr / 2) == 0 && SpreadsOverSets(n);
             _a = a;
             _b = b;
             _c = c;
@@ -389,7 +412,8 @@ internal static unsafe class Sgemm
                 q0 = (int)((long)blockPanels * index / _chunks);
                 q1 = (int)((long)blockPanels * (index + 1) / _chunks);
             }
-            Compute<TS, TV>((float*)_aPacks[index], r0, r1, q0, q1);
+            if (DirectA) ComputeInPlace<TS, TV>(r0, r1, q0, q1);
+            else Compute<TS, TV>((float*)_aPacks[index], r0, r1, q0, q1);
         }
 
         /// <summary>Packs panel q of the current block: B[0..k, j..j+NR) → [k][NR], zero-padded past n.</summary>
@@ -452,17 +476,88 @@ internal static unsafe class Sgemm
 
         /// <summary>One register tile on packed panels: 12 rows with AVX-512, 6 with AVX2; two or one vectors wide.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Panel<TS, TV>(bool twoVectors, int kc, float* ap, int rows, float* bp, float* c, nint ldc,
+        private void Panel<TS, TV>(bool twoVectors, int kc, float* ap, int rows, float* bp, nint ldb, float* c, nint ldc,
             int mode, float alpha, float beta)
             where TS : struct, ISimdF32<TV> where TV : struct
         {
             if (Mr == 12)
             {
-                if (twoVectors) Packed12x2<TS, TV>(kc, ap, bp, Nr, rows, c, ldc, mode, alpha, beta);
-                else Packed12x1<TS, TV>(kc, ap, bp, Nr, rows, c, ldc, mode, alpha, beta);
+                if (twoVectors) Tile12x2<TS, TV>(kc, ap, 1, 12, rows, bp, ldb, c, ldc, mode, alpha, beta);
+                else Tile12x1<TS, TV>(kc, ap, 1, 12, rows, bp, ldb, c, ldc, mode, alpha, beta);
             }
-            else if (twoVectors) Tile6x2<TS, TV>(kc, ap, 1, MR, rows, bp, Nr, c, ldc, mode, alpha, beta);
-            else Tile6x1<TS, TV>(kc, ap, 1, MR, rows, bp, Nr, c, ldc, mode, alpha, beta);
+            else if (twoVectors) Tile6x2<TS, TV>(kc, ap, 1, MR, rows, bp, ldb, c, ldc, mode, alpha, beta);
+            else Tile6x1<TS, TV>(kc, ap, 1, MR, rows, bp, ldb, c, ldc, mode, alpha, beta);
+        }
+
+        /// <summary>Rows p0.. of B panel q of the current block: (address, row stride) in place or packed.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private float* BPanel(int q, int p0, out nint ldb)
+        {
+            if (DirectB)
+            {
+                ldb = _n;
+                return _b + (nint)p0 * _n + (nint)(_q0 + q) * Nr;
+            }
+            ldb = Nr;
+            return _bPack + (long)q * _k * Nr + (nint)p0 * Nr;
+        }
+
+        /// <summary>
+        /// AVX-512 with A read in place: K slices outermost (the element's FMA chain is split at the same KC
+        /// boundaries as the packed path, so results are bit-identical to it), then 12-row tiles, then the
+        /// block's B panels — the tile's 12 × kc floats of A stay in L1 across the panels. A ragged last tile
+        /// (&lt; 12 rows) runs as 6-row tiles that clamp their row pointers instead of reading past A.
+        /// </summary>
+        private void ComputeInPlace<TS, TV>(int r0, int r1, int q0, int q1)
+            where TS : struct, ISimdF32<TV> where TV : struct
+        {
+            int n = _n, k = _k, nr = Nr, w = TS.Width, kcMax = _kc;
+            float alpha = _alpha, beta = _beta;
+            // A element (i, p): row-major a[i·k + p]; transposed a[p·m + i].
+            nint ars = _ta ? 1 : k, aps = _ta ? _m : 1;
+            float* tile = stackalloc float[12 * 32];
+            if (r1 <= r0 || q1 <= q0) return;
+            for (int pc = 0; pc < k; pc += kcMax)
+            {
+                int kc = Math.Min(kcMax, k - pc);
+                int mode = pc == 0 ? _firstMode : Accumulate;
+                for (int i = r0; i < r1; i += 12)
+                {
+                    int rows = Math.Min(12, r1 - i);
+                    float* ap = _a + i * ars + pc * aps;
+                    for (int q = q0; q < q1; q++)
+                    {
+                        int j = (_q0 + q) * nr;
+                        int width = Math.Min(nr, n - j);
+                        float* bp = BPanel(q, pc, out nint ldb);
+                        float* cp = _c + (nint)i * n + j;
+                        if (width == nr || width == w)
+                        {
+                            if (rows == 12)
+                            {
+                                if (width == nr) Tile12x2<TS, TV>(kc, ap, ars, aps, 12, bp, ldb, cp, n, mode, alpha, beta);
+                                else Tile12x1<TS, TV>(kc, ap, ars, aps, 12, bp, ldb, cp, n, mode, alpha, beta);
+                            }
+                            else
+                                for (int h = 0; h < rows; h += MR)
+                                {
+                                    int hr = Math.Min(MR, rows - h);
+                                    if (width == nr) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
+                                    else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
+                                }
+                            continue;
+                        }
+                        // Ragged right edge (only with packed, zero-padded B): compute into a scratch tile, merge.
+                        for (int h = 0; h < rows; h += MR)
+                        {
+                            int hr = Math.Min(MR, rows - h);
+                            if (width > w) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, tile, nr, Raw, 1f, 0f);
+                            else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, tile, nr, Raw, 1f, 0f);
+                            MergeTile(tile, nr, cp + (nint)h * n, n, hr, width, mode, alpha, beta);
+                        }
+                    }
+                }
+            }
         }
 
         private void Compute<TS, TV>(float* aPack, int r0, int r1, int q0, int q1)
@@ -488,17 +583,17 @@ internal static unsafe class Sgemm
                     {
                         int j = (_q0 + q) * nr;
                         int width = Math.Min(nr, n - j);
-                        float* bp = _bPack + (long)q * k * nr + (nint)pc * nr;
+                        float* bp = BPanel(q, pc, out nint ldb);
                         for (int ir = 0; ir < mcb; ir += mr)
                         {
                             int tr = Math.Min(mr, mcb - ir);
                             float* ap = aPack + (nint)ir * kc;
                             float* cp = _c + (nint)(ic + ir) * n + j;
                             if (width == nr || width == w)
-                                Panel<TS, TV>(width == nr, kc, ap, tr, bp, cp, n, mode, alpha, beta);
+                                Panel<TS, TV>(width == nr, kc, ap, tr, bp, ldb, cp, n, mode, alpha, beta);
                             else
                             {
-                                Panel<TS, TV>(width > w, kc, ap, tr, bp, tile, nr, Raw, 1f, 0f);
+                                Panel<TS, TV>(width > w, kc, ap, tr, bp, ldb, tile, nr, Raw, 1f, 0f);
                                 MergeTile(tile, nr, cp, n, tr, width, mode, alpha, beta);
                             }
                         }

@@ -108,33 +108,38 @@ internal static unsafe class SgemmKernels
     }
 
     /// <summary>
-    /// The AVX-512 packed micro-kernel: C[rows ≤ 12, 2W] (op) Apanel[kc][12] · Bpanel[kc][2W]. 24 accumulators +
-    /// 2 B vectors + 1 broadcast = 27 of the 32 zmm registers; per k step 2 vector loads and 12 broadcasts
-    /// feed 24 FMAs, so the loop is FMA-bound rather than load-bound. Needs a panel packed 12 rows wide
-    /// (rows past <paramref name="rows"/> hold stale values that are computed but never stored).
+    /// The AVX-512 micro-kernel: C[rows ≤ 12, 2W] (op) A[12, kc] · B[kc, 2W]. A element (r, p) is at
+    /// a[r·ars + p·aps]: a packed panel ([kc][12]: ars = 1, aps = 12), or the caller's matrix read in place
+    /// (row-major: ars = k, aps = 1; transposed: ars = 1, aps = m). All 12 rows must be readable (a packed
+    /// panel's padding rows hold zeros or stale values that are computed but never stored). Rows are reached
+    /// from three base pointers (rows 0, 4, 8) plus 0/1/2/3 row strides, so the loop needs 11 general
+    /// registers — 12 separate row pointers would spill. 24 accumulators + 2 B vectors + 1 broadcast = 27 of
+    /// the 32 zmm registers; per k step 2 vector loads and 12 broadcasts feed 24 FMAs (FMA-bound).
     /// </summary>
-    public static void Packed12x2<TS, TV>(int kc, float* ap, float* bp, nint ldb, int rows,
+    public static void Tile12x2<TS, TV>(int kc, float* a, nint ars, nint aps, int rows, float* b, nint ldb,
         float* c, nint ldc, int mode, float alpha, float beta)
         where TS : struct, ISimdF32<TV> where TV : struct
     {
         nint w = TS.Width;
+        float* a0 = a, a4 = a + 4 * ars, a8 = a + 8 * ars;
+        nint s1 = ars, s2 = 2 * ars, s3 = 3 * ars;
         TV c00 = TS.Zero, c01 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero, c20 = TS.Zero, c21 = TS.Zero, c30 = TS.Zero, c31 = TS.Zero, c40 = TS.Zero, c41 = TS.Zero, c50 = TS.Zero, c51 = TS.Zero;
         TV c60 = TS.Zero, c61 = TS.Zero, c70 = TS.Zero, c71 = TS.Zero, c80 = TS.Zero, c81 = TS.Zero, c90 = TS.Zero, c91 = TS.Zero, c100 = TS.Zero, c101 = TS.Zero, c110 = TS.Zero, c111 = TS.Zero;
-        for (int p = 0; p < kc; p++, ap += 12, bp += ldb)
+        for (int p = 0; p < kc; p++, a0 += aps, a4 += aps, a8 += aps, b += ldb)
         {
-            TV b0 = TS.Load(bp), b1 = TS.Load(bp + w);
-            TV x = TS.Broadcast(ap[0]); c00 = TS.Fma(x, b0, c00); c01 = TS.Fma(x, b1, c01);
-            x = TS.Broadcast(ap[1]); c10 = TS.Fma(x, b0, c10); c11 = TS.Fma(x, b1, c11);
-            x = TS.Broadcast(ap[2]); c20 = TS.Fma(x, b0, c20); c21 = TS.Fma(x, b1, c21);
-            x = TS.Broadcast(ap[3]); c30 = TS.Fma(x, b0, c30); c31 = TS.Fma(x, b1, c31);
-            x = TS.Broadcast(ap[4]); c40 = TS.Fma(x, b0, c40); c41 = TS.Fma(x, b1, c41);
-            x = TS.Broadcast(ap[5]); c50 = TS.Fma(x, b0, c50); c51 = TS.Fma(x, b1, c51);
-            x = TS.Broadcast(ap[6]); c60 = TS.Fma(x, b0, c60); c61 = TS.Fma(x, b1, c61);
-            x = TS.Broadcast(ap[7]); c70 = TS.Fma(x, b0, c70); c71 = TS.Fma(x, b1, c71);
-            x = TS.Broadcast(ap[8]); c80 = TS.Fma(x, b0, c80); c81 = TS.Fma(x, b1, c81);
-            x = TS.Broadcast(ap[9]); c90 = TS.Fma(x, b0, c90); c91 = TS.Fma(x, b1, c91);
-            x = TS.Broadcast(ap[10]); c100 = TS.Fma(x, b0, c100); c101 = TS.Fma(x, b1, c101);
-            x = TS.Broadcast(ap[11]); c110 = TS.Fma(x, b0, c110); c111 = TS.Fma(x, b1, c111);
+            TV b0 = TS.Load(b), b1 = TS.Load(b + w);
+            TV x = TS.Broadcast(a0[0]); c00 = TS.Fma(x, b0, c00); c01 = TS.Fma(x, b1, c01);
+            x = TS.Broadcast(a0[s1]); c10 = TS.Fma(x, b0, c10); c11 = TS.Fma(x, b1, c11);
+            x = TS.Broadcast(a0[s2]); c20 = TS.Fma(x, b0, c20); c21 = TS.Fma(x, b1, c21);
+            x = TS.Broadcast(a0[s3]); c30 = TS.Fma(x, b0, c30); c31 = TS.Fma(x, b1, c31);
+            x = TS.Broadcast(a4[0]); c40 = TS.Fma(x, b0, c40); c41 = TS.Fma(x, b1, c41);
+            x = TS.Broadcast(a4[s1]); c50 = TS.Fma(x, b0, c50); c51 = TS.Fma(x, b1, c51);
+            x = TS.Broadcast(a4[s2]); c60 = TS.Fma(x, b0, c60); c61 = TS.Fma(x, b1, c61);
+            x = TS.Broadcast(a4[s3]); c70 = TS.Fma(x, b0, c70); c71 = TS.Fma(x, b1, c71);
+            x = TS.Broadcast(a8[0]); c80 = TS.Fma(x, b0, c80); c81 = TS.Fma(x, b1, c81);
+            x = TS.Broadcast(a8[s1]); c90 = TS.Fma(x, b0, c90); c91 = TS.Fma(x, b1, c91);
+            x = TS.Broadcast(a8[s2]); c100 = TS.Fma(x, b0, c100); c101 = TS.Fma(x, b1, c101);
+            x = TS.Broadcast(a8[s3]); c110 = TS.Fma(x, b0, c110); c111 = TS.Fma(x, b1, c111);
         }
         TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
         Put<TS, TV>(c, c00, mode, va, vb); Put<TS, TV>(c + w, c01, mode, va, vb);
@@ -151,27 +156,29 @@ internal static unsafe class SgemmKernels
         if (rows > 11) { Put<TS, TV>(c + 11 * ldc, c110, mode, va, vb); Put<TS, TV>(c + 11 * ldc + w, c111, mode, va, vb); }
     }
 
-    /// <summary>As <see cref="Packed12x2{TS,TV}"/> for one vector of columns (the ≤ W-wide edge of a panel).</summary>
-    public static void Packed12x1<TS, TV>(int kc, float* ap, float* bp, nint ldb, int rows,
+    /// <summary>As <see cref="Tile12x2{TS,TV}"/> for one vector of columns (the ≤ W-wide edge of a panel).</summary>
+    public static void Tile12x1<TS, TV>(int kc, float* a, nint ars, nint aps, int rows, float* b, nint ldb,
         float* c, nint ldc, int mode, float alpha, float beta)
         where TS : struct, ISimdF32<TV> where TV : struct
     {
+        float* a0 = a, a4 = a + 4 * ars, a8 = a + 8 * ars;
+        nint s1 = ars, s2 = 2 * ars, s3 = 3 * ars;
         TV c0 = TS.Zero, c1 = TS.Zero, c2 = TS.Zero, c3 = TS.Zero, c4 = TS.Zero, c5 = TS.Zero, c6 = TS.Zero, c7 = TS.Zero, c8 = TS.Zero, c9 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero;
-        for (int p = 0; p < kc; p++, ap += 12, bp += ldb)
+        for (int p = 0; p < kc; p++, a0 += aps, a4 += aps, a8 += aps, b += ldb)
         {
-            TV b0 = TS.Load(bp);
-            c0 = TS.Fma(TS.Broadcast(ap[0]), b0, c0);
-            c1 = TS.Fma(TS.Broadcast(ap[1]), b0, c1);
-            c2 = TS.Fma(TS.Broadcast(ap[2]), b0, c2);
-            c3 = TS.Fma(TS.Broadcast(ap[3]), b0, c3);
-            c4 = TS.Fma(TS.Broadcast(ap[4]), b0, c4);
-            c5 = TS.Fma(TS.Broadcast(ap[5]), b0, c5);
-            c6 = TS.Fma(TS.Broadcast(ap[6]), b0, c6);
-            c7 = TS.Fma(TS.Broadcast(ap[7]), b0, c7);
-            c8 = TS.Fma(TS.Broadcast(ap[8]), b0, c8);
-            c9 = TS.Fma(TS.Broadcast(ap[9]), b0, c9);
-            c10 = TS.Fma(TS.Broadcast(ap[10]), b0, c10);
-            c11 = TS.Fma(TS.Broadcast(ap[11]), b0, c11);
+            TV b0 = TS.Load(b);
+            c0 = TS.Fma(TS.Broadcast(a0[0]), b0, c0);
+            c1 = TS.Fma(TS.Broadcast(a0[s1]), b0, c1);
+            c2 = TS.Fma(TS.Broadcast(a0[s2]), b0, c2);
+            c3 = TS.Fma(TS.Broadcast(a0[s3]), b0, c3);
+            c4 = TS.Fma(TS.Broadcast(a4[0]), b0, c4);
+            c5 = TS.Fma(TS.Broadcast(a4[s1]), b0, c5);
+            c6 = TS.Fma(TS.Broadcast(a4[s2]), b0, c6);
+            c7 = TS.Fma(TS.Broadcast(a4[s3]), b0, c7);
+            c8 = TS.Fma(TS.Broadcast(a8[0]), b0, c8);
+            c9 = TS.Fma(TS.Broadcast(a8[s1]), b0, c9);
+            c10 = TS.Fma(TS.Broadcast(a8[s2]), b0, c10);
+            c11 = TS.Fma(TS.Broadcast(a8[s3]), b0, c11);
         }
         TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
         Put<TS, TV>(c, c0, mode, va, vb);
