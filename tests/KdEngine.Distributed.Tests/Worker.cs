@@ -22,10 +22,11 @@ public static class Worker
     {
         if (args.Length == 0)
         {
-            Console.Error.WriteLine("KdEngine.Distributed.Tests: run with 'dotnet test'; under mpirun: collectives | train DATA OUT BATCH | hang TIMEOUT | cli ARGS…");
+            Console.Error.WriteLine("KdEngine.Distributed.Tests: run with 'dotnet test'; under mpirun: collectives | train DATA OUT BATCH | hang TIMEOUT | cli ARGS… | scaling MODEL BATCH STEPS THREADS");
             return 2;
         }
         if (args[0] == "cli") return KdEngine.Cli.CliApp.Run(args[1..], Console.Out, Console.Error);
+        if (args[0] == "scaling") return Scaling.Run(args[1..]);
         CpuParallel.ThreadCount = 1; // one thread per rank: deterministic kernels and no oversubscription
         var group = MpiProcessGroup.Initialize(TimeSpan.FromSeconds(args[0] == "hang" ? double.Parse(args[1], CultureInfo.InvariantCulture) : 120));
         try
