@@ -48,7 +48,7 @@ internal static class Commands
     [
         new("model", "KIND", "lr|fm|dnn|wdl|deepfm|dcn|xdeepfm (overrides the config's model)"),
         new("config", "FILE", "ModelConfig JSON (embeddingDim, dnn, cin, …; unknown keys rejected)"),
-        .. DataOptions, .. SplitOptionsList, .. TrainingOptionsList,
+        .. DataOptions, .. SplitOptionsList, .. TrainingOptionsList, .. DistributedRun.Options,
         new("out", "FILE", "where to save the model checkpoint (.kde, safetensors)"),
     ];
 
@@ -66,15 +66,21 @@ internal static class Commands
         var config = ModelConfigFrom(a);
         var settings = SettingsFrom(a, new TrainingSettings());
         var source = SourceFrom(a);
-        var data = CtrPipeline.Prepare(source, SplitFrom(a), PreprocessingFrom(a));
-        PrintData(stdout, data);
-        var model = CtrPipeline.BuildModel(config, data.Fields);
-        stdout.WriteLine($"model: {model.TypeName}, {model.ParameterCount():N0} parameters; config {config.ToJson()}");
-        var outcome = CtrPipeline.Train(model, data, settings, stdout, CliApp.IsTerminal(stdout));
-        PrintOutcome(stdout, outcome);
-        CtrPipeline.Save(output, model, data.Preprocessor, data.Source);
-        stdout.WriteLine($"saved {output}");
-        return 0;
+        return DistributedRun.Run(a, stdout, (group, stdout) =>
+        {
+            var data = CtrPipeline.PrepareShard(source, group, SplitFrom(a), PreprocessingFrom(a));
+            PrintData(stdout, data, group);
+            var model = CtrPipeline.BuildModel(config, data.Fields);
+            stdout.WriteLine($"model: {model.TypeName}, {model.ParameterCount():N0} parameters; config {config.ToJson()}");
+            var outcome = CtrPipeline.Train(model, data, settings, stdout, CliApp.IsTerminal(stdout), group);
+            PrintOutcome(stdout, outcome);
+            if (group.Rank == 0)
+            {
+                CtrPipeline.Save(output, model, data.Preprocessor, data.Source);
+                stdout.WriteLine($"saved {output}");
+            }
+            return 0;
+        });
     }
 
     // ---------------------------------------------------------------- eval / predict
@@ -229,7 +235,7 @@ internal static class Commands
         new("config", "FILE", "kd.json: student/teacher model configs and the method's knobs (unknown keys rejected)"),
         new("teacher", "FILE", "pre-trained teacher checkpoint (logits, hint; repeat for a two-stage ensemble)", Repeatable: true),
         new("teacher-logits", "FILE", "teacher-logit cache from cache-logits (logits; repeat for an ensemble)", Repeatable: true),
-        .. DataOptions, .. SplitOptionsList, .. TrainingOptionsList,
+        .. DataOptions, .. SplitOptionsList, .. TrainingOptionsList, .. DistributedRun.Options,
         new("out", "FILE", "where to save the student checkpoint (required); eval/predict use it like any model"),
     ];
 
@@ -279,39 +285,67 @@ internal static class Commands
             // ECKD stops on the validation distillation loss; cached logits are aligned to the train rows only.
             Metric = method == DistillMethod.Ensemble && caches.Length == 0 ? StoppingMetric.ObjectiveLoss : StoppingMetric.Auc,
         });
-        PreparedData data;
-        if (fixedPre is null) data = CtrPipeline.Prepare(SourceFrom(a), SplitFrom(a), PreprocessingFrom(a));
-        else
+        if (fixedPre is not null && a.Has("min-count")) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
+        return DistributedRun.Run(a, stdout, (group, stdout) =>
         {
-            if (a.Has("min-count")) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
-            var source = recipe is null ? SourceFrom(a) with { Schema = fixedPre.Schema }
-                : DataSource.FromMetadata(a.Required("data"), recipe, fixedPre.Schema, FormatFrom(a), RangesFrom(a));
-            data = CtrPipeline.PrepareWith(source, fixedPre, SplitFrom(a));
-        }
-        PrintData(stdout, data);
+            PreparedData data;
+            if (fixedPre is null) data = CtrPipeline.PrepareShard(SourceFrom(a), group, SplitFrom(a), PreprocessingFrom(a));
+            else
+            {
+                var source = recipe is null ? SourceFrom(a) with { Schema = fixedPre.Schema }
+                    : DataSource.FromMetadata(a.Required("data"), recipe, fixedPre.Schema, FormatFrom(a), RangesFrom(a));
+                data = CtrPipeline.PrepareShard(source, group, SplitFrom(a), fitted: fixedPre);
+            }
+            PrintData(stdout, data, group);
 
-        var teachers = new List<ITeacher>();
-        foreach (var (_, loaded) in teacherModels) teachers.Add(new ModelTeacher(loaded.Model));
-        foreach (var (path, cache) in caches)
-        {
-            TeacherLogitCache.Check(path, cache, data.All, data.Source.FileName);
-            // The trainer's batches carry rows of the train part, so the cache is re-indexed to it.
-            var trainRows = data.SplitIndices[0];
-            var train = new float[trainRows.Length];
-            for (int i = 0; i < train.Length; i++) train[i] = cache.Logits[trainRows[i]];
-            teachers.Add(new CachedTeacher(train));
-        }
-        var run = DistillPipeline.Build(method, config, data, teachers);
-        stdout.WriteLine($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
-        var outcome = CtrPipeline.Fit(run.Objective, data, settings, stdout, CliApp.IsTerminal(stdout));
-        PrintOutcome(stdout, outcome, "student ");
-        CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
-        {
-            ["distill.method"] = DistillPipeline.Name(method),
-            ["distill.config"] = config.ToJson(),
+            var teachers = new List<ITeacher>();
+            foreach (var (_, loaded) in teacherModels) teachers.Add(new ModelTeacher(loaded.Model));
+            foreach (var (path, cache) in caches)
+            {
+                CheckCache(path, cache, data, group);
+                // The trainer's batches carry rows of this rank's train part, so the cache is re-indexed to it (with
+                // several ranks, SplitIndices hold this rank's file rows: each rank keeps only its shard of the cache).
+                var trainRows = data.SplitIndices[0];
+                var train = new float[trainRows.Length];
+                for (int i = 0; i < train.Length; i++) train[i] = cache.Logits[trainRows[i]];
+                teachers.Add(new CachedTeacher(train));
+            }
+            var run = DistillPipeline.Build(method, config, data, teachers);
+            stdout.WriteLine($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            var outcome = CtrPipeline.Fit(run.Objective, data, settings, stdout, CliApp.IsTerminal(stdout), group);
+            PrintOutcome(stdout, outcome, "student ");
+            if (group.Rank == 0)
+            {
+                CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
+                {
+                    ["distill.method"] = DistillPipeline.Name(method),
+                    ["distill.config"] = config.ToJson(),
+                });
+                stdout.WriteLine($"saved student {output}");
+            }
+            return 0;
         });
-        stdout.WriteLine($"saved student {output}");
-        return 0;
+    }
+
+    /// <summary>
+    /// Checks a teacher-logit cache against the data. One process checks its fingerprint over every row; with several
+    /// ranks no rank holds every row, so rank 0 encodes the whole file once for the check and tells the others.
+    /// </summary>
+    private static void CheckCache(string path, CachedLogits cache, PreparedData data, IProcessGroup group)
+    {
+        if (group.Size == 1) { TeacherLogitCache.Check(path, cache, data.All, data.Source.FileName); return; }
+        string? verdict = null;
+        if (group.Rank == 0)
+        {
+            try
+            {
+                TeacherLogitCache.Check(path, cache, CtrPipeline.Encode(data.Source, data.Preprocessor), data.Source.FileName);
+                verdict = "";
+            }
+            catch (ArgumentException e) { verdict = e.Message; }
+        }
+        verdict = group.BroadcastText(verdict);
+        if (verdict.Length > 0) throw new ArgumentException(verdict);
     }
 
     // ---------------------------------------------------------------- shared helpers
@@ -392,6 +426,12 @@ internal static class Commands
 
     private static EncodedDataset EncodeFor(CliArgs a, LoadedModel loaded) =>
         CtrPipeline.EncodeFor(loaded, a.Required("data"), FormatFrom(a), RangesFrom(a));
+
+    internal static void PrintData(TextWriter o, PreparedData d, IProcessGroup group)
+    {
+        if (group.Size > 1) o.Write($"rank {group.Rank}'s shard of ");
+        PrintData(o, d);
+    }
 
     internal static void PrintData(TextWriter o, PreparedData d)
     {

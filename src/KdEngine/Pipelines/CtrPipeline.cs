@@ -98,6 +98,58 @@ public static class CtrPipeline
             all.Select(parts[0]), all.Select(parts[1]), all.Select(parts[2]), fields, parts, all);
     }
 
+    /// <summary>
+    /// This rank's shard of <paramref name="source"/> for data-parallel training: the file is split exactly as
+    /// <see cref="Prepare"/> splits it, and rank r of N keeps the rows at positions p ≡ r (mod N) of each part
+    /// (<see cref="Shard"/>). Rank 0 fits the preprocessing on the whole train part, streamed (only the vocabulary
+    /// counts are held), and broadcasts it, so every rank encodes with exactly the preprocessor one process would
+    /// have fitted; each rank holds only its own rows. <see cref="PreparedData.SplitIndices"/> hold the file row
+    /// numbers of this rank's rows (so a teacher-logit cache of the whole file is sharded by indexing it with them);
+    /// <see cref="PreparedData.All"/> is this rank's rows of all three parts. Every rank reads (parses) the whole file:
+    /// twice, rank 0 three times. With a group of one this is <see cref="Prepare"/>.
+    /// </summary>
+    /// <param name="fitted">An already fitted preprocessor (a teacher's) to encode with instead of fitting one.</param>
+    public static PreparedData PrepareShard(DataSource source, IProcessGroup group, SplitOptions? split = null,
+        PreprocessorOptions? preprocessing = null, Preprocessor? fitted = null)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        if (group.Size == 1) return fitted is null ? Prepare(source, split, preprocessing) : PrepareWith(source, fitted, split);
+        split ??= new SplitOptions();
+        if (fitted is not null) source = source with { Format = source.ResolvedFormat, Schema = fitted.Schema };
+        var reader = source.Open();
+        int count = 0;
+        foreach (var _ in reader) count++;
+        var parts = DataSplit.Indices(count, split.Ratios, split.Mode, split.Seed);
+        if (parts.Length != 3) throw new ArgumentException($"split: expected three parts (train, validation, test), got {parts.Length}.");
+        for (int k = 0; k < 3; k++)
+            if (parts[k].Length < group.Size)
+                throw new ArgumentException($"{source.FileName}: the {PartName(k)} part of a {string.Join(":", split.Ratios)} split of {count} rows has {parts[k].Length} rows, fewer than the {group.Size} ranks; use more rows.");
+        Preprocessor preprocessor;
+        if (fitted is not null) preprocessor = fitted;
+        else
+        {
+            string? json = null;
+            if (group.Rank == 0)
+            {
+                var isTrain = new bool[count];
+                foreach (int i in parts[0]) isTrain[i] = true;
+                json = Preprocessor.Fit(reader.Schema, reader.Where((_, i) => isTrain[i]), preprocessing).ToJson();
+            }
+            preprocessor = Preprocessor.FromJson(group.BroadcastText(json), "the preprocessing fitted on rank 0");
+        }
+        var mine = parts.Select(p => Shard.Of(p, group.Rank, group.Size)).ToArray();
+        var localOf = new int[count];
+        Array.Fill(localOf, -1);
+        var keep = mine.SelectMany(p => p).Order().ToArray();
+        for (int j = 0; j < keep.Length; j++) localOf[keep[j]] = j;
+        var records = reader.Where((_, i) => localOf[i] >= 0).ToList();
+        var fields = InputFields(preprocessor.FeatureSpace);
+        var all = preprocessor.EncodeAll(records);
+        EncodedDataset Part(int k) => all.Select(mine[k].Select(i => localOf[i]).ToArray());
+        return new PreparedData(source with { Format = source.ResolvedFormat, Schema = reader.Schema }, preprocessor,
+            Part(0), Part(1), Part(2), fields, mine, all);
+    }
+
     private static string PartName(int k) => k switch { 0 => "train", 1 => "validation", _ => "test" };
 
     /// <summary>Encodes the whole file with an already fitted preprocessor (evaluation, prediction, teacher caches).</summary>
@@ -117,21 +169,27 @@ public static class CtrPipeline
     /// <summary>A fresh model over <paramref name="fields"/>, each reading its batch column (<see cref="ModelInputs.ColumnsOf"/>).</summary>
     public static ZooModel BuildModel(ModelConfig config, IReadOnlyList<InputField> fields) => new(config, fields, ModelInputs.ColumnsOf(fields));
 
-    /// <summary>Trains any objective with the settings and evaluates its predictor on the validation and test parts.</summary>
-    public static TrainOutcome Fit(IObjective objective, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false)
+    /// <summary>
+    /// Trains any objective with the settings and evaluates its predictor on the validation and test parts. With a
+    /// <paramref name="group"/> of several processes, <paramref name="data"/> is this rank's shard
+    /// (<see cref="PrepareShard"/>), training is data-parallel and the metrics cover every rank's shard.
+    /// </summary>
+    public static TrainOutcome Fit(IObjective objective, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false,
+        IProcessGroup? group = null)
     {
         settings.Validate();
         var optimizer = settings.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
-        var trainer = new Trainer(settings.ToTrainerOptions(), progress, interactive);
+        var trainer = new Trainer(settings.ToTrainerOptions(), progress, interactive, group);
         var report = trainer.Fit(objective, optimizer, data.Train, data.Validation);
-        var valid = Trainer.Evaluate(objective.Predictor, data.Validation).Result;
-        var test = Trainer.Evaluate(objective.Predictor, data.Test).Result;
+        var valid = Trainer.Evaluate(objective.Predictor, data.Validation, 1024, group).Result;
+        var test = Trainer.Evaluate(objective.Predictor, data.Test, 1024, group).Result;
         return new TrainOutcome(report, valid, test);
     }
 
-    /// <summary>Supervised training of <paramref name="model"/> (BCE on the labels).</summary>
-    public static TrainOutcome Train(ZooModel model, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false) =>
-        Fit(new SupervisedObjective(model), data, settings, progress, interactive);
+    /// <summary>Supervised training of <paramref name="model"/> (BCE on the labels); see <see cref="Fit"/> for <paramref name="group"/>.</summary>
+    public static TrainOutcome Train(ZooModel model, PreparedData data, TrainingSettings settings, TextWriter? progress = null, bool interactive = false,
+        IProcessGroup? group = null) =>
+        Fit(new SupervisedObjective(model), data, settings, progress, interactive, group);
 
     /// <summary>Saves the model with its preprocessing and the way its data was read.</summary>
     public static void Save(string path, ZooModel model, Preprocessor preprocessor, DataSource source, IReadOnlyDictionary<string, string>? extra = null)

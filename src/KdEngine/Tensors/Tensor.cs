@@ -82,6 +82,23 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
         return this;
     }
 
+    /// <summary>
+    /// The dense gradient, created zero-filled when no gradient has arrived yet (for code that writes gradients
+    /// outside a tape, e.g. a data-parallel reduction where another process's batch reached this parameter).
+    /// </summary>
+    public Tensor<T> GradOrZeros()
+    {
+        if (HasSparseGradient) throw new InvalidOperationException($"Tensor {Describe()} keeps a row-sparse gradient; use SparseGradOrEmpty.");
+        return _grad ??= new Tensor<T>(Shape, Backend.Allocate(Length, clear: true), ownsStorage: true, Name is null ? null : Name + ".grad");
+    }
+
+    /// <summary>The row-sparse gradient of an embedding table, created empty when no row has been touched yet.</summary>
+    public SparseRowGradient<T> SparseGradOrEmpty()
+    {
+        if (!HasSparseGradient || Rank != 2) throw new InvalidOperationException($"Tensor {Describe()} is not an embedding table with a row-sparse gradient.");
+        return SparseGrad ??= new SparseRowGradient<T>(Shape[0], Shape[1]);
+    }
+
     /// <summary>Forgets the accumulated gradient (dense and sparse), keeping the buffers for reuse.</summary>
     public void ZeroGrad()
     {

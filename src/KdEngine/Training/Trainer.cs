@@ -70,20 +70,32 @@ public sealed class TrainingDivergedException(string message, Exception? inner =
 /// shuffling, periodic validation, early stopping restoring the best weights, NaN/Inf detection, progress.
 /// One tape is reused across steps, so steady-state steps rent their buffers from the pool.
 /// </summary>
+/// <remarks>
+/// Data-parallel: given an <see cref="IProcessGroup"/> of N processes, each holding its own shard of the train and
+/// validation rows (<see cref="Shard"/>), the trainer broadcasts rank 0's weights before the first step, averages the
+/// gradients over the ranks after each backward (<see cref="IProcessGroup.AverageGradients"/>) and computes every
+/// validation metric over all ranks' shards together, so every rank takes the same decisions (early stopping, best
+/// weights) and keeps the same weights. Every rank takes the same number of steps per epoch: the fewest any rank's
+/// shard gives (shards differ by at most one row, so at most one short batch per epoch is left out). Only rank 0
+/// writes training checkpoints; give the others no progress writer.
+/// </remarks>
 public sealed class Trainer
 {
     private readonly TrainerOptions _options;
     private readonly TextWriter? _progress;
     private readonly bool _interactive;
+    private readonly IProcessGroup _group;
 
     /// <param name="progress">Where progress goes (null: silent).</param>
     /// <param name="interactive">Redraw one status line (a terminal) instead of printing plain lines.</param>
-    public Trainer(TrainerOptions options, TextWriter? progress = null, bool interactive = false)
+    /// <param name="group">The processes training together (see the class remarks); null: this process alone.</param>
+    public Trainer(TrainerOptions options, TextWriter? progress = null, bool interactive = false, IProcessGroup? group = null)
     {
         options.Validate();
         _options = options;
         _progress = progress;
         _interactive = interactive;
+        _group = group ?? SingleProcess.Instance;
     }
 
     public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
@@ -97,13 +109,18 @@ public sealed class Trainer
     /// only feeds the progress display's ETA (0 when unknown).
     /// </summary>
     public TrainingReport FitStream(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch,
-        EncodedDataset? validation, long stepsPerEpoch = 0) =>
-        Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, new TrainerPosition());
+        EncodedDataset? validation, long stepsPerEpoch = 0)
+    {
+        if (_group.Size > 1)
+            throw new NotSupportedException($"Trainer.FitStream: streamed batches have no known count per rank, so {_group.Size} ranks cannot agree on the steps of an epoch; train data-parallel from in-memory shards (Fit).");
+        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, new TrainerPosition());
+    }
 
     private Func<int, IEnumerable<Batch>> InMemory(EncodedDataset train) =>
         epoch => train.Batches(_options.BatchSize, _options.Shuffle, _options.Seed + epoch);
 
-    private long StepsPerEpoch(int rows) => (rows + _options.BatchSize - 1) / _options.BatchSize;
+    /// <summary>Batches per epoch: of this rank's rows alone, or the fewest over all ranks (every rank must step together).</summary>
+    private long StepsPerEpoch(int rows) => _group.AllReduceMin((rows + _options.BatchSize - 1) / _options.BatchSize);
 
     /// <summary>
     /// Continues the run saved in the training checkpoint <paramref name="path"/> (written by a trainer with
@@ -133,6 +150,12 @@ public sealed class Trainer
         var lastReport = TimeSpan.Zero;
         var scratch = new BatchScratch();
         using var tape = new Tape<float>();
+        bool parallel = _group.Size > 1;
+        if (parallel)
+        {
+            _group.BroadcastParameters(parameters);
+            optimizer.ReloadDeviceParameters();
+        }
 
         for (int epoch = state.Epoch; epoch <= o.Epochs && !stoppedEarly; epoch++)
         {
@@ -142,6 +165,7 @@ public sealed class Trainer
             state.BatchInEpoch = 0;
             foreach (var batch in batchesOfEpoch(epoch))
             {
+                if (parallel && state.BatchInEpoch >= stepsPerEpoch) break; // another rank's shard has no batch left
                 if (state.BatchInEpoch < skip) { state.BatchInEpoch++; continue; }
                 long step = state.Step;
                 tape.Reset();
@@ -163,12 +187,13 @@ public sealed class Trainer
                 if (!float.IsFinite(value))
                     throw new TrainingDivergedException($"training diverged at step {step} (epoch {epoch}): the loss is {value}.");
                 tape.Backward(loss);
+                if (parallel) _group.AverageGradients(parameters, batch.Size);
                 CheckGradients(parameters, step);
                 optimizer.Step();
                 state.Step = ++step;
                 state.BatchInEpoch++;
                 state.LossSum += value; state.LossCount++;
-                examples += batch.Size;
+                examples += (long)batch.Size * _group.Size;
                 if (_progress is not null && (stopwatch.Elapsed - lastReport).TotalSeconds >= (_interactive ? 0.2 : 5))
                 {
                     lastReport = stopwatch.Elapsed;
@@ -176,7 +201,7 @@ public sealed class Trainer
                 }
                 bool validateNow = validation is not null && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
                 if (validateNow && Validate(step, epoch)) { stoppedEarly = true; break; }
-                if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0)
+                if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0 && _group.Rank == 0)
                     TrainingCheckpoint.Save(o.CheckpointPath!, o, parameters, optimizer, state);
             }
             if (validation is not null && o.EvaluateEvery == 0 && Validate(state.Step, epoch)) stoppedEarly = true;
@@ -193,9 +218,11 @@ public sealed class Trainer
         // Validates, records, tracks the best weights; true when training should stop.
         bool Validate(long atStep, int epoch)
         {
-            var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024));
-            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss ? ObjectiveLoss(objective, validation!, o.BatchSize) : double.NaN;
-            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, state.LossCount == 0 ? double.NaN : state.LossSum / state.LossCount);
+            var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024), _group);
+            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss ? ObjectiveLoss(objective, validation!, o.BatchSize, _group) : double.NaN;
+            Span<double> trainLoss = [state.LossSum, state.LossCount];
+            _group.AllReduceSum(trainLoss); // every rank reports (and decides on) the same numbers
+            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1]);
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;
@@ -270,6 +297,20 @@ public sealed class Trainer
         for (int i = 0; i < parameters.Count; i++) parameters[i].Tensor.Backend.Upload(weights[i], parameters[i].Tensor.Storage);
     }
 
+    /// <summary>
+    /// Scores each rank's shard of a dataset (<see cref="Shard"/>) and computes AUC/logloss/calibration over all shards
+    /// together, exactly as one process holding every row would: the logits and labels are gathered back into the
+    /// unsharded row order. Every rank gets the same result and the whole dataset's logits.
+    /// </summary>
+    public static (EvaluationResult Result, float[] Logits) Evaluate(CtrModel model, EncodedDataset shard, int batchSize, IProcessGroup? group)
+    {
+        if (group is null || group.Size == 1) return Evaluate(model, shard, batchSize);
+        var local = Evaluate(model, shard, batchSize).Logits;
+        var logits = group.AllGatherInterleaved(local);
+        var labels = group.AllGatherInterleaved(shard.Labels);
+        return (CtrMetrics.EvaluateLogits(logits, labels), logits);
+    }
+
     /// <summary>Scores a dataset with a model (no tape, evaluation mode) and computes AUC/logloss/calibration.</summary>
     public static (EvaluationResult Result, float[] Logits) Evaluate(CtrModel model, EncodedDataset data, int batchSize = 1024)
     {
@@ -292,8 +333,8 @@ public sealed class Trainer
         return (CtrMetrics.EvaluateLogits(logits, data.Labels), logits);
     }
 
-    /// <summary>The objective's mean loss over a dataset, without training (evaluation mode, no tape).</summary>
-    public static double ObjectiveLoss(IObjective objective, EncodedDataset data, int batchSize)
+    /// <summary>The objective's mean loss over a dataset, without training (evaluation mode, no tape); with a group, over all ranks' shards.</summary>
+    public static double ObjectiveLoss(IObjective objective, EncodedDataset data, int batchSize, IProcessGroup? group = null)
     {
         bool was = objective.Trainable.Training;
         objective.Trainable.Training = false;
@@ -310,7 +351,9 @@ public sealed class Trainer
             }
         }
         objective.Trainable.Training = was;
-        return sum / Math.Max(n, 1);
+        Span<double> total = [sum, n];
+        group?.AllReduceSum(total);
+        return total[0] / Math.Max(total[1], 1);
     }
 }
 
