@@ -88,6 +88,43 @@ public sealed class DataParallelTests
         Assert.That(logits, Is.EqualTo(two.TestLogits), "the checkpoint predicts, in one process, exactly what the 2-rank job computed");
     }
 
+    /// <summary>
+    /// Without shuffling, rank r's k-th batch of B holds rows 2kB + r, 2kB + r + 2, … (round-robin shards), so the two
+    /// ranks' batches together are exactly the one-process batch of 2B, and the batch-weighted gradient average is
+    /// that batch's mean gradient: the runs differ only in float summation order (two partial means averaged vs one
+    /// mean over 2B rows, and the sparse rows merged in rank order), which stays at rounding level over the run.
+    /// </summary>
+    [Test]
+    public void UnshuffledTwoRanksWithBatchB_MatchOneProcessWithBatch2B_ToRoundingLevel()
+    {
+        string output = Path.Combine(_dir, "two-ranks-ordered");
+        var job = MpiJob.Run(2, Limit, "train", _data, output, "64", "ordered");
+        Assert.That(job.ExitCode, Is.EqualTo(0), job.Output);
+        var two = JsonSerializer.Deserialize<TrainingRun.Result>(File.ReadAllText(output + ".json"))!;
+
+        var source = new DataSource(_data) { Schema = KdEngine.Data.Schema.Load(Schema) };
+        int threads = CpuParallel.ThreadCount;
+        CpuParallel.ThreadCount = 1;
+        (KdEngine.Models.ZooModel Model, PreparedData Data, TrainOutcome Outcome, float[] TestLogits) one;
+        try { one = TrainingRun.Run(source, SingleProcess.Instance, 128, shuffle: false); }
+        finally { CpuParallel.ThreadCount = threads; }
+
+        var history = one.Outcome.Report.History;
+        double worstLoss = 0, worstAuc = 0;
+        for (int i = 0; i < two.TrainLoss.Length; i++)
+        {
+            worstLoss = Math.Max(worstLoss, Math.Abs(two.TrainLoss[i] - history[i].TrainLoss));
+            worstAuc = Math.Max(worstAuc, Math.Abs(two.ValidationAuc[i] - history[i].Auc));
+        }
+        double worstLogit = two.TestLogits.Zip(one.TestLogits, (x, y) => Math.Abs(x - y)).Max();
+        TestContext.Out.WriteLine($"ordered 2×64 vs 1×128 over {two.Steps} steps: max |Δ train loss| {worstLoss:E2}, max |Δ valid AUC| {worstAuc:E2}, max |Δ test logit| {worstLogit:E2}");
+        Assert.That(two.Steps, Is.EqualTo(one.Outcome.Report.Steps));
+        Assert.That(two.TrainLoss, Has.Length.EqualTo(history.Count));
+        Assert.That(worstLoss, Is.LessThan(1e-6), "train loss curve");
+        Assert.That(worstAuc, Is.LessThan(1e-6), "validation AUC curve");
+        Assert.That(worstLogit, Is.LessThan(1e-4), "final test logits");
+    }
+
     [Test]
     public void HungRank_TimesOutWithAnErrorNamingIt()
     {

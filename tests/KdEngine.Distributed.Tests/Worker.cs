@@ -22,7 +22,7 @@ public static class Worker
     {
         if (args.Length == 0)
         {
-            Console.Error.WriteLine("KdEngine.Distributed.Tests: run with 'dotnet test'; under mpirun: collectives | train DATA OUT BATCH | hang TIMEOUT | cli ARGS… | scaling MODEL BATCH STEPS THREADS");
+            Console.Error.WriteLine("KdEngine.Distributed.Tests: run with 'dotnet test'; under mpirun: collectives | train DATA OUT BATCH [ordered] | hang TIMEOUT | cli ARGS… | scaling MODEL BATCH STEPS THREADS");
             return 2;
         }
         if (args[0] == "cli") return KdEngine.Cli.CliApp.Run(args[1..], Console.Out, Console.Error);
@@ -34,7 +34,7 @@ public static class Worker
             int code = args[0] switch
             {
                 "collectives" => Collectives(group),
-                "train" => Train(group, args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture)),
+                "train" => Train(group, args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture), shuffle: args.Length < 5 || args[4] != "ordered"),
                 "hang" => Hang(group),
                 _ => throw new ArgumentException($"unknown scenario '{args[0]}'"),
             };
@@ -133,10 +133,10 @@ public static class Worker
     /// writes OUT.json (validation history, test metrics and logits, communication stats) and OUT.kde (the model).
     /// Every rank checks that its final weights are bit-identical to rank 0's.
     /// </summary>
-    private static int Train(MpiProcessGroup g, string dataPath, string output, int batch)
+    private static int Train(MpiProcessGroup g, string dataPath, string output, int batch, bool shuffle)
     {
         var source = new DataSource(dataPath) { Schema = KdEngine.Data.Schema.Load(dataPath + ".schema.json") };
-        var (model, data, outcome, testLogits) = TrainingRun.Run(source, g, batch);
+        var (model, data, outcome, testLogits) = TrainingRun.Run(source, g, batch, shuffle);
         string checksum = TrainingRun.WeightsHash(model);
         Expect(g.BroadcastText(g.Rank == 0 ? checksum : null) == checksum, g, "final weights bit-identical to rank 0's");
         if (g.Rank == 0)
@@ -179,16 +179,16 @@ public static class TrainingRun
 
     public static readonly ModelConfig Model = new() { Model = ModelKind.Dnn, EmbeddingDim = 8, Dnn = [64, 32], Seed = 5 };
 
-    public static TrainingSettings Settings(int batch) => new()
+    public static TrainingSettings Settings(int batch, bool shuffle = true) => new()
     {
-        Epochs = 3, BatchSize = batch, LearningRate = 2e-3f, Patience = 0, EvaluateEvery = 20, Seed = 7,
+        Epochs = 3, BatchSize = batch, LearningRate = 2e-3f, Patience = 0, EvaluateEvery = 20, Seed = 7, Shuffle = shuffle,
     };
 
-    public static (ZooModel Model, PreparedData Data, TrainOutcome Outcome, float[] TestLogits) Run(DataSource source, IProcessGroup group, int batch)
+    public static (ZooModel Model, PreparedData Data, TrainOutcome Outcome, float[] TestLogits) Run(DataSource source, IProcessGroup group, int batch, bool shuffle = true)
     {
         var data = CtrPipeline.PrepareShard(source, group, new SplitOptions());
         var model = CtrPipeline.BuildModel(Model, data.Fields);
-        var outcome = CtrPipeline.Train(model, data, Settings(batch), null, false, group);
+        var outcome = CtrPipeline.Train(model, data, Settings(batch, shuffle), null, false, group);
         var testLogits = Trainer.Evaluate(model, data.Test, 1024, group).Logits;
         return (model, data, outcome, testLogits);
     }

@@ -35,6 +35,8 @@ public sealed record TrainingSettings
     public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
     /// <summary>Shuffling seed of the trainer.</summary>
     public int Seed { get; init; } = 1;
+    /// <summary>Shuffle the training rows each epoch (false: file order, e.g. to compare runs row for row).</summary>
+    public bool Shuffle { get; init; } = true;
 
     public void Validate(string source = "training")
     {
@@ -57,6 +59,7 @@ public sealed record TrainingSettings
         Metric = Metric,
         Patience = Patience,
         Seed = Seed,
+        Shuffle = Shuffle,
     };
 
     /// <summary>Builds the optimizer over <paramref name="parameters"/> with the learning rate, L2 and clipping set.</summary>
