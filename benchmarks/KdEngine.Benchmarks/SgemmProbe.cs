@@ -10,15 +10,26 @@ namespace KdEngine.Benchmarks;
 /// </summary>
 public static class SgemmProbe
 {
-    public static void Run()
+    /// <param name="args">Variants for tuning: <c>--kc N</c> (largest K slice), <c>--no-prefetch</c> (C tile prefetch off),
+    /// <c>--large</c> (the 1024- and 128-row shapes only).</param>
+    public static void Run(string[] args)
     {
+        for (int i = 0; i < args.Length; i++)
+            switch (args[i])
+            {
+                case "--kc": Sgemm.KcMax = int.Parse(args[++i]); break;
+                case "--no-prefetch": SgemmKernels.PrefetchC = false; break;
+                case "--large": break;
+                default: throw new ArgumentException($"sgemm-probe: unknown option '{args[i]}' (expected --kc N, --no-prefetch, --large).");
+            }
+        Console.WriteLine($"K slice ≤ {Sgemm.KcMax}, C prefetch {(SgemmKernels.PrefetchC ? "on" : "off")}");
         var shapes = new (int M, int K, int N, bool TransB)[]
         {
             (1024, 624, 400, false), (1024, 624, 400, true), (128, 624, 400, false), (16, 400, 400, false),
             (16, 624, 400, true), (1, 624, 400, false), (1, 624, 400, true),
         };
         int saved = CpuParallel.ThreadCount;
-        foreach (var (m, k, n, tb) in shapes)
+        foreach (var (m, k, n, tb) in args.Contains("--large") ? shapes.Where(s => s.M >= 128) : shapes)
         foreach (int threads in new[] { 1, 2 })
         foreach (bool packAll in m > Sgemm.SmallM ? new[] { false, true } : new[] { false })
         {

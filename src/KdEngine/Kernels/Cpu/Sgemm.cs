@@ -35,7 +35,8 @@ internal static unsafe class Sgemm
 {
     /// <summary>Products with m at or below this skip packing and threading.</summary>
     public const int SmallM = 16;
-    private const int KcMax = 256;
+    /// <summary>Largest K slice (benchmark hook; 256 keeps a 12-row tile of A, 12 KiB, in L1 beside the B stream).</summary>
+    internal static int KcMax { get; set; } = 256;
     private const int McMax = 288;            // multiple of MR
     private const long BPackMaxFloats = 1 << 21; // 8 MiB of packed B per column block
     /// <summary>Column block with in-place A: 16 panels × KC ≤ 256 × 32 floats = 512 KiB of B per K slice.</summary>
@@ -362,12 +363,14 @@ internal static unsafe class Sgemm
             _bCapacity = floats;
         }
 
+        /// <summary>One MC × KC packing block per chunk, sized for this product's K slice.</summary>
         public void EnsureA(int chunks)
         {
+            long floats = (long)McMax * _kc;
             for (int i = 0; i < chunks; i++)
-                if (_aArrays[i] is null)
+                if (_aArrays[i] is not { } existing || existing.Length < floats + 16)
                 {
-                    _aPacks[i] = (nint)Allocate((long)McMax * KcMax, out var arr);
+                    _aPacks[i] = (nint)Allocate(floats, out var arr);
                     _aArrays[i] = arr;
                 }
         }

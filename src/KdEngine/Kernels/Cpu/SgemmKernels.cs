@@ -18,6 +18,25 @@ internal static unsafe class SgemmKernels
 
     public const int Overwrite = 0, Accumulate = 1, Scale = 2, Raw = 3;
 
+    /// <summary>Benchmark hook: prefetch the C tile at the start of a 12-row tile (default on).</summary>
+    internal static bool PrefetchC = true;
+
+    /// <summary>
+    /// Asks for the C tile's lines before the k loop: the merge after the loop would otherwise wait on C lines
+    /// that a K slice ago were evicted to L3 (1024×400 floats of C do not fit the 1 MiB L2), ~100 cycles per tile.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchTile(float* c, nint ldc, int rows, nint cols)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        for (int r = 0; r < rows; r++)
+        {
+            float* row = c + r * ldc;
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(row);
+            System.Runtime.Intrinsics.X86.Sse.Prefetch0(row + cols - 1);
+        }
+    }
+
     public static int FirstMode(float beta) => beta == 0f ? Overwrite : beta == 1f ? Accumulate : Scale;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -123,6 +142,7 @@ internal static unsafe class SgemmKernels
         nint w = TS.Width;
         float* a0 = a, a4 = a + 4 * ars, a8 = a + 8 * ars;
         nint s1 = ars, s2 = 2 * ars, s3 = 3 * ars;
+        if (PrefetchC) PrefetchTile(c, ldc, rows, 2 * w);
         TV c00 = TS.Zero, c01 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero, c20 = TS.Zero, c21 = TS.Zero, c30 = TS.Zero, c31 = TS.Zero, c40 = TS.Zero, c41 = TS.Zero, c50 = TS.Zero, c51 = TS.Zero;
         TV c60 = TS.Zero, c61 = TS.Zero, c70 = TS.Zero, c71 = TS.Zero, c80 = TS.Zero, c81 = TS.Zero, c90 = TS.Zero, c91 = TS.Zero, c100 = TS.Zero, c101 = TS.Zero, c110 = TS.Zero, c111 = TS.Zero;
         for (int p = 0; p < kc; p++, a0 += aps, a4 += aps, a8 += aps, b += ldb)
