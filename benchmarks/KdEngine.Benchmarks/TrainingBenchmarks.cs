@@ -36,6 +36,7 @@ public enum TrainingStep
 /// </summary>
 [MemoryDiagnoser]
 [Config(typeof(ExamplesPerSecondConfig))]
+[WarmupCount(1), IterationCount(5)] // steps take 0.05-3 s: few iterations keep the suite short (BenchmarkDotNet warns; medians are robust)
 public class TrainingBenchmarks
 {
     public const int Batch = 1024;
@@ -93,7 +94,7 @@ public class TrainingBenchmarks
     }
 
     /// <summary>Steps run in the setup, before BenchmarkDotNet's own warm-up (same count for the TorchSharp step).</summary>
-    public const int WarmUpSteps = 3;
+    public const int WarmUpSteps = 1;
 
     [GlobalCleanup]
     public void Cleanup()

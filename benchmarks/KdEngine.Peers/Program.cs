@@ -77,8 +77,8 @@ int Bench()
         .ToList();
     Directory.CreateDirectory(results);
     File.WriteAllText(runInfoPath,
-        $"Run: {started:yyyy-MM-dd HH:mm} UTC, {(DateTime.UtcNow - started).TotalMinutes:F0} min; job {job.Id} (3 warm-ups + 8 iterations of ≥ 200 ms"
-        + $"{(quick ? "; QUICK smoke job: 1 warm-up + 3 iterations of ≥ 50 ms — not for the write-up" : "")}); "
+        $"Run: {started:yyyy-MM-dd HH:mm} UTC, {(DateTime.UtcNow - started).TotalMinutes:F0} min; job {job.Id} (inference: 3 warm-ups + 8 iterations of ≥ 200 ms; training: 1 + 5"
+        + $"{(quick ? "; QUICK smoke job: inference 1 warm-up + 3 iterations of ≥ 50 ms — not for the write-up" : "")}); "
         + $"load average (1/5/15 min) before: {load0}, after: {LoadAverage()}. Machine: {Machine()}.");
     bool failed = summaries.Any(s => s.HasCriticalValidationErrors || s.Reports.Any(r => !r.Success));
     if (failed) Console.Error.WriteLine("some benchmark cells failed (see the log above); the report will leave them out.");

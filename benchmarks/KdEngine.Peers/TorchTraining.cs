@@ -51,6 +51,7 @@ public sealed class TorchTrainer : IDisposable
 }
 
 /// <summary>TorchSharp's training step at batch 1024 (see <see cref="TorchTrainer"/>); pairs with KdEngine's TrainingBenchmarks.</summary>
+[WarmupCount(1), IterationCount(5)] // as TrainingBenchmarks
 public class TorchTrainingBenchmarks
 {
     [Params(TrainingStep.Wdl, TrainingStep.XDeepFm)]
