@@ -36,6 +36,9 @@ if (ti >= 0 && ti + 1 < rest.Count)
 
 switch (verb)
 {
+    case "torch-cin-probe":
+        TorchCinProbe.Run(Console.Out);
+        return 0;
     case "verify":
         Verify.Run(Console.Out);
         return 0;

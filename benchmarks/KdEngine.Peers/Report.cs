@@ -86,7 +86,7 @@ public static class Report
         {
             sb.AppendLine("Inference latency per batch (median of the BenchmarkDotNet iterations), bench config. Speed-up = peer time / KdEngine time");
             sb.AppendLine("(above 1: KdEngine is faster). Targets (issue #5): batch 1–16 ≥ 3× TorchSharp and ≥ 1× ONNX Runtime; batch 1024 ≥ 1.5× TorchSharp");
-            sb.AppendLine("(≥ 2.5× for xDeepFM) and ≥ 1× ONNX Runtime; no target at batch 128. KdEngine allocates 0 B per call (Allocated column).");
+            sb.AppendLine("(≥ 2.5× for xDeepFM) and ≥ 1× ONNX Runtime; no target at batch 128. KdEngine alloc = bytes allocated per call (BenchmarkDotNet).");
             sb.AppendLine();
             foreach (var threads in inf.Select(r => r.P("Threads")).Distinct().OrderBy(x => x, StringComparer.Ordinal))
             {
@@ -200,7 +200,9 @@ public static class Report
             plot.Grid.MajorLineColor = Colors.Black.WithAlpha(.12);
             plot.Grid.MinorLineColor = Colors.Black.WithAlpha(.05);
             plot.Grid.MinorLineWidth = 1;
-            plot.Render(surface.Canvas, new PixelRect(p * w, (p + 1) * w, h, 0));
+            // Each panel is rendered on its own (Plot.Render clears the whole canvas), then drawn into the composite.
+            using var panel = SKBitmap.Decode(plot.GetImage(w, h).GetImageBytes(ImageFormat.Png));
+            surface.Canvas.DrawBitmap(panel, p * w, 0);
         }
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         using var image = surface.Snapshot();

@@ -135,7 +135,8 @@ public sealed class OrtScorer : Scorer
 }
 
 /// <summary>
-/// TorchSharp (libtorch 2.10 CPU): <see cref="TorchCtr"/> with the same weights, eval mode, under no_grad, in a dispose
+/// TorchSharp (libtorch 2.10 CPU): <see cref="TorchCtr"/> with the same weights (xDeepFM: the faster of two CIN forms
+/// for the batch, chosen at setup), eval mode, under no_grad, in a dispose
 /// scope per call (TorchSharp's way of freeing intermediates deterministically); torch.set_num_threads = ours. The
 /// logits are copied into <see cref="Scorer.Output"/> as the other engines write theirs.
 /// </summary>
@@ -160,7 +161,33 @@ public sealed class TorchScorer : Scorer
         _model = model;
         _ownsModel = ownsModel;
         _ids = torch.tensor(ToInt64(ids), new long[] { batch, BenchModels.Fields });
+        if (model.IsXDeepFm) ChooseCinForm(batch);
         Score();
+    }
+
+    /// <summary>
+    /// Gives TorchSharp its faster CIN formulation for this batch (like cudnn.benchmark): times the one-GEMM-per-layer form
+    /// and the batched-matmul (Conv1d) form, best of 3 calls (1 call each at batch ≥ 512), and keeps the faster.
+    /// </summary>
+    private void ChooseCinForm(int batch)
+    {
+        int calls = batch >= 512 ? 1 : 3;
+        double Best(bool batched)
+        {
+            _model.CinBatchedForm = batched;
+            Score(); // first call of a form allocates
+            double best = double.MaxValue;
+            for (int i = 0; i < calls; i++)
+            {
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                Score();
+                best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+            }
+            return best;
+        }
+        double gemm = Best(false), bmm = Best(true);
+        _model.CinBatchedForm = bmm < gemm;
+        Console.WriteLine($"// TorchSharp CIN form at batch {batch}: {(bmm < gemm ? "batched matmul" : "one GEMM per layer")} (one GEMM {gemm:F2} ms, batched {bmm:F2} ms)");
     }
 
     public override string Engine => "TorchSharp";

@@ -15,8 +15,8 @@ namespace KdEngine.Peers;
 ///   wide  = Σ_f wide[gid_f] + b
 ///   x0    = embedding[gid]                        [B, F, D];   dnn = Linear stack (ReLU) on flatten(x0), Linear(·, 1)
 ///   cin   = per layer k: z[b,d,i,j] = h[b,d,i]·x0[b,d,j] reshaped to [B·D, H·F]; y = z·Wᵀ + b  → [B, D, H_k]
-///           (one large GEMM per layer, the fastest formulation on CPU libtorch; the usual Conv1d form runs
-///           B small [H_k, H·F]·[H·F, D] products); split-half; sum over D; Linear(Σ maps, 1)
+///           (one large GEMM per layer; or, with <see cref="CinBatchedForm"/>, the usual Conv1d form: B products
+///           [H_k, H·F]·[H·F, D] — the scorer picks the faster per batch); split-half; sum over D; Linear(Σ maps, 1)
 ///   logit = wide + dnn (+ cin)
 /// </code>
 /// The embedding tables use sparse gradients (<c>sparse: true</c>) for the training comparison.
@@ -131,6 +131,14 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
         return all;
     }
 
+    /// <summary>
+    /// When true, the CIN runs in the DeepCTR-Torch / Conv1d form: z [B, H·F, D] and one batched matmul W·z per layer
+    /// (B products of [H_k, H·F]·[H·F, D]). Off by default; the `torch-cin-probe` verb times both forms.
+    /// </summary>
+    public bool CinBatchedForm { get; set; }
+
+    public bool IsXDeepFm => _isXDeepFm;
+
     /// <summary>ids [B, F] int64 (per-field local ids) → logits [B, 1].</summary>
     public override Tensor forward(Tensor ids)
     {
@@ -141,8 +149,36 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
         var h = x0.view(b, _fields * _dim);
         foreach (var layer in dnn) h = nn.functional.relu(layer.forward(h));
         logit = logit + dnn_out.forward(h);
-        if (_isXDeepFm) logit = logit + cin_out!.forward(Cin(x0, b));
+        if (_isXDeepFm) logit = logit + cin_out!.forward(CinBatchedForm ? CinBatched(x0, b) : Cin(x0, b));
         return logit;
+    }
+
+    private Tensor CinBatched(Tensor x0, long b)
+    {
+        var xRow = x0.unsqueeze(1);                                        // [B, 1, F, D]
+        var h = x0;
+        long maps = _fields;
+        var pooled = new List<Tensor>(_cin.Length);
+        for (int k = 0; k < _cin.Length; k++)
+        {
+            bool last = k == _cin.Length - 1;
+            var z = (h.unsqueeze(2) * xRow).view(b, maps * _fields, _dim);  // [B, H·F, D]
+            var y = torch.matmul(cin_w[k], z) + cin_b[k].view(_cin[k], 1);   // [B, H_k, D]
+            if (_splitHalf && !last)
+            {
+                long half = _cin[k] / 2;
+                h = y.narrow(1, 0, half);
+                pooled.Add(y.narrow(1, half, _cin[k] - half).sum(2));
+                maps = half;
+            }
+            else
+            {
+                h = y;
+                pooled.Add(y.sum(2));
+                maps = _cin[k];
+            }
+        }
+        return pooled.Count == 1 ? pooled[0] : torch.cat(pooled, 1);
     }
 
     private Tensor Cin(Tensor x0, long b)
