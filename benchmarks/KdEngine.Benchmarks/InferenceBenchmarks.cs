@@ -41,22 +41,10 @@ public class InferenceBenchmarks
 
     public static IEnumerable<int> ThreadCounts() => [1, 2];
 
-    public static ModelConfig ConfigFor(string name, ModelKind kind) => name switch
-    {
-        "bench" => new ModelConfig
-        {
-            Model = kind, EmbeddingDim = 16, Dnn = [400, 400, 400], Cin = [200, 200, 200], CinSplitHalf = true, Seed = 1,
-        },
-        "paper" => new ModelConfig
-        {
-            Model = kind, EmbeddingDim = 10, Dnn = [400, 400, 400], Cin = [200, 200, 200], CinSplitHalf = false,
-            CinActivation = Activation.Identity, Seed = 1,
-        },
-        _ => throw new ArgumentException($"unknown config '{name}' (bench, paper)"),
-    };
+    public static ModelConfig ConfigFor(string name, ModelKind kind) => BenchModels.ConfigFor(name, kind);
 
-    public const int Fields = 39;
-    public const int Buckets = 65_536;
+    public const int Fields = BenchModels.Fields;
+    public const int Buckets = BenchModels.Buckets;
 
     [GlobalSetup]
     public void Setup()
