@@ -172,7 +172,7 @@ internal static unsafe class Sgemm
         }
         if (m == 1)
         {
-            Row1<TS, TV>(k, a, aps, b, n, n, c, mode, alpha, beta);
+            Row1<TS, TV>(k, a, aps, b, n, n, c, Workspace.Current.Scratch(n), mode, alpha, beta);
             return;
         }
         int nr = 2 * w;
@@ -192,16 +192,20 @@ internal static unsafe class Sgemm
             }
         }
         float* tile = stackalloc float[MR * 32];
-        for (int i = 0; i < m; i += MR)
+        // Column panels outermost: a panel of B (k × 2W floats, 80 KiB at k = 624) comes from L3 once and serves the
+        // ≤ 3 row tiles from L1/L2, while A (≤ 16 × k floats) stays in L1. Rows outermost streamed all of B (the
+        // weights, 1 MiB for 624 × 400) from L3 once per row tile.
+        for (int j = 0; j < jFull; j += nr)
+            for (int i = 0; i < m; i += MR)
+                Tile6x2<TS, TV>(k, a + i * ars, ars, aps, Math.Min(MR, m - i), b + j, n, c + (nint)i * n + j, n, mode, alpha, beta);
+        for (int i = 0; i < m && tail != 0; i += MR)
         {
             int rows = Math.Min(MR, m - i);
             float* ai = a + i * ars;
             float* ci = c + (nint)i * n;
-            for (int j = 0; j < jFull; j += nr)
-                Tile6x2<TS, TV>(k, ai, ars, aps, rows, b + j, n, ci + j, n, mode, alpha, beta);
             if (tail == w)
                 Tile6x1<TS, TV>(k, ai, ars, aps, rows, b + jFull, n, ci + jFull, n, mode, alpha, beta);
-            else if (tail != 0)
+            else
             {
                 if (tail <= w) Tile6x1<TS, TV>(k, ai, ars, aps, rows, tailB, nr, tile, nr, Raw, 1f, 0f);
                 else Tile6x2<TS, TV>(k, ai, ars, aps, rows, tailB, nr, tile, nr, Raw, 1f, 0f);

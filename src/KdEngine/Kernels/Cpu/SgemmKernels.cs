@@ -261,45 +261,36 @@ internal static unsafe class SgemmKernels
     }
 
     /// <summary>
-    /// One output row, B row-major (axpy form): C[0, j] = Σ_p A[p]·B[p, j], A element p at a[p·aps],
-    /// 4 vectors of columns per pass so B is streamed exactly once; scalar FMA chain for the last &lt; W columns.
+    /// One output row, B row-major (axpy form): C[0, j] = Σ_p A[p]·B[p, j], A element p at a[p·aps]. B is streamed
+    /// row after row, front to back — the order the hardware prefetcher follows best — into an accumulator row
+    /// <paramref name="acc"/> [n] in L1, then merged into C. Column blocks held in registers would walk B's rows at a
+    /// stride instead (measured 38 vs 32 µs for 624 × 400 in sgemm-probe). Each element is still one FMA chain over k
+    /// in ascending order from zero, as in every other kernel.
     /// </summary>
     public static void Row1<TS, TV>(int k, float* a, nint aps, float* b, nint ldb, int n,
-        float* c, int mode, float alpha, float beta)
+        float* c, float* acc, int mode, float alpha, float beta)
         where TS : struct, ISimdF32<TV> where TV : struct
     {
         int w = TS.Width;
-        TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
-        int j = 0;
-        for (; j <= n - 4 * w; j += 4 * w)
+        new Span<float>(acc, n).Clear();
+        int nv = n - n % w;
+        for (int p = 0; p < k; p++, a += aps, b += ldb)
         {
-            TV s0 = TS.Zero, s1 = TS.Zero, s2 = TS.Zero, s3 = TS.Zero;
-            float* bp = b + j;
-            nint pa = 0;
-            for (int p = 0; p < k; p++, pa += aps, bp += ldb)
+            TV x = TS.Broadcast(*a);
+            int j = 0;
+            for (; j <= nv - 4 * w; j += 4 * w)
             {
-                TV x = TS.Broadcast(a[pa]);
-                s0 = TS.Fma(x, TS.Load(bp), s0); s1 = TS.Fma(x, TS.Load(bp + w), s1);
-                s2 = TS.Fma(x, TS.Load(bp + 2 * w), s2); s3 = TS.Fma(x, TS.Load(bp + 3 * w), s3);
+                TS.Store(acc + j, TS.Fma(x, TS.Load(b + j), TS.Load(acc + j)));
+                TS.Store(acc + j + w, TS.Fma(x, TS.Load(b + j + w), TS.Load(acc + j + w)));
+                TS.Store(acc + j + 2 * w, TS.Fma(x, TS.Load(b + j + 2 * w), TS.Load(acc + j + 2 * w)));
+                TS.Store(acc + j + 3 * w, TS.Fma(x, TS.Load(b + j + 3 * w), TS.Load(acc + j + 3 * w)));
             }
-            Put<TS, TV>(c + j, s0, mode, va, vb); Put<TS, TV>(c + j + w, s1, mode, va, vb);
-            Put<TS, TV>(c + j + 2 * w, s2, mode, va, vb); Put<TS, TV>(c + j + 3 * w, s3, mode, va, vb);
+            for (; j < nv; j += w) TS.Store(acc + j, TS.Fma(x, TS.Load(b + j), TS.Load(acc + j)));
+            for (; j < n; j++) acc[j] = MathF.FusedMultiplyAdd(*a, b[j], acc[j]);
         }
-        for (; j <= n - w; j += w)
-        {
-            TV s0 = TS.Zero;
-            float* bp = b + j;
-            nint pa = 0;
-            for (int p = 0; p < k; p++, pa += aps, bp += ldb) s0 = TS.Fma(TS.Broadcast(a[pa]), TS.Load(bp), s0);
-            Put<TS, TV>(c + j, s0, mode, va, vb);
-        }
-        for (; j < n; j++)
-        {
-            float s = 0f;
-            float* bp = b + j;
-            nint pa = 0;
-            for (int p = 0; p < k; p++, pa += aps, bp += ldb) s = MathF.FusedMultiplyAdd(a[pa], *bp, s);
-            c[j] = Merge(s, mode == Overwrite ? 0f : c[j], mode, alpha, beta);
-        }
+        TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
+        int q = 0;
+        for (; q < nv; q += w) Put<TS, TV>(c + q, TS.Load(acc + q), mode, va, vb);
+        for (; q < n; q++) c[q] = Merge(acc[q], mode == Overwrite ? 0f : c[q], mode, alpha, beta);
     }
 }
