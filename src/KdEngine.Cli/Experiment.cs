@@ -85,6 +85,7 @@ internal static class Experiment
         new("teacher-dnn", "LIST", "teacher DNN widths, also of the ensemble's DCN and DeepFM teachers (default 400,400)"),
         new("teacher-cin", "LIST", "teacher CIN sizes (default 100,100)"),
         new("batch-size", "N", "batch size (default 256)"),
+        new("learning-rate", "X", "Adam learning rate of every model (default 0.001)"),
         new("rows", "N", "synthetic: rows, split sequentially 8:1:1 (default 200000)"),
         new("fields", "F", $"synthetic: ordinary fields C1..CF (default {KdSyntheticDefaults.Fields})"),
         new("vocab", "V", $"synthetic: ids per ordinary field (default {KdSyntheticDefaults.VocabSize})"),
@@ -131,6 +132,7 @@ internal static class Experiment
             Temperature = a.Float("temperature") ?? 2f,
             Epochs = a.Int("epochs", 10, 1, 1000),
             BatchSize = a.Int("batch-size", 256, 1, 1 << 20),
+            LearningRate = a.Float("learning-rate") is { } lr ? (lr > 0 ? lr : throw new CliException($"experiment kd: --learning-rate = {lr} must be > 0.")) : 1e-3f,
         };
         options = options with
         {
@@ -198,7 +200,7 @@ internal static class Experiment
         o.WriteLine($"student: {options.Student.ToJson()}");
         if (options.Methods.Contains("ensemble"))
             foreach (var t in options.EnsembleTeachers) o.WriteLine($"ensemble teacher: {t.ToJson()}");
-        o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {string.Join(",", options.RocketLambdas)}{(options.RocketLambdas.Length > 1 ? $" (picked per seed by validation {options.RocketSelection.ToString().ToLowerInvariant()})" : "")}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
+        o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Adam lr {options.LearningRate}, batch {options.BatchSize}, up to {options.Epochs} epochs (patience {options.Patience}), alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {string.Join(",", options.RocketLambdas)}{(options.RocketLambdas.Length > 1 ? $" (picked per seed by validation {options.RocketSelection.ToString().ToLowerInvariant()})" : "")}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
         var runs = KdEngine.Experiments.KdExperiment.Run(data, options, Enumerable.Range(1, seeds).ToArray(), o);
         o.WriteLine();
         o.WriteLine(KdEngine.Experiments.KdExperiment.Table(runs));
