@@ -272,7 +272,9 @@ public class CliTests
     {
         var o = Ok("experiment", "kd", "--dataset", "synthetic", "--rows", "3000", "--fields", "4", "--vocab", "20", "--privileged-fields", "1",
             "--third-order-terms", "2", "--third-order-scale", "1.5", "--pairwise-scale", "0.8", "--rank", "3", "--zipf", "0.5", "--data-seed", "7",
-            "--methods", "rocket", "--rocket-lambda", "0.1,1", "--seeds", "1", "--epochs", "1", "--teacher-dnn", "8", "--teacher-cin", "4", "--student-dnn", "4");
+            "--methods", "rocket", "--rocket-lambda", "0.1,1", "--seeds", "1", "--epochs", "1", "--teacher-dnn", "8", "--teacher-cin", "4", "--student-dnn", "4",
+            "--learning-rate", "0.003");
+        Assert.That(o, Does.Contain("Adam lr 0.003, batch 256, up to 1 epochs"));
         // The header names every generator setting, so the table can be reproduced from it.
         Assert.That(o, Does.Contain("generator: fields 4, vocab 20, zipf 0.5, base-ctr 0.2, first-order-scale 1, pairwise-scale 0.8, rank 3, " +
             "third-order-terms 2, third-order-scale 1.5, privileged-fields 1, privileged-signal 1, privileged-noise 0.5, privileged-buckets 16, seed 7"));
@@ -288,6 +290,8 @@ public class CliTests
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--privileged", "2"), Does.Contain("--privileged-fields"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--rocket-lambda", "0.1,x"), Does.Contain("--rocket-lambda").And.Contain("'x'"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--rocket-select", "f1"), Does.Contain("--rocket-select").And.Contain("f1"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--learning-rate", "0"), Does.Contain("--learning-rate"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--teacher-dnn", "200,x"), Does.Contain("--teacher-dnn").And.Contain("'x'"));
         var help = Ok("experiment", "kd", "--help");
         Assert.That(help, Does.Contain("--third-order-scale X").And.Contain("--rocket-lambda LIST").And.Contain("--privileged-fields K"));
     }
