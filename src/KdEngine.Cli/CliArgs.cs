@@ -86,6 +86,15 @@ public sealed class CliArgs
         return v;
     }
 
+    public double? Double(string name)
+    {
+        var s = String(name);
+        if (s is null) return null;
+        if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+            throw new CliException($"{_verb}: option '--{name}' expects a number, got '{s}'.");
+        return v;
+    }
+
     /// <summary>The help text of a verb: usage line, description, then one line per option.</summary>
     public static string Help(string usage, string description, IReadOnlyList<CliOption> options)
     {

@@ -151,6 +151,7 @@ internal static class Commands
         new("format", "FMT", "criteo (TSV with a header) | libsvm (default criteo)"),
         new("seed", "S", "seed of the hidden model and the rows (default 1)"),
         new("out", "FILE", "data file to write (required); FILE.schema.json (and FILE.ranges.txt for libsvm) are written beside it"),
+        .. SyntheticCli.ShapeOptions(new SyntheticCtrOptions()),
     ];
 
     public static int Synth(string[] args, TextWriter stdout)
@@ -168,13 +169,13 @@ internal static class Commands
         if (!a.Has("rows")) throw new CliException("synth: option '--rows' is required (see 'kdengine synth --help').");
         string format = (a.String("format") ?? "criteo").ToLowerInvariant();
         if (format is not ("criteo" or "libsvm")) throw new CliException($"synth: unknown format '{format}' (expected criteo|libsvm).");
-        var gen = new SyntheticCtr(new SyntheticCtrOptions
+        var gen = SyntheticCli.Create(SyntheticCli.ApplyShape(a, new SyntheticCtrOptions
         {
             Fields = a.Int("fields", 10, 1, 10_000),
             PrivilegedFields = a.Int("privileged", 0, 0, 10_000),
             VocabSize = a.Int("vocab", 1000, 1),
             Seed = a.Int("seed", 1),
-        });
+        }));
         if (format == "criteo")
         {
             var tmp = output + ".tmp";
@@ -192,6 +193,7 @@ internal static class Commands
         }
         File.WriteAllText(output + ".schema.json", gen.Schema.ToJson());
         stdout.WriteLine($"wrote {rows} rows ({gen.Options.Fields} fields + {gen.Options.PrivilegedFields} privileged, base CTR {gen.Options.BaseCtr}) to {output}");
+        stdout.WriteLine($"generator: {SyntheticCli.Describe(gen.Options)}");
         stdout.WriteLine($"read it with: --schema {output}.schema.json" + (format == "libsvm" ? $" --ranges @{output}.ranges.txt" : ""));
         return 0;
     }

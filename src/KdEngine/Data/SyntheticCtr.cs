@@ -148,8 +148,31 @@ public sealed class SyntheticCtr
         var ids = new int[rows * T];
         var labels = new float[rows];
         var rng = RowRandom();
-        for (int i = 0; i < rows; i++) labels[i] = NextRow(ref rng, ids.AsSpan(i * T, T));
+        for (int i = 0; i < rows; i++) labels[i] = NextRow(ref rng, ids.AsSpan(i * T, T), out _, out _);
         return new EncodedDataset(FeatureSpace, rows, ids, labels);
+    }
+
+    /// <summary>
+    /// The rows of <see cref="Generate"/> with, per row, the hidden logit the label was drawn from (<c>Logits</c>: bias,
+    /// interactions and the privileged term h) and the part the ordinary fields determine (<c>OrdinaryLogits</c>: without h).
+    /// Ranking rows by them gives the Bayes-optimal AUC with all information, and with the ordinary fields only
+    /// (h is independent of them, so no model of C1..CF can do better) — the ceilings a model is measured against.
+    /// </summary>
+    public (EncodedDataset Data, double[] Logits, double[] OrdinaryLogits) GenerateWithLogits(int rows)
+    {
+        if (rows < 0) throw new ArgumentOutOfRangeException(nameof(rows), $"GenerateWithLogits: rows must be ≥ 0, got {rows}.");
+        int T = TotalFields;
+        var ids = new int[rows * T];
+        var labels = new float[rows];
+        var logits = new double[rows];
+        var ordinary = new double[rows];
+        var rng = RowRandom();
+        for (int i = 0; i < rows; i++)
+        {
+            labels[i] = NextRow(ref rng, ids.AsSpan(i * T, T), out logits[i], out double h);
+            ordinary[i] = logits[i] - h;
+        }
+        return (new EncodedDataset(FeatureSpace, rows, ids, labels), logits, ordinary);
     }
 
     /// <summary>Streams <paramref name="rows"/> rows as headerless TSV: label, then one 8-hex-digit token per field (Criteo-like).</summary>
@@ -163,7 +186,7 @@ public sealed class SyntheticCtr
         var sb = new StringBuilder();
         for (long i = 0; i < rows; i++)
         {
-            float label = NextRow(ref rng, ids);
+            float label = NextRow(ref rng, ids, out _, out _);
             sb.Clear().Append(label == 1 ? '1' : '0');
             for (int f = 0; f < ids.Length; f++) sb.Append('\t').Append(HexToken(f, ids[f]));
             writer.Write(sb.Append('\n'));
@@ -182,7 +205,7 @@ public sealed class SyntheticCtr
         var sb = new StringBuilder();
         for (long i = 0; i < rows; i++)
         {
-            float label = NextRow(ref rng, ids);
+            float label = NextRow(ref rng, ids, out _, out _);
             sb.Clear().Append(label == 1 ? "1" : signedLabels ? "-1" : "0");
             for (int f = 0; f < ids.Length; f++) sb.Append(' ').Append((offsets[f] + ids[f]).ToString(CultureInfo.InvariantCulture)).Append(":1");
             writer.Write(sb.Append('\n'));
@@ -233,14 +256,15 @@ public sealed class SyntheticCtr
 
     private DataRandom RowRandom() => new(Options.Seed ^ 0x5EED5EED);
 
-    private float NextRow(ref DataRandom rng, Span<int> ids)
+    private float NextRow(ref DataRandom rng, Span<int> ids, out double z, out double h)
     {
         var o = Options;
         for (int f = 0; f < o.Fields; f++) ids[f] = Zipf(ref rng, f);
-        double z = Bias + HiddenLogit(ids);
+        z = Bias + HiddenLogit(ids);
+        h = 0;
         if (o.PrivilegedFields > 0)
         {
-            double h = o.PrivilegedSignal * rng.NextGaussian();
+            h = o.PrivilegedSignal * rng.NextGaussian();
             z += h;
             double sd = Math.Sqrt(o.PrivilegedSignal * o.PrivilegedSignal + o.PrivilegedNoise * o.PrivilegedNoise);
             for (int p = 0; p < o.PrivilegedFields; p++)

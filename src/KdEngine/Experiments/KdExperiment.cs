@@ -32,15 +32,22 @@ public sealed record KdExperimentOptions
     public float Alpha { get; init; } = 0.5f;
     public float Temperature { get; init; } = 2f;
     public float HintWeight { get; init; } = 0.1f;
-    public float RocketLambda { get; init; } = 1f;
+    /// <summary>
+    /// Rocket Launching hint weights λ to try. With one value that λ is used; with several, each is trained and, per seed,
+    /// the light net of the λ with the best validation <see cref="RocketSelection"/> is the reported "rocket" run
+    /// (every λ's test result is reported too, as "rocket λ=…", but never used to choose).
+    /// </summary>
+    public float[] RocketLambdas { get; init; } = [1f];
+    /// <summary>The validation score the λ sweep picks by: <see cref="StoppingMetric.LogLoss"/> or <see cref="StoppingMetric.Auc"/>.</summary>
+    public StoppingMetric RocketSelection { get; init; } = StoppingMetric.LogLoss;
     public float PfdLambda { get; init; } = 0.5f;
     public long PfdWarmupSteps { get; init; } = 100;
     /// <summary>The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble.</summary>
     public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble"];
 }
 
-/// <summary>One method's outcome on one seed (test split).</summary>
-public sealed record KdRun(string Method, int Seed, string Role, double Auc, double LogLoss, long Parameters, double Seconds);
+/// <summary>One method's outcome on one seed (test split); <paramref name="Note"/> records a choice made on validation (e.g. Rocket's λ).</summary>
+public sealed record KdRun(string Method, int Seed, string Role, double Auc, double LogLoss, long Parameters, double Seconds, string? Note = null);
 
 /// <summary>
 /// Runs every distillation method against the same student trained alone, on fixed splits, for several
@@ -80,10 +87,31 @@ public static class KdExperiment
                     }
                     case "rocket":
                     {
-                        var booster = new ZooModel(teacherConfig with { EmbeddingDim = studentConfig.EmbeddingDim }, data.Fields, data.Columns);
-                        var light = new ZooModel(studentConfig, data.Fields, data.Columns, booster.Embedding);
-                        var objective = new RocketLaunchingObjective(light, booster, options.RocketLambda);
-                        runs.Add(Fit(method, seed, "student", light, objective, data, options, log));
+                        if (options.RocketLambdas.Length == 0) throw new ArgumentException("Rocket Launching: no λ to try.");
+                        if (options.RocketSelection is not (StoppingMetric.Auc or StoppingMetric.LogLoss))
+                            throw new ArgumentException($"Rocket Launching: the λ sweep selects by validation AUC or logloss, not {options.RocketSelection}.");
+                        KdRun? best = null;
+                        double bestScore = double.NegativeInfinity;
+                        var scores = new List<string>();
+                        foreach (float lambda in options.RocketLambdas)
+                        {
+                            var booster = new ZooModel(teacherConfig with { EmbeddingDim = studentConfig.EmbeddingDim }, data.Fields, data.Columns);
+                            var light = new ZooModel(studentConfig, data.Fields, data.Columns, booster.Embedding);
+                            var objective = new RocketLaunchingObjective(light, booster, lambda);
+                            string name = options.RocketLambdas.Length == 1 ? method : "rocket λ=" + lambda.ToString(CultureInfo.InvariantCulture);
+                            var run = Fit(name, seed, "student", light, objective, data, options, log);
+                            if (options.RocketLambdas.Length == 1) { runs.Add(run); break; }
+                            runs.Add(run);
+                            var (valid, _) = Trainer.Evaluate(light, data.Validation);
+                            double score = options.RocketSelection == StoppingMetric.Auc ? valid.Auc : -valid.LogLoss;
+                            scores.Add(string.Create(CultureInfo.InvariantCulture, $"λ={lambda}: valid AUC {valid.Auc:F4} logloss {valid.LogLoss:F4}"));
+                            if (score > bestScore) { bestScore = score; best = run with { Method = method, Note = "λ=" + lambda.ToString(CultureInfo.InvariantCulture) }; }
+                        }
+                        if (best is not null)
+                        {
+                            runs.Add(best);
+                            log?.WriteLine($"{data.Name} seed {seed} rocket sweep ({string.Join("; ", scores)}) → {best.Note} by validation {options.RocketSelection.ToString().ToLowerInvariant()}");
+                        }
                         break;
                     }
                     case "double-dnn":
@@ -141,9 +169,10 @@ public static class KdExperiment
             DenseL2 = o.DenseL2,
         };
         var trainer = new Trainer(new TrainerOptions { Epochs = o.Epochs, BatchSize = o.BatchSize, Patience = o.Patience, Seed = seed, Metric = metric });
-        trainer.Fit(objective, optimizer, data.Train, data.Validation);
+        var report = trainer.Fit(objective, optimizer, data.Train, data.Validation);
         var run = Evaluate(method, seed, role, model, data, sw.Elapsed.TotalSeconds);
-        log?.WriteLine($"{data.Name} seed {seed} {method,-28} {role,-8} test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s)");
+        log?.WriteLine($"{data.Name} seed {seed} {method,-28} {role,-8} test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s, " +
+            $"{report.Steps} steps, best at epoch {report.Best?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "-"})");
         return run;
     }
 
@@ -165,6 +194,8 @@ public static class KdExperiment
             var ll = g.Select(r => r.LogLoss).ToArray();
             sb.AppendLine(CultureInfo.InvariantCulture, $"| {g.Key.Method} | {g.Key.Role} | {Mean(auc):F4} ± {Std(auc):F4} | {Mean(ll):F4} ± {Std(ll):F4} | {g.First().Parameters:N0} | {g.Average(r => r.Seconds):F1} | {auc.Length} |");
         }
+        foreach (var g in runs.Where(r => r.Note is not null).GroupBy(r => r.Method))
+            sb.AppendLine().Append(CultureInfo.InvariantCulture, $"{g.Key}: chosen on validation per seed: {string.Join(", ", g.Select(r => $"seed {r.Seed} {r.Note}"))}").AppendLine();
         return sb.ToString();
     }
 

@@ -268,6 +268,45 @@ public class CliTests
     }
 
     [Test]
+    public void ExperimentKdSyntheticTakesTheGeneratorKnobsAndSweepsRocketLambda()
+    {
+        var o = Ok("experiment", "kd", "--dataset", "synthetic", "--rows", "3000", "--fields", "4", "--vocab", "20", "--privileged-fields", "1",
+            "--third-order-terms", "2", "--third-order-scale", "1.5", "--pairwise-scale", "0.8", "--rank", "3", "--zipf", "0.5", "--data-seed", "7",
+            "--methods", "rocket", "--rocket-lambda", "0.1,1", "--seeds", "1", "--epochs", "1", "--teacher-dnn", "8", "--teacher-cin", "4", "--student-dnn", "4",
+            "--learning-rate", "0.003");
+        Assert.That(o, Does.Contain("Adam lr 0.003, batch 256, up to 1 epochs"));
+        // The header names every generator setting, so the table can be reproduced from it.
+        Assert.That(o, Does.Contain("generator: fields 4, vocab 20, zipf 0.5, base-ctr 0.2, first-order-scale 1, pairwise-scale 0.8, rank 3, " +
+            "third-order-terms 2, third-order-scale 1.5, privileged-fields 1, privileged-signal 1, privileged-noise 0.5, privileged-buckets 16, seed 7"));
+        Assert.That(o, Does.Match(@"Bayes test AUC: 0\.\d{4} with the hidden logit, 0\.\d{4} with its ordinary-field part"));
+        Assert.That(o, Does.Contain("| rocket λ=0.1 | student |").And.Contain("| rocket λ=1 | student |").And.Contain("| rocket | student |"));
+        Assert.That(o, Does.Match(@"rocket: chosen on validation per seed: seed 1 λ=(0\.1|1)"));
+
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--pairwise-scale", "-1"), Does.Contain("--pairwise-scale").And.Contain("≥ 0"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--base-ctr", "1.5"), Does.Contain("--base-ctr").And.Contain("(0, 1)"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--fields", "2"), Does.Contain("ThirdOrderTerms").And.Contain("3 fields"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "criteo", "--vocab", "20"), Does.Contain("--vocab").And.Contain("synthetic only"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "criteo", "--third-order-scale", "2"), Does.Contain("--third-order-scale").And.Contain("synthetic only"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--privileged", "2"), Does.Contain("--privileged-fields"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--rocket-lambda", "0.1,x"), Does.Contain("--rocket-lambda").And.Contain("'x'"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--rocket-select", "f1"), Does.Contain("--rocket-select").And.Contain("f1"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--learning-rate", "0"), Does.Contain("--learning-rate"));
+        Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--teacher-dnn", "200,x"), Does.Contain("--teacher-dnn").And.Contain("'x'"));
+        var help = Ok("experiment", "kd", "--help");
+        Assert.That(help, Does.Contain("--third-order-scale X").And.Contain("--rocket-lambda LIST").And.Contain("--privileged-fields K"));
+    }
+
+    [Test]
+    public void SynthTakesTheGeneratorShapeKnobs()
+    {
+        var path = Path.Combine(_dir, "shaped.tsv");
+        var o = Ok("synth", "--rows", "50", "--fields", "3", "--vocab", "10", "--third-order-scale", "2", "--rank", "2", "--seed", "4", "--out", path);
+        Assert.That(o, Does.Contain("third-order-scale 2").And.Contain("rank 2"));
+        Assert.That(File.ReadAllLines(path), Has.Length.EqualTo(51));
+        Assert.That(Fails("synth", "--rows", "50", "--zipf", "-0.5", "--out", path), Does.Contain("--zipf"));
+    }
+
+    [Test]
     public void ExperimentZooRunsOneSeedOfTwoModels()
     {
         var cfg = Write("zoo.json", """

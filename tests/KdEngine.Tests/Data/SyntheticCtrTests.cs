@@ -129,6 +129,34 @@ public class SyntheticCtrTests
     }
 
     [Test]
+    public void Generate_with_logits_gives_the_same_rows_and_the_logits_the_labels_were_drawn_from()
+    {
+        var o = new SyntheticCtrOptions { Fields = 5, VocabSize = 50, PrivilegedFields = 2, PrivilegedSignal = 1.5, Seed = 11 };
+        var gen = new SyntheticCtr(o);
+        var plain = gen.Generate(40_000);
+        var (ds, logits, ordinary) = gen.GenerateWithLogits(40_000);
+        Assert.That(ds.Ids, Is.EqualTo(plain.Ids));
+        Assert.That(ds.Labels, Is.EqualTo(plain.Labels));
+        int F = ds.FieldCount;
+        for (int i = 0; i < 200; i++)
+            Assert.That(ordinary[i], Is.EqualTo(gen.Bias + gen.HiddenLogit(ds.Ids.AsSpan(i * F, o.Fields))).Within(1e-9), "ordinary part = bias + hidden logit of C1..CF");
+        // The privileged term h = logit − ordinary part has the requested std and is independent of the ordinary part.
+        var h = logits.Zip(ordinary, (z, zo) => z - zo).ToArray();
+        double hStd = Math.Sqrt(h.Select(x => x * x).Average() - Math.Pow(h.Average(), 2));
+        Assert.That(hStd, Is.EqualTo(1.5).Within(0.05));
+        // The labels are Bernoulli(σ(logit)): the mean predicted rate matches the label rate, and the full logit ranks
+        // the labels better than its ordinary part, which ranks them better than chance.
+        Assert.That(logits.Average(z => 1 / (1 + Math.Exp(-z))), Is.EqualTo(ds.LabelRate).Within(0.01));
+        double full = KdEngine.Metrics.CtrMetrics.Auc(logits.Select(x => (float)x).ToArray(), ds.Labels);
+        double part = KdEngine.Metrics.CtrMetrics.Auc(ordinary.Select(x => (float)x).ToArray(), ds.Labels);
+        Assert.That(full, Is.GreaterThan(part + 0.03));
+        Assert.That(part, Is.GreaterThan(0.6));
+        // Without privileged fields there is no h.
+        var (_, z0, o0) = new SyntheticCtr(o with { PrivilegedFields = 0 }).GenerateWithLogits(100);
+        Assert.That(z0, Is.EqualTo(o0));
+    }
+
+    [Test]
     public void Criteo_tsv_and_libsvm_files_hold_the_same_rows_as_generate()
     {
         var gen = new SyntheticCtr(new SyntheticCtrOptions { Fields = 5, VocabSize = 300, PrivilegedFields = 1, Seed = 8 });
