@@ -1,5 +1,10 @@
 using BenchmarkDotNet.Running;
 
+if (args is ["predictor-probe", ..])
+{
+    KdEngine.Benchmarks.PredictorProbe.Run(args[1..]);
+    return;
+}
 if (args is ["sgemm-probe", ..])
 {
     KdEngine.Benchmarks.SgemmProbe.Run(args[1..]);
