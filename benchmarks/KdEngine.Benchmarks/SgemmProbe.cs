@@ -5,7 +5,7 @@ namespace KdEngine.Benchmarks;
 
 /// <summary>
 /// A quick peak probe for a noisy shared machine: the best of 300 single warm calls (Stopwatch) per shape and
-/// thread count, large shapes also with A and B forced through packing (the pre-in-place path). The minimum is the run least disturbed by other processes, which BenchmarkDotNet's mean is not.
+/// thread count after a 0.5 s warm-up, large shapes also with A and B forced through packing (the pre-in-place path). The minimum is the run least disturbed by other processes, which BenchmarkDotNet's mean is not.
 /// <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- sgemm-probe</c>
 /// </summary>
 public static class SgemmProbe
@@ -41,6 +41,10 @@ public static class SgemmProbe
             var c = new float[m * n];
             for (int i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
             for (int i = 0; i < b.Length; i++) b[i] = (float)(rng.NextDouble() * 2 - 1);
+            // Warm up for 0.5 s first: tiered compilation promotes a method ~100 ms after its 30th call, and 300
+            // calls of a small shape finish sooner, so without this the small rows timed tier-0 code.
+            long warm = Stopwatch.GetTimestamp();
+            while (Stopwatch.GetElapsedTime(warm).TotalSeconds < 0.5) Sgemm.Multiply(false, tb, m, n, k, 1f, a, b, 0f, c);
             double best = double.MaxValue;
             for (int t = 0; t < 300; t++)
             {

@@ -93,6 +93,30 @@ public class SgemmTests
     }
 
     [Test]
+    public void Storing_or_adding_tiles_directly_is_bit_identical_to_the_general_merge()
+    {
+        // alpha = 1 with beta = 0 (store) or beta = 1 (add, and every K slice after the first) lets a full 12-row
+        // tile write C straight from its registers; the general path merges a scratch tile with fma(acc, 1, C).
+        foreach (var (m, k, n, beta) in new[] { (300, 624, 400, 0f), (300, 624, 400, 1f), (129, 257, 97, 1f), (40, 30, 16, 0f) })
+        {
+            var (a, b, c0) = Random(m, k, n, seed: 12);
+            var direct = (float[])c0.Clone();
+            var general = (float[])c0.Clone();
+            Sgemm.Multiply(false, false, m, n, k, 1f, a, b, beta, direct);
+            Sgemm.ForceScratchMerge = true;
+            try
+            {
+                Sgemm.Multiply(false, false, m, n, k, 1f, a, b, beta, general);
+            }
+            finally
+            {
+                Sgemm.ForceScratchMerge = false;
+            }
+            Assert.That(direct, Is.EqualTo(general), $"{m}x{k}x{n} beta={beta}");
+        }
+    }
+
+    [Test]
     public void Steady_state_calls_allocate_nothing([Values(1, 2)] int threads)
     {
         int saved = CpuParallel.ThreadCount;

@@ -52,6 +52,9 @@ internal static unsafe class Sgemm
     /// <summary>Test and benchmark hook: pack A and B even where they could be read in place.</summary>
     internal static bool ForcePacking { get; set; }
 
+    /// <summary>Test hook: 12-row tiles always go through the scratch tile and the general merge.</summary>
+    internal static bool ForceScratchMerge { get; set; }
+
     /// <summary>Test hook: force a narrower instruction set than the hardware's (null = hardware).</summary>
     internal static SgemmIsa? ForcedIsa { get; set; }
 
@@ -481,19 +484,28 @@ internal static unsafe class Sgemm
             }
         }
 
-        /// <summary>One register tile on packed panels: 12 rows with AVX-512, 6 with AVX2; two or one vectors wide.</summary>
+        /// <summary>
+        /// One 12-row AVX-512 tile, C[rows, cols] (op) A[12, kc]·B[kc, ≤ 2W]: straight into C when all 12 rows and the
+        /// full vector width are stored with a plain merge, else into <paramref name="scratch"/> ([12][2W]) and merged
+        /// from there (fewer rows, a ragged right edge of zero-padded packed B, alpha ≠ 1 or beta ∉ {0, 1}).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Panel<TS, TV>(bool twoVectors, int kc, float* ap, int rows, float* bp, nint ldb, float* c, nint ldc,
-            int mode, float alpha, float beta)
+        private static void Tile12<TS, TV>(int kc, float* a, nint ars, nint aps, int rows, float* b, nint ldb,
+            float* c, nint ldc, int cols, int mode, float alpha, float beta, float* scratch)
             where TS : struct, ISimdF32<TV> where TV : struct
         {
-            if (Mr == 12)
+            int w = TS.Width;
+            bool two = cols > w;
+            if (rows == 12 && (cols == w || cols == 2 * w) && IsPlainMerge(mode, alpha) && !ForceScratchMerge)
             {
-                if (twoVectors) Tile12x2<TS, TV>(kc, ap, 1, 12, rows, bp, ldb, c, ldc, mode, alpha, beta);
-                else Tile12x1<TS, TV>(kc, ap, 1, 12, rows, bp, ldb, c, ldc, mode, alpha, beta);
+                if (PrefetchC) PrefetchTile(c, ldc, 12, cols);
+                if (two) Tile12x2<TS, TV>(kc, a, ars, aps, b, ldb, c, ldc, mode == Accumulate);
+                else Tile12x1<TS, TV>(kc, a, ars, aps, b, ldb, c, ldc, mode == Accumulate);
+                return;
             }
-            else if (twoVectors) Tile6x2<TS, TV>(kc, ap, 1, MR, rows, bp, ldb, c, ldc, mode, alpha, beta);
-            else Tile6x1<TS, TV>(kc, ap, 1, MR, rows, bp, ldb, c, ldc, mode, alpha, beta);
+            if (two) Tile12x2<TS, TV>(kc, a, ars, aps, b, ldb, scratch, 2 * w, false);
+            else Tile12x1<TS, TV>(kc, a, ars, aps, b, ldb, scratch, 2 * w, false);
+            MergeTile(scratch, 2 * w, c, ldc, rows, cols, mode, alpha, beta);
         }
 
         /// <summary>Rows p0.. of B panel q of the current block: (address, row stride) in place or packed.</summary>
@@ -538,26 +550,22 @@ internal static unsafe class Sgemm
                         int width = Math.Min(nr, n - j);
                         float* bp = BPanel(q, pc, out nint ldb);
                         float* cp = _c + (nint)i * n + j;
-                        if (width == nr || width == w)
+                        if (rows == 12)
                         {
-                            if (rows == 12)
-                            {
-                                if (width == nr) Tile12x2<TS, TV>(kc, ap, ars, aps, 12, bp, ldb, cp, n, mode, alpha, beta);
-                                else Tile12x1<TS, TV>(kc, ap, ars, aps, 12, bp, ldb, cp, n, mode, alpha, beta);
-                            }
-                            else
-                                for (int h = 0; h < rows; h += MR)
-                                {
-                                    int hr = Math.Min(MR, rows - h);
-                                    if (width == nr) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
-                                    else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
-                                }
+                            Tile12<TS, TV>(kc, ap, ars, aps, 12, bp, ldb, cp, n, width, mode, alpha, beta, tile);
                             continue;
                         }
-                        // Ragged right edge (only with packed, zero-padded B): compute into a scratch tile, merge.
+                        // A ragged last tile (< 12 rows): 6-row tiles that clamp their row pointers inside A.
                         for (int h = 0; h < rows; h += MR)
                         {
                             int hr = Math.Min(MR, rows - h);
+                            if (width == nr || width == w)
+                            {
+                                if (width == nr) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
+                                else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
+                                continue;
+                            }
+                            // Ragged right edge (only with packed, zero-padded B): compute into a scratch tile, merge.
                             if (width > w) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, tile, nr, Raw, 1f, 0f);
                             else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, tile, nr, Raw, 1f, 0f);
                             MergeTile(tile, nr, cp + (nint)h * n, n, hr, width, mode, alpha, beta);
@@ -596,11 +604,17 @@ internal static unsafe class Sgemm
                             int tr = Math.Min(mr, mcb - ir);
                             float* ap = aPack + (nint)ir * kc;
                             float* cp = _c + (nint)(ic + ir) * n + j;
-                            if (width == nr || width == w)
-                                Panel<TS, TV>(width == nr, kc, ap, tr, bp, ldb, cp, n, mode, alpha, beta);
+                            if (mr == 12)
+                                Tile12<TS, TV>(kc, ap, 1, 12, tr, bp, ldb, cp, n, width, mode, alpha, beta, tile);
+                            else if (width == nr || width == w)
+                            {
+                                if (width == nr) Tile6x2<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, cp, n, mode, alpha, beta);
+                                else Tile6x1<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, cp, n, mode, alpha, beta);
+                            }
                             else
                             {
-                                Panel<TS, TV>(width > w, kc, ap, tr, bp, ldb, tile, nr, Raw, 1f, 0f);
+                                if (width > w) Tile6x2<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, tile, nr, Raw, 1f, 0f);
+                                else Tile6x1<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, tile, nr, Raw, 1f, 0f);
                                 MergeTile(tile, nr, cp, n, tr, width, mode, alpha, beta);
                             }
                         }

@@ -18,15 +18,16 @@ internal static unsafe class SgemmKernels
 
     public const int Overwrite = 0, Accumulate = 1, Scale = 2, Raw = 3;
 
-    /// <summary>Benchmark hook: prefetch the C tile at the start of a 12-row tile (default on).</summary>
+    /// <summary>Benchmark hook: prefetch the C tile before a 12-row tile runs (default on).</summary>
     internal static bool PrefetchC = true;
 
     /// <summary>
     /// Asks for the C tile's lines before the k loop: the merge after the loop would otherwise wait on C lines
     /// that a K slice ago were evicted to L3 (1024×400 floats of C do not fit the 1 MiB L2), ~100 cycles per tile.
+    /// Called by the driver, not inside the kernel, so that the kernel's register allocation stays clean.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchTile(float* c, nint ldc, int rows, nint cols)
+    public static void PrefetchTile(float* c, nint ldc, int rows, nint cols)
     {
         if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
         for (int r = 0; r < rows; r++)
@@ -127,22 +128,27 @@ internal static unsafe class SgemmKernels
     }
 
     /// <summary>
-    /// The AVX-512 micro-kernel: C[rows ≤ 12, 2W] (op) A[12, kc] · B[kc, 2W]. A element (r, p) is at
-    /// a[r·ars + p·aps]: a packed panel ([kc][12]: ars = 1, aps = 12), or the caller's matrix read in place
-    /// (row-major: ars = k, aps = 1; transposed: ars = 1, aps = m). All 12 rows must be readable (a packed
-    /// panel's padding rows hold zeros or stale values that are computed but never stored). Rows are reached
-    /// from three base pointers (rows 0, 4, 8) plus 0/1/2/3 row strides, so the loop needs 11 general
-    /// registers — 12 separate row pointers would spill. 24 accumulators + 2 B vectors + 1 broadcast = 27 of
-    /// the 32 zmm registers; per k step 2 vector loads and 12 broadcasts feed 24 FMAs (FMA-bound).
+    /// The AVX-512 micro-kernel: C[12, 2W] = (or +=) A[12, kc] · B[kc, 2W]. A element (r, p) is at a[r·ars + p·aps]:
+    /// a packed panel ([kc][12]: ars = 1, aps = 12), or the caller's matrix read in place (row-major: ars = k,
+    /// aps = 1; transposed: ars = 1, aps = m). B row p is the 2W floats at b + p·ldb. All 12 rows are computed and
+    /// stored: a caller with fewer rows, or with a merge other than "store" / "add" (alpha ≠ 1, beta ∉ {0, 1}),
+    /// points <paramref name="c"/> at a scratch tile and merges it itself (<see cref="IsPlainMerge"/>).
     /// </summary>
-    public static void Tile12x2<TS, TV>(int kc, float* a, nint ars, nint aps, int rows, float* b, nint ldb,
-        float* c, nint ldc, int mode, float alpha, float beta)
+    /// <remarks>
+    /// Register budget: 24 accumulators + 2 B vectors + 1 broadcast = 27 of the 32 zmm registers; per k step 2 vector
+    /// loads and 12 broadcasts feed 24 FMAs (FMA-bound). Rows are reached from three base pointers (rows 0, 4, 8) plus
+    /// 0/1/2/3 row strides, so the loop needs 10 general registers. The epilogue is deliberately two straight-line
+    /// forms: with the general merge (24 inlined mode switches over c, ldc, rows, alpha, beta) the JIT kept those
+    /// values in registers and spilled the loop's row pointers instead — 7 stack round trips per k step, measured
+    /// 8–10 % of the kernel's time on 1024×624·624×400.
+    /// </remarks>
+    public static void Tile12x2<TS, TV>(int kc, float* a, nint ars, nint aps, float* b, nint ldb,
+        float* c, nint ldc, bool accumulate)
         where TS : struct, ISimdF32<TV> where TV : struct
     {
         nint w = TS.Width;
         float* a0 = a, a4 = a + 4 * ars, a8 = a + 8 * ars;
         nint s1 = ars, s2 = 2 * ars, s3 = 3 * ars;
-        if (PrefetchC) PrefetchTile(c, ldc, rows, 2 * w);
         TV c00 = TS.Zero, c01 = TS.Zero, c10 = TS.Zero, c11 = TS.Zero, c20 = TS.Zero, c21 = TS.Zero, c30 = TS.Zero, c31 = TS.Zero, c40 = TS.Zero, c41 = TS.Zero, c50 = TS.Zero, c51 = TS.Zero;
         TV c60 = TS.Zero, c61 = TS.Zero, c70 = TS.Zero, c71 = TS.Zero, c80 = TS.Zero, c81 = TS.Zero, c90 = TS.Zero, c91 = TS.Zero, c100 = TS.Zero, c101 = TS.Zero, c110 = TS.Zero, c111 = TS.Zero;
         for (int p = 0; p < kc; p++, a0 += aps, a4 += aps, a8 += aps, b += ldb)
@@ -161,24 +167,41 @@ internal static unsafe class SgemmKernels
             x = TS.Broadcast(a8[s2]); c100 = TS.Fma(x, b0, c100); c101 = TS.Fma(x, b1, c101);
             x = TS.Broadcast(a8[s3]); c110 = TS.Fma(x, b0, c110); c111 = TS.Fma(x, b1, c111);
         }
-        TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
-        Put<TS, TV>(c, c00, mode, va, vb); Put<TS, TV>(c + w, c01, mode, va, vb);
-        if (rows > 1) { Put<TS, TV>(c + 1 * ldc, c10, mode, va, vb); Put<TS, TV>(c + 1 * ldc + w, c11, mode, va, vb); }
-        if (rows > 2) { Put<TS, TV>(c + 2 * ldc, c20, mode, va, vb); Put<TS, TV>(c + 2 * ldc + w, c21, mode, va, vb); }
-        if (rows > 3) { Put<TS, TV>(c + 3 * ldc, c30, mode, va, vb); Put<TS, TV>(c + 3 * ldc + w, c31, mode, va, vb); }
-        if (rows > 4) { Put<TS, TV>(c + 4 * ldc, c40, mode, va, vb); Put<TS, TV>(c + 4 * ldc + w, c41, mode, va, vb); }
-        if (rows > 5) { Put<TS, TV>(c + 5 * ldc, c50, mode, va, vb); Put<TS, TV>(c + 5 * ldc + w, c51, mode, va, vb); }
-        if (rows > 6) { Put<TS, TV>(c + 6 * ldc, c60, mode, va, vb); Put<TS, TV>(c + 6 * ldc + w, c61, mode, va, vb); }
-        if (rows > 7) { Put<TS, TV>(c + 7 * ldc, c70, mode, va, vb); Put<TS, TV>(c + 7 * ldc + w, c71, mode, va, vb); }
-        if (rows > 8) { Put<TS, TV>(c + 8 * ldc, c80, mode, va, vb); Put<TS, TV>(c + 8 * ldc + w, c81, mode, va, vb); }
-        if (rows > 9) { Put<TS, TV>(c + 9 * ldc, c90, mode, va, vb); Put<TS, TV>(c + 9 * ldc + w, c91, mode, va, vb); }
-        if (rows > 10) { Put<TS, TV>(c + 10 * ldc, c100, mode, va, vb); Put<TS, TV>(c + 10 * ldc + w, c101, mode, va, vb); }
-        if (rows > 11) { Put<TS, TV>(c + 11 * ldc, c110, mode, va, vb); Put<TS, TV>(c + 11 * ldc + w, c111, mode, va, vb); }
+        if (accumulate)
+        {
+            TS.Store(c, TS.Add(c00, TS.Load(c))); TS.Store(c + w, TS.Add(c01, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c10, TS.Load(c))); TS.Store(c + w, TS.Add(c11, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c20, TS.Load(c))); TS.Store(c + w, TS.Add(c21, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c30, TS.Load(c))); TS.Store(c + w, TS.Add(c31, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c40, TS.Load(c))); TS.Store(c + w, TS.Add(c41, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c50, TS.Load(c))); TS.Store(c + w, TS.Add(c51, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c60, TS.Load(c))); TS.Store(c + w, TS.Add(c61, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c70, TS.Load(c))); TS.Store(c + w, TS.Add(c71, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c80, TS.Load(c))); TS.Store(c + w, TS.Add(c81, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c90, TS.Load(c))); TS.Store(c + w, TS.Add(c91, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c100, TS.Load(c))); TS.Store(c + w, TS.Add(c101, TS.Load(c + w))); c += ldc;
+            TS.Store(c, TS.Add(c110, TS.Load(c))); TS.Store(c + w, TS.Add(c111, TS.Load(c + w))); c += ldc;
+        }
+        else
+        {
+            TS.Store(c, c00); TS.Store(c + w, c01); c += ldc;
+            TS.Store(c, c10); TS.Store(c + w, c11); c += ldc;
+            TS.Store(c, c20); TS.Store(c + w, c21); c += ldc;
+            TS.Store(c, c30); TS.Store(c + w, c31); c += ldc;
+            TS.Store(c, c40); TS.Store(c + w, c41); c += ldc;
+            TS.Store(c, c50); TS.Store(c + w, c51); c += ldc;
+            TS.Store(c, c60); TS.Store(c + w, c61); c += ldc;
+            TS.Store(c, c70); TS.Store(c + w, c71); c += ldc;
+            TS.Store(c, c80); TS.Store(c + w, c81); c += ldc;
+            TS.Store(c, c90); TS.Store(c + w, c91); c += ldc;
+            TS.Store(c, c100); TS.Store(c + w, c101); c += ldc;
+            TS.Store(c, c110); TS.Store(c + w, c111); c += ldc;
+        }
     }
 
-    /// <summary>As <see cref="Tile12x2{TS,TV}"/> for one vector of columns (the ≤ W-wide edge of a panel).</summary>
-    public static void Tile12x1<TS, TV>(int kc, float* a, nint ars, nint aps, int rows, float* b, nint ldb,
-        float* c, nint ldc, int mode, float alpha, float beta)
+    /// <summary>As <see cref="Tile12x2{TS,TV}"/> for one vector of columns (the W-wide edge of a panel).</summary>
+    public static void Tile12x1<TS, TV>(int kc, float* a, nint ars, nint aps, float* b, nint ldb,
+        float* c, nint ldc, bool accumulate)
         where TS : struct, ISimdF32<TV> where TV : struct
     {
         float* a0 = a, a4 = a + 4 * ars, a8 = a + 8 * ars;
@@ -200,20 +223,44 @@ internal static unsafe class SgemmKernels
             c10 = TS.Fma(TS.Broadcast(a8[s2]), b0, c10);
             c11 = TS.Fma(TS.Broadcast(a8[s3]), b0, c11);
         }
-        TV va = TS.Broadcast(alpha), vb = TS.Broadcast(beta);
-        Put<TS, TV>(c, c0, mode, va, vb);
-        if (rows > 1) Put<TS, TV>(c + 1 * ldc, c1, mode, va, vb);
-        if (rows > 2) Put<TS, TV>(c + 2 * ldc, c2, mode, va, vb);
-        if (rows > 3) Put<TS, TV>(c + 3 * ldc, c3, mode, va, vb);
-        if (rows > 4) Put<TS, TV>(c + 4 * ldc, c4, mode, va, vb);
-        if (rows > 5) Put<TS, TV>(c + 5 * ldc, c5, mode, va, vb);
-        if (rows > 6) Put<TS, TV>(c + 6 * ldc, c6, mode, va, vb);
-        if (rows > 7) Put<TS, TV>(c + 7 * ldc, c7, mode, va, vb);
-        if (rows > 8) Put<TS, TV>(c + 8 * ldc, c8, mode, va, vb);
-        if (rows > 9) Put<TS, TV>(c + 9 * ldc, c9, mode, va, vb);
-        if (rows > 10) Put<TS, TV>(c + 10 * ldc, c10, mode, va, vb);
-        if (rows > 11) Put<TS, TV>(c + 11 * ldc, c11, mode, va, vb);
+        if (accumulate)
+        {
+            TS.Store(c, TS.Add(c0, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c1, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c2, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c3, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c4, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c5, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c6, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c7, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c8, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c9, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c10, TS.Load(c))); c += ldc;
+            TS.Store(c, TS.Add(c11, TS.Load(c))); c += ldc;
+        }
+        else
+        {
+            TS.Store(c, c0); c += ldc;
+            TS.Store(c, c1); c += ldc;
+            TS.Store(c, c2); c += ldc;
+            TS.Store(c, c3); c += ldc;
+            TS.Store(c, c4); c += ldc;
+            TS.Store(c, c5); c += ldc;
+            TS.Store(c, c6); c += ldc;
+            TS.Store(c, c7); c += ldc;
+            TS.Store(c, c8); c += ldc;
+            TS.Store(c, c9); c += ldc;
+            TS.Store(c, c10); c += ldc;
+            TS.Store(c, c11); c += ldc;
+        }
     }
+
+    /// <summary>
+    /// Whether a 12-row kernel may write C directly: the merge is a plain store (Overwrite) or add (Accumulate)
+    /// with alpha = 1 — fma(acc, 1, C) and acc·1 round exactly as acc + C and acc do, so the bits match the
+    /// general <see cref="Merge"/>. Otherwise the caller runs the kernel into a scratch tile and merges that.
+    /// </summary>
+    public static bool IsPlainMerge(int mode, float alpha) => alpha == 1f && (mode == Overwrite || mode == Accumulate);
 
     /// <summary>
     /// Dot-product tile for B stored transposed ([n, k]) and few rows: C[i, j] = Σ_p A[i, p]·B[j, p] for up to
