@@ -6,13 +6,14 @@ namespace KdEngine.Tests.Kernels;
 public class SgemmTests
 {
     // (m, k, n): op(A) [m,k] · op(B) [k,n]. Odd sizes hit every edge: rows < 6, columns < 16 / == 16 / 16..32,
-    // k > 256 (several K blocks), the m ≤ 16 direct path and the large path with A and B read in place or
+    // k > 400 (several K blocks), the m ≤ 16 direct path and the large path with A and B read in place or
     // packed: n % 16 == 0 reads a row-major B in place; a 2 KiB stride (k = 512 row-major, m = 512
     // transposed) packs A; 600 × 48 has a ragged 12-row tile; 40 rows end in a 4-row tile.
     private static readonly (int M, int K, int N)[] Shapes =
     [
         (1, 1, 1), (1, 624, 400), (1, 33, 7), (2, 5, 40), (7, 17, 33), (16, 400, 400), (17, 300, 48),
         (33, 65, 31), (40, 30, 16), (129, 257, 97), (64, 600, 37), (100, 512, 48), (512, 40, 64), (43, 520, 80),
+        (40, 400, 400), (20, 300, 1000), // in-place A over balanced column blocks (7 + 6 and 3 × 11 panels)
     ];
 
     private static readonly (float Alpha, float Beta)[] Scalars = [(1f, 0f), (1f, 1f), (0.5f, -0.75f)];

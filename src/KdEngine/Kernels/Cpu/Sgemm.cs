@@ -16,8 +16,8 @@ internal enum SgemmIsa { Scalar, Vector256, Vector512 }
 /// <remarks>
 /// <para>Large products follow GotoBLAS/BLIS with NR-wide column panels (NR = 2 vectors: 32 floats with
 /// AVX-512, 16 with AVX2). With AVX-512 the 12×NR register tile (24 FMA accumulators) reads A in place —
-/// 12 rows × KC floats (≤ 12 KiB at KC ≤ 256) stay in the 48 KiB L1 while the tile walks every B panel of
-/// the column block (≤ 16 panels × KC × 128 B ≤ 512 KiB, in the 1 MiB L2) — so A is never packed; B is
+/// 12 rows × KC floats (≤ 19 KiB at KC ≤ 400) stay in the 48 KiB L1 while the tile walks every B panel of
+/// the column block (panels × KC × 128 B ≤ 512 KiB, in the 1 MiB L2) — so A is never packed; B is
 /// read in place too when it is row-major with n a multiple of 16, else packed once per column block into
 /// [k][NR] panels shared by all threads. Packing returns where a stride is a multiple of 2 KiB (rows would
 /// collide in a few L1 sets) and on AVX2, whose 6×NR tile runs over MC×KC blocks of A packed into 6-row
@@ -35,12 +35,22 @@ internal static unsafe class Sgemm
 {
     /// <summary>Products with m at or below this skip packing and threading.</summary>
     public const int SmallM = 16;
-    /// <summary>Largest K slice (benchmark hook; 256 keeps a 12-row tile of A, 12 KiB, in L1 beside the B stream).</summary>
-    internal static int KcMax { get; set; } = 256;
+    /// <summary>
+    /// Largest K slice (benchmark hook). 400 keeps a 12-row tile of A (≤ 19 KiB) in L1 beside the B stream and
+    /// cuts the C round trips between slices: k = 624 runs as 2 × 312, k = 400 as one slice. Measured against
+    /// 256 (3 × 208 and 2 × 200) in one process: +2–3 % on 1024×624·624×400 and 1024×400·400×400, one and two
+    /// threads, +1–3 % at 128 rows.
+    /// </summary>
+    internal static int KcMax { get; set; } = 400;
     private const int McMax = 288;            // multiple of MR
     private const long BPackMaxFloats = 1 << 21; // 8 MiB of packed B per column block
-    /// <summary>Column block with in-place A: 16 panels × KC ≤ 256 × 32 floats = 512 KiB of B per K slice.</summary>
-    private const int DirectPanelsPerBlock = 16;
+    /// <summary>
+    /// With A in place each 12-row tile walks every B panel of a column block, so the block's K slice
+    /// (panels × KC × 128 B) must stay in the 1 MiB L2: at most 512 KiB, split into balanced blocks
+    /// (KC = 312 → 13 panels; KC = 400 → 10, so n = 400 runs as 7 + 6 panels, measured +2 % over one block of
+    /// 13, and n = 1024 as 4 × 8, +2.7 % over 2 × 16).
+    /// </summary>
+    private const long DirectBlockBytes = 512 << 10;
     /// <summary>Below this many multiply-adds a product runs on one thread (waking a worker costs ~10 µs).</summary>
     private const long ParallelMinMacs = 1 << 22;
 
@@ -126,7 +136,14 @@ internal static unsafe class Sgemm
         int rowTiles = (m + ws.Mr - 1) / ws.Mr;
         int threads = (long)m * n * k >= ParallelMinMacs ? Math.Min(CpuParallel.ThreadCount, 64) : 1;
         // In-place A walks all B panels of a block per 12-row tile: keep the block's KC slice in L2.
-        int panelsPerBlock = ws.DirectA ? DirectPanelsPerBlock : (int)Math.Max(1, BPackMaxFloats / ((long)k * nr));
+        int panelsPerBlock;
+        if (ws.DirectA)
+        {
+            int maxPanels = (int)Math.Max(1, DirectBlockBytes / ((long)ws.Kc * nr * sizeof(float)));
+            int blocks = (panels + maxPanels - 1) / maxPanels;
+            panelsPerBlock = (panels + blocks - 1) / blocks;
+        }
+        else panelsPerBlock = (int)Math.Max(1, BPackMaxFloats / ((long)k * nr));
         if (!ws.DirectB) ws.EnsureB((long)Math.Min(panels, panelsPerBlock) * k * nr);
 
         for (int q0 = 0; q0 < panels; q0 += panelsPerBlock)
@@ -339,11 +356,14 @@ internal static unsafe class Sgemm
             _a = a;
             _b = b;
             _c = c;
-            // Balanced K blocks ≤ KcMax (k = 624 → 3 × 208), fixed by k alone so every thread count and every
+            // Balanced K blocks ≤ KcMax (k = 624 → 2 × 312), fixed by k alone so every thread count and every
             // row/column split sums each element over the same blocks.
             int blocks = (k + KcMax - 1) / KcMax;
             _kc = (k + blocks - 1) / blocks;
         }
+
+        /// <summary>The K slice length of the current product (balanced, ≤ <see cref="KcMax"/>).</summary>
+        public int Kc => _kc;
 
         public void SetBlock(int q0, int q1, int chunks, bool splitRows) =>
             (_q0, _q1, _chunks, _splitRows) = (q0, q1, chunks, splitRows);
