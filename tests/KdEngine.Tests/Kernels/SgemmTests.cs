@@ -71,6 +71,21 @@ public class SgemmTests
     }
 
     [Test]
+    public void Threads_that_pack_their_own_B_panels_match_one_thread_bit_for_bit()
+    {
+        // B transposed is packed: with several threads each owns a range of panels over all rows and packs only
+        // those (1024×624×400: 13 panels as 7 + 6; 40×400×1000: 32 panels, each thread's range in blocks of ≤ 10;
+        // three threads split 32 unevenly).
+        foreach (var (m, k, n) in new[] { (1024, 624, 400), (40, 400, 1000), (128, 624, 400) })
+        {
+            var (a, b, _) = Random(m, k, n, seed: 5);
+            float[] one = Run(1, m, k, n, a, b, transposeB: true);
+            foreach (int threads in new[] { 2, 3 })
+                Assert.That(Run(threads, m, k, n, a, b, transposeB: true), Is.EqualTo(one), $"{m}x{k}x{n}ᵀ: one vs {threads} threads");
+        }
+    }
+
+    [Test]
     public void Reading_A_and_B_in_place_is_bit_identical_to_packing_them()
     {
         // Both paths run each element's FMA chain over the same K slices; only where A and B are read differs.
@@ -231,14 +246,14 @@ public class SgemmTests
         }
     }
 
-    private static float[] Run(int threads, int m, int k, int n, float[] a, float[] b)
+    private static float[] Run(int threads, int m, int k, int n, float[] a, float[] b, bool transposeB = false)
     {
         int saved = CpuParallel.ThreadCount;
         CpuParallel.ThreadCount = threads;
         try
         {
             var c = new float[m * n];
-            Sgemm.Multiply(false, false, m, n, k, 1f, a, b, 0f, c);
+            Sgemm.Multiply(false, transposeB, m, n, k, 1f, a, b, 0f, c);
             return c;
         }
         finally
