@@ -44,7 +44,10 @@ public static class PredictorProbe
 
     private static (double Best, double Median) Time(Action call, int reps)
     {
-        call();
+        // Warm up for 0.5 s: tiered compilation promotes a method ~100 ms after its 30th call, and a shape's first
+        // large-path GEMMs would otherwise be timed partly in tier-0 code (it doubled the batch-128 median).
+        long warm = Stopwatch.GetTimestamp();
+        do call(); while (Stopwatch.GetElapsedTime(warm).TotalSeconds < 0.5);
         var times = new double[reps];
         for (int t = 0; t < reps; t++)
         {

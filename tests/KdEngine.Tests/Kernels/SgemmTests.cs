@@ -14,6 +14,7 @@ public class SgemmTests
         (1, 1, 1), (1, 624, 400), (1, 33, 7), (2, 5, 40), (7, 17, 33), (16, 400, 400), (17, 300, 48),
         (33, 65, 31), (40, 30, 16), (129, 257, 97), (64, 600, 37), (100, 512, 48), (512, 40, 64), (43, 520, 80),
         (40, 400, 400), (20, 300, 1000), // in-place A over balanced column blocks (7 + 6 and 3 × 11 panels)
+        (13, 70, 72), (12, 33, 64), // small path: a 12-row tile, then a 1-row one / the 12-row tile alone
     ];
 
     private static readonly (float Alpha, float Beta)[] Scalars = [(1f, 0f), (1f, 1f), (0.5f, -0.75f)];
@@ -105,6 +106,24 @@ public class SgemmTests
                 Sgemm.ForcePacking = false;
             }
             Assert.That(inPlace, Is.EqualTo(packed), $"{m}x{k}x{n} tA={ta} tB={tb}");
+        }
+    }
+
+    [Test]
+    public void A_row_gets_the_same_bits_whichever_small_tile_computes_it()
+    {
+        // m ≤ 16 runs rows through 12-row, 6-row or one-row kernels; each element is one FMA chain over k either way.
+        foreach (var (m, k, n) in new[] { (16, 624, 400), (13, 70, 72), (12, 33, 64), (7, 17, 48) })
+        {
+            var (a, b, _) = Random(m, k, n, seed: 21);
+            var all = new float[m * n];
+            Sgemm.Multiply(false, false, m, n, k, 1f, a, b, 0f, all);
+            for (int i = 0; i < m; i++)
+            {
+                var row = new float[n];
+                Sgemm.Multiply(false, false, 1, n, k, 1f, a.AsSpan(i * k, k), b, 0f, row);
+                Assert.That(all.AsSpan(i * n, n).ToArray(), Is.EqualTo(row), $"{m}x{k}x{n}: row {i}");
+            }
         }
     }
 

@@ -229,9 +229,19 @@ internal static unsafe class Sgemm
         // Column panels outermost: a panel of B (k × 2W floats, 80 KiB at k = 624) comes from L3 once and serves the
         // ≤ 3 row tiles from L1/L2, while A (≤ 16 × k floats) stays in L1. Rows outermost streamed all of B (the
         // weights, 1 MiB for 624 × 400) from L3 once per row tile.
+        // With AVX-512 and ≥ 12 rows the first 12 go through the 12-row tile: one pass over the panel instead of two.
+        bool twelve = w == 16 && m >= 12 && IsPlainMerge(mode, alpha) && !ForceScratchMerge;
         for (int j = 0; j < jFull; j += nr)
-            for (int i = 0; i < m; i += MR)
+        {
+            int i = 0;
+            if (twelve)
+            {
+                Tile12x2<TS, TV>(k, a, ars, aps, b + j, n, c + j, n, mode == Accumulate);
+                i = 12;
+            }
+            for (; i < m; i += MR)
                 Tile6x2<TS, TV>(k, a + i * ars, ars, aps, Math.Min(MR, m - i), b + j, n, c + (nint)i * n + j, n, mode, alpha, beta);
+        }
         for (int i = 0; i < m && tail != 0; i += MR)
         {
             int rows = Math.Min(MR, m - i);
