@@ -576,6 +576,27 @@ internal static unsafe class Sgemm
             MergeTile(scratch, 2 * w, c, ldc, rows, cols, mode, alpha, beta);
         }
 
+        /// <summary>
+        /// One 6-row tile (AVX2's register tile, and AVX-512's ragged last rows), C[rows ≤ 6, cols] (op)
+        /// A[rows, kc]·B[kc, ≤ 2W]: straight into C at a full vector width, else (the ragged right edge of
+        /// zero-padded packed B) into <paramref name="scratch"/> ([6][2W]) and merged from there.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Tile6<TS, TV>(int kc, float* a, nint ars, nint aps, int rows, float* b, nint ldb,
+            float* c, nint ldc, int cols, int mode, float alpha, float beta, float* scratch)
+            where TS : struct, ISimdF32<TV> where TV : struct
+        {
+            int w = TS.Width;
+            if (cols == 2 * w) Tile6x2<TS, TV>(kc, a, ars, aps, rows, b, ldb, c, ldc, mode, alpha, beta);
+            else if (cols == w) Tile6x1<TS, TV>(kc, a, ars, aps, rows, b, ldb, c, ldc, mode, alpha, beta);
+            else
+            {
+                if (cols > w) Tile6x2<TS, TV>(kc, a, ars, aps, rows, b, ldb, scratch, 2 * w, Raw, 1f, 0f);
+                else Tile6x1<TS, TV>(kc, a, ars, aps, rows, b, ldb, scratch, 2 * w, Raw, 1f, 0f);
+                MergeTile(scratch, 2 * w, c, ldc, rows, cols, mode, alpha, beta);
+            }
+        }
+
         /// <summary>Rows p0.. of B panel q of the current block: (address, row stride) in place or packed.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private float* BPanel(int q, int p0, out nint ldb)
@@ -625,19 +646,7 @@ internal static unsafe class Sgemm
                         }
                         // A ragged last tile (< 12 rows): 6-row tiles that clamp their row pointers inside A.
                         for (int h = 0; h < rows; h += MR)
-                        {
-                            int hr = Math.Min(MR, rows - h);
-                            if (width == nr || width == w)
-                            {
-                                if (width == nr) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
-                                else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, cp + (nint)h * n, n, mode, alpha, beta);
-                                continue;
-                            }
-                            // Ragged right edge (only with packed, zero-padded B): compute into a scratch tile, merge.
-                            if (width > w) Tile6x2<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, tile, nr, Raw, 1f, 0f);
-                            else Tile6x1<TS, TV>(kc, ap + h * ars, ars, aps, hr, bp, ldb, tile, nr, Raw, 1f, 0f);
-                            MergeTile(tile, nr, cp + (nint)h * n, n, hr, width, mode, alpha, beta);
-                        }
+                            Tile6<TS, TV>(kc, ap + h * ars, ars, aps, Math.Min(MR, rows - h), bp, ldb, cp + (nint)h * n, n, width, mode, alpha, beta, tile);
                     }
                 }
             }
@@ -674,17 +683,8 @@ internal static unsafe class Sgemm
                             float* cp = _c + (nint)(ic + ir) * n + j;
                             if (mr == 12)
                                 Tile12<TS, TV>(kc, ap, 1, 12, tr, bp, ldb, cp, n, width, mode, alpha, beta, tile);
-                            else if (width == nr || width == w)
-                            {
-                                if (width == nr) Tile6x2<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, cp, n, mode, alpha, beta);
-                                else Tile6x1<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, cp, n, mode, alpha, beta);
-                            }
                             else
-                            {
-                                if (width > w) Tile6x2<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, tile, nr, Raw, 1f, 0f);
-                                else Tile6x1<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, tile, nr, Raw, 1f, 0f);
-                                MergeTile(tile, nr, cp, n, tr, width, mode, alpha, beta);
-                            }
+                                Tile6<TS, TV>(kc, ap, 1, MR, tr, bp, ldb, cp, n, width, mode, alpha, beta, tile);
                         }
                     }
                 }
