@@ -11,7 +11,7 @@ namespace KdEngine.Models;
 /// <code>
 ///   LR      = wide                                    wide  = b + Σ_f w_f[id_f]
 ///   FM      = wide + fm                               fm    = ½·Σ_d[(Σ_f x0)² − Σ_f x0²]
-///   DNN     = dnn                                     dnn   = Linear(MLP(flatten x0), 1)
+///   DNN     = dnn (with its output bias)              dnn   = Linear(MLP(flatten x0), 1)
 ///   WDL     = wide + dnn
 ///   DeepFM  = wide + fm + dnn
 ///   DCN     = dcn                                     dcn   = Linear(concat(cross(flatten x0), MLP(flatten x0)), 1)
@@ -60,7 +60,7 @@ public sealed class ZooModel : CtrModel
     {
         ModelKind.Lr => [WidePart.Recipe],
         ModelKind.Fm => [WidePart.Recipe, FmPart.Recipe],
-        ModelKind.Dnn => [DnnPart.Recipe],
+        ModelKind.Dnn => [DnnPart.RecipeWithOutputBias],
         ModelKind.Wdl => [WidePart.Recipe, DnnPart.Recipe],
         ModelKind.DeepFm => [WidePart.Recipe, FmPart.Recipe, DnnPart.Recipe],
         ModelKind.Dcn => [DcnPart.Recipe],
@@ -80,6 +80,11 @@ public sealed class ZooModel : CtrModel
         if (recipe.Any(r => r.ReadsEmbedding)) total += fields.Sum(x => (long)x.Cardinality) * config.EmbeddingDim; // embedding.{field}.weight [V, D]
         return total;
     }
+
+    /// <summary>Tensors a checkpoint of <paramref name="kind"/> written by an older version may lack, meaning zero
+    /// (<see cref="PartRecipe.AbsentInOlderCheckpoints"/>).</summary>
+    public static IReadOnlyList<(string Name, long Weights)> AbsentInOlderCheckpoints(ModelKind kind) =>
+        RecipeOf(kind).SelectMany(r => r.AbsentInOlderCheckpoints ?? []).ToArray();
 
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();
 
