@@ -14,7 +14,7 @@ public static class CliApp
 
     private static readonly Verb[] Verbs =
     [
-        new("train", "train a zoo model (lr|fm|dnn|wdl|deepfm|dcn|xdeepfm) on a data file", Commands.Train),
+        new("train", "train a zoo model (lr|fm|dnn|wdl|deepfm|dcn|xdeepfm|ffm|dcnv2) on a data file", Commands.Train),
         new("eval", "evaluate a saved model on a whole data file (AUC, logloss)", Commands.Eval),
         new("predict", "write one click probability per row of a data file", Commands.Predict),
         new("synth", "write seeded synthetic CTR data (Criteo-like TSV or libSVM)", Commands.Synth),

@@ -46,7 +46,7 @@ internal static class Commands
 
     private static readonly CliOption[] TrainOptions =
     [
-        new("model", "KIND", "lr|fm|dnn|wdl|deepfm|dcn|xdeepfm (overrides the config's model)"),
+        new("model", "KIND", "lr|fm|dnn|wdl|deepfm|dcn|xdeepfm|ffm|dcnv2 (overrides the config's model)"),
         new("config", "FILE", "ModelConfig JSON (embeddingDim, dnn, cin, …; unknown keys rejected)"),
         .. DataOptions, .. SplitOptionsList, .. TrainingOptionsList, .. DistributedRun.Options,
         new("out", "FILE", "where to save the model checkpoint (.kde, safetensors)"),

@@ -10,7 +10,7 @@ internal static class Experiment
     private static readonly CliOption[] ZooOptions =
     [
         new("seeds", "N", "seeds 1..N per model (default 5)"),
-        new("models", "LIST", "comma-separated subset of lr,fm,dnn,wdl,deepfm,dcn,xdeepfm (default all)"),
+        new("models", "LIST", $"comma-separated subset of {string.Join(",", ZooExperimentConfig.ModelNames)} (default all)"),
         new("config", "FILE", "JSON {\"training\": {…}, \"minCount\": 2, \"models\": {\"dnn\": {…}, …}} (default: the issue's anchors)"),
         new("data", "FILE", "Criteo-format file (default: the bundled sample)"),
     ];
@@ -73,6 +73,7 @@ internal static class Experiment
     private static readonly CliOption[] KdOptions =
     [
         new("dataset", "NAME", "criteo (the bundled sample, sequential 8:1:1) or synthetic (SyntheticCtr with privileged fields)"),
+        new("config", "FILE", "JSON of the experiment's options (teacher, student, ensembleTeachers, teacherTraining, …; the flags below override it)"),
         new("seeds", "N", "seeds 1..N (default 5)"),
         new("methods", "LIST", "subset of logits,hint,rocket,double-dnn,pfd,ensemble (default all; empty: teacher and student alone only)"),
         new("privileged", "N", "Criteo: how many fields the validation ablation declares privileged (default 5)"),
@@ -124,15 +125,19 @@ internal static class Experiment
             "auc" => KdEngine.Training.StoppingMetric.Auc,
             var other => throw new CliException($"experiment kd: unknown --rocket-select '{other}' (expected logloss or auc)."),
         };
-        var options = new KdEngine.Experiments.KdExperimentOptions
+        var file = a.String("config") is { } configPath
+            ? KdEngine.Experiments.KdExperimentOptions.FromJson(File.Exists(configPath) ? File.ReadAllText(configPath)
+                : throw new CliException($"experiment kd: config file '{configPath}' not found."), Path.GetFileName(configPath))
+            : new KdEngine.Experiments.KdExperimentOptions();
+        var options = file with
         {
-            RocketLambdas = rocketLambdas,
-            RocketSelection = rocketSelect,
-            Alpha = a.Float("alpha") ?? 0.5f,
-            Temperature = a.Float("temperature") ?? 2f,
-            Epochs = a.Int("epochs", 10, 1, 1000),
-            BatchSize = a.Int("batch-size", 256, 1, 1 << 20),
-            LearningRate = a.Float("learning-rate") is { } lr ? (lr > 0 ? lr : throw new CliException($"experiment kd: --learning-rate = {lr} must be > 0.")) : 1e-3f,
+            RocketLambdas = a.Has("rocket-lambda") ? rocketLambdas : file.RocketLambdas,
+            RocketSelection = a.Has("rocket-select") ? rocketSelect : file.RocketSelection,
+            Alpha = a.Float("alpha") ?? file.Alpha,
+            Temperature = a.Float("temperature") ?? file.Temperature,
+            Epochs = a.Int("epochs", file.Epochs, 1, 1000),
+            BatchSize = a.Int("batch-size", file.BatchSize, 1, 1 << 20),
+            LearningRate = a.Float("learning-rate") is { } lr ? (lr > 0 ? lr : throw new CliException($"experiment kd: --learning-rate = {lr} must be > 0.")) : file.LearningRate,
         };
         options = options with
         {
@@ -200,6 +205,7 @@ internal static class Experiment
         o.WriteLine($"student: {options.Student.ToJson()}");
         if (options.Methods.Contains("ensemble"))
             foreach (var t in options.EnsembleTeachers) o.WriteLine($"ensemble teacher: {t.ToJson()}");
+        if (options.TeacherTraining is { } tt) o.WriteLine($"teachers trained alone with: {tt.ToJson().ReplaceLineEndings(" ")}");
         o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Adam lr {options.LearningRate}, batch {options.BatchSize}, up to {options.Epochs} epochs (patience {options.Patience}), alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {string.Join(",", options.RocketLambdas)}{(options.RocketLambdas.Length > 1 ? $" (picked per seed by validation {options.RocketSelection.ToString().ToLowerInvariant()})" : "")}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
         var runs = KdEngine.Experiments.KdExperiment.Run(data, options, Enumerable.Range(1, seeds).ToArray(), o);
         o.WriteLine();

@@ -23,6 +23,13 @@ public sealed record KdExperimentOptions
         new() { Model = ModelKind.Dcn, EmbeddingDim = 10, Dnn = [400, 400], CrossLayers = 3 },
         new() { Model = ModelKind.DeepFm, EmbeddingDim = 10, Dnn = [400, 400] },
     ];
+    /// <summary>
+    /// How the teachers trained alone (the main teacher and the ensemble's) are trained, when they need other settings
+    /// than the student (an FFM teacher with Adagrad, say): optimizer, learning rate, L2, batch size, epochs, patience.
+    /// Null: the options below, as for the student. Co-trained teachers (Rocket Launching, double-DNN, PFD) train with the
+    /// student and use the options below.
+    /// </summary>
+    public KdEngine.Pipelines.TrainingSettings? TeacherTraining { get; init; }
     public float LearningRate { get; init; } = 1e-3f;
     public int BatchSize { get; init; } = 256;
     public int Epochs { get; init; } = 10;
@@ -44,6 +51,23 @@ public sealed record KdExperimentOptions
     public long PfdWarmupSteps { get; init; } = 100;
     /// <summary>The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble.</summary>
     public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble"];
+
+    /// <summary>
+    /// Reads options from strict JSON (camelCase keys of this record, unknown keys rejected naming them); keys left out keep
+    /// their defaults, e.g. <c>{"teacher": {"model": "ffm", "embeddingDim": 4}, "teacherTraining": {"optimizer": "adagrad",
+    /// "learningRate": 0.05}, "ensembleTeachers": [{"model": "dcnV2"}]}</c>.
+    /// </summary>
+    public static KdExperimentOptions FromJson(string json, string source = "kd.json")
+    {
+        var o = KdEngine.Pipelines.TrainingSettings.ParseStrict<KdExperimentOptions>(json, source);
+        if (o.Teacher is null || o.Student is null || o.EnsembleTeachers is null || o.Methods is null || o.RocketLambdas is null)
+            throw new ConfigException($"{source}: teacher, student, ensembleTeachers, methods and rocketLambdas cannot be null.");
+        o.Teacher.Validate(source + ": teacher");
+        o.Student.Validate(source + ": student");
+        for (int i = 0; i < o.EnsembleTeachers.Length; i++) o.EnsembleTeachers[i].Validate($"{source}: ensembleTeachers[{i}]");
+        o.TeacherTraining?.Validate(source + ": teacherTraining");
+        return o;
+    }
 }
 
 /// <summary>One method's outcome on one seed (test split); <paramref name="Note"/> records a choice made on validation (e.g. Rocket's λ).</summary>
@@ -64,7 +88,7 @@ public static class KdExperiment
             var studentConfig = options.Student with { Seed = seed + 1000 };
             // Teacher and student trained alone on all (non-privileged for PFD) fields.
             var teacher = new ZooModel(teacherConfig, data.Fields, data.Columns);
-            runs.Add(Fit("teacher", seed, "teacher", teacher, new SupervisedObjective(teacher), data, options, log));
+            runs.Add(FitTeacher("teacher", seed, teacher, data, options, log));
             var alone = new ZooModel(studentConfig, data.Fields, data.Columns);
             runs.Add(Fit("alone", seed, "student", alone, new SupervisedObjective(alone), data, options, log));
 
@@ -141,7 +165,7 @@ public static class KdExperiment
                         foreach (var extra in options.EnsembleTeachers)
                         {
                             var m = new ZooModel(extra with { Seed = seed + 100 + k++ }, data.Fields, data.Columns);
-                            runs.Add(Fit($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, "teacher", m, new SupervisedObjective(m), data, options, log));
+                            runs.Add(FitTeacher($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, m, data, options, log));
                             teachers.Add(new ModelTeacher(m));
                         }
                         var s = new ZooModel(studentConfig, data.Fields, data.Columns);
@@ -158,6 +182,20 @@ public static class KdExperiment
     }
 
     private static string LastHidden(CtrModel model) => "dnn." + (model.Config.Dnn.Length - 1).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>A teacher trained alone: with <see cref="KdExperimentOptions.TeacherTraining"/> when set (its own seed stays the run's).</summary>
+    private static KdRun FitTeacher(string method, int seed, ZooModel teacher, ExperimentData data, KdExperimentOptions o, TextWriter? log)
+    {
+        if (o.TeacherTraining is not { } t) return Fit(method, seed, "teacher", teacher, new SupervisedObjective(teacher), data, o, log);
+        var sw = Stopwatch.StartNew();
+        var objective = new SupervisedObjective(teacher);
+        var optimizer = t.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
+        var report = new Trainer(t.ToTrainerOptions() with { Seed = seed }).Fit(objective, optimizer, data.Train, data.Validation);
+        var run = Evaluate(method, seed, "teacher", teacher, data, sw.Elapsed.TotalSeconds);
+        log?.WriteLine($"{data.Name} seed {seed} {method,-28} teacher  test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s, " +
+            $"{report.Steps} steps, best at epoch {report.Best?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "-"})");
+        return run;
+    }
 
     private static KdRun Fit(string method, int seed, string role, ZooModel model, IObjective objective, ExperimentData data,
         KdExperimentOptions o, TextWriter? log, StoppingMetric metric = StoppingMetric.Auc)

@@ -5,7 +5,11 @@ using KdEngine.Nn;
 namespace KdEngine.Models;
 
 /// <summary>The model families of the zoo.</summary>
-public enum ModelKind { Lr, Fm, Dnn, Wdl, DeepFm, Dcn, XDeepFm }
+public enum ModelKind { Lr, Fm, Dnn, Wdl, DeepFm, Dcn, XDeepFm, Ffm, DcnV2 }
+
+/// <summary>How DCN-V2 joins its cross network and its DNN: side by side, concatenated before the output layer
+/// (<see cref="Parallel"/>), or the DNN on top of the cross network (<see cref="Stacked"/>).</summary>
+public enum CrossStructure { Parallel, Stacked }
 
 /// <summary>A configuration value that is missing, misspelt or out of range; the message names the key.</summary>
 public sealed class ConfigException(string message, Exception? inner = null) : Exception(message, inner);
@@ -27,6 +31,12 @@ public sealed record ModelConfig
     public bool CinSplitHalf { get; init; } = true;
     public bool CinDirectConnections { get; init; } = true;
     public int CrossLayers { get; init; } = 3;
+    /// <summary>DCN-V2: 0 for full-rank cross layers W [n, n]; r &gt; 0 for low-rank U·Vᵀ (U, V [n, r]).</summary>
+    public int CrossRank { get; init; }
+    /// <summary>DCN-V2: low-rank experts per cross layer, mixed by a softmax gate (1: no mixture).</summary>
+    public int CrossExperts { get; init; } = 1;
+    /// <summary>DCN-V2: cross network and DNN in parallel (concatenated) or stacked (DNN on the cross output).</summary>
+    public CrossStructure CrossStructure { get; init; }
     public int Seed { get; init; } = 1;
 
     internal static readonly JsonSerializerOptions Json = new()
@@ -85,6 +95,10 @@ public sealed record ModelConfig
         if (CinSplitHalf && !CinDirectConnections)
             throw new ConfigException($"{source}: cinSplitHalf needs cinDirectConnections.");
         if (CrossLayers is < 1 or > 64) throw new ConfigException($"{source}: crossLayers = {CrossLayers}; expected 1…64.");
+        if (CrossRank is < 0 or > 1 << 16) throw new ConfigException($"{source}: crossRank = {CrossRank}; expected 0 (full rank) … 65536.");
+        if (CrossExperts is < 1 or > 64) throw new ConfigException($"{source}: crossExperts = {CrossExperts}; expected 1…64.");
+        if (CrossExperts > 1 && CrossRank == 0) throw new ConfigException($"{source}: crossExperts = {CrossExperts} mixes low-rank experts; set crossRank > 0.");
+        if (!Enum.IsDefined(CrossStructure)) throw new ConfigException($"{source}: crossStructure = {(int)CrossStructure} is not parallel or stacked.");
         foreach (var part in ZooModel.RecipeOf(Model)) part.Validate?.Invoke(this, source);
     }
 }

@@ -16,6 +16,8 @@ namespace KdEngine.Models;
 ///   DeepFM  = wide + fm + dnn
 ///   DCN     = dcn                                     dcn   = Linear(concat(cross(flatten x0), MLP(flatten x0)), 1)
 ///   xDeepFM = wide + dnn + cin                        cin   = Linear(CIN(x0), 1)
+///   FFM     = wide + ffm                              ffm   = Σ_{f&lt;g} ⟨v_{f,g}, v_{g,f}⟩ (field-aware vectors, own tables)
+///   DCN-V2  = dcnv2                                   dcnv2 = Linear(concat(cross2(x0), MLP(x0)), 1) or Linear(MLP(cross2(x0)), 1)
 /// </code>
 /// Parameter names: <c>linear.{field}.weight</c> [V, 1], <c>linear.bias</c> [1], <c>embedding.{field}.weight</c>
 /// [V, D], <c>dnn.{i}.weight</c> [out, in], <c>dnn_out.weight</c> [1, in], <c>cin.{k}.weight</c>
@@ -65,6 +67,8 @@ public sealed class ZooModel : CtrModel
         ModelKind.DeepFm => [WidePart.Recipe, FmPart.Recipe, DnnPart.Recipe],
         ModelKind.Dcn => [DcnPart.Recipe],
         ModelKind.XDeepFm => [WidePart.Recipe, DnnPart.Recipe, CinPart.Recipe],
+        ModelKind.Ffm => [WidePart.Recipe, FfmPart.Recipe],
+        ModelKind.DcnV2 => [DcnV2Part.Recipe],
         _ => throw new ConfigException($"model = {(int)kind} is not a model kind."),
     };
 

@@ -51,6 +51,9 @@ public sealed record TrainingSettings
         if (EvaluateEvery < 0) throw new ConfigException($"{source}: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
     }
 
+    /// <summary>The settings as JSON (camelCase, as <see cref="ParseStrict{T}"/> reads them).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
     public TrainerOptions ToTrainerOptions() => new()
     {
         Epochs = Epochs,

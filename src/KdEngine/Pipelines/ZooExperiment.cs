@@ -6,7 +6,8 @@ namespace KdEngine.Pipelines;
 /// <summary>
 /// Hyper-parameters of the model-zoo experiment (strict JSON, camelCase, unknown keys rejected):
 /// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
-/// A model left out of <c>models</c> gets the issue's anchor config (D = 10, DNN [400, 400], CIN [100, 100] split-half).
+/// A model left out of <c>models</c> gets the anchor config (D = 10, DNN [400, 400], CIN [100, 100] split-half; FFM: D = 4,
+/// the dimension LIBFFM and ML.NET use; DCN-V2: full-rank cross layers in parallel with the DNN).
 /// </summary>
 public sealed record ZooExperimentConfig
 {
@@ -14,7 +15,7 @@ public sealed record ZooExperimentConfig
     public int MinCount { get; init; } = 2;
     public Dictionary<string, ModelConfig> Models { get; init; } = new();
 
-    public static readonly string[] ModelNames = ["lr", "fm", "dnn", "wdl", "deepfm", "dcn", "xdeepfm"];
+    public static readonly string[] ModelNames = ["lr", "fm", "dnn", "wdl", "deepfm", "dcn", "xdeepfm", "ffm", "dcnv2"];
 
     public static ZooExperimentConfig Load(string path)
     {
@@ -46,8 +47,10 @@ public sealed record ZooExperimentConfig
 
     /// <summary>The config of model <paramref name="name"/> (the file's, or the anchor default) with the given seed.</summary>
     public ModelConfig ConfigFor(string name, int seed) =>
-        (Models.TryGetValue(name, out var c) ? c : new ModelConfig { Model = KindOf(name), EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true })
-        with { Seed = seed };
+        (Models.TryGetValue(name, out var c) ? c : new ModelConfig
+        {
+            Model = KindOf(name), EmbeddingDim = KindOf(name) == ModelKind.Ffm ? 4 : 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true,
+        }) with { Seed = seed };
 
     public static ModelKind KindOf(string name) => name switch
     {
@@ -58,6 +61,8 @@ public sealed record ZooExperimentConfig
         "deepfm" => ModelKind.DeepFm,
         "dcn" => ModelKind.Dcn,
         "xdeepfm" => ModelKind.XDeepFm,
+        "ffm" => ModelKind.Ffm,
+        "dcnv2" => ModelKind.DcnV2,
         _ => throw new ConfigException($"unknown model '{name}' (expected {string.Join("|", ModelNames)})."),
     };
 

@@ -23,7 +23,8 @@ public class PredictorRecordedOutputTests
     private static IEnumerable<(string Name, ZooModel Model, InputField[] InputFields)> Cases()
     {
         var fields = Fields(6);
-        foreach (var kind in Kinds)
+        ModelKind[] recorded = [ModelKind.Lr, ModelKind.Fm, ModelKind.Dnn, ModelKind.Wdl, ModelKind.DeepFm, ModelKind.Dcn, ModelKind.XDeepFm];
+        foreach (var kind in recorded)
             yield return (kind.ToString(), WithoutLaterTensors(Random(Config(kind), fields, seed: 3)), fields);
         var wide = new ModelConfig
         {
