@@ -51,7 +51,7 @@ internal static class ExperimentVerb
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             int n = parse.GetValue(seeds);
             var experiment = parse.GetValue(config) is { } path ? ZooExperimentConfig.Load(path) : new ZooExperimentConfig();
-            var names = parse.GetValue(models) ?? ZooExperimentConfig.ModelNames;
+            var names = parse.Given(models) ? parse.GetValue(models)! : ZooExperimentConfig.ModelNames; // an absent list reads as empty, not null
             var prepared = CtrPipeline.Prepare(new DataSource(parse.GetValue(data) ?? DataPaths.FindCriteoSample()) { Format = DataFormat.Criteo },
                 new SplitOptions(), new PreprocessorOptions { MinCount = experiment.MinCount });
             Report.Data(o, prepared);
@@ -140,7 +140,7 @@ internal static class ExperimentVerb
             T Pick<T>(Option<T> option, T fromFile) => parse.Given(option) ? parse.GetValue(option)! : fromFile;
             var options = file with
             {
-                RocketLambdas = parse.GetValue(rocketLambda) ?? file.RocketLambdas,
+                RocketLambdas = parse.Given(rocketLambda) ? parse.GetValue(rocketLambda)! : file.RocketLambdas,
                 RocketSelection = parse.Given(rocketSelect) ? (parse.GetValue(rocketSelect) == "auc" ? StoppingMetric.Auc : StoppingMetric.LogLoss) : file.RocketSelection,
                 Alpha = Pick(alpha, file.Alpha),
                 Temperature = Pick(temperature, file.Temperature),
@@ -148,11 +148,12 @@ internal static class ExperimentVerb
                 BatchSize = Pick(batchSize, file.BatchSize),
                 LearningRate = Pick(learningRate, file.LearningRate),
             };
-            int[]? teacherWidths = parse.GetValue(teacherDnn);
+            // A list option that was not given reads as an empty array, not null: test Given, never ??.
+            int[]? teacherWidths = parse.Given(teacherDnn) ? parse.GetValue(teacherDnn) : null;
             options = options with
             {
-                Student = options.Student with { Dnn = parse.GetValue(studentDnn) ?? options.Student.Dnn },
-                Teacher = options.Teacher with { Dnn = teacherWidths ?? options.Teacher.Dnn, Cin = parse.GetValue(teacherCin) ?? options.Teacher.Cin },
+                Student = options.Student with { Dnn = parse.Given(studentDnn) ? parse.GetValue(studentDnn)! : options.Student.Dnn },
+                Teacher = options.Teacher with { Dnn = teacherWidths ?? options.Teacher.Dnn, Cin = parse.Given(teacherCin) ? parse.GetValue(teacherCin)! : options.Teacher.Cin },
                 EnsembleTeachers = options.EnsembleTeachers.Select(t => t with { Dnn = teacherWidths ?? t.Dnn }).ToArray(),
             };
             if (parse.GetValue(methods) is { } list) options = options with { Methods = CliOptions.Items(list) };
