@@ -118,7 +118,7 @@ internal static class ExperimentVerb
         var dataSeed = CliOptions.Int("--data-seed", "S", "synthetic: seed of the hidden model and the rows", KdSyntheticDefaults.Seed);
         var shape = new SyntheticShapeOptions(KdSyntheticDefaults, "synthetic: ");
         var config = CliOptions.Text("--config", "FILE",
-            "JSON of the experiment's options (teacher, student, ensembleTeachers, teacherTraining, methods, …; keys left out keep their defaults; options given here override it)");
+            "JSON of the experiment's options (teacher, student, ensembleTeachers, teacherTraining, ensembleTeacherTraining, methods, …; keys left out keep their defaults; options given here override it)");
 
         var command = new Command("kd",
             "Train a teacher, the student alone and the student by every distillation method for seeds 1..N (early stopping on the " +
@@ -181,7 +181,10 @@ internal static class ExperimentVerb
             o.Line($"student: {options.Student.ToJson()}");
             if (options.Methods.Contains("ensemble"))
                 foreach (var t in options.EnsembleTeachers) o.Line($"ensemble teacher: {t.ToJson()}");
-            if (options.TeacherTraining is { } teacherTraining) o.Line($"teachers trained alone with: {teacherTraining.ToJson().ReplaceLineEndings(" ")}");
+            if (options.TeacherTraining is { } teacherTraining) o.Line($"teacher trained alone with: {teacherTraining.ToJson().ReplaceLineEndings(" ")}");
+            if (options.Methods.Contains("ensemble") && options.EnsembleTeacherTraining is { } trainings)
+                for (int i = 0; i < trainings.Length; i++)
+                    if (trainings[i] is { } t) o.Line($"ensemble teacher {i} trained alone with: {t.ToJson().ReplaceLineEndings(" ")}");
             o.Line(string.Create(CultureInfo.InvariantCulture, $"Adam lr {options.LearningRate}, batch {options.BatchSize}, up to {options.Epochs} epochs (patience {options.Patience}), alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {string.Join(",", options.RocketLambdas)}{(options.RocketLambdas.Length > 1 ? $" (picked per seed by validation {options.RocketSelection.ToString().ToLowerInvariant()})" : "")}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
             var runs = KdExperiment.Run(data, options, Enumerable.Range(1, parse.GetValue(seeds)).ToArray(), o.Writer);
             o.Line();

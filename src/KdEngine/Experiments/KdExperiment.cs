@@ -24,12 +24,13 @@ public sealed record KdExperimentOptions
         new() { Model = ModelKind.DeepFm, EmbeddingDim = 10, Dnn = [400, 400] },
     ];
     /// <summary>
-    /// How the teachers trained alone (the main teacher and the ensemble's) are trained, when they need other settings
-    /// than the student (an FFM teacher with Adagrad, say): optimizer, learning rate, L2, batch size, epochs, patience.
-    /// Null: the options below, as for the student. Co-trained teachers (Rocket Launching, double-DNN, PFD) train with the
-    /// student and use the options below.
+    /// How the main teacher, trained alone, is trained when it needs other settings than the student (an FFM teacher with
+    /// Adagrad, say): optimizer, learning rate, L2, batch size, epochs, patience. Null: the options below, as for the
+    /// student. Co-trained teachers (Rocket Launching, double-DNN, PFD) train with the student and use the options below.
     /// </summary>
     public KdEngine.Pipelines.TrainingSettings? TeacherTraining { get; init; }
+    /// <summary>The same for each of <see cref="EnsembleTeachers"/> (by position; a missing or null entry: the options below).</summary>
+    public KdEngine.Pipelines.TrainingSettings?[]? EnsembleTeacherTraining { get; init; }
     public float LearningRate { get; init; } = 1e-3f;
     public int BatchSize { get; init; } = 256;
     public int Epochs { get; init; } = 10;
@@ -66,6 +67,12 @@ public sealed record KdExperimentOptions
         o.Student.Validate(source + ": student");
         for (int i = 0; i < o.EnsembleTeachers.Length; i++) o.EnsembleTeachers[i].Validate($"{source}: ensembleTeachers[{i}]");
         o.TeacherTraining?.Validate(source + ": teacherTraining");
+        if (o.EnsembleTeacherTraining is { } list)
+        {
+            if (list.Length > o.EnsembleTeachers.Length)
+                throw new ConfigException($"{source}: ensembleTeacherTraining has {list.Length} entries for {o.EnsembleTeachers.Length} ensemble teachers.");
+            for (int i = 0; i < list.Length; i++) list[i]?.Validate($"{source}: ensembleTeacherTraining[{i}]");
+        }
         return o;
     }
 }
@@ -88,7 +95,7 @@ public static class KdExperiment
             var studentConfig = options.Student with { Seed = seed + 1000 };
             // Teacher and student trained alone on all (non-privileged for PFD) fields.
             var teacher = new ZooModel(teacherConfig, data.Fields, data.Columns);
-            runs.Add(FitTeacher("teacher", seed, teacher, data, options, log));
+            runs.Add(FitTeacher("teacher", seed, teacher, options.TeacherTraining, data, options, log));
             var alone = new ZooModel(studentConfig, data.Fields, data.Columns);
             runs.Add(Fit("alone", seed, "student", alone, new SupervisedObjective(alone), data, options, log));
 
@@ -164,8 +171,9 @@ public static class KdExperiment
                         int k = 0;
                         foreach (var extra in options.EnsembleTeachers)
                         {
+                            var training = options.EnsembleTeacherTraining is { } list && k < list.Length ? list[k] : null;
                             var m = new ZooModel(extra with { Seed = seed + 100 + k++ }, data.Fields, data.Columns);
-                            runs.Add(FitTeacher($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, m, data, options, log));
+                            runs.Add(FitTeacher($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, m, training, data, options, log));
                             teachers.Add(new ModelTeacher(m));
                         }
                         var s = new ZooModel(studentConfig, data.Fields, data.Columns);
@@ -183,10 +191,11 @@ public static class KdExperiment
 
     private static string LastHidden(CtrModel model) => "dnn." + (model.Config.Dnn.Length - 1).ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>A teacher trained alone: with <see cref="KdExperimentOptions.TeacherTraining"/> when set (its own seed stays the run's).</summary>
-    private static KdRun FitTeacher(string method, int seed, ZooModel teacher, ExperimentData data, KdExperimentOptions o, TextWriter? log)
+    /// <summary>A teacher trained alone: with its own <paramref name="training"/> settings when given (the seed stays the run's).</summary>
+    private static KdRun FitTeacher(string method, int seed, ZooModel teacher, KdEngine.Pipelines.TrainingSettings? training, ExperimentData data,
+        KdExperimentOptions o, TextWriter? log)
     {
-        if (o.TeacherTraining is not { } t) return Fit(method, seed, "teacher", teacher, new SupervisedObjective(teacher), data, o, log);
+        if (training is not { } t) return Fit(method, seed, "teacher", teacher, new SupervisedObjective(teacher), data, o, log);
         var sw = Stopwatch.StartNew();
         var objective = new SupervisedObjective(teacher);
         var optimizer = t.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));

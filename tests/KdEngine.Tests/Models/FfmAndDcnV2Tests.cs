@@ -258,6 +258,8 @@ public class KdExperimentConfigTests
         Assert.That(o.Student.Model, Is.EqualTo(ModelKind.Dnn), "keys left out keep their defaults");
         var e = Assert.Throws<ConfigException>(() => KdEngine.Experiments.KdExperimentOptions.FromJson("""{"teachr": {}}""", "kd.json"))!;
         Assert.That(e.Message, Does.Contain("kd.json").And.Contain("teachr"));
+        e = Assert.Throws<ConfigException>(() => KdEngine.Experiments.KdExperimentOptions.FromJson("""{"ensembleTeacherTraining": [{}, {}, {}]}""", "kd.json"))!;
+        Assert.That(e.Message, Does.Contain("ensembleTeacherTraining").And.Contain("3 entries"));
         e = Assert.Throws<ConfigException>(() => KdEngine.Experiments.KdExperimentOptions.FromJson("""{"teacher": {"model": "dcnv2", "crossExperts": 2}}""", "kd.json"))!;
         Assert.That(e.Message, Does.Contain("teacher").And.Contain("crossExperts"));
     }
