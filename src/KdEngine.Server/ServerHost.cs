@@ -123,7 +123,14 @@ public static class ServerHost
     {
         ArgumentNullException.ThrowIfNull(app);
         var registry = app.Services.GetRequiredService<ModelRegistry>();
-        await app.RunAsync(); // disposes the app (and the registry, whose batchers score what is queued) when stopped
+        try
+        {
+            await app.RunAsync(); // disposes the app (and the registry, whose batchers score what is queued) when stopped
+        }
+        catch (OperationCanceledException) when (registry.StartupFailure is not null)
+        {
+            // A model refused while the host was still starting cancels the start; the failure was logged.
+        }
         return registry.StartupFailure is null ? 0 : 1;
     }
 

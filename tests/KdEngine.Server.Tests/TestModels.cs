@@ -131,7 +131,8 @@ internal static class TestModels
     public static float[] Expected(Predictor predictor, IReadOnlyList<RawRecord> records)
     {
         var p = new float[records.Count];
-        predictor.PredictRaw(records, p, probabilities: true);
+        predictor.PredictRaw(records, p);
+        Batching.Probabilities.FromLogits(p);
         return p;
     }
 }

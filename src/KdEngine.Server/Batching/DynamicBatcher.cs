@@ -145,7 +145,9 @@ public sealed class DynamicBatcher : IDisposable
                 if (n == 1)
                 {
                     var only = batch[0];
-                    version.Predictor.Predict(only.Job.Ids.AsSpan(only.First * c, only.Rows * c), only.Job.Scores.AsSpan(only.First, only.Rows), probabilities: true);
+                    var destination = only.Job.Scores.AsSpan(only.First, only.Rows);
+                    version.Predictor.Predict(only.Job.Ids.AsSpan(only.First * c, only.Rows * c), destination);
+                    Probabilities.FromLogits(destination);
                 }
                 else
                 {
@@ -157,7 +159,8 @@ public sealed class DynamicBatcher : IDisposable
                         k.Job.Ids.AsSpan(k.First * c, k.Rows * c).CopyTo(ids.AsSpan(at * c));
                         at += k.Rows;
                     }
-                    version.Predictor.Predict(ids.AsSpan(0, rows * c), scores.AsSpan(0, rows), probabilities: true);
+                    version.Predictor.Predict(ids.AsSpan(0, rows * c), scores.AsSpan(0, rows));
+                    Probabilities.FromLogits(scores.AsSpan(0, rows));
                     at = 0;
                     for (int i = 0; i < n; i++)
                     {
