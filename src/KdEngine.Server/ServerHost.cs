@@ -39,6 +39,7 @@ public static class ServerHost
     public static WebApplication Build(string[] args, IEnumerable<KeyValuePair<string, string?>>? settings = null)
     {
         var builder = WebApplication.CreateSlimBuilder(args);
+        QuietDefaults(builder);
         if (settings is not null) builder.Configuration.AddInMemoryCollection(settings);
         var options = builder.Configuration.GetSection(ServerOptions.SectionName).Get<ServerOptions>() ?? new ServerOptions();
         return Build(builder, options);
@@ -48,9 +49,21 @@ public static class ServerHost
     public static WebApplication Build(ServerOptions options, Action<WebApplicationBuilder>? configure = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
+        QuietDefaults(builder);
         configure?.Invoke(builder);
         return Build(builder, options);
     }
+
+    /// <summary>
+    /// ASP.NET Core logs every request at Information (two lines each): at thousands of requests per second that is a
+    /// measurable share of the CPU. The default here is Warning for Microsoft.AspNetCore — the lowest-precedence
+    /// configuration source, so <c>Logging:LogLevel:Microsoft.AspNetCore</c> from any other source still wins.
+    /// </summary>
+    private static void QuietDefaults(WebApplicationBuilder builder) =>
+        builder.Configuration.Sources.Insert(0, new Microsoft.Extensions.Configuration.Memory.MemoryConfigurationSource
+        {
+            InitialData = [new("Logging:LogLevel:Microsoft.AspNetCore", "Warning")],
+        });
 
     private static WebApplication Build(WebApplicationBuilder builder, ServerOptions options)
     {

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Text;
 using System.Text.Json;
 using KdEngine.Server.Batching;
 using KdEngine.Server.Metrics;
@@ -111,18 +110,22 @@ public static class Endpoints
     {
         ctx.Response.StatusCode = 200;
         ctx.Response.ContentType = "application/json; charset=utf-8";
-        using (var w = new Utf8JsonWriter(ctx.Response.BodyWriter))
-        {
-            w.WriteStartObject();
-            w.WriteString("model"u8, version.Name);
-            w.WriteNumber("version"u8, version.Version);
-            w.WriteString("checkpoint"u8, version.ShortChecksum);
-            w.WriteStartArray("scores"u8);
-            foreach (float p in scores.Span) w.WriteNumberValue(p); // shortest text that parses back to the same float
-            w.WriteEndArray();
-            w.WriteEndObject();
-        }
+        WriteScores(ctx.Response.BodyWriter, version, scores.Span);
         await ctx.Response.BodyWriter.FlushAsync(ctx.RequestAborted);
+    }
+
+    /// <summary>The predict response: <c>{"model", "version", "checkpoint", "scores": [p, …]}</c>.</summary>
+    public static void WriteScores(IBufferWriter<byte> output, ModelVersion version, ReadOnlySpan<float> scores)
+    {
+        using var w = new Utf8JsonWriter(output);
+        w.WriteStartObject();
+        w.WriteString("model"u8, version.Name);
+        w.WriteNumber("version"u8, version.Version);
+        w.WriteString("checkpoint"u8, version.ShortChecksum);
+        w.WriteStartArray("scores"u8);
+        foreach (float p in scores) w.WriteNumberValue(p); // shortest text that parses back to the same float
+        w.WriteEndArray();
+        w.WriteEndObject();
     }
 
     /// <summary><c>POST /v1/models/{name}:reload</c>: re-reads the model's checkpoint file and swaps if it passes validation (422 with the reason otherwise).</summary>

@@ -16,7 +16,8 @@ namespace KdEngine.Server.Api;
 /// <remarks>
 /// <para><b>Two passes.</b> The context may come after the candidates in the object, so pass 1 checks the top level,
 /// parses the context and counts the rows; pass 2 resumes from a saved copy of the reader at the list and encodes each
-/// row as context values overlaid by the row's own (a row's explicit <c>null</c> overrides a context value).</para>
+/// row as context values overlaid by the row's own (a row's explicit <c>null</c> overrides a context value). The context
+/// is encoded once per request, each row's own fields once per row.</para>
 /// <para><b>Values.</b> Categorical: a string, or a number taken as its literal text (<c>5</c> → "5"). Numeric: a
 /// number, or numeric text. Multi-valued: a list of strings/numbers, or one string already joined with the field's
 /// separator. <c>null</c>, an empty string and an empty list are missing values; every input field is optional.
@@ -36,7 +37,7 @@ public static class PredictRequestReader
     public static ScoreJob? Read(ReadOnlySequence<byte> body, ModelVersion version, UnknownFieldPolicy unknownFields, int maxCandidates)
     {
         var ws = Workspace.For(version.Schema);
-        ws.ResetContext();
+        ws.Reset();
         var r = new Utf8JsonReader(body, ReaderOptions);
         Utf8JsonReader list = default;
         string? listName = null;
@@ -57,7 +58,7 @@ public static class PredictRequestReader
                     if (r.TokenType == JsonTokenType.Null) continue;
                     if (r.TokenType != JsonTokenType.StartObject)
                         throw new RequestException(400, ErrorCodes.BadRequest, $"'context' must be an object of field values, found {TokenName(ref r)}", location: "context");
-                    ReadObject(ref r, ws, "context", null, ws.ContextText, ws.ContextNumber, unknownFields);
+                    ReadObject(ref r, ws, "context", null, ws.ContextRecord, unknownFields);
                 }
                 else if (r.ValueTextEquals("candidates"u8) || r.ValueTextEquals("instances"u8))
                 {
@@ -103,25 +104,35 @@ public static class PredictRequestReader
                 "'context' applies to 'candidates'; with 'instances' every instance carries all its fields", location: "context");
         if (rows == 0) return null;
 
+        // The context is encoded once; each row then encodes only its own fields (the others are missing, which costs
+        // nothing) and takes a column from the context wherever the row did not name that column's field.
+        var pre = version.Schema.Preprocessor;
+        try { pre.Encode(ws.ContextRecord, ws.ContextRow); }
+        catch (DataFormatException e)
+        {
+            throw new RequestException(400, ErrorCodes.BadValue, $"context.{e.Key}: {e.Problem}", e.Key, "context");
+        }
         var job = new ScoreJob(version, rows);
         try
         {
-            var pre = version.Schema.Preprocessor;
             int columns = version.Columns;
             var record = ws.Record;
+            var columnField = version.Schema.ColumnFields;
+            ReadOnlySpan<int> context = ws.ContextRow.Ids.AsSpan(0, columns);
             r = list;
             for (int i = 0; i < rows; i++)
             {
                 r.Read(); // '{' (checked in pass 1)
-                ws.ContextText.CopyTo(record.Values, 0);
-                ws.ContextNumber.CopyTo(record.Numbers, 0);
-                ReadObject(ref r, ws, listName, i, record.Values, record.Numbers, unknownFields);
+                int stamp = ReadObject(ref r, ws, listName, i, record, unknownFields);
                 try { pre.Encode(record, ws.Row); }
                 catch (DataFormatException e)
                 {
                     throw new RequestException(400, ErrorCodes.BadValue, $"{listName}[{i}].{e.Key}: {e.Problem}", e.Key, listName, i);
                 }
-                ws.Row.Ids.AsSpan(0, columns).CopyTo(job.RowIds(i));
+                var own = ws.Row.Ids;
+                var destination = job.RowIds(i);
+                for (int c = 0; c < columns; c++) destination[c] = ws.Seen[columnField[c]] == stamp ? own[c] : context[c];
+                ws.ClearTouched(record);
             }
         }
         catch
@@ -132,10 +143,15 @@ public static class PredictRequestReader
         return job;
     }
 
-    /// <summary>Reads one object of field values (the reader is on its '{'; ends on its '}') into values/numbers by schema index.</summary>
-    private static void ReadObject(ref Utf8JsonReader r, Workspace ws, string location, int? index, string?[] values, double[] numbers, UnknownFieldPolicy unknownFields)
+    /// <summary>
+    /// Reads one object of field values (the reader is on its '{'; ends on its '}') into <paramref name="record"/> by
+    /// schema index. Returns the object's stamp: <c>ws.Seen[f] == stamp</c> for exactly the fields it named.
+    /// </summary>
+    private static int ReadObject(ref Utf8JsonReader r, Workspace ws, string location, int? index, RawRecord record, UnknownFieldPolicy unknownFields)
     {
         var schema = ws.Schema;
+        var values = record.Values;
+        var numbers = record.Numbers;
         int stamp = ws.NextStamp();
         while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
@@ -157,6 +173,7 @@ public static class PredictRequestReader
                 throw new RequestException(400, ErrorCodes.DuplicateField, $"{Where(location, index)}.{schema.Schema[f].Name}: the field appears twice",
                     schema.Schema[f].Name, location, index);
             ws.Seen[f] = stamp;
+            ws.Touch(f);
             var spec = schema.Schema[f];
             switch (spec.Kind)
             {
@@ -177,6 +194,7 @@ public static class PredictRequestReader
                     break;
             }
         }
+        return stamp;
     }
 
     private static string? ReadCategorical(ref Utf8JsonReader r, FieldSpec spec, string location, int? index)
@@ -304,16 +322,22 @@ public static class PredictRequestReader
             Schema = schema;
             Record = new RawRecord(schema.Schema);
             Row = new EncodedRow(schema.Preprocessor.FeatureSpace);
-            ContextText = new string?[schema.Schema.Count];
-            ContextNumber = new double[schema.Schema.Count];
+            ContextRecord = new RawRecord(schema.Schema);
+            ContextRow = new EncodedRow(schema.Preprocessor.FeatureSpace);
             Seen = new int[schema.Schema.Count];
+            _touched = new int[schema.Schema.Count];
         }
 
+        private readonly int[] _touched;
+        private int _touchedCount;
+
         public RequestSchema Schema { get; }
+
+        /// <summary>The row being read: every field missing except those the row names (cleared after each row).</summary>
         public RawRecord Record { get; }
         public EncodedRow Row { get; }
-        public string?[] ContextText { get; }
-        public double[] ContextNumber { get; }
+        public RawRecord ContextRecord { get; }
+        public EncodedRow ContextRow { get; }
 
         /// <summary>[schema fields] the stamp of the last object that set the field (duplicate detection without clearing).</summary>
         public int[] Seen { get; }
@@ -329,14 +353,33 @@ public static class PredictRequestReader
             return ws;
         }
 
-        public void ResetContext()
+        /// <summary>Every field of the context and the row missing (a previous request may have failed half-way).</summary>
+        public void Reset()
         {
-            Array.Fill(ContextText, null);
-            Array.Fill(ContextNumber, double.NaN);
+            Array.Fill(Record.Values, null);
+            Array.Fill(Record.Numbers, double.NaN);
+            Array.Fill(ContextRecord.Values, null);
+            Array.Fill(ContextRecord.Numbers, double.NaN);
+            _touchedCount = 0;
         }
 
+        public void Touch(int field) => _touched[_touchedCount++] = field;
+
+        /// <summary>Makes the fields the last row named missing again (the context's are left alone: it is read once).</summary>
+        public void ClearTouched(RawRecord record)
+        {
+            for (int k = 0; k < _touchedCount; k++)
+            {
+                record.Values[_touched[k]] = null;
+                record.Numbers[_touched[k]] = double.NaN;
+            }
+            _touchedCount = 0;
+        }
+
+        /// <summary>A new object begins: a fresh stamp, and its touched-field list starts empty.</summary>
         public int NextStamp()
         {
+            _touchedCount = 0;
             if (++_stamp == int.MaxValue)
             {
                 Array.Clear(Seen);

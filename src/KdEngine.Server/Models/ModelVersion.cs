@@ -73,7 +73,11 @@ public sealed class RequestSchema
         for (int f = 0; f < Schema.Count; f++) _byName[Schema[f].Name] = f;
         _bySpan = _byName.GetAlternateLookup<ReadOnlySpan<char>>();
         Columns = preprocessor.FeatureSpace.FieldCount;
+        ColumnFields = preprocessor.FeatureSpace.SingleFields.Select(f => Schema.IndexOf(f.Name)).ToArray();
     }
+
+    /// <summary>[Columns] the schema index of the field each encoded column holds.</summary>
+    public int[] ColumnFields { get; }
 
     public Preprocessor Preprocessor { get; }
 
