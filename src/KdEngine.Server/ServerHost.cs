@@ -130,19 +130,26 @@ public static class ServerHost
     /// <summary>
     /// Runs until SIGTERM/Ctrl-C (then stops accepting, lets in-flight requests finish within
     /// <see cref="ServerOptions.ShutdownTimeoutSeconds"/>, scores what is queued) and returns 0 — or 1 when a model could
-    /// not be loaded at start (the message is logged).
+    /// not be loaded at start (<see cref="ModelRegistry.StartupFailure"/> says why). <paramref name="started"/> runs once
+    /// Kestrel listens (the bound addresses are known then).
     /// </summary>
-    public static async Task<int> RunAsync(WebApplication app)
+    public static async Task<int> RunAsync(WebApplication app, Action<WebApplication>? started = null)
     {
         ArgumentNullException.ThrowIfNull(app);
         var registry = app.Services.GetRequiredService<ModelRegistry>();
         try
         {
-            await app.RunAsync(); // disposes the app (and the registry, whose batchers score what is queued) when stopped
+            await app.StartAsync();
+            started?.Invoke(app);
+            await app.WaitForShutdownAsync();
         }
         catch (OperationCanceledException) when (registry.StartupFailure is not null)
         {
             // A model refused while the host was still starting cancels the start; the failure was logged.
+        }
+        finally
+        {
+            await app.DisposeAsync(); // disposes the registry last: its batchers score what is queued, then stop
         }
         return registry.StartupFailure is null ? 0 : 1;
     }
