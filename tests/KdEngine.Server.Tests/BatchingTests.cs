@@ -136,6 +136,38 @@ public sealed class BatchingTests
     }
 
     [Test]
+    public void The_batch_waits_for_requests_on_their_way_and_only_for_them()
+    {
+        using var batcher = new DynamicBatcher("m", maxBatchRows: 100, maxWaitMicroseconds: 30_000_000, threads: 1, maxQueuedRequests: 10, maxRowsPerRequest: 100);
+        var formed = new List<int>();
+        batcher.AfterBatch = rows => { lock (formed) formed.Add(rows); };
+
+        // Nothing else on its way: the lone request is scored at once, not after the 30 s max wait.
+        var (alone, _) = Job(_version, 3, 1);
+        batcher.TrySubmit(alone);
+        Assert.That(alone.Completion.Wait(TimeSpan.FromSeconds(20)), Is.True, "a lone request must not wait for company");
+
+        // Another request is being read: the batch holds for it and both go in one Predictor call.
+        batcher.BeginArrival();
+        var (first, _) = Job(_version, 4, 2);
+        batcher.TrySubmit(first);
+        Thread.Sleep(100);
+        Assert.That(first.Completion.IsCompleted, Is.False, "held open for the arriving request");
+        var (second, _) = Job(_version, 5, 3);
+        batcher.TrySubmit(second);
+        batcher.EndArrival();
+        Assert.That(first.Completion.Wait(TimeSpan.FromSeconds(20)) && second.Completion.Wait(TimeSpan.FromSeconds(20)), Is.True);
+        lock (formed) Assert.That(formed, Is.EqualTo(new[] { 3, 9 }));
+
+        // A request that gives up while being read releases the wait too.
+        batcher.BeginArrival();
+        var (third, _) = Job(_version, 2, 4);
+        batcher.TrySubmit(third);
+        batcher.EndArrival();
+        Assert.That(third.Completion.Wait(TimeSpan.FromSeconds(20)), Is.True);
+    }
+
+    [Test]
     public void A_full_queue_refuses_and_bounds_memory()
     {
         using var batcher = new DynamicBatcher("m", maxBatchRows: 8, maxWaitMicroseconds: 0, threads: 1, maxQueuedRequests: 2, maxRowsPerRequest: 20);

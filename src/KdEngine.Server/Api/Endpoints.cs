@@ -37,37 +37,45 @@ public static class Endpoints
         timeout.CancelAfter(options.RequestTimeoutMilliseconds);
         if (ctx.Request.ContentLength > options.MaxBodyBytes) throw BodyTooLarge(options);
 
-        var body = ctx.Request.BodyReader;
-        ReadResult read;
         ScoreJob? job;
+        model.Batcher.BeginArrival(); // a batch being gathered may wait for this request
         try
         {
-            read = await ReadWholeBody(body, timeout.Token);
-        }
-        catch (OperationCanceledException) when (!ctx.RequestAborted.IsCancellationRequested)
-        {
-            throw TimedOut(options, "while the body was being received");
-        }
-        try
-        {
-            job = PredictRequestReader.Read(read.Buffer, version, options.UnknownFields, options.MaxCandidates);
+            var body = ctx.Request.BodyReader;
+            ReadResult read;
+            try
+            {
+                read = await ReadWholeBody(body, timeout.Token);
+            }
+            catch (OperationCanceledException) when (!ctx.RequestAborted.IsCancellationRequested)
+            {
+                throw TimedOut(options, "while the body was being received");
+            }
+            try
+            {
+                job = PredictRequestReader.Read(read.Buffer, version, options.UnknownFields, options.MaxCandidates);
+            }
+            finally
+            {
+                body.AdvanceTo(read.Buffer.End);
+            }
+            metrics.Candidates(name, job?.Rows ?? 0);
+            if (job is null)
+            {
+                await WriteScores(ctx, version, ReadOnlyMemory<float>.Empty);
+                return;
+            }
+            if (!model.Batcher.TrySubmit(job))
+            {
+                job.Release();
+                if (registry.IsDraining) throw new RequestException(503, ErrorCodes.NotReady, "the service is shutting down", null);
+                throw new RequestException(429, ErrorCodes.QueueFull,
+                    $"model '{name}' has {options.MaxQueuedRequests} requests queued (Server:MaxQueuedRequests); retry later");
+            }
         }
         finally
         {
-            body.AdvanceTo(read.Buffer.End);
-        }
-        metrics.Candidates(name, job?.Rows ?? 0);
-        if (job is null)
-        {
-            await WriteScores(ctx, version, ReadOnlyMemory<float>.Empty);
-            return;
-        }
-        if (!model.Batcher.TrySubmit(job))
-        {
-            job.Release();
-            if (registry.IsDraining) throw new RequestException(503, ErrorCodes.NotReady, "the service is shutting down", null);
-            throw new RequestException(429, ErrorCodes.QueueFull,
-                $"model '{name}' has {options.MaxQueuedRequests} requests queued (Server:MaxQueuedRequests); retry later");
+            model.Batcher.EndArrival();
         }
         try
         {

@@ -8,8 +8,9 @@ namespace KdEngine.Server.Batching;
 /// Merges concurrent requests for one model into Predictor calls: a bounded FIFO of request chunks (a request of more
 /// than <see cref="MaxBatchRows"/> rows is cut into chunks of at most that many) and a fixed set of scoring threads.
 /// One thread at a time gathers a batch — the chunks at the head of the queue while they fit in
-/// <see cref="MaxBatchRows"/>, waiting up to the max wait after the oldest chunk arrived for more to join — then scores
-/// it while the next thread gathers. A batch only ever holds chunks of one <see cref="ModelVersion"/>, so a request is
+/// <see cref="MaxBatchRows"/>, waiting up to the max wait after the oldest chunk arrived for more to join, but only while
+/// some other request for the model is still being read and encoded (<see cref="BeginArrival"/>): with nothing on its
+/// way, waiting would only add latency (a lone client never waits) — then scores it while the next thread gathers. A batch only ever holds chunks of one <see cref="ModelVersion"/>, so a request is
 /// scored entirely by the version it arrived on, however a hot swap interleaves.
 /// </summary>
 /// <remarks>
@@ -33,6 +34,7 @@ public sealed class DynamicBatcher : IDisposable
     private readonly long _maxWaitTicks;
     private readonly int _maxQueuedRequests;
     private int _head, _count, _queuedRequests;
+    private int _arriving;
     private bool _gathering, _stopping;
 
     public DynamicBatcher(string model, int maxBatchRows, int maxWaitMicroseconds, int threads, int maxQueuedRequests, int maxRowsPerRequest,
@@ -111,6 +113,16 @@ public sealed class DynamicBatcher : IDisposable
             Monitor.PulseAll(_gate);
         }
         return true;
+    }
+
+    /// <summary>A request for this model has arrived and is being read and encoded: a gathering thread may wait for it.</summary>
+    public void BeginArrival() => Interlocked.Increment(ref _arriving);
+
+    /// <summary>The request is submitted (call after <see cref="TrySubmit"/>) or given up; a thread waiting for it re-checks.</summary>
+    public void EndArrival()
+    {
+        if (Interlocked.Decrement(ref _arriving) != 0) return;
+        lock (_gate) Monitor.PulseAll(_gate);
     }
 
     /// <summary>Stops taking requests, lets the threads score everything already queued, and waits for them.</summary>
@@ -224,7 +236,8 @@ public sealed class DynamicBatcher : IDisposable
                     batch[n++] = k;
                     rows += k.Rows;
                 }
-                if (rows >= MaxBatchRows || _count > 0 || _stopping || n == 0) break; // full, blocked by the head, or nothing left
+                // Full, blocked by the head, nothing taken, or nothing on its way that could join.
+                if (rows >= MaxBatchRows || _count > 0 || _stopping || n == 0 || Volatile.Read(ref _arriving) == 0) break;
                 long remaining = deadline - Stopwatch.GetTimestamp();
                 if (remaining <= 0) break;
                 // Monitor.Wait takes whole milliseconds; under one millisecond, yield the lock and the core briefly instead.
