@@ -154,16 +154,18 @@ public sealed class BatchingTests
         Thread.Sleep(100);
         Assert.That(first.Completion.IsCompleted, Is.False, "held open for the arriving request");
         var (second, _) = Job(_version, 5, 3);
-        batcher.TrySubmit(second);
-        batcher.EndArrival();
+        batcher.TrySubmit(second, endArrival: true); // queued and no longer arriving, atomically
         Assert.That(first.Completion.Wait(TimeSpan.FromSeconds(20)) && second.Completion.Wait(TimeSpan.FromSeconds(20)), Is.True);
         lock (formed) Assert.That(formed, Is.EqualTo(new[] { 3, 9 }));
 
         // A request that gives up while being read releases the wait too.
         batcher.BeginArrival();
+        batcher.BeginArrival();
         var (third, _) = Job(_version, 2, 4);
-        batcher.TrySubmit(third);
-        batcher.EndArrival();
+        batcher.TrySubmit(third, endArrival: true);
+        Thread.Sleep(50);
+        Assert.That(third.Completion.IsCompleted, Is.False, "another request is still arriving");
+        batcher.EndArrival(); // that one failed to parse
         Assert.That(third.Completion.Wait(TimeSpan.FromSeconds(20)), Is.True);
     }
 

@@ -39,6 +39,7 @@ public static class Endpoints
 
         ScoreJob? job;
         model.Batcher.BeginArrival(); // a batch being gathered may wait for this request
+        bool arrived = false;
         try
         {
             var body = ctx.Request.BodyReader;
@@ -65,7 +66,8 @@ public static class Endpoints
                 await WriteScores(ctx, version, ReadOnlyMemory<float>.Empty);
                 return;
             }
-            if (!model.Batcher.TrySubmit(job))
+            arrived = true;
+            if (!model.Batcher.TrySubmit(job, endArrival: true))
             {
                 job.Release();
                 if (registry.IsDraining) throw new RequestException(503, ErrorCodes.NotReady, "the service is shutting down", null);
@@ -75,7 +77,7 @@ public static class Endpoints
         }
         finally
         {
-            model.Batcher.EndArrival();
+            if (!arrived) model.Batcher.EndArrival();
         }
         try
         {

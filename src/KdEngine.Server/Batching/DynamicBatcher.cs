@@ -87,18 +87,29 @@ public sealed class DynamicBatcher : IDisposable
     /// holds its maximum of requests or the batcher is stopping: the job was not taken (the batcher's share of its
     /// buffers is released, as if it had been scored), and the caller answers 429/503.
     /// </summary>
-    public bool TrySubmit(ScoreJob job)
+    public bool TrySubmit(ScoreJob job) => TrySubmit(job, endArrival: false);
+
+    /// <summary>
+    /// <see cref="TrySubmit(ScoreJob)"/> for a request announced with <see cref="BeginArrival"/>: its arrival ends under
+    /// the same lock that queues it (taken or not), so a gathering thread never sees it neither arriving nor queued.
+    /// </summary>
+    public bool TrySubmit(ScoreJob job, bool endArrival)
     {
         ArgumentNullException.ThrowIfNull(job);
         if (job.Rows > MaxRowsPerRequest)
+        {
+            if (endArrival) EndArrival();
             throw new ArgumentException($"DynamicBatcher: {job.Rows} rows exceed the {MaxRowsPerRequest} rows a request may have.");
+        }
         int chunks = (job.Rows + MaxBatchRows - 1) / MaxBatchRows;
         job.SetChunks(chunks);
         lock (_gate)
         {
+            if (endArrival) Interlocked.Decrement(ref _arriving);
             if (_stopping || _queuedRequests >= _maxQueuedRequests)
             {
                 job.Release();
+                Monitor.PulseAll(_gate); // a thread waiting for this arrival re-checks
                 return false;
             }
             job.EnqueuedAt = Stopwatch.GetTimestamp();
@@ -118,7 +129,7 @@ public sealed class DynamicBatcher : IDisposable
     /// <summary>A request for this model has arrived and is being read and encoded: a gathering thread may wait for it.</summary>
     public void BeginArrival() => Interlocked.Increment(ref _arriving);
 
-    /// <summary>The request is submitted (call after <see cref="TrySubmit"/>) or given up; a thread waiting for it re-checks.</summary>
+    /// <summary>The request was given up before <see cref="TrySubmit(ScoreJob, bool)"/> (which ends a submitted one's arrival itself); a thread waiting for it re-checks.</summary>
     public void EndArrival()
     {
         if (Interlocked.Decrement(ref _arriving) != 0) return;
