@@ -159,7 +159,7 @@ public static class ServerHost
         ctx.Response.ContentType = "application/json; charset=utf-8";
         var registry = ctx.RequestServices.GetRequiredService<ModelRegistry>();
         using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
+        using (var w = new Utf8JsonWriter(ms, Endpoints.Readable))
         {
             w.WriteStartObject();
             w.WriteString("status", report.Status == HealthStatus.Healthy ? "ok" : "unavailable");

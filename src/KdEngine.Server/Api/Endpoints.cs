@@ -13,6 +13,10 @@ namespace KdEngine.Server.Api;
 /// <summary>The HTTP API: each endpoint one small function over the registry, the batcher and the JSON edge.</summary>
 public static class Endpoints
 {
+    /// <summary>Messages keep their quotes and non-ASCII text readable (<c>'C7'</c>, not <c>\u0027C7\u0027</c>): the
+    /// body is application/json, never embedded in HTML, so the default encoder's HTML-safe escaping only hurts.</summary>
+    internal static readonly JsonWriterOptions Readable = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/models/{name}:predict", Predict).WithName("predict");
@@ -35,7 +39,7 @@ public static class Endpoints
             ?? throw new RequestException(503, ErrorCodes.NotReady, $"model '{name}' is still loading (GET /readyz says when every model is ready)");
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
         timeout.CancelAfter(options.RequestTimeoutMilliseconds);
-        if (ctx.Request.ContentLength > options.MaxBodyBytes) throw BodyTooLarge(options);
+        if (ctx.Request.ContentLength > options.MaxBodyBytes) throw BodyTooLarge(options.MaxBodyBytes);
 
         ScoreJob? job;
         model.Batcher.BeginArrival(); // a batch being gathered may wait for this request
@@ -236,7 +240,7 @@ public static class Endpoints
     {
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json; charset=utf-8";
-        using (var w = new Utf8JsonWriter(ctx.Response.BodyWriter))
+        using (var w = new Utf8JsonWriter(ctx.Response.BodyWriter, Readable))
         {
             w.WriteStartObject();
             body(w);
@@ -267,9 +271,6 @@ public static class Endpoints
 
     private static RequestException UnknownModel(string name, ModelRegistry registry) =>
         new(404, ErrorCodes.UnknownModel, $"no model '{name}' (served: {string.Join(", ", registry.Models.Select(m => m.Name))})");
-
-    private static RequestException BodyTooLarge(ServerOptions options) =>
-        new(413, ErrorCodes.BodyTooLarge, $"the request body exceeds {options.MaxBodyBytes} bytes (Server:MaxBodyBytes); split the request");
 
     internal static RequestException BodyTooLarge(long limit) =>
         new(413, ErrorCodes.BodyTooLarge, $"the request body exceeds {limit} bytes (Server:MaxBodyBytes); split the request");
