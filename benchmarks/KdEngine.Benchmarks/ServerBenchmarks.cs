@@ -20,7 +20,8 @@ namespace KdEngine.Benchmarks;
 /// (queue, merge into one Predictor call, split back, complete). Allocated is per request (the job and its completion),
 /// the same for 100 and 1,000 rows: zero bytes per scored row.</item>
 /// <item><b>JsonEdge</b>: the same requests as JSON bodies (context × candidates) parsed and encoded through the fitted
-/// preprocessing, and their responses written — what the HTTP edge adds. It allocates the categorical values' strings.</item>
+/// preprocessing, and their responses written — what the HTTP edge adds. Allocated is per request too (the job, the
+/// JSON writer): values are looked up from the request's bytes without strings.</item>
 /// <item><b>PredictorAlone</b>: the same rows in one direct Predictor call per request (no batcher): the floor.</item>
 /// </list>
 /// Run: <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- --filter '*ServerBenchmarks*' --job short</c>

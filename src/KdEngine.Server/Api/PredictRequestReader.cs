@@ -10,21 +10,22 @@ namespace KdEngine.Server.Api;
 
 /// <summary>
 /// The JSON edge of <c>POST /v1/models/{name}:predict</c>: reads <c>{"context": {…}, "candidates": [{…}, …]}</c> or
-/// <c>{"instances": [{…}, …]}</c> straight from the request's byte sequence (no DOM) and encodes every row through the
-/// version's fitted preprocessing — the same mapping as training — into a <see cref="ScoreJob"/>'s id matrix.
+/// <c>{"instances": [{…}, …]}</c> straight from the request's byte sequence (no DOM) and encodes every value through
+/// the version's fitted preprocessing — <see cref="Preprocessor.EncodeValue(int, ReadOnlySpan{char})"/>, the same
+/// mapping as training — into a <see cref="ScoreJob"/>'s id matrix.
 /// </summary>
 /// <remarks>
 /// <para><b>Two passes.</b> The context may come after the candidates in the object, so pass 1 checks the top level,
-/// parses the context and counts the rows; pass 2 resumes from a saved copy of the reader at the list and encodes each
-/// row as context values overlaid by the row's own (a row's explicit <c>null</c> overrides a context value). The context
-/// is encoded once per request, each row's own fields once per row.</para>
+/// encodes the context into one id row and counts the rows; pass 2 resumes from a saved copy of the reader at the list
+/// and writes each row as the context's ids overlaid by the ids of the row's own values (a row's explicit <c>null</c>
+/// overrides a context value). Each value is encoded once.</para>
 /// <para><b>Values.</b> Categorical: a string, or a number taken as its literal text (<c>5</c> → "5"). Numeric: a
 /// number, or numeric text. Multi-valued: a list of strings/numbers, or one string already joined with the field's
-/// separator. <c>null</c>, an empty string and an empty list are missing values; every input field is optional.
-/// Label and user-id fields are accepted and ignored. Anything else is a <see cref="RequestException"/> (400) that
-/// names the field and the row.</para>
-/// <para><b>Allocation.</b> Per request: the job, and per categorical/multi value the string the vocabulary lookup
-/// needs. The record, encoded row and context buffers are per thread and reused (the read is synchronous).</para>
+/// separator (checked, not encoded: the zoo models read single-valued ids only). <c>null</c>, an empty string and an
+/// empty list are missing values; every input field is optional. Label and user-id fields are accepted and ignored.
+/// Anything else is a <see cref="RequestException"/> (400) that names the field and the row.</para>
+/// <para><b>Allocation.</b> Per request: the job. Values are decoded into a per-thread character buffer and looked up
+/// without making strings (the read is synchronous, so the buffers cannot be shared by two requests).</para>
 /// </remarks>
 public static class PredictRequestReader
 {
@@ -37,7 +38,8 @@ public static class PredictRequestReader
     public static ScoreJob? Read(ReadOnlySequence<byte> body, ModelVersion version, UnknownFieldPolicy unknownFields, int maxCandidates)
     {
         var ws = Workspace.For(version.Schema);
-        ws.Reset();
+        var schema = version.Schema;
+        schema.MissingIds.CopyTo(ws.ContextIds, 0);
         var r = new Utf8JsonReader(body, ReaderOptions);
         Utf8JsonReader list = default;
         string? listName = null;
@@ -58,7 +60,7 @@ public static class PredictRequestReader
                     if (r.TokenType == JsonTokenType.Null) continue;
                     if (r.TokenType != JsonTokenType.StartObject)
                         throw new RequestException(400, ErrorCodes.BadRequest, $"'context' must be an object of field values, found {TokenName(ref r)}", location: "context");
-                    ReadObject(ref r, ws, "context", null, ws.ContextRecord, unknownFields);
+                    ReadObject(ref r, ws, "context", null, ws.ContextIds, unknownFields);
                 }
                 else if (r.ValueTextEquals("candidates"u8) || r.ValueTextEquals("instances"u8))
                 {
@@ -104,35 +106,16 @@ public static class PredictRequestReader
                 "'context' applies to 'candidates'; with 'instances' every instance carries all its fields", location: "context");
         if (rows == 0) return null;
 
-        // The context is encoded once; each row then encodes only its own fields (the others are missing, which costs
-        // nothing) and takes a column from the context wherever the row did not name that column's field.
-        var pre = version.Schema.Preprocessor;
-        try { pre.Encode(ws.ContextRecord, ws.ContextRow); }
-        catch (DataFormatException e)
-        {
-            throw new RequestException(400, ErrorCodes.BadValue, $"context.{e.Key}: {e.Problem}", e.Key, "context");
-        }
         var job = new ScoreJob(version, rows);
         try
         {
-            int columns = version.Columns;
-            var record = ws.Record;
-            var columnField = version.Schema.ColumnFields;
-            ReadOnlySpan<int> context = ws.ContextRow.Ids.AsSpan(0, columns);
             r = list;
             for (int i = 0; i < rows; i++)
             {
                 r.Read(); // '{' (checked in pass 1)
-                int stamp = ReadObject(ref r, ws, listName, i, record, unknownFields);
-                try { pre.Encode(record, ws.Row); }
-                catch (DataFormatException e)
-                {
-                    throw new RequestException(400, ErrorCodes.BadValue, $"{listName}[{i}].{e.Key}: {e.Problem}", e.Key, listName, i);
-                }
-                var own = ws.Row.Ids;
-                var destination = job.RowIds(i);
-                for (int c = 0; c < columns; c++) destination[c] = ws.Seen[columnField[c]] == stamp ? own[c] : context[c];
-                ws.ClearTouched(record);
+                var ids = job.RowIds(i);
+                ws.ContextIds.CopyTo(ids);
+                ReadObject(ref r, ws, listName, i, ids, unknownFields);
             }
         }
         catch
@@ -144,14 +127,13 @@ public static class PredictRequestReader
     }
 
     /// <summary>
-    /// Reads one object of field values (the reader is on its '{'; ends on its '}') into <paramref name="record"/> by
-    /// schema index. Returns the object's stamp: <c>ws.Seen[f] == stamp</c> for exactly the fields it named.
+    /// Reads one object of field values (the reader is on its '{'; ends on its '}') and writes each single-valued input
+    /// field's id into its column of <paramref name="ids"/>; columns of fields the object does not name keep their value.
     /// </summary>
-    private static int ReadObject(ref Utf8JsonReader r, Workspace ws, string location, int? index, RawRecord record, UnknownFieldPolicy unknownFields)
+    private static void ReadObject(ref Utf8JsonReader r, Workspace ws, string location, int? index, Span<int> ids, UnknownFieldPolicy unknownFields)
     {
         var schema = ws.Schema;
-        var values = record.Values;
-        var numbers = record.Numbers;
+        var pre = schema.Preprocessor;
         int stamp = ws.NextStamp();
         while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
@@ -164,48 +146,44 @@ public static class PredictRequestReader
                     r.Skip();
                     continue;
                 }
-                string name = PropertyNameBefore(ws);
+                string name = new(ws.LastName);
                 throw new RequestException(400, ErrorCodes.UnknownField,
                     $"{Where(location, index)}.{name}: unknown field '{name}' (GET /v1/models/{{name}} lists the model's fields; Server:UnknownFields=Ignore skips unknown fields)",
                     name, location, index);
             }
-            if (ws.Seen[f] == stamp)
-                throw new RequestException(400, ErrorCodes.DuplicateField, $"{Where(location, index)}.{schema.Schema[f].Name}: the field appears twice",
-                    schema.Schema[f].Name, location, index);
-            ws.Seen[f] = stamp;
-            ws.Touch(f);
             var spec = schema.Schema[f];
+            if (ws.Seen[f] == stamp)
+                throw new RequestException(400, ErrorCodes.DuplicateField, $"{Where(location, index)}.{spec.Name}: the field appears twice", spec.Name, location, index);
+            ws.Seen[f] = stamp;
+            int column = schema.FieldColumns[f];
             switch (spec.Kind)
             {
                 case FieldKind.Categorical:
-                    values[f] = ReadCategorical(ref r, spec, location, index);
-                    numbers[f] = double.NaN;
+                    ids[column] = ReadCategorical(ref r, ws, pre, f, spec, location, index) is var c and >= 0 ? c : schema.MissingIds[column];
                     break;
                 case FieldKind.Numeric:
-                    numbers[f] = ReadNumeric(ref r, spec, location, index);
-                    values[f] = null;
+                    ids[column] = ReadNumeric(ref r, ws, pre, f, spec, location, index) is var n and >= 0 ? n : schema.MissingIds[column];
                     break;
                 case FieldKind.Multi:
-                    values[f] = ReadMulti(ref r, ws, spec, location, index);
-                    numbers[f] = double.NaN;
+                    CheckMulti(ref r, ws, spec, location, index);
                     break;
                 default:
                     r.Skip(); // label, user id: accepted and ignored
                     break;
             }
         }
-        return stamp;
     }
 
-    private static string? ReadCategorical(ref Utf8JsonReader r, FieldSpec spec, string location, int? index)
+    /// <summary>A categorical value's id, or −1 for a missing value.</summary>
+    private static int ReadCategorical(ref Utf8JsonReader r, Workspace ws, Preprocessor pre, int f, FieldSpec spec, string location, int? index)
     {
         switch (r.TokenType)
         {
-            case JsonTokenType.Null: return null;
+            case JsonTokenType.Null: return -1;
             case JsonTokenType.String:
-                var s = r.GetString();
-                return string.IsNullOrEmpty(s) ? null : s;
-            case JsonTokenType.Number: return LiteralText(ref r);
+                var text = ws.Text(ref r);
+                return text.IsEmpty ? -1 : pre.EncodeValue(f, text);
+            case JsonTokenType.Number: return pre.EncodeValue(f, ws.Literal(ref r));
             case JsonTokenType.StartArray: throw MultiValueInSingleField(spec, location, index);
             default:
                 throw new RequestException(400, ErrorCodes.WrongType,
@@ -214,27 +192,26 @@ public static class PredictRequestReader
         }
     }
 
-    private static double ReadNumeric(ref Utf8JsonReader r, FieldSpec spec, string location, int? index)
+    /// <summary>A numeric value's id, or −1 for a missing value.</summary>
+    private static int ReadNumeric(ref Utf8JsonReader r, Workspace ws, Preprocessor pre, int f, FieldSpec spec, string location, int? index)
     {
         double v;
         switch (r.TokenType)
         {
-            case JsonTokenType.Null: return double.NaN;
+            case JsonTokenType.Null: return -1;
             case JsonTokenType.Number:
                 if (!r.TryGetDouble(out v) || !double.IsFinite(v))
                     throw new RequestException(400, ErrorCodes.BadValue,
-                        $"{Where(location, index)}.{spec.Name}: {LiteralText(ref r)} is outside the range of a double", spec.Name, location, index);
-                return v;
+                        $"{Where(location, index)}.{spec.Name}: {new string(ws.Literal(ref r))} is outside the range of a double", spec.Name, location, index);
+                return pre.EncodeValue(f, v);
             case JsonTokenType.String:
-                if (r.ValueSpan.Length == 0 && !r.HasValueSequence) return double.NaN; // "" = missing, as in text files
-                bool parsed = !r.ValueIsEscaped && !r.HasValueSequence
-                    ? double.TryParse(r.ValueSpan, NumberStyles.Float, CultureInfo.InvariantCulture, out v)
-                    : double.TryParse(r.GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out v);
-                if (!parsed || !double.IsFinite(v))
+                var text = ws.Text(ref r);
+                if (text.IsEmpty) return -1; // "" = missing, as in text files
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out v) || !double.IsFinite(v))
                     throw new RequestException(400, ErrorCodes.WrongType,
-                        $"{Where(location, index)}.{spec.Name}: field '{spec.Name}' is numeric and takes a number (or numeric text); found \"{r.GetString()}\"",
+                        $"{Where(location, index)}.{spec.Name}: field '{spec.Name}' is numeric and takes a number (or numeric text); found \"{text}\"",
                         spec.Name, location, index);
-                return v;
+                return pre.EncodeValue(f, v);
             case JsonTokenType.StartArray: throw MultiValueInSingleField(spec, location, index);
             default:
                 throw new RequestException(400, ErrorCodes.WrongType,
@@ -243,40 +220,37 @@ public static class PredictRequestReader
         }
     }
 
-    private static string? ReadMulti(ref Utf8JsonReader r, Workspace ws, FieldSpec spec, string location, int? index)
+    /// <summary>Checks a multi-valued field's value (the zoo models do not read it, so it is not encoded).</summary>
+    private static void CheckMulti(ref Utf8JsonReader r, Workspace ws, FieldSpec spec, string location, int? index)
     {
         switch (r.TokenType)
         {
-            case JsonTokenType.Null: return null;
+            case JsonTokenType.Null:
             case JsonTokenType.String:
-                var s = r.GetString();
-                return string.IsNullOrEmpty(s) ? null : s;
+                return;
             case JsonTokenType.StartArray:
-                var sb = ws.Multi.Clear();
                 int element = 0;
                 while (r.Read() && r.TokenType != JsonTokenType.EndArray)
                 {
-                    string? value = r.TokenType switch
+                    switch (r.TokenType)
                     {
-                        JsonTokenType.String => r.GetString(),
-                        JsonTokenType.Number => LiteralText(ref r),
-                        JsonTokenType.Null => null,
-                        _ => throw new RequestException(400, ErrorCodes.WrongType,
-                            $"{Where(location, index)}.{spec.Name}[{element}]: a multi-valued field's list holds strings or numbers; found {TokenName(ref r)}",
-                            spec.Name, location, index),
-                    };
-                    if (value is not null && value.Contains(spec.Separator))
-                        throw new RequestException(400, ErrorCodes.BadValue,
-                            $"{Where(location, index)}.{spec.Name}[{element}]: \"{value}\" contains the field's separator '{spec.Separator}' (give the values as separate list entries)",
-                            spec.Name, location, index);
-                    if (!string.IsNullOrEmpty(value))
-                    {
-                        if (sb.Length > 0) sb.Append(spec.Separator);
-                        sb.Append(value);
+                        case JsonTokenType.String:
+                            if (ws.Text(ref r).Contains(spec.Separator))
+                                throw new RequestException(400, ErrorCodes.BadValue,
+                                    $"{Where(location, index)}.{spec.Name}[{element}]: \"{ws.Text(ref r)}\" contains the field's separator '{spec.Separator}' (give the values as separate list entries)",
+                                    spec.Name, location, index);
+                            break;
+                        case JsonTokenType.Number:
+                        case JsonTokenType.Null:
+                            break;
+                        default:
+                            throw new RequestException(400, ErrorCodes.WrongType,
+                                $"{Where(location, index)}.{spec.Name}[{element}]: a multi-valued field's list holds strings or numbers; found {TokenName(ref r)}",
+                                spec.Name, location, index);
                     }
                     element++;
                 }
-                return sb.Length == 0 ? null : sb.ToString();
+                return;
             default:
                 throw new RequestException(400, ErrorCodes.WrongType,
                     $"{Where(location, index)}.{spec.Name}: field '{spec.Name}' is multi-valued and takes a list of strings or numbers (or one '{spec.Separator}'-separated string); found {TokenName(ref r)}",
@@ -306,43 +280,30 @@ public static class PredictRequestReader
         _ => r.TokenType.ToString(),
     };
 
-    private static string PropertyNameBefore(Workspace ws) => new(ws.LastName);
-
     /// <summary>Per-thread buffers of the reader for one schema (rebuilt when a request for another schema comes).</summary>
     private sealed class Workspace
     {
         [ThreadStatic] private static Workspace? t_current;
 
         private char[] _name = new char[64];
+        private char[] _text = new char[256];
         private int _nameLength;
         private int _stamp;
 
         private Workspace(RequestSchema schema)
         {
             Schema = schema;
-            Record = new RawRecord(schema.Schema);
-            Row = new EncodedRow(schema.Preprocessor.FeatureSpace);
-            ContextRecord = new RawRecord(schema.Schema);
-            ContextRow = new EncodedRow(schema.Preprocessor.FeatureSpace);
+            ContextIds = new int[schema.Columns];
             Seen = new int[schema.Schema.Count];
-            _touched = new int[schema.Schema.Count];
         }
-
-        private readonly int[] _touched;
-        private int _touchedCount;
 
         public RequestSchema Schema { get; }
 
-        /// <summary>The row being read: every field missing except those the row names (cleared after each row).</summary>
-        public RawRecord Record { get; }
-        public EncodedRow Row { get; }
-        public RawRecord ContextRecord { get; }
-        public EncodedRow ContextRow { get; }
+        /// <summary>[Columns] the context's encoding (the missing ids where the context names nothing).</summary>
+        public int[] ContextIds { get; }
 
         /// <summary>[schema fields] the stamp of the last object that set the field (duplicate detection without clearing).</summary>
         public int[] Seen { get; }
-
-        public StringBuilder Multi { get; } = new();
 
         public ReadOnlySpan<char> LastName => _name.AsSpan(0, _nameLength);
 
@@ -353,33 +314,9 @@ public static class PredictRequestReader
             return ws;
         }
 
-        /// <summary>Every field of the context and the row missing (a previous request may have failed half-way).</summary>
-        public void Reset()
-        {
-            Array.Fill(Record.Values, null);
-            Array.Fill(Record.Numbers, double.NaN);
-            Array.Fill(ContextRecord.Values, null);
-            Array.Fill(ContextRecord.Numbers, double.NaN);
-            _touchedCount = 0;
-        }
-
-        public void Touch(int field) => _touched[_touchedCount++] = field;
-
-        /// <summary>Makes the fields the last row named missing again (the context's are left alone: it is read once).</summary>
-        public void ClearTouched(RawRecord record)
-        {
-            for (int k = 0; k < _touchedCount; k++)
-            {
-                record.Values[_touched[k]] = null;
-                record.Numbers[_touched[k]] = double.NaN;
-            }
-            _touchedCount = 0;
-        }
-
-        /// <summary>A new object begins: a fresh stamp, and its touched-field list starts empty.</summary>
+        /// <summary>A new object begins: a fresh stamp.</summary>
         public int NextStamp()
         {
-            _touchedCount = 0;
             if (++_stamp == int.MaxValue)
             {
                 Array.Clear(Seen);
@@ -391,10 +328,30 @@ public static class PredictRequestReader
         /// <summary>The current property name as chars (unescaped), in a reused buffer.</summary>
         public ReadOnlySpan<char> PropertyName(ref Utf8JsonReader r)
         {
-            int bytes = r.HasValueSequence ? checked((int)r.ValueSequence.Length) : r.ValueSpan.Length;
-            if (_name.Length < bytes) _name = new char[Math.Max(bytes, _name.Length * 2)];
-            _nameLength = r.CopyString(_name);
+            _nameLength = CopyString(ref r, ref _name);
             return LastName;
+        }
+
+        /// <summary>The current string value as chars (unescaped), in a reused buffer: valid until the next call.</summary>
+        public ReadOnlySpan<char> Text(ref Utf8JsonReader r) => _text.AsSpan(0, CopyString(ref r, ref _text));
+
+        /// <summary>The current number's literal text (ASCII) as chars, in the same buffer as <see cref="Text"/>.</summary>
+        public ReadOnlySpan<char> Literal(ref Utf8JsonReader r)
+        {
+            int bytes = r.HasValueSequence ? checked((int)r.ValueSequence.Length) : r.ValueSpan.Length;
+            if (_text.Length < bytes) _text = new char[Math.Max(bytes, _text.Length * 2)];
+            if (!r.HasValueSequence) return _text.AsSpan(0, Encoding.UTF8.GetChars(r.ValueSpan, _text));
+            int n = 0;
+            foreach (var segment in r.ValueSequence) n += Encoding.UTF8.GetChars(segment.Span, _text.AsSpan(n));
+            return _text.AsSpan(0, n);
+        }
+
+        private static int CopyString(ref Utf8JsonReader r, ref char[] buffer)
+        {
+            // Unescaped UTF-8 never has more chars than bytes; escapes only shrink it.
+            int bytes = r.HasValueSequence ? checked((int)r.ValueSequence.Length) : r.ValueSpan.Length;
+            if (buffer.Length < bytes) buffer = new char[Math.Max(bytes, buffer.Length * 2)];
+            return r.CopyString(buffer);
         }
     }
 }

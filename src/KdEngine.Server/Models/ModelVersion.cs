@@ -73,11 +73,17 @@ public sealed class RequestSchema
         for (int f = 0; f < Schema.Count; f++) _byName[Schema[f].Name] = f;
         _bySpan = _byName.GetAlternateLookup<ReadOnlySpan<char>>();
         Columns = preprocessor.FeatureSpace.FieldCount;
-        ColumnFields = preprocessor.FeatureSpace.SingleFields.Select(f => Schema.IndexOf(f.Name)).ToArray();
+        FieldColumns = Enumerable.Range(0, Schema.Count).Select(preprocessor.ColumnOf).ToArray();
+        var missing = new EncodedRow(preprocessor.FeatureSpace);
+        preprocessor.Encode(new RawRecord(Schema), missing);
+        MissingIds = missing.Ids.AsSpan(0, Columns).ToArray();
     }
 
-    /// <summary>[Columns] the schema index of the field each encoded column holds.</summary>
-    public int[] ColumnFields { get; }
+    /// <summary>[schema fields] the encoded column of each single-valued input field, −1 for the others.</summary>
+    public int[] FieldColumns { get; }
+
+    /// <summary>[Columns] the encoding of a row whose every field is missing (where a request's row starts).</summary>
+    public int[] MissingIds { get; }
 
     public Preprocessor Preprocessor { get; }
 
