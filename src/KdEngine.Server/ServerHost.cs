@@ -81,6 +81,7 @@ public static class ServerHost
         {
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = options.MaxBodyBytes;
+            k.Limits.MaxConcurrentConnections = options.MaxConnections;
             var ip = options.Host switch
             {
                 "localhost" => IPAddress.Loopback,

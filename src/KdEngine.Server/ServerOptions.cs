@@ -43,6 +43,10 @@ public sealed class ServerOptions
     /// <summary>Requests queued per model beyond which a new one is refused with 429 and Retry-After.</summary>
     public int MaxQueuedRequests { get; set; } = 256;
 
+    /// <summary>Open connections at once (Kestrel closes a new one beyond it): with <see cref="MaxBodyBytes"/> it bounds
+    /// the memory of bodies being received, as <see cref="MaxQueuedRequests"/> bounds the encoded rows waiting.</summary>
+    public int MaxConnections { get; set; } = 1024;
+
     /// <summary>Largest request body (413 beyond).</summary>
     public long MaxBodyBytes { get; set; } = 8 << 20;
 
@@ -87,6 +91,7 @@ public sealed class ServerOptions
         Need(MaxBatchWaitMicroseconds is >= 0 and <= 1_000_000, "MaxBatchWaitMicroseconds", $"must be in [0, 1000000], got {MaxBatchWaitMicroseconds}");
         Need(ScoringThreads is >= 0 and <= 1024, "ScoringThreads", $"must be in [0, 1024] (0 = one per core), got {ScoringThreads}");
         Need(MaxQueuedRequests >= 1, "MaxQueuedRequests", $"must be ≥ 1, got {MaxQueuedRequests}");
+        Need(MaxConnections >= 1, "MaxConnections", $"must be ≥ 1, got {MaxConnections}");
         Need(MaxBodyBytes >= 64, "MaxBodyBytes", $"must be ≥ 64, got {MaxBodyBytes}");
         Need(MaxCandidates is >= 1 and <= 1_000_000, "MaxCandidates", $"must be in [1, 1000000], got {MaxCandidates}");
         Need(RequestTimeoutMilliseconds >= 1, "RequestTimeoutMilliseconds", $"must be ≥ 1, got {RequestTimeoutMilliseconds}");

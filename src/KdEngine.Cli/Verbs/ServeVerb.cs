@@ -28,6 +28,7 @@ internal static class ServeVerb
         var threads = CliOptions.Int("--scoring-threads", "N", "scoring threads per model, each with its own Predictor scratch (0 = one per core)",
             Defaults.ScoringThreads, 0, 1024);
         var maxQueue = CliOptions.Int("--max-queue", "N", "requests queued per model before new ones get 429 with Retry-After", Defaults.MaxQueuedRequests, 1);
+        var maxConnections = CliOptions.Int("--max-connections", "N", "open connections at once; Kestrel closes a new connection beyond it at once", Defaults.MaxConnections, 1);
         var maxBody = CliOptions.Long("--max-body-bytes", "N", "largest request body (413 beyond)", Defaults.MaxBodyBytes, 64);
         var maxCandidates = CliOptions.Int("--max-candidates", "N", "most candidates (or instances) per request (413 beyond)", Defaults.MaxCandidates, 1, 1_000_000);
         var timeout = CliOptions.Int("--timeout-ms", "MS", "time from arrival to answer beyond which a request gets 503 with Retry-After",
@@ -46,7 +47,7 @@ internal static class ServeVerb
             "values (mapped by the checkpoint's preprocessing) and answers {\"model\", \"version\", \"checkpoint\", \"scores\"}; " +
             "POST /v1/models/NAME:reload re-reads the checkpoint file and swaps it in if it passes validation; GET /v1/models/NAME, " +
             "/healthz, /readyz, /metrics. SIGTERM drains in-flight requests and exits 0 (docs/serving.md).");
-        foreach (var option in new Option[] { models, host, port, http2Port, maxBatchRows, maxWait, threads, maxQueue, maxBody, maxCandidates, timeout,
+        foreach (var option in new Option[] { models, host, port, http2Port, maxBatchRows, maxWait, threads, maxQueue, maxConnections, maxBody, maxCandidates, timeout,
                      unknownFields, allowSchemaChange, shutdown })
             command.Options.Add(option);
         command.SetAction(parse =>
@@ -78,6 +79,7 @@ internal static class ServeVerb
             Set("MaxBatchWaitMicroseconds", parse.GetValue(maxWait));
             Set("ScoringThreads", parse.GetValue(threads));
             Set("MaxQueuedRequests", parse.GetValue(maxQueue));
+            Set("MaxConnections", parse.GetValue(maxConnections));
             Set("MaxBodyBytes", parse.GetValue(maxBody));
             Set("MaxCandidates", parse.GetValue(maxCandidates));
             Set("RequestTimeoutMilliseconds", parse.GetValue(timeout));

@@ -10,8 +10,9 @@ namespace KdEngine.Server.Batching;
 /// One thread at a time gathers a batch — the chunks at the head of the queue while they fit in
 /// <see cref="MaxBatchRows"/>, waiting up to the max wait after the oldest chunk arrived for more to join, but only while
 /// some other request for the model is still being read and encoded (<see cref="BeginArrival"/>): with nothing on its
-/// way, waiting would only add latency (a lone client never waits) — then scores it while the next thread gathers. A batch only ever holds chunks of one <see cref="ModelVersion"/>, so a request is
-/// scored entirely by the version it arrived on, however a hot swap interleaves.
+/// way, waiting would only add latency (a lone client never waits) — then scores it while the next thread gathers.
+/// A batch only ever holds chunks of one <see cref="ModelVersion"/>, so a request is scored entirely by the version it
+/// arrived on, however a hot swap interleaves.
 /// </summary>
 /// <remarks>
 /// <para><b>Scoring path.</b> Each thread owns an id buffer [MaxBatchRows, C] and a score buffer [MaxBatchRows]
@@ -19,7 +20,7 @@ namespace KdEngine.Server.Batching;
 /// place from the request's own arrays; several chunks are copied into the thread's buffers, scored by one
 /// <c>Predict</c> call and copied back. Nothing on this path allocates per row: per request there is the job and its
 /// completion; per batch nothing once the buffers have grown to the version's width.</para>
-/// <para><b>Bounds.</b> At most <c>maxQueuedRequests</c> requests wait; <see cref="TrySubmit"/> refuses more (the
+/// <para><b>Bounds.</b> At most <c>maxQueuedRequests</c> requests wait; <see cref="TrySubmit(ScoreJob)"/> refuses more (the
 /// caller answers 429), so memory is bounded by the queue length × the largest request.</para>
 /// <para><b>Failures.</b> An exception from a Predictor call fails the requests of that batch only; the thread
 /// carries on with the next batch.</para>
