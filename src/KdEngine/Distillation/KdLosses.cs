@@ -66,12 +66,4 @@ public sealed class HintLoss : Module
             throw new ArgumentException($"hint: {who} layer '{name}' has width {flat.Shape[1]}, expected {width}.");
         return flat;
     }
-
-    /// <summary>The flattened width of a named hidden representation (for building projections).</summary>
-    public static int WidthOf(IReadOnlyDictionary<string, Tensor<float>> hidden, string name, string who)
-    {
-        if (!hidden.TryGetValue(name, out var h))
-            throw new ArgumentException($"hint: the {who} has no layer '{name}' (it has: {string.Join(", ", hidden.Keys)}).");
-        return h.Length / h.Shape[0];
-    }
 }
