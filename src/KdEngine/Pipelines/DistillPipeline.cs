@@ -6,7 +6,7 @@ using KdEngine.Training;
 
 namespace KdEngine.Pipelines;
 
-/// <summary>The distillation methods of MISSION.md.</summary>
+/// <summary>The distillation methods (defined in docs/models.md).</summary>
 public enum DistillMethod { Logits, Hint, Rocket, DoubleDnn, Pfd, Ensemble }
 
 /// <summary>A (student layer → teacher layer) pair for hint distillation, e.g. <c>{"student":"dnn.1","teacher":"dnn.1"}</c>.</summary>
@@ -32,7 +32,7 @@ public sealed record DistillConfig
 {
     /// <summary>The student: a small DNN (D = 10, [64, 32]) by default.</summary>
     public ModelConfig Student { get; init; } = new() { Model = ModelKind.Dnn, Dnn = [64, 32] };
-    /// <summary>The co-trained teacher / booster (rocket, doubleDnn, pfd): xDeepFM with the anchor sizes by default.</summary>
+    /// <summary>The co-trained teacher / booster (rocket, doubleDnn, pfd): xDeepFM with the sample configuration's sizes (docs/models.md) by default.</summary>
     public ModelConfig Teacher { get; init; } = new() { Model = ModelKind.XDeepFm };
     /// <summary>Joint-mode ensemble teachers: xDeepFM and DCN by default.</summary>
     public ModelConfig[] Teachers { get; init; } = [new() { Model = ModelKind.XDeepFm, Seed = 11 }, new() { Model = ModelKind.Dcn, Seed = 12 }];

@@ -18,8 +18,8 @@ public enum OptimizerKind
 }
 
 /// <summary>
-/// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart). Defaults are the
-/// issue's anchors: Adam 1e-3, batch 256, early stopping on validation AUC. JSON keys are camelCase; unknown keys
+/// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart). Defaults are those of the
+/// experiments (docs/models.md): Adam 1e-3, batch 256, early stopping on validation AUC. JSON keys are camelCase; unknown keys
 /// are rejected naming the key.
 /// </summary>
 public sealed record TrainingSettings

@@ -6,7 +6,7 @@ namespace KdEngine.Pipelines;
 /// <summary>
 /// Hyper-parameters of the model-zoo experiment (strict JSON, camelCase, unknown keys rejected):
 /// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
-/// A model left out of <c>models</c> gets the anchor config (D = 10, DNN [400, 400], CIN [100, 100] split-half).
+/// A model left out of <c>models</c> gets the "sample" reference configuration of docs/models.md (D = 10, DNN [400, 400], CIN [100, 100] split-half).
 /// </summary>
 public sealed record ZooExperimentConfig
 {
@@ -14,7 +14,7 @@ public sealed record ZooExperimentConfig
     public TrainingSettings Training { get; init; } = new();
     /// <summary>Categories seen fewer times in the train part map to the OOV id.</summary>
     public int MinCount { get; init; } = 2;
-    /// <summary>Per-model configs by name (<see cref="ModelNames"/>); a model left out gets the reference config.</summary>
+    /// <summary>Per-model configs by name (<see cref="ModelNames"/>); a model left out gets the sample reference configuration.</summary>
     public Dictionary<string, ModelConfig> Models { get; init; } = new();
 
     /// <summary>The zoo's model names, in table order.</summary>
@@ -51,7 +51,7 @@ public sealed record ZooExperimentConfig
         }
     }
 
-    /// <summary>The config of model <paramref name="name"/> (the file's, or the anchor default) with the given seed.</summary>
+    /// <summary>The config of model <paramref name="name"/> (the file's, or the sample reference configuration) with the given seed.</summary>
     public ModelConfig ConfigFor(string name, int seed) =>
         (Models.TryGetValue(name, out var c) ? c : new ModelConfig { Model = KindOf(name), EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true })
         with { Seed = seed };
