@@ -29,6 +29,10 @@ public sealed class ZooModel : CtrModel
     private readonly ModelPart[] _parts;
     private readonly FieldEmbeddings? _embedding;
 
+    /// <summary>Builds the parts of <c>config.Model</c> (see <see cref="RecipeOf"/>), initialised from <c>config.Seed</c>.</summary>
+    /// <param name="config">Kind and hyper-parameters (validated here).</param>
+    /// <param name="fields">The input fields the model embeds.</param>
+    /// <param name="columns">For each field, its column in the batch; null reads columns 0…F−1.</param>
     /// <param name="sharedEmbedding">Embeddings owned with another model (Rocket Launching, PFD, double-DNN); null builds its own.</param>
     public ZooModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int>? columns = null,
         FieldEmbeddings? sharedEmbedding = null)
@@ -90,6 +94,7 @@ public sealed class ZooModel : CtrModel
     public static IReadOnlyList<(string Name, long Weights)> AbsentInOlderCheckpoints(ModelKind kind) =>
         RecipeOf(kind).SelectMany(r => r.AbsentInOlderCheckpoints ?? []).ToArray();
 
+    /// <inheritdoc/>
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();
 
     /// <summary>The parts, in the order their logit terms are added.</summary>
@@ -104,6 +109,7 @@ public sealed class ZooModel : CtrModel
     /// <summary>The field embeddings (null when no part reads them, as in LR), for sharing with another model.</summary>
     public FieldEmbeddings? Embedding => _embedding;
 
+    /// <inheritdoc/>
     public override ModelOutput Forward(in CtrBatch batch)
     {
         batch.Validate();

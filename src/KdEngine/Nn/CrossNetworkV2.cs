@@ -22,9 +22,12 @@ public sealed class CrossNetworkV2 : Module
 {
     private readonly CrossV2Layer<float>[] _layers;
 
+    /// <summary>Builds <paramref name="layers"/> cross layers of width <paramref name="width"/>, initialised from <paramref name="rng"/>.</summary>
     /// <param name="width">n = F·D.</param>
+    /// <param name="layers">Number of cross layers (≥ 1).</param>
     /// <param name="rank">0 for full-rank layers, else r (1 ≤ r ≤ n).</param>
     /// <param name="experts">Low-rank experts per layer (1: no mixture; &gt; 1 needs a rank).</param>
+    /// <param name="rng">Seeded source of the uniform initialisation (biases start at zero).</param>
     public CrossNetworkV2(int width, int layers, int rank, int experts, Random rng)
     {
         if (layers <= 0) throw new ArgumentException($"CrossNetworkV2: {layers} layers; at least one is needed.");
@@ -56,9 +59,13 @@ public sealed class CrossNetworkV2 : Module
         }
     }
 
+    /// <summary>n = F·D: the width of every layer's input and output.</summary>
     public int Width { get; }
+    /// <summary>0 for full-rank layers, else the rank r of U·Vᵀ.</summary>
     public int Rank { get; }
+    /// <summary>Low-rank experts per layer (1: no mixture).</summary>
     public int Experts { get; }
+    /// <summary>The layers' float weights, input side first.</summary>
     public IReadOnlyList<CrossV2Layer<float>> Layers => _layers;
 
     /// <summary>x0 [B, n] → x_L [B, n].</summary>

@@ -8,6 +8,7 @@ namespace KdEngine.Nn;
 /// No parameters; generic like the ops, so the same code is gradient-checked in double.</summary>
 public static class FmInteraction
 {
+    /// <summary>x0 [B, F, D] → the FM second-order term [B, 1].</summary>
     public static Tensor<T> Forward<T>(Tensor<T> x0) where T : unmanaged, IFloatingPointIeee754<T>
     {
         var sum = Op.Sum(x0, axis: 1);                            // [B, D]  Σ_f x0

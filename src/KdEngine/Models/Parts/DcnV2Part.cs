@@ -24,6 +24,8 @@ public sealed class DcnV2Part : ModelPart
     private readonly Linear _out;
     private readonly bool _stacked;
 
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>);
+    /// a rank above the cross network's width F·D is a <see cref="ConfigException"/>.</summary>
     public DcnV2Part(PartContext context)
     {
         var c = context.Config;
@@ -35,6 +37,7 @@ public sealed class DcnV2Part : ModelPart
         _out = AddModule("dcn_out", new Linear(_stacked ? _mlp.OutFeatures : n + _mlp.OutFeatures, 1, context.Rng));
     }
 
+    /// <summary>How a model builds, counts (before building) and validates this part (it needs a DNN).</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: (c, fields) =>
@@ -47,9 +50,12 @@ public sealed class DcnV2Part : ModelPart
         Build: context => new DcnV2Part(context),
         Validate: DnnPart.RequireDnn);
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+    /// <inheritdoc/>
     public override bool IsInteractionLayer => true;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden)
     {
         var crossed = _cross.Forward(input.Flat!);                     // [B, n]
@@ -59,8 +65,10 @@ public sealed class DcnV2Part : ModelPart
         return _out.Forward(Op.Concat([crossed, deep], axis: 1));       // [B, n + width] → [B, 1]
     }
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) => new DcnV2Stage(_cross, new DenseStack(_mlp), _out, _stacked);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string flat = input.Flat!;

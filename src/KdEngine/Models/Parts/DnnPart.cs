@@ -17,6 +17,9 @@ public sealed class DnnPart : ModelPart
     private readonly Mlp _mlp;
     private readonly Linear _out;
 
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>);
+    /// <paramref name="outputBias"/>: whether <c>dnn_out</c> has a bias (the DNN model alone; beside other parts the model's
+    /// other terms carry it).</summary>
     public DnnPart(PartContext context, bool outputBias)
     {
         var c = context.Config;
@@ -24,7 +27,8 @@ public sealed class DnnPart : ModelPart
         _out = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, context.Rng, bias: outputBias));
     }
 
-    /// <summary>The DNN beside other parts (WDL, DeepFM, xDeepFM): no output bias.</summary>
+    /// <summary>How a model builds, counts (before building) and validates this part: the DNN beside other parts (WDL, DeepFM,
+    /// xDeepFM), no output bias.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: (c, fields) => MlpParameterCount(c, (long)fields.Count * c.EmbeddingDim) + c.Dnn[^1], // + dnn_out.weight [1, width]
@@ -53,14 +57,18 @@ public sealed class DnnPart : ModelPart
         if (c.Dnn.Length == 0) throw new ConfigException($"{source}: model {c.Model} needs at least one dnn layer.");
     }
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden) =>
         _out.Forward(_mlp.Forward(input.Flat!, hidden));            // [B, width] → [B, 1]
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) =>
         new DnnStage(new DenseStack(_mlp), _out.Weight.ToArray(), _out.Bias?.ToArray()[0]);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string deep = EmitMlp(g, _mlp, input.Flat!);

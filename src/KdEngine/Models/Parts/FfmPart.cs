@@ -20,6 +20,8 @@ public sealed class FfmPart : ModelPart
     private readonly FieldEmbeddings _vectors;
     private readonly int _dim;
 
+    /// <summary>Builds the part's field-aware tables from the model's config, input fields and seeded random source
+    /// (<paramref name="context"/>); fewer than two fields is a <see cref="ConfigException"/>.</summary>
     public FfmPart(PartContext context)
     {
         int f = context.Fields.Count;
@@ -28,13 +30,16 @@ public sealed class FfmPart : ModelPart
         _vectors = AddModule("ffm", new FieldEmbeddings(context.Fields, context.Columns, (f - 1) * _dim, context.Config.EmbeddingInitStd, context.Rng));
     }
 
+    /// <summary>How a model builds and counts (before building) this part.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: false,
         ParameterCount: (c, fields) => fields.Sum(x => (long)x.Cardinality) * Math.Max(fields.Count - 1, 0) * c.EmbeddingDim, // ffm.{field}.weight [V, (F−1)·D]
         Build: context => new FfmPart(context));
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => false;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden)
     {
         var v = _vectors.Forward(input.Batch);       // [B, F, (F−1)·D]
@@ -42,9 +47,11 @@ public sealed class FfmPart : ModelPart
         return Op.FieldAwarePairs(v, _dim);          // [B, 1]
     }
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) =>
         new FfmStage(layout.Concatenate(_vectors.Tables, (layout.FieldCount - 1) * _dim, "ffm tables"), layout.FieldCount, _dim);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         // v [B, F, (F−1)·D] → [B, F·(F−1), D]; the pairs' two slots by Gather on axis 1 → [B, P, D] each; Σ over D and pairs.
