@@ -204,6 +204,7 @@ public static class OnnxExporter
         long at = 0;
         foreach (var t in tables)
         {
+            t.ApplyDeferredRows(); // rows a lazy weight decay still owes
             t.AsSpan().CopyTo(all.AsSpan(checked((int)at)));
             at += t.Length;
         }

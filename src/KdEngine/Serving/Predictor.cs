@@ -71,6 +71,7 @@ public sealed class Predictor
                 $"Predictor: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the compiled predictor takes single-valued id fields only — score such a model with ZooModel.Forward under Tape<float>.NoGrad().");
         var config = model.Config;
         Kind = config.Model;
+        model.ApplyDeferredRows(); // lazily decayed rows an optimizer still owes the tables (its weights are copied below)
         Preprocessor = preprocessor;
         _f = model.Fields.Count;
         _d = config.EmbeddingDim;
