@@ -22,6 +22,12 @@ public sealed record ModelConfig
     public int[] Dnn { get; init; } = [400, 400];
     public Activation DnnActivation { get; init; } = Activation.Relu;
     public float Dropout { get; init; }
+    /// <summary>
+    /// L2 on the batch's looked-up embeddings (DeepCTR's <c>l2_reg_embedding</c>): adds λ/2 · (1/B) · Σ_b Σ_f ‖x0[b, f]‖² to the
+    /// training loss, so each occurrence of a row in the batch pulls it towards 0 by λ/B (a frequent id more than a rare
+    /// one). Training only; 0 = off.
+    /// </summary>
+    public float EmbeddingOutputL2 { get; init; }
     public int[] Cin { get; init; } = [100, 100];
     public Activation CinActivation { get; init; } = Activation.Identity;
     public bool CinSplitHalf { get; init; } = true;
@@ -75,6 +81,7 @@ public sealed record ModelConfig
         for (int i = 0; i < Dnn.Length; i++)
             if (Dnn[i] is < 1 or > 1 << 16) throw new ConfigException($"{source}: dnn[{i}] = {Dnn[i]}; expected 1…65536.");
         if (!(Dropout >= 0 && Dropout < 1)) throw new ConfigException($"{source}: dropout = {Dropout}; expected 0 ≤ dropout < 1.");
+        if (!(EmbeddingOutputL2 >= 0 && float.IsFinite(EmbeddingOutputL2))) throw new ConfigException($"{source}: embeddingOutputL2 = {EmbeddingOutputL2}; expected a finite number ≥ 0.");
         if (Cin is null) throw new ConfigException($"{source}: cin must be a list of layer sizes.");
         for (int i = 0; i < Cin.Length; i++)
         {

@@ -595,12 +595,13 @@ public abstract class Optimizer : IOptimizer
     /// Copies of the optimizer state: <c>step</c> ([2]: hi, lo with step = hi·2²⁴ + lo), then for each parameter
     /// (keyed by its name, or <c>param{i}</c> when unnamed) <c>{key}.step</c> ([2], same encoding), one
     /// <c>{key}.{slot}</c> buffer per state slot with the parameter's shape, and for a table that defers rows
-    /// <c>{key}.clock</c> ([2]: the decay clock as a float pair hi + lo). Deferred rows are brought up to date first,
-    /// so every row's clock is the table's.
+    /// <c>{key}.clock</c> ([3]) and <c>{key}.row_clock</c> ([rows, 3]): the table's clock and each row's, every double
+    /// as three floats whose sum is exactly the double. Deferred rows are NOT applied: with the raw table values
+    /// (<see cref="Tensor{T}.Storage"/>, not <see cref="Tensor{T}.ToArray"/>) this state resumes bit-identically, since
+    /// applying a row's factors in two parts rounds differently from applying them at once.
     /// </summary>
     public IReadOnlyList<(string Name, float[] Data, int[] Shape)> ExportState()
     {
-        ApplyDeferredRows();
         var list = new List<(string, float[], int[])>(1 + _parameters.Length * (2 + _slotNames.Length))
         {
             ("step", EncodeStep(StepCount), [2]),
@@ -610,7 +611,13 @@ public abstract class Optimizer : IOptimizer
             list.Add(($"{_keys[i]}.step", EncodeStep(_parameterSteps[i]), [2]));
             for (int s = 0; s < _slotNames.Length; s++)
                 list.Add(($"{_keys[i]}.{_slotNames[s]}", (float[])_state[s][i].Clone(), _parameters[i].Shape.Dims.ToArray()));
-            if (_rowClock[i] is not null) list.Add(($"{_keys[i]}.clock", EncodeClock(_tableClock[i]), [2]));
+            if (_rowClock[i] is { } rows)
+            {
+                list.Add(($"{_keys[i]}.clock", EncodeClock(_tableClock[i]), [3]));
+                var encoded = new float[rows.Length * 3];
+                for (int r = 0; r < rows.Length; r++) EncodeClock(rows[r]).CopyTo(encoded, 3 * r);
+                list.Add(($"{_keys[i]}.row_clock", encoded, [rows.Length, 3]));
+            }
         }
         return list;
     }
@@ -618,8 +625,8 @@ public abstract class Optimizer : IOptimizer
     /// <summary>
     /// Restores state exported by an optimizer of the same type and settings over parameters with the same names and
     /// shapes. Everything is validated before anything is written: a missing, unknown or misshapen entry throws an
-    /// <see cref="ArgumentException"/> naming it and leaves this optimizer unchanged. Deferred rows all count as current
-    /// afterwards (load the exported weights with it).
+    /// <see cref="ArgumentException"/> naming it and leaves this optimizer unchanged. Load the weights exported with it
+    /// and the table values raw (see <see cref="ExportState"/>).
     /// </summary>
     public void ImportState(IReadOnlyList<(string Name, float[] Data, int[] Shape)> state)
     {
@@ -650,10 +657,17 @@ public abstract class Optimizer : IOptimizer
         long step = DecodeStep(byName["step"].Data, "step");
         var parameterSteps = new long[_parameters.Length];
         var clocks = new double[_parameters.Length];
+        var rowClocks = new double[_parameters.Length][];
         for (int i = 0; i < _parameters.Length; i++)
         {
             parameterSteps[i] = DecodeStep(byName[$"{_keys[i]}.step"].Data, $"{_keys[i]}.step");
-            if (_rowClock[i] is not null) clocks[i] = DecodeClock(byName[$"{_keys[i]}.clock"].Data, $"{_keys[i]}.clock");
+            if (_rowClock[i] is { } rows)
+            {
+                clocks[i] = DecodeClock(byName[$"{_keys[i]}.clock"].Data, 0, $"{_keys[i]}.clock");
+                var encoded = byName[$"{_keys[i]}.row_clock"].Data;
+                rowClocks[i] = new double[rows.Length];
+                for (int r = 0; r < rows.Length; r++) rowClocks[i][r] = DecodeClock(encoded, 3 * r, $"{_keys[i]}.row_clock[{r}]");
+            }
         }
 
         StepCount = step;
@@ -662,9 +676,13 @@ public abstract class Optimizer : IOptimizer
         {
             for (int s = 0; s < _slotNames.Length; s++)
                 byName[$"{_keys[i]}.{_slotNames[s]}"].Data.CopyTo(_state[s][i], 0);
-            if (_rowClock[i] is not null) _tableClock[i] = clocks[i];
+            if (_rowClock[i] is { } rows)
+            {
+                _tableClock[i] = clocks[i];
+                rowClocks[i].CopyTo(rows, 0);
+                _pending[i] = Array.Exists(rows, c => c != clocks[i]);
+            }
         }
-        MarkRowsCurrent();
     }
 
     private static float[] EncodeStep(long step) => [step / StepRadix, step % StepRadix];
@@ -677,18 +695,23 @@ public abstract class Optimizer : IOptimizer
         return (long)hi * StepRadix + (long)lo;
     }
 
-    /// <summary>A double as two floats: hi = (float)x, lo = (float)(x − hi); hi + lo keeps about 48 bits of x.</summary>
-    private static float[] EncodeClock(double clock)
+    /// <summary>
+    /// A double as three floats whose sum (in double, left to right) is exactly the double: hi = (float)x, then the
+    /// remainders, each exact in double, rounded again (24 + 24 + 24 bits cover the 53 of a double).
+    /// </summary>
+    private static float[] EncodeClock(double x)
     {
-        float hi = (float)clock;
-        return [hi, (float)(clock - hi)];
+        float hi = (float)x;
+        double r1 = x - hi;
+        float mid = (float)r1;
+        return [hi, mid, (float)(r1 - mid)];
     }
 
-    private double DecodeClock(float[] data, string name)
+    private double DecodeClock(float[] data, int at, string name)
     {
-        if (!float.IsFinite(data[0]) || !float.IsFinite(data[1]))
-            throw new ArgumentException($"{GetType().Name}.ImportState: entry '{name}' = [{data[0]}, {data[1]}] is not a finite clock.");
-        return (double)data[0] + data[1];
+        if (!float.IsFinite(data[at]) || !float.IsFinite(data[at + 1]) || !float.IsFinite(data[at + 2]))
+            throw new ArgumentException($"{GetType().Name}.ImportState: entry '{name}' is not a finite clock.");
+        return (double)data[at] + data[at + 1] + data[at + 2];
     }
 
     /// <summary>Sorts the touched rows of table <paramref name="index"/> into its reusable key buffer.</summary>
