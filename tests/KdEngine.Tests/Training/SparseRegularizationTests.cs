@@ -318,4 +318,114 @@ public class SparseRegularizationTests
         Assert.Throws<ArgumentException>(() => optB.StepRows(b, [3, 1], new float[2 * Width]), "rows must ascend");
         Assert.Throws<ArgumentException>(() => optB.StepRows(b, [1], new float[Width - 1]), "one gradient row per row");
     }
+
+    // ---------- FTRL-Proximal ----------
+
+    /// <summary>
+    /// McMahan et al.'s Algorithm 1 by hand, α = 0.5, β = 1, λ1 = 0.1, λ2 = 0.2, two coordinates from w = z = n = 0.
+    /// Coordinate 0, gradients 0.3, −0.4, −1.2:
+    ///   1: n = 0.09, σ = 0.3/0.5 = 0.6, z = 0.3 − 0.6·0 = 0.3 → w = −(0.3 − 0.1)/((1 + 0.3)/0.5 + 0.2) = −0.2/2.8 = −1/14
+    ///   2: n = 0.25, σ = (0.5 − 0.3)/0.5 = 0.4, z = 0.3 − 0.4 − 0.4·(−1/14) = −1/14; |z| ≤ 0.1 → w = 0
+    ///   3: n = 1.69, σ = (1.3 − 0.5)/0.5 = 1.6, z = −1/14 − 1.2 − 0 = −89/70 → w = (89/70 − 0.1)/((1 + 1.3)/0.5 + 0.2) = 41/168
+    /// Coordinate 1, gradients 0, 0.5, 0: step 1 keeps w = 0; 2: n = 0.25, σ = 1, z = 0.5 → w = −0.4/3.2 = −0.125; 3 keeps it.
+    /// Per-step regularisation multiplies λ1, λ2 by t: step 2 of coordinate 1 gives −(0.5 − 0.2)/(3 + 0.4) = −3/34, step 3
+    /// −(0.5 − 0.3)/(3 + 0.6) = −1/18 (its z and n unchanged); coordinate 0's step 3 gives (89/70 − 0.3)/(4.6 + 0.6) = 34/182.
+    /// </summary>
+    [TestCase(FtrlRegularization.Absolute)]
+    [TestCase(FtrlRegularization.PerStep)]
+    public void Ftrl_matches_a_hand_computed_three_step_sequence(FtrlRegularization mode)
+    {
+        var w = DenseParam([0f, 0f], "w", 2);
+        var ftrl = new Ftrl([w], alpha: 0.5f, beta: 1f, l1: 0.1f, l2: 0.2f, mode);
+        float[][] g = [[0.3f, 0f], [-0.4f, 0.5f], [-1.2f, 0f]];
+        double[][] expected = mode == FtrlRegularization.Absolute
+            ? [[-1.0 / 14, 0], [0, -0.125], [41.0 / 168, -0.125]]
+            : [[-1.0 / 14, 0], [0, -3.0 / 34], [34.0 / 182, -1.0 / 18]];
+        for (int step = 0; step < 3; step++)
+        {
+            w.GradOrZeros();
+            g[step].CopyTo(w.Grad!.AsSpan());
+            ftrl.Step();
+            Assert.That(w.AsSpan()[0], Is.EqualTo(expected[step][0]).Within(1e-6), $"{mode} step {step + 1}, coordinate 0");
+            Assert.That(w.AsSpan()[1], Is.EqualTo(expected[step][1]).Within(1e-6), $"{mode} step {step + 1}, coordinate 1");
+        }
+        var z = ftrl.ExportState().Single(e => e.Name == "w.z").Data;
+        Assert.That(z[0], Is.EqualTo(-89.0 / 70).Within(1e-6));
+    }
+
+    [Test]
+    public void Ftrl_per_step_on_a_table_defers_the_shrinking_of_idle_rows()
+    {
+        // The same sequence on a table [2, 1]: row 0 is coordinate 0, row 1 coordinate 1 — touched only at step 2. Its
+        // weight after step 3 (−1/18) comes from (z, n, t = 3) when the row is read.
+        var table = Table([0f, 0f], 2, 1, "wide");
+        var ftrl = new Ftrl([table], alpha: 0.5f, beta: 1f, l1: 0.1f, l2: 0.2f, FtrlRegularization.PerStep);
+        table.SparseGradOrEmpty().Add(0, [0.3f]); ftrl.Step();
+        table.SparseGradOrEmpty().Add(0, [-0.4f]); table.SparseGradOrEmpty().Add(1, [0.5f]); ftrl.Step();
+        table.SparseGradOrEmpty().Add(0, [-1.2f]); ftrl.Step();
+        Assert.That(table.AsSpan()[1], Is.EqualTo(-3.0 / 34).Within(1e-6), "storage still holds the row as of its last update");
+        using (Tape<float>.NoGrad())
+            Assert.That(Op.EmbeddingGather(table, new[] { 1 }).ToArray()[0], Is.EqualTo(-1.0 / 18).Within(1e-6), "a read sees t = 3");
+        Assert.That(table.ToArray()[0], Is.EqualTo(34.0 / 182).Within(1e-6));
+    }
+
+    [Test]
+    public void Ftrl_continues_from_nonzero_initial_weights_and_keeps_its_rate_fixed()
+    {
+        var w = DenseParam([0.5f, -0.25f, 0f], "w", 3);
+        var ftrl = new Ftrl([w], alpha: 0.1f, beta: 1f, l1: 0.01f, l2: 0.1f, FtrlRegularization.Absolute);
+        w.GradOrZeros(); // a zero gradient: the closed form must give back the initial weights
+        ftrl.Step();
+        Assert.That(w.ToArray(), Is.EqualTo(new[] { 0.5f, -0.25f, 0f }).Within(1e-6));
+        Assert.Throws<InvalidOperationException>(() => ftrl.LearningRate = 0.01f);
+        Assert.That(ftrl.SchedulesLearningRate, Is.False);
+        Assert.Throws<InvalidOperationException>(() => { ftrl.DenseL2 = 0.1f; w.GradOrZeros(); ftrl.Step(); }, "L2 belongs to FTRL's own λ2");
+    }
+
+    // ---------- groups ----------
+
+    [Test]
+    public void A_group_clips_by_the_norm_over_all_members_and_scales_only_scheduled_rates()
+    {
+        var a = DenseParam([1f, 1f], "a", 2);
+        var b = DenseParam([1f], "b", 1);
+        var c = DenseParam([1f, 1f], "c", 2);
+        var c2 = DenseParam([1f], "c2", 1);
+        var group = new OptimizerGroup(new Sgd([a], 0.1f), new Sgd([b], 0.2f)) { ClipNorm = 1f };
+        var single = new Sgd([c, c2], 0.1f) { ClipNorm = 1f };
+        a.GradOrZeros(); new[] { 3f, 0f }.CopyTo(a.Grad!.AsSpan());
+        b.GradOrZeros(); b.Grad!.AsSpan()[0] = 4f;                 // global norm 5 → scale 0.2
+        group.Step();
+        Assert.That(a.ToArray(), Is.EqualTo(new[] { 1 - 0.1f * 0.6f, 1f }).Within(1e-6));
+        Assert.That(b.ToArray()[0], Is.EqualTo(1 - 0.2f * 0.8f).Within(1e-6));
+        c.GradOrZeros(); new[] { 3f, 0f }.CopyTo(c.Grad!.AsSpan());
+        c2.GradOrZeros(); c2.Grad!.AsSpan()[0] = 4f;
+        single.Step();
+        Assert.That(c.ToArray()[0], Is.EqualTo(a.ToArray()[0]), "the same scale one optimizer over all of them would use");
+
+        group.LearningRate = 0.05f; // half of the lead's initial rate: every scheduled member halves
+        Assert.That(group.Members[1].LearningRate, Is.EqualTo(0.1f).Within(1e-7));
+        var withFtrl = new OptimizerGroup(new Ftrl([DenseParam([0f], "f", 1)]), new Adam([DenseParam([0f], "d", 1)], 1e-3f));
+        withFtrl.LearningRate = 1e-4f;
+        Assert.That(((Ftrl)withFtrl.Members[0]).LearningRate, Is.EqualTo(0.05f), "FTRL keeps α");
+        Assert.That(withFtrl.Description, Is.EqualTo("Group(Ftrl(perStep)+Adam)"));
+    }
+
+    [Test]
+    public void Group_state_round_trips_and_rejects_a_foreign_entry()
+    {
+        var p = DenseParam([0.1f, 0.2f], "p", 2);
+        var q = DenseParam([0.3f], "q", 1);
+        var g1 = new OptimizerGroup(new Ftrl([p]), new Adam([q], 0.01f));
+        p.GradOrZeros(); p.Grad!.AsSpan().Fill(0.5f);
+        q.GradOrZeros(); q.Grad!.AsSpan().Fill(-0.5f);
+        g1.Step();
+        var state = g1.ExportState();
+        var g2 = new OptimizerGroup(new Ftrl([DenseParam([0.1f, 0.2f], "p", 2)]), new Adam([DenseParam([0.3f], "q", 1)], 0.01f));
+        g2.ImportState(state);
+        Assert.That(g2.StepCount, Is.EqualTo(1));
+        Assert.That(g2.ExportState().Select(e => e.Data), Is.EqualTo(state.Select(e => e.Data)));
+        var bad = state.Append(("1.q.extra", new float[1], new[] { 1 })).ToList();
+        Assert.Throws<ArgumentException>(() => g2.ImportState(bad));
+    }
 }

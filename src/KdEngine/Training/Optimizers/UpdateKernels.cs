@@ -210,6 +210,83 @@ internal static class UpdateKernels
     }
 
     /// <summary>
+    /// FTRL-Proximal per coordinate (McMahan et al., KDD 2013, Algorithm 1) with the gradient ĝ = s·g:
+    /// σ = (√(n + ĝ²) − √n)/α; z ← z + ĝ − σ·w; n ← n + ĝ²; then w from (z, n) as in <see cref="FtrlWeights"/>.
+    /// </summary>
+    public static void Ftrl(Span<float> w, ReadOnlySpan<float> g, Span<float> z, Span<float> n, float s, float invAlpha, float beta, float l1, float l2)
+    {
+        CheckLengths(w, g, z, n, "Ftrl");
+        ref float wr = ref MemoryMarshal.GetReference(w);
+        ref float gr = ref MemoryMarshal.GetReference(g);
+        ref float zr = ref MemoryMarshal.GetReference(z);
+        ref float nr = ref MemoryMarshal.GetReference(n);
+        int len = w.Length, i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var sv = Vector512.Create(s); var ia = Vector512.Create(invAlpha); var bv = Vector512.Create(beta);
+            var l1v = Vector512.Create(l1); var l2v = Vector512.Create(l2);
+            for (; i <= len - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var gi = Vector512.LoadUnsafe(ref gr, (nuint)i) * sv;
+                var nOld = Vector512.LoadUnsafe(ref nr, (nuint)i);
+                var nNew = Vector512.FusedMultiplyAdd(gi, gi, nOld);
+                var sqNew = Vector512.Sqrt(nNew);
+                var sigma = (sqNew - Vector512.Sqrt(nOld)) * ia;
+                var zNew = Vector512.FusedMultiplyAdd(-sigma, Vector512.LoadUnsafe(ref wr, (nuint)i), Vector512.LoadUnsafe(ref zr, (nuint)i) + gi);
+                zNew.StoreUnsafe(ref zr, (nuint)i);
+                nNew.StoreUnsafe(ref nr, (nuint)i);
+                var den = Vector512.FusedMultiplyAdd(bv + sqNew, ia, l2v);
+                var wNew = -((zNew - Vector512.CopySign(l1v, zNew)) / den);
+                Vector512.ConditionalSelect(Vector512.LessThanOrEqual(Vector512.Abs(zNew), l1v), Vector512<float>.Zero, wNew).StoreUnsafe(ref wr, (nuint)i);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var sv = Vector256.Create(s); var ia = Vector256.Create(invAlpha); var bv = Vector256.Create(beta);
+            var l1v = Vector256.Create(l1); var l2v = Vector256.Create(l2);
+            for (; i <= len - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var gi = Vector256.LoadUnsafe(ref gr, (nuint)i) * sv;
+                var nOld = Vector256.LoadUnsafe(ref nr, (nuint)i);
+                var nNew = Vector256.FusedMultiplyAdd(gi, gi, nOld);
+                var sqNew = Vector256.Sqrt(nNew);
+                var sigma = (sqNew - Vector256.Sqrt(nOld)) * ia;
+                var zNew = Vector256.FusedMultiplyAdd(-sigma, Vector256.LoadUnsafe(ref wr, (nuint)i), Vector256.LoadUnsafe(ref zr, (nuint)i) + gi);
+                zNew.StoreUnsafe(ref zr, (nuint)i);
+                nNew.StoreUnsafe(ref nr, (nuint)i);
+                var den = Vector256.FusedMultiplyAdd(bv + sqNew, ia, l2v);
+                var wNew = -((zNew - Vector256.CopySign(l1v, zNew)) / den);
+                Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(zNew), l1v), Vector256<float>.Zero, wNew).StoreUnsafe(ref wr, (nuint)i);
+            }
+        }
+        for (; i < len; i++)
+        {
+            ref float wi = ref Unsafe.Add(ref wr, i);
+            ref float zi = ref Unsafe.Add(ref zr, i);
+            ref float ni = ref Unsafe.Add(ref nr, i);
+            float gi = Unsafe.Add(ref gr, i) * s;
+            float nNew = MathF.FusedMultiplyAdd(gi, gi, ni);
+            float sqNew = MathF.Sqrt(nNew);
+            float sigma = (sqNew - MathF.Sqrt(ni)) * invAlpha;
+            zi = MathF.FusedMultiplyAdd(-sigma, wi, zi + gi);
+            ni = nNew;
+            float den = MathF.FusedMultiplyAdd(beta + sqNew, invAlpha, l2);
+            wi = MathF.Abs(zi) <= l1 ? 0f : -((zi - MathF.CopySign(l1, zi)) / den);
+        }
+    }
+
+    /// <summary>FTRL-Proximal's weights from its state: w = 0 if |z| ≤ λ1, else −(z − sgn(z)·λ1) / ((β + √n)/α + λ2).</summary>
+    public static void FtrlWeights(Span<float> w, ReadOnlySpan<float> z, ReadOnlySpan<float> n, float invAlpha, float beta, float l1, float l2)
+    {
+        CheckLengths(w, z, n, w, "FtrlWeights");
+        for (int i = 0; i < w.Length; i++)
+        {
+            float den = MathF.FusedMultiplyAdd(beta + MathF.Sqrt(n[i]), invAlpha, l2);
+            w[i] = MathF.Abs(z[i]) <= l1 ? 0f : -((z[i] - MathF.CopySign(l1, z[i])) / den);
+        }
+    }
+
+    /// <summary>
     /// Σ x² with a fixed summation order (16 float lanes from index 0, reduced lane by lane in double, then the
     /// tail). TensorPrimitives.SumOfSquares may block its loop by the buffer's memory alignment; here the result
     /// depends only on the values — so a sparse row's contribution is the same wherever its slot lies. Vector512
