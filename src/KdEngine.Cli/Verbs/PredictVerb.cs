@@ -12,7 +12,7 @@ internal static class PredictVerb
     {
         var input = new SavedModelInput("model checkpoint (.kde) from train or distill");
         var output = CliOptions.Required("--out", "FILE", "scores CSV: a header 'probability', then one probability per data row");
-        var command = new Command("predict", "Write σ(logit) for every row of a data file, in file order.");
+        var command = new Command("predict", "Write σ(logit) for every row of a data file, in file order (with the model's saved calibration, if any).");
         input.AddTo(command);
         command.Options.Add(output);
         command.SetAction(parse =>
@@ -21,7 +21,7 @@ internal static class PredictVerb
             string outPath = parse.GetValue(output)!;
             var loaded = input.Load(parse);
             var data = input.Encode(parse, loaded);
-            var logits = CtrPipeline.Logits(loaded.Model, data);
+            var logits = CtrPipeline.Logits(loaded, data); // with the saved calibration, as the Predictor serves
             // Written to a temporary file and renamed: an interrupted run never leaves a partial scores file.
             var tmp = outPath + ".tmp";
             using (var w = new StreamWriter(tmp))

@@ -18,6 +18,25 @@ public sealed class SearchSpace
 
     public IReadOnlyList<(string Name, JsonNode?[] Values)> Parameters => _parameters;
 
+    /// <summary>
+    /// The grid <c>tune</c> searches when none is given (docs/results.md, "Tuning"): logistic regression — FTRL's α and
+    /// λ2; the other models — learning rate, embedding weight decay and dropout (FM and LR have no DNN, so no dropout).
+    /// </summary>
+    public static SearchSpace DefaultFor(ModelKind kind)
+    {
+        if (kind == ModelKind.Lr)
+            return new SearchSpace().AddSpec("ftrlAlpha=0.1|0.3|1").AddSpec("ftrlL2=0.0001|0.001|0.003|0.01");
+        var space = new SearchSpace().AddSpec("lr=0.0003|0.001|0.003").AddSpec("weightDecayEmbedding=0|0.01|0.1");
+        return kind == ModelKind.Fm ? space : space.AddSpec("dropout=0|0.2");
+    }
+
+    /// <summary>The grid <c>tune --method</c> searches when none is given: α and T for the KD losses, λ for Rocket Launching and PFD.</summary>
+    public static SearchSpace DefaultForDistill(DistillMethod method) => method switch
+    {
+        DistillMethod.Rocket or DistillMethod.Pfd => new SearchSpace().AddSpec("lambda=0.01|0.1|0.5|1"),
+        _ => new SearchSpace().AddSpec("alpha=0.3|0.5|0.9").AddSpec("T=1|2|4"),
+    };
+
     /// <summary>Number of settings in the full grid.</summary>
     public long GridSize => _parameters.Aggregate(1L, (n, p) => checked(n * p.Values.Length));
 

@@ -115,6 +115,36 @@ public sealed record TrainingSettings
         Shuffle = Shuffle,
     };
 
+    /// <summary>The settings that decide a run, in one line (printed by the CLI so a run can be repeated).</summary>
+    public string Describe()
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        string Rule(OptimizerKind k) => k == OptimizerKind.Ftrl
+            ? string.Create(inv, $"ftrl α {FtrlAlpha} β {FtrlBeta} λ1 {FtrlL1} λ2 {FtrlL2} ({(FtrlRegularization == FtrlRegularization.PerStep ? "per step" : "absolute")})")
+            : string.Create(inv, $"{k.ToString().ToLowerInvariant()} lr {LearningRate}{(k == OptimizerKind.Sgd && Momentum > 0 ? $" momentum {Momentum}" : "")}");
+        var parts = new List<string> { Rule(Optimizer) };
+        if (WideOptimizer is { } w && w != Optimizer) parts.Add("wide part: " + Rule(w));
+        if (Optimizer != OptimizerKind.Ftrl)
+        {
+            if (L2Embedding > 0 || L2Dense > 0) parts.Add(string.Create(inv, $"L2 embedding {L2Embedding} dense {L2Dense}"));
+            if (WeightDecayEmbedding > 0 || WeightDecayDense > 0) parts.Add(string.Create(inv, $"weight decay embedding {WeightDecayEmbedding} dense {WeightDecayDense}"));
+        }
+        parts.Add($"{TableUpdate.ToString().ToLowerInvariant()} tables");
+        if (ClipNorm is { } c) parts.Add(string.Create(inv, $"clip {c}"));
+        parts.Add(string.Create(inv, $"batch {BatchSize}, ≤ {Epochs} epochs"));
+        string metric = Metric switch { StoppingMetric.Both => "AUC or logloss", StoppingMetric.LogLoss => "logloss", StoppingMetric.Auc => "AUC", _ => "objective loss" };
+        var selection = ToTrainerOptions().Selection;
+        string restore = selection == SelectionMetric.GuardedAuc
+            ? string.Create(inv, $"best AUC within {GuardBand * 100:G3}% of the lowest logloss")
+            : "best " + selection.ToString().ToLowerInvariant();
+        string delta = MinDelta > 0 ? string.Create(inv, $", min-delta {MinDelta}") : "";
+        string every = EvaluateEvery > 0 ? string.Create(inv, $", every {EvaluateEvery} steps and epoch") : ", every epoch";
+        parts.Add(string.Create(inv, $"early stopping on validation {metric} (patience {Patience}{delta}{every}), restoring the {restore}"));
+        if (PlateauFactor < 1) parts.Add(string.Create(inv, $"lr × {PlateauFactor} after {PlateauPatience} validation(s) without improvement"));
+        parts.Add(string.Create(inv, $"seed {Seed}"));
+        return string.Join("; ", parts);
+    }
+
     /// <summary>Whether a parameter belongs to a model's wide (linear) part: named <c>linear.…</c> at any depth (<c>linear.C1.weight</c>, <c>linear.bias</c>).</summary>
     public static bool IsWideParameter(string? name) =>
         name is not null && (name.StartsWith("linear.", StringComparison.Ordinal) || name.Contains(".linear.", StringComparison.Ordinal));
@@ -166,6 +196,34 @@ public sealed record TrainingSettings
         "sgd" => OptimizerKind.Sgd,
         "ftrl" => OptimizerKind.Ftrl,
         _ => throw new ArgumentException($"unknown optimizer '{text}' (expected adam|adagrad|sgd|ftrl)."),
+    };
+
+    /// <summary>auc|logloss|both|objective (case-insensitive).</summary>
+    public static StoppingMetric ParseMetric(string text) => text.ToLowerInvariant() switch
+    {
+        "auc" => StoppingMetric.Auc,
+        "logloss" => StoppingMetric.LogLoss,
+        "both" => StoppingMetric.Both,
+        "objective" => StoppingMetric.ObjectiveLoss,
+        _ => throw new ArgumentException($"unknown stopping metric '{text}' (expected auc|logloss|both|objective)."),
+    };
+
+    /// <summary>auc|logloss|guarded-auc|objective (case-insensitive).</summary>
+    public static SelectionMetric ParseSelection(string text) => text.ToLowerInvariant() switch
+    {
+        "auc" => SelectionMetric.Auc,
+        "logloss" => SelectionMetric.LogLoss,
+        "guarded-auc" or "guardedauc" => SelectionMetric.GuardedAuc,
+        "objective" => SelectionMetric.ObjectiveLoss,
+        _ => throw new ArgumentException($"unknown selection metric '{text}' (expected auc|logloss|guarded-auc|objective)."),
+    };
+
+    /// <summary>lazy|dense (case-insensitive).</summary>
+    public static TableUpdateMode ParseTableUpdate(string text) => text.ToLowerInvariant() switch
+    {
+        "lazy" => TableUpdateMode.Lazy,
+        "dense" => TableUpdateMode.Dense,
+        _ => throw new ArgumentException($"unknown table update mode '{text}' (expected lazy|dense)."),
     };
 
     /// <summary>Strict JSON options shared by the pipeline's config records (camelCase, unknown keys rejected).</summary>

@@ -246,7 +246,7 @@ public sealed class Tuner(ITuneData data, TrialConfig baseConfig, Func<TrialConf
     {
         SelectionMetric.Auc => "AUC",
         SelectionMetric.LogLoss => "logloss",
-        _ => $"AUC within {options.GuardBand.ToString("P1", Inv)} of the lowest logloss",
+        _ => $"AUC within {(options.GuardBand * 100).ToString("G3", Inv)}% of the lowest logloss",
     };
 
     private static void WriteTable(TextWriter? output, List<Trial> ranked, int latest)

@@ -174,7 +174,7 @@ public sealed class EarlyStopping
         SelectionMetric.Auc => "best validation AUC",
         SelectionMetric.LogLoss => "best validation logloss",
         SelectionMetric.ObjectiveLoss => "best validation objective loss",
-        _ => string.Create(CultureInfo.InvariantCulture, $"best validation AUC within {GuardBand:P1} of the lowest logloss"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"best validation AUC within {GuardBand * 100:G3}% of the lowest logloss"),
     };
 }
 
