@@ -62,7 +62,7 @@ internal static class DistillVerb
         var settings = training.SettingsFrom(parse, new TrainingSettings
         {
             // ECKD stops on the validation distillation loss; cached logits are aligned to the train rows only.
-            Metric = method == DistillMethod.Ensemble && inputs.Caches.Length == 0 ? StoppingMetric.ObjectiveLoss : StoppingMetric.Auc,
+            Metric = method == DistillMethod.Ensemble && inputs.Caches.Length == 0 ? StoppingMetric.ObjectiveLoss : new TrainingSettings().Metric,
         });
         if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);

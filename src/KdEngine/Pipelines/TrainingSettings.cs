@@ -11,13 +11,15 @@ public enum OptimizerKind { Adam, Adagrad, Sgd, Ftrl }
 
 /// <summary>
 /// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart, tune). JSON keys are
-/// camelCase; unknown keys are rejected naming the key. The defaults are the ones docs/results.md measures ("Defaults");
-/// <see cref="For"/> gives the per-model defaults (logistic regression trains with FTRL).
+/// camelCase; unknown keys are rejected naming the key. The defaults are the ones docs/results.md measures ("Defaults"):
+/// Adam 1e-3, batch 256, at most 50 epochs with early stopping while validation AUC or logloss improves (patience 3,
+/// restoring the logloss-guarded best AUC, the learning rate × 0.1 at each plateau); <see cref="For"/> gives the
+/// per-model defaults (FTRL α 0.5, λ2 1e-3 per step for logistic regression and for wide parts).
 /// </summary>
 public sealed record TrainingSettings
 {
-    /// <summary>The maximum number of epochs; early stopping (<see cref="Patience"/>) decides when to stop before.</summary>
-    public int Epochs { get; init; } = 10;
+    /// <summary>The maximum number of epochs: high, so that early stopping (<see cref="Patience"/>) decides when to stop.</summary>
+    public int Epochs { get; init; } = 50;
     public int BatchSize { get; init; } = 256;
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
     /// <summary>Learning rate of Adam / Adagrad / SGD (FTRL uses <see cref="FtrlAlpha"/>).</summary>
@@ -35,22 +37,22 @@ public sealed record TrainingSettings
     /// <summary>The optimizer of the wide (linear) part of LR / WDL / DeepFM / xDeepFM; null = <see cref="Optimizer"/>.</summary>
     public OptimizerKind? WideOptimizer { get; init; }
     /// <summary>FTRL's α (per-coordinate rate α/(β + √n)).</summary>
-    public float FtrlAlpha { get; init; } = 0.05f;
+    public float FtrlAlpha { get; init; } = 0.5f;
     public float FtrlBeta { get; init; } = 1f;
     public float FtrlL1 { get; init; }
     /// <summary>FTRL's L2 λ2 (per step in <see cref="FtrlRegularization.PerStep"/> mode: the L2 of the mean loss).</summary>
-    public float FtrlL2 { get; init; }
+    public float FtrlL2 { get; init; } = 1e-3f;
     public FtrlRegularization FtrlRegularization { get; init; } = FtrlRegularization.PerStep;
     /// <summary>Global gradient-norm clipping; null = none.</summary>
     public float? ClipNorm { get; init; }
     /// <summary>SGD momentum.</summary>
     public float Momentum { get; init; }
     /// <summary>Validations without improvement before stopping; 0 = never stop early.</summary>
-    public int Patience { get; init; } = 2;
+    public int Patience { get; init; } = 3;
     /// <summary>Validate every N steps (as well as after each epoch); 0 = once per epoch.</summary>
     public int EvaluateEvery { get; init; }
     /// <summary>What early stopping watches: auc, logLoss, both (go on while either improves) or objectiveLoss.</summary>
-    public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
+    public StoppingMetric Metric { get; init; } = StoppingMetric.Both;
     /// <summary>Whose weights are restored; null: implied by <see cref="Metric"/> (both → logloss-guarded AUC).</summary>
     public SelectionMetric? RestoreBy { get; init; }
     /// <summary>Minimum improvement that counts (absolute).</summary>
@@ -58,15 +60,23 @@ public sealed record TrainingSettings
     /// <summary>The logloss band of the guarded-AUC selection (relative).</summary>
     public double GuardBand { get; init; } = 0.005;
     /// <summary>Reduce-on-plateau factor (1 = off).</summary>
-    public double PlateauFactor { get; init; } = 1;
+    public double PlateauFactor { get; init; } = 0.1;
     public int PlateauPatience { get; init; } = 1;
     /// <summary>Shuffling seed of the trainer.</summary>
     public int Seed { get; init; } = 1;
     /// <summary>Shuffle the training rows each epoch (false: file order, e.g. to compare runs row for row).</summary>
     public bool Shuffle { get; init; } = true;
 
-    /// <summary>The defaults for a model kind: logistic regression trains with FTRL; other kinds with <c>new TrainingSettings()</c>.</summary>
-    public static TrainingSettings For(ModelKind kind) => kind == ModelKind.Lr ? new TrainingSettings { Optimizer = OptimizerKind.Ftrl } : new TrainingSettings();
+    /// <summary>
+    /// The defaults for a model kind (docs/results.md, "Defaults"): logistic regression trains with FTRL; a model with a
+    /// wide part (FM, WDL, DeepFM, xDeepFM) trains that part with FTRL beside Adam; DNN and DCN with <c>new TrainingSettings()</c>.
+    /// </summary>
+    public static TrainingSettings For(ModelKind kind) => kind switch
+    {
+        ModelKind.Lr => new TrainingSettings { Optimizer = OptimizerKind.Ftrl },
+        ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl },
+        _ => new TrainingSettings(),
+    };
 
     public void Validate(string source = "training")
     {

@@ -7,10 +7,12 @@ namespace KdEngine.Pipelines;
 /// Hyper-parameters of the model-zoo experiment (strict JSON, camelCase, unknown keys rejected):
 /// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
 /// A model left out of <c>models</c> gets the anchor config (D = 10, DNN [400, 400], CIN [100, 100] split-half).
+/// Without <c>training</c> each model trains with its defaults (<see cref="TrainingSettings.For"/>).
 /// </summary>
 public sealed record ZooExperimentConfig
 {
-    public TrainingSettings Training { get; init; } = new();
+    /// <summary>One set of settings for every model; null: each model's defaults.</summary>
+    public TrainingSettings? Training { get; init; }
     public int MinCount { get; init; } = 2;
     public Dictionary<string, ModelConfig> Models { get; init; } = new();
 
@@ -31,8 +33,7 @@ public sealed record ZooExperimentConfig
 
     public void Validate(string source = "zoo.json")
     {
-        if (Training is null) throw new ConfigException($"{source}: training must be an object.");
-        Training.Validate(source + ": training");
+        Training?.Validate(source + ": training");
         if (MinCount < 1) throw new ConfigException($"{source}: minCount = {MinCount}; expected ≥ 1.");
         if (Models is null) throw new ConfigException($"{source}: models must be an object.");
         foreach (var (name, config) in Models)
@@ -45,6 +46,9 @@ public sealed record ZooExperimentConfig
     }
 
     /// <summary>The config of model <paramref name="name"/> (the file's, or the anchor default) with the given seed.</summary>
+    /// <summary>The training settings of model <paramref name="name"/>: the file's, or the model's defaults.</summary>
+    public TrainingSettings TrainingFor(string name) => Training ?? TrainingSettings.For(KindOf(name));
+
     public ModelConfig ConfigFor(string name, int seed) =>
         (Models.TryGetValue(name, out var c) ? c : new ModelConfig { Model = KindOf(name), EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true })
         with { Seed = seed };
@@ -78,7 +82,7 @@ public static class ZooExperiment
             foreach (int seed in seeds)
             {
                 var model = CtrPipeline.BuildModel(config.ConfigFor(name, seed), data.Fields);
-                var outcome = CtrPipeline.Train(model, data, config.Training with { Seed = seed });
+                var outcome = CtrPipeline.Train(model, data, config.TrainingFor(name) with { Seed = seed });
                 var run = new ZooRun(name, seed, outcome.Test.Auc, outcome.Test.LogLoss, outcome.Validation.Auc,
                     outcome.Report.Elapsed.TotalSeconds, outcome.Report.Steps, model.ParameterCount());
                 runs.Add(run);

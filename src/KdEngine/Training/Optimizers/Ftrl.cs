@@ -109,6 +109,8 @@ public sealed class Ftrl : Optimizer
     protected override bool DefersRows(int index) =>
         IsTable(index) && TableUpdate == TableUpdateMode.Lazy && Regularization == FtrlRegularization.PerStep && (L1 > 0f || L2 > 0f);
 
+    protected override bool DenseEqualsDeferred => true;
+
     /// <summary>The clock of a deferring table is its step count t (λ's multiplier).</summary>
     protected override double AdvanceClock(int index, double clock) => clock + 1;
 
@@ -127,7 +129,7 @@ public sealed class Ftrl : Optimizer
         // PerStep: c = t after this step — the optimizer's step count for dense parameters (they step every step),
         // the table's clock (already advanced) for a deferring table, its own step count for any other table.
         _c = Regularization == FtrlRegularization.Absolute ? 1f
-            : IsTable(index) && TableUpdate == TableUpdateMode.Lazy && DefersRows(index) ? (float)TableClock(index)
+            : IsTable(index) && TableUpdate == TableUpdateMode.Lazy && DefersRows(index) && !IsOnDevice(index) ? (float)TableClock(index)
             : IsTable(index) ? step
             : StepCount + 1;
     }

@@ -277,7 +277,9 @@ public abstract class Optimizer : IOptimizer
             var p = _parameters[i];
             if (p.HasSparseGradient)
             {
-                if (_tableMode == TableUpdateMode.Dense) StepDenseTable(i, scale);
+                // A device table has no read hook to defer through; a rule whose deferred update equals its dense one
+                // (FTRL's per-step shrinkage) runs dense there.
+                if (SteppedDense(i)) StepDenseTable(i, scale);
                 else StepTableRows(i, new SortedSparseRows(this, i), scale);
             }
             else if (p.Grad is { } g)
@@ -440,6 +442,16 @@ public abstract class Optimizer : IOptimizer
     protected virtual void CatchUp(int index, int row, Span<float> weights, double from, double to) =>
         System.Numerics.Tensors.TensorPrimitives.Multiply(weights, (float)Math.Exp(to - from), weights);
 
+    /// <summary>Whether table <paramref name="i"/> is stepped over every row: Dense mode, or a device table whose rule defers (see <see cref="DenseEqualsDeferred"/>).</summary>
+    private bool SteppedDense(int i) => _tableMode == TableUpdateMode.Dense || (_hostWeights[i] is not null && DenseEqualsDeferred && DefersRows(i));
+
+    /// <summary>
+    /// Whether running the rule on every row (zero gradient where untouched) gives exactly the deferred update — true for
+    /// FTRL (an idle coordinate's z and n stay; w is recomputed), false for decay under Adam (dense Adam moves idle rows).
+    /// Device tables, which cannot defer, are then stepped dense.
+    /// </summary>
+    protected virtual bool DenseEqualsDeferred => false;
+
     /// <summary>The table's clock now (for rules whose catch-up depends on it).</summary>
     protected double TableClock(int index) => _tableClock[index];
 
@@ -449,6 +461,7 @@ public abstract class Optimizer : IOptimizer
         for (int i = 0; i < _parameters.Length; i++)
         {
             bool want = DefersRows(i);
+            if (want && _hostWeights[i] is not null && DenseEqualsDeferred) continue; // stepped dense instead (see FinishStep)
             if (want && _rowClock[i] is null)
             {
                 if (_hostWeights[i] is not null)
@@ -544,7 +557,7 @@ public abstract class Optimizer : IOptimizer
     {
         if (_hostWeights[i] is not { } w) return;
         var p = _parameters[i];
-        if (!p.HasSparseGradient || _tableMode == TableUpdateMode.Dense)
+        if (!p.HasSparseGradient || SteppedDense(i))
         {
             if (p.HasSparseGradient || p.Grad is not null) p.Backend.Upload(w, p.Storage);
             return;
@@ -585,6 +598,9 @@ public abstract class Optimizer : IOptimizer
 
     /// <summary>The state buffer of <paramref name="slot"/> (constructor order) for parameter <paramref name="index"/>.</summary>
     protected float[] State(int slot, int index) => _state[slot][index];
+
+    /// <summary>Whether parameter <paramref name="index"/> lives on a device backend (updated on a host mirror).</summary>
+    protected bool IsOnDevice(int index) => _hostWeights[index] is not null;
 
     /// <summary>Whether parameter <paramref name="index"/> is an embedding table.</summary>
     protected bool IsTable(int index) => _parameters[index].HasSparseGradient;
