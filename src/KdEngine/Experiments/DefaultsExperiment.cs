@@ -49,6 +49,7 @@ public static class DefaultsExperiment
         }
     }
 
+    /// <summary>Runs every (dataset, model): previous defaults, current defaults and the tuned best, each retrained with seeds 1…<paramref name="seeds"/>.</summary>
     public static IReadOnlyList<DefaultsRow> Run(IReadOnlyList<string> datasets, IReadOnlyList<ModelKind> models, int seeds, int syntheticRows,
         int? maxTrials, TextWriter? log, Action<DefaultsRow>? onRow = null)
     {
@@ -99,9 +100,14 @@ public static class DefaultsExperiment
 /// <summary>Three encoded parts as <see cref="ITuneData"/> (no schema-privileged fields).</summary>
 public sealed class SplitTuneData(EncodedDataset train, EncodedDataset validation, EncodedDataset test) : ITuneData
 {
+    /// <inheritdoc/>
     public EncodedDataset Train => train;
+    /// <inheritdoc/>
     public EncodedDataset Validation => validation;
+    /// <inheritdoc/>
     public IReadOnlyList<Nn.InputField> Fields { get; } = ModelInputs.From(train.FeatureSpace).Fields;
+    /// <inheritdoc/>
     public IReadOnlyList<bool> Privileged => train.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
+    /// <inheritdoc/>
     public EncodedDataset ReadTest() => test;
 }

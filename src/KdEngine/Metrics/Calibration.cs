@@ -100,6 +100,7 @@ public enum CalibrationKind
 /// </summary>
 public sealed record LogitCalibration(CalibrationKind Kind, double Scale, double Bias)
 {
+    /// <summary>The map that changes nothing (z′ = z).</summary>
     public static readonly LogitCalibration Identity = new(CalibrationKind.None, 1, 0);
 
     /// <summary>Whether the map is the identity.</summary>
@@ -220,6 +221,7 @@ public sealed record LogitCalibration(CalibrationKind Kind, double Scale, double
         _ => throw new FormatException($"unknown calibration '{text}' (expected none|temperature|platt)."),
     };
 
+    /// <summary>The map in words, e.g. <c>platt a = 0.65141, b = -0.33813</c>.</summary>
     public override string ToString() => Kind switch
     {
         CalibrationKind.None => "none",

@@ -77,6 +77,7 @@ public abstract class Module
     /// <summary>Called when <see cref="RandomStep"/> changes (a stochastic layer restarts its per-step call count).</summary>
     protected virtual void OnRandomStepChanged() { }
 
+    /// <summary>Registers <paramref name="tensor"/> as a trainable parameter called <paramref name="name"/> (it now requires a gradient) and returns it.</summary>
     protected Tensor<float> AddParameter(string name, Tensor<float> tensor)
     {
         foreach (var (n, _) in _parameters)
@@ -132,6 +133,7 @@ public abstract class Module
         foreach (var p in Parameters()) p.Tensor.ApplyDeferredRows();
     }
 
+    /// <summary>Forgets the accumulated gradients of every parameter of the tree (buffers are kept).</summary>
     public void ZeroGrad()
     {
         foreach (var p in Parameters()) p.Tensor.ZeroGrad();

@@ -10,12 +10,13 @@ namespace KdEngine.Pipelines;
 /// names, arrays such as <c>[400, 400]</c>). Names are the camelCase keys of <see cref="TrainingSettings"/> and
 /// <see cref="ModelConfig"/> (for a distillation search: of <see cref="DistillConfig"/>, with model keys meaning the
 /// student's), optionally prefixed <c>training.</c>, <c>model.</c>, <c>distill.</c>, <c>student.</c> or <c>teacher.</c>;
-/// <c>lr</c> is short for <c>learningRate</c> and <c>T</c> for <c>temperature</c> (see <see cref="TrialConfig.With"/>).
+/// <c>lr</c> is short for <c>learningRate</c> and <c>T</c> for <c>temperature</c> (see <see cref="TrialConfig.With(string, JsonNode?)"/>).
 /// </summary>
 public sealed class SearchSpace
 {
     private readonly List<(string Name, JsonNode?[] Values)> _parameters = [];
 
+    /// <summary>The searched parameters in the order given, each with its candidate values.</summary>
     public IReadOnlyList<(string Name, JsonNode?[] Values)> Parameters => _parameters;
 
     /// <summary>
@@ -40,6 +41,7 @@ public sealed class SearchSpace
     /// <summary>Number of settings in the full grid.</summary>
     public long GridSize => _parameters.Aggregate(1L, (n, p) => checked(n * p.Values.Length));
 
+    /// <summary>Adds a parameter (a TrainingSettings / ModelConfig / DistillConfig key, or an alias) with its candidate values; returns this space.</summary>
     public SearchSpace Add(string name, params JsonNode?[] values)
     {
         if (string.IsNullOrWhiteSpace(name)) throw new ArgumentException("search space: a parameter has no name.");
@@ -144,7 +146,7 @@ public sealed class SearchSpace
 
 /// <summary>
 /// Everything one trial trains with: the model (the student, in a distillation search), the training settings and, for
-/// distillation, the method's config. <see cref="With"/> sets one parameter by name through the records' strict JSON, so
+/// distillation, the method's config. <see cref="With(string, JsonNode?)"/> sets one parameter by name through the records' strict JSON, so
 /// a misspelt name or a bad value is an error naming it.
 /// </summary>
 public sealed record TrialConfig(ModelConfig Model, TrainingSettings Training, DistillConfig? Distill = null)

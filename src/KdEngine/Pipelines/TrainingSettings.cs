@@ -7,7 +7,17 @@ using KdEngine.Training;
 namespace KdEngine.Pipelines;
 
 /// <summary>The optimizers a pipeline can build.</summary>
-public enum OptimizerKind { Adam, Adagrad, Sgd, Ftrl }
+public enum OptimizerKind
+{
+    /// <summary>Adam (β₁ 0.9, β₂ 0.999); the default.</summary>
+    Adam,
+    /// <summary>Adagrad: per-coordinate steps shrinking with the summed squared gradients.</summary>
+    Adagrad,
+    /// <summary>Plain SGD, with optional momentum.</summary>
+    Sgd,
+    /// <summary>FTRL-Proximal (McMahan et al. 2013): per-coordinate rates, L1/L2; the default of logistic regression and wide parts.</summary>
+    Ftrl,
+}
 
 /// <summary>
 /// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart, tune). JSON keys are
@@ -20,9 +30,11 @@ public sealed record TrainingSettings
 {
     /// <summary>The maximum number of epochs: high, so that early stopping (<see cref="Patience"/>) decides when to stop.</summary>
     public int Epochs { get; init; } = 50;
+    /// <summary>Rows per optimizer step.</summary>
     public int BatchSize { get; init; } = 256;
+    /// <summary>The optimizer <see cref="BuildOptimizer"/> makes.</summary>
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
-    /// <summary>Learning rate of Adam / Adagrad / SGD (FTRL uses <see cref="FtrlAlpha"/>).</summary>
+    /// <summary>Learning rate of Adam / Adagrad / SGD (&gt; 0; FTRL uses <see cref="FtrlAlpha"/>).</summary>
     public float LearningRate { get; init; } = 1e-3f;
     /// <summary>Coupled L2 on embedding tables (ĝ = g + λ·w): the touched rows in lazy table mode, every row in dense mode.</summary>
     public float L2Embedding { get; init; }
@@ -38,10 +50,13 @@ public sealed record TrainingSettings
     public OptimizerKind? WideOptimizer { get; init; }
     /// <summary>FTRL's α (per-coordinate rate α/(β + √n)).</summary>
     public float FtrlAlpha { get; init; } = 0.5f;
+    /// <summary>FTRL's β (the rate's offset; 1 is the paper's).</summary>
     public float FtrlBeta { get; init; } = 1f;
+    /// <summary>FTRL's L1 λ1 (sparsity; 0 = off).</summary>
     public float FtrlL1 { get; init; }
     /// <summary>FTRL's L2 λ2 (per step in <see cref="FtrlRegularization.PerStep"/> mode: the L2 of the mean loss).</summary>
     public float FtrlL2 { get; init; } = 1e-3f;
+    /// <summary>Whether FTRL's λ1/λ2 are absolute (the paper) or per step (converges to the regularised mean-loss optimum).</summary>
     public FtrlRegularization FtrlRegularization { get; init; } = FtrlRegularization.PerStep;
     /// <summary>Global gradient-norm clipping; null = none.</summary>
     public float? ClipNorm { get; init; }
@@ -61,6 +76,7 @@ public sealed record TrainingSettings
     public double GuardBand { get; init; } = 0.005;
     /// <summary>Reduce-on-plateau factor (1 = off).</summary>
     public double PlateauFactor { get; init; } = 0.1;
+    /// <summary>Validations without improvement before the learning rate is reduced.</summary>
     public int PlateauPatience { get; init; } = 1;
     /// <summary>Shuffling seed of the trainer.</summary>
     public int Seed { get; init; } = 1;
@@ -78,6 +94,7 @@ public sealed record TrainingSettings
         _ => new TrainingSettings(),
     };
 
+    /// <summary>Checks every setting; a bad one is a <see cref="ConfigException"/> naming it, prefixed with <paramref name="source"/>.</summary>
     public void Validate(string source = "training")
     {
         if (Epochs < 1) throw new ConfigException($"{source}: epochs = {Epochs}; expected ≥ 1.");
@@ -109,6 +126,7 @@ public sealed record TrainingSettings
         if (PlateauPatience < 1) throw new ConfigException($"{source}: plateauPatience = {PlateauPatience}; expected ≥ 1.");
     }
 
+    /// <summary>The trainer's part of the settings (epochs, batch size, validation, stopping, seed, shuffling).</summary>
     public TrainerOptions ToTrainerOptions() => new()
     {
         Epochs = Epochs,
@@ -199,6 +217,7 @@ public sealed record TrainingSettings
         return opt;
     }
 
+    /// <summary>Parses <c>adam</c>, <c>adagrad</c> or <c>sgd</c> (case-insensitive); anything else is an <see cref="ArgumentException"/>.</summary>
     public static OptimizerKind ParseOptimizer(string text) => text.ToLowerInvariant() switch
     {
         "adam" => OptimizerKind.Adam,

@@ -17,8 +17,11 @@ namespace KdEngine.Pipelines;
 /// </summary>
 public interface ITuneData
 {
+    /// <summary>The train part (every trial trains on it).</summary>
     EncodedDataset Train { get; }
+    /// <summary>The validation part (early stopping, ranking, calibration).</summary>
     EncodedDataset Validation { get; }
+    /// <summary>The model input fields of the encoded data.</summary>
     IReadOnlyList<InputField> Fields { get; }
     /// <summary>Per input field: teacher-only (privileged)?</summary>
     IReadOnlyList<bool> Privileged { get; }
@@ -29,10 +32,15 @@ public interface ITuneData
 /// <summary>Prepared data as <see cref="ITuneData"/>.</summary>
 public sealed class PreparedTuneData(PreparedData data) : ITuneData
 {
+    /// <inheritdoc/>
     public EncodedDataset Train => data.Train;
+    /// <inheritdoc/>
     public EncodedDataset Validation => data.Validation;
+    /// <inheritdoc/>
     public IReadOnlyList<InputField> Fields => data.Fields;
+    /// <inheritdoc/>
     public IReadOnlyList<bool> Privileged => data.Privileged;
+    /// <inheritdoc/>
     public EncodedDataset ReadTest() => data.Test;
 }
 
@@ -49,6 +57,7 @@ public sealed record TuneOptions
     public int SearchSeed { get; init; } = 1;
     /// <summary>How trials are ranked on validation: AUC, logloss, or the best AUC among trials within <see cref="GuardBand"/> of the lowest logloss.</summary>
     public SelectionMetric RankBy { get; init; } = SelectionMetric.GuardedAuc;
+    /// <summary>The logloss band of guarded-AUC ranking, relative to the lowest validation logloss.</summary>
     public double GuardBand { get; init; } = 0.005;
     /// <summary>Seeds the best setting is retrained with (1…N), each evaluated on validation, then all on test once.</summary>
     public int FinalSeeds { get; init; } = 3;
@@ -57,6 +66,7 @@ public sealed record TuneOptions
     /// <summary>Where trials.json, trials.csv and final.json go (rewritten after every trial); null: nowhere.</summary>
     public string? OutputDirectory { get; init; }
 
+    /// <summary>Checks every option; a bad one is an <see cref="ArgumentException"/> naming it.</summary>
     public void Validate()
     {
         if (MaxTrials is < 1) throw new ConfigException($"tune: maxTrials = {MaxTrials}; expected ≥ 1.");
@@ -71,6 +81,7 @@ public sealed record TuneOptions
 public sealed record Trial(int Index, IReadOnlyList<(string Name, JsonNode? Value)> Setting, double ValidAuc, double ValidLogLoss,
     long BestStep, int BestEpoch, long Steps, double Seconds, string? Error = null)
 {
+    /// <summary>The setting as name=value pairs.</summary>
     public string SettingText => SearchSpace.Describe(Setting);
 }
 
@@ -82,7 +93,9 @@ public sealed record FinalRun(int Seed, double ValidAuc, double ValidLogLoss, do
 public sealed record TuneReport(IReadOnlyList<Trial> Trials, Trial Best, TrialConfig BestConfig, IReadOnlyList<FinalRun> Final,
     IReadOnlyList<ZooModel> FinalModels, IReadOnlyList<LogitCalibration> FinalCalibrations)
 {
+    /// <summary>Test AUC over the final seeds: mean and sample standard deviation.</summary>
     public (double Mean, double Std) TestAuc => ZooExperiment.MeanStd(Final.Select(r => r.TestAuc).ToArray());
+    /// <summary>Test logloss over the final seeds: mean and sample standard deviation.</summary>
     public (double Mean, double Std) TestLogLoss => ZooExperiment.MeanStd(Final.Select(r => r.TestLogLoss).ToArray());
 }
 
@@ -124,6 +137,7 @@ public sealed class Tuner(ITuneData data, TrialConfig baseConfig, Func<TrialConf
         return new TrialBuild(run.Objective, run.Student);
     };
 
+    /// <summary>Runs the search on validation, retrains the best setting with the final seeds, then reads the test part once.</summary>
     public TuneReport Run(SearchSpace space)
     {
         ArgumentNullException.ThrowIfNull(space);

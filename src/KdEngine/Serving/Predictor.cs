@@ -95,6 +95,7 @@ public sealed class Predictor
         return new Predictor(loaded.Model, loaded.Preprocessor, loaded.Calibration);
     }
 
+    /// <summary>The kind of model the predictor was compiled from.</summary>
     public ModelKind Kind { get; }
 
     /// <summary>The post-hoc calibration applied to every logit (<see cref="KdEngine.Metrics.LogitCalibration.Identity"/> when none).</summary>

@@ -65,6 +65,7 @@ public readonly record struct StoppingDecision(bool Improved, bool Selected, boo
 /// </remarks>
 public sealed class EarlyStopping
 {
+    /// <summary>A rule with its settings; each bad value is an <see cref="ArgumentOutOfRangeException"/> naming it.</summary>
     public EarlyStopping(StoppingMetric monitor, SelectionMetric selection, int patience, double minDelta = 0, double guardBand = 0.005,
         double plateauFactor = 1, int plateauPatience = 1)
     {
@@ -84,12 +85,19 @@ public sealed class EarlyStopping
         PlateauPatience = plateauPatience;
     }
 
+    /// <summary>What counts as an improvement: AUC, logloss, either of them, or the objective's loss.</summary>
     public StoppingMetric Monitor { get; }
+    /// <summary>Which validation point's weights are restored at the end.</summary>
     public SelectionMetric Selection { get; }
+    /// <summary>Validations without improvement before training stops; 0 = never stop early.</summary>
     public int Patience { get; }
+    /// <summary>The smallest change that counts as an improvement (absolute).</summary>
     public double MinDelta { get; }
+    /// <summary>The logloss band of the guarded-AUC selection, relative to the lowest logloss.</summary>
     public double GuardBand { get; }
+    /// <summary>Reduce-on-plateau: the learning-rate multiplier (1 = off).</summary>
     public double PlateauFactor { get; }
+    /// <summary>Validations without improvement before the learning rate is reduced.</summary>
     public int PlateauPatience { get; }
 
     /// <summary>The mutable state (saved in training checkpoints).</summary>
@@ -183,10 +191,15 @@ public sealed class EarlyStoppingState
 {
     /// <summary>The monitor's reference values (moved only by improvements larger than min-delta).</summary>
     public double BestAuc { get; set; } = double.NaN;
+    /// <summary>The lowest validation logloss the monitor has accepted.</summary>
     public double BestLogLoss { get; set; } = double.NaN;
+    /// <summary>The lowest validation objective loss the monitor has accepted.</summary>
     public double BestObjectiveLoss { get; set; } = double.NaN;
+    /// <summary>Validations since the last improvement (compared with the patience).</summary>
     public int SinceImprovement { get; set; }
+    /// <summary>Validations without improvement since the learning rate was last reduced.</summary>
     public int SinceReduction { get; set; }
+    /// <summary>The point whose weights would be restored now.</summary>
     public ValidationPoint? Selected { get; set; }
     /// <summary>The point with the lowest logloss so far (L* of the guarded selection).</summary>
     public ValidationPoint? LowestLogLoss { get; set; }

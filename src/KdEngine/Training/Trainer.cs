@@ -13,6 +13,7 @@ public sealed record TrainerOptions
 {
     /// <summary>The maximum number of epochs (early stopping usually ends training before).</summary>
     public int Epochs { get; init; } = 1;
+    /// <summary>Rows per step (per rank when training data-parallel).</summary>
     public int BatchSize { get; init; } = 256;
     /// <summary>Validate every N steps as well as at the end of every epoch; 0 validates once per epoch.</summary>
     public int EvaluateEvery { get; init; }
@@ -31,12 +32,15 @@ public sealed record TrainerOptions
     public double GuardBand { get; init; } = 0.005;
     /// <summary>Reduce-on-plateau: multiply the learning rate by this after <see cref="PlateauPatience"/> validations without improvement; 1 = off.</summary>
     public double PlateauFactor { get; init; } = 1;
+    /// <summary>Validations without improvement before the learning rate is reduced.</summary>
     public int PlateauPatience { get; init; } = 1;
     /// <summary>Reduce-on-plateau never takes the learning rate below this.</summary>
     public float MinLearningRate { get; init; } = 1e-6f;
     /// <summary>At the end, put back the weights of the selected validation point (<see cref="RestoreBy"/>).</summary>
     public bool RestoreBest { get; init; } = true;
+    /// <summary>Shuffle the training rows each epoch (seeded by <see cref="Seed"/> + epoch).</summary>
     public bool Shuffle { get; init; } = true;
+    /// <summary>Seed of the shuffling.</summary>
     public int Seed { get; init; } = 1;
     /// <summary>Optional learning-rate schedule, applied before every step.</summary>
     public LearningRateSchedule? Schedule { get; init; }
@@ -60,6 +64,7 @@ public sealed record TrainerOptions
         _ => SelectionMetric.GuardedAuc,
     };
 
+    /// <summary>Checks every option; a bad one is an <see cref="ArgumentException"/> naming it.</summary>
     public void Validate()
     {
         if (Epochs < 1) throw new ArgumentException($"trainer: epochs = {Epochs}; expected ≥ 1.");
@@ -86,6 +91,10 @@ public sealed record TrainerOptions
 public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss);
 
 /// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
+/// <param name="History">Every validation point, in order.</param>
+/// <param name="Steps">Optimizer steps taken.</param>
+/// <param name="Elapsed">Wall-clock training time.</param>
+/// <param name="StoppedEarly">Whether early stopping ended training before the epoch limit.</param>
 /// <param name="Best">The selected validation point: its weights were restored (with <see cref="TrainerOptions.RestoreBest"/>).</param>
 /// <param name="StopReason">Why training ended, in words (patience, the epoch limit, …), with how the restored point was chosen.</param>
 public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly,
@@ -115,6 +124,7 @@ public sealed class Trainer
     private readonly bool _interactive;
     private readonly IProcessGroup _group;
 
+    /// <param name="options">Epochs, batch size, validation, early stopping (validated here).</param>
     /// <param name="progress">Where progress goes (null: silent).</param>
     /// <param name="interactive">Redraw one status line (a terminal) instead of printing plain lines.</param>
     /// <param name="group">The processes training together (see the class remarks); null: this process alone.</param>
@@ -127,6 +137,11 @@ public sealed class Trainer
         _group = group ?? SingleProcess.Instance;
     }
 
+    /// <summary>
+    /// Trains <paramref name="objective"/> with <paramref name="optimizer"/> on <paramref name="train"/> (in memory),
+    /// validating on <paramref name="validation"/> (null: no validation, no early stopping) per the options.
+    /// Throws <see cref="TrainingDivergedException"/> when a loss, gradient or weight becomes NaN or infinite.
+    /// </summary>
     public TrainingReport Fit(IObjective objective, IOptimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
         Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, new TrainerPosition());
 
@@ -435,6 +450,7 @@ public sealed class BatchScratch
     private int[][] _bagOffsets = [];
     private int[][] _bagIds = [];
 
+    /// <summary>The batch as a <see cref="CtrBatch"/> over this scratch's arrays (valid until the next call).</summary>
     public CtrBatch From(Batch batch)
     {
         int n = batch.Size, f = batch.FieldCount;

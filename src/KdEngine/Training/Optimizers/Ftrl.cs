@@ -50,6 +50,8 @@ public sealed class Ftrl : Optimizer
     /// <param name="beta">β (1 in the paper): the per-coordinate rate is α/(β + √n).</param>
     /// <param name="l1">λ1 ≥ 0 (sparsity).</param>
     /// <param name="l2">λ2 ≥ 0.</param>
+    /// <param name="parameters">The tensors to train (dense weights and embedding tables).</param>
+    /// <param name="regularization">Absolute (the paper's) or per-step λ1/λ2.</param>
     public Ftrl(IEnumerable<Tensor<float>> parameters, float alpha = 0.05f, float beta = 1f, float l1 = 0f, float l2 = 0f,
         FtrlRegularization regularization = FtrlRegularization.PerStep)
         : base(parameters, alpha, Slots(alpha, beta, l1, l2, regularization))
@@ -72,10 +74,15 @@ public sealed class Ftrl : Optimizer
         RefreshDeferral();
     }
 
+    /// <summary>α: the per-coordinate rate is α/(β + √n).</summary>
     public float Alpha { get; }
+    /// <summary>β: the rate's offset (1 in the paper).</summary>
     public float Beta { get; }
+    /// <summary>λ1: the L1 strength (sparsity).</summary>
     public float L1 { get; }
+    /// <summary>λ2: the L2 strength.</summary>
     public float L2 { get; }
+    /// <summary>Whether λ1/λ2 are absolute (the paper) or per step.</summary>
     public FtrlRegularization Regularization { get; }
 
     /// <inheritdoc/>
@@ -106,14 +113,17 @@ public sealed class Ftrl : Optimizer
         return [("z", 0f), ("n", 0f)];
     }
 
+    /// <inheritdoc/>
     protected override bool DefersRows(int index) =>
         IsTable(index) && TableUpdate == TableUpdateMode.Lazy && Regularization == FtrlRegularization.PerStep && (L1 > 0f || L2 > 0f);
 
+    /// <inheritdoc/>
     protected override bool DenseEqualsDeferred => true;
 
     /// <summary>The clock of a deferring table is its step count t (λ's multiplier).</summary>
     protected override double AdvanceClock(int index, double clock) => clock + 1;
 
+    /// <inheritdoc/>
     protected override void CatchUp(int index, int row, Span<float> weights, double from, double to)
     {
         int offset = row * weights.Length;
@@ -122,6 +132,7 @@ public sealed class Ftrl : Optimizer
             _invAlpha, Beta, L1 * c, L2 * c);
     }
 
+    /// <inheritdoc/>
     protected override void BeginParameter(int index, long step)
     {
         if (DenseL2 != 0f || EmbeddingL2 != 0f || DenseWeightDecay != 0f || EmbeddingWeightDecay != 0f)
@@ -134,6 +145,7 @@ public sealed class Ftrl : Optimizer
             : StepCount + 1;
     }
 
+    /// <inheritdoc/>
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2) =>
         UpdateKernels.Ftrl(weights, gradient, State(0, index).AsSpan(offset, weights.Length), State(1, index).AsSpan(offset, weights.Length),
             gradientScale, _invAlpha, Beta, L1 * _c, L2 * _c);

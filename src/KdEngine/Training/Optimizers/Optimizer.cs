@@ -151,6 +151,7 @@ public abstract class Optimizer : IOptimizer
         _denseTableGrad = new float[]?[_parameters.Length];
     }
 
+    /// <summary>The tensors this optimizer updates, in construction order.</summary>
     public IReadOnlyList<Tensor<float>> Parameters => _parameters;
 
     /// <summary>The learning rate of the next step; set it each step from a <see cref="LearningRateSchedule"/>.</summary>

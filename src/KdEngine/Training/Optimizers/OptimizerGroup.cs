@@ -22,6 +22,7 @@ public sealed class OptimizerGroup : IOptimizer
     private readonly Tensor<float>[] _parameters;
     private float? _clipNorm;
 
+    /// <summary>A group of optimizers over disjoint parameters, stepped together (one global clipping norm); the first member that schedules its rate leads <see cref="LearningRate"/>.</summary>
     public OptimizerGroup(params Optimizer[] members)
     {
         ArgumentNullException.ThrowIfNull(members);
@@ -41,12 +42,16 @@ public sealed class OptimizerGroup : IOptimizer
         _parameters = _members.SelectMany(m => m.Parameters).ToArray();
     }
 
+    /// <summary>The members, in the order given.</summary>
     public IReadOnlyList<Optimizer> Members => _members;
 
+    /// <inheritdoc/>
     public IReadOnlyList<Tensor<float>> Parameters => _parameters;
 
+    /// <inheritdoc/>
     public bool SchedulesLearningRate => _lead >= 0;
 
+    /// <inheritdoc/>
     public float LearningRate
     {
         get => _members[Math.Max(_lead, 0)].LearningRate;
@@ -62,8 +67,10 @@ public sealed class OptimizerGroup : IOptimizer
         }
     }
 
+    /// <inheritdoc/>
     public long StepCount { get; private set; }
 
+    /// <inheritdoc/>
     public string Description => "Group(" + string.Join("+", _members.Select(m => m.Description)) + ")";
 
     /// <summary>Maximum global gradient norm over every member's gradients; null = no clipping.</summary>
@@ -78,6 +85,7 @@ public sealed class OptimizerGroup : IOptimizer
         }
     }
 
+    /// <inheritdoc/>
     public void Step()
     {
         foreach (var m in _members) m.BeginStep();
@@ -96,21 +104,25 @@ public sealed class OptimizerGroup : IOptimizer
         StepCount++;
     }
 
+    /// <inheritdoc/>
     public void ZeroGrad()
     {
         foreach (var m in _members) m.ZeroGrad();
     }
 
+    /// <inheritdoc/>
     public void ApplyDeferredRows()
     {
         foreach (var m in _members) m.ApplyDeferredRows();
     }
 
+    /// <inheritdoc/>
     public void ReloadDeviceParameters()
     {
         foreach (var m in _members) m.ReloadDeviceParameters();
     }
 
+    /// <inheritdoc/>
     public IReadOnlyList<(string Name, float[] Data, int[] Shape)> ExportState()
     {
         var list = new List<(string, float[], int[])> { ("step", [StepCount / StepRadix, StepCount % StepRadix], [2]) };
@@ -119,6 +131,7 @@ public sealed class OptimizerGroup : IOptimizer
         return list;
     }
 
+    /// <inheritdoc/>
     public void ImportState(IReadOnlyList<(string Name, float[] Data, int[] Shape)> state)
     {
         ArgumentNullException.ThrowIfNull(state);
