@@ -23,7 +23,7 @@ public sealed record DefaultsRow(string Dataset, string Model, TuneReport Previo
 /// </summary>
 public static class DefaultsExperiment
 {
-    /// <summary>The training settings <c>kdengine train</c> used before the current defaults (issue: early stopping on AUC with patience 2, 10 epochs, Adam for every model).</summary>
+    /// <summary>The training settings <c>kdengine train</c> used before the current defaults: at most 10 epochs, early stopping on AUC with patience 2, Adam for every model.</summary>
     public static TrainingSettings PreviousDefaults => new()
     {
         Epochs = 10, Patience = 2, Metric = StoppingMetric.Auc, Optimizer = OptimizerKind.Adam, LearningRate = 1e-3f, PlateauFactor = 1,
