@@ -13,6 +13,10 @@ using Perfolizer.Horology;
 //   verify                                                the agreement checks only
 //   bench [--quick] [--threads 1,2] [BenchmarkDotNet args] the benchmarks only (default filter: every peer suite)
 //   report [--no-docs]                                    tables + chart from BenchmarkDotNet.Artifacts/results
+//   accuracy [--datasets criteo,criteo-random,synthetic] [--models lr,dnn,wdl,xdeepfm] [--engines kdengine,torchsharp,kdengine-defaults]
+//            [--seeds 5] [--synthetic-rows 200000] [--epochs 30] [--threads 1]
+//                                                         KdEngine vs TorchSharp test accuracy (see Accuracy.cs); resumable
+//   reliability [--model xdeepfm] [--out docs/img/reliability.png]   the reliability plot of docs/results.md
 // --quick: a 1-warm-up, 3-iteration job (a smoke test; its numbers are not for the write-up).
 // BenchmarkDotNet args pass through, e.g. --filter '*PeerInference*' or --filter '*TrainingBenchmarks*'.
 const string Artifacts = "BenchmarkDotNet.Artifacts";
@@ -34,8 +38,38 @@ if (ti >= 0 && ti + 1 < rest.Count)
     rest.RemoveRange(ti, 2);
 }
 
+string? Arg(string name)
+{
+    int i = rest.IndexOf(name);
+    if (i < 0 || i + 1 >= rest.Count) return null;
+    string v = rest[i + 1];
+    rest.RemoveRange(i, 2);
+    return v;
+}
+
 switch (verb)
 {
+    case "accuracy":
+    {
+        var defaults = new Accuracy.Options();
+        string[]? List(string name) => Arg(name)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var options = new Accuracy.Options
+        {
+            Datasets = List("--datasets") ?? defaults.Datasets,
+            Models = List("--models") ?? defaults.Models,
+            Engines = List("--engines") ?? defaults.Engines,
+            Seeds = Arg("--seeds") is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : defaults.Seeds,
+            SyntheticRows = Arg("--synthetic-rows") is { } r ? int.Parse(r, CultureInfo.InvariantCulture) : defaults.SyntheticRows,
+            MaxEpochs = Arg("--epochs") is { } e ? int.Parse(e, CultureInfo.InvariantCulture) : defaults.MaxEpochs,
+            Threads = PeerSettings.Threads.Length == 1 ? PeerSettings.Threads[0] : 1,
+            OutputDirectory = Arg("--out-dir") ?? defaults.OutputDirectory,
+        };
+        Accuracy.Run(options, Console.Out);
+        return 0;
+    }
+    case "reliability":
+        ReliabilityPlot.Run(Arg("--out") ?? "docs/img/reliability.png", Console.Out, Arg("--model") ?? "xdeepfm");
+        return 0;
     case "torch-cin-probe":
         TorchCinProbe.Run(Console.Out);
         return 0;
@@ -51,7 +85,7 @@ switch (verb)
         int rc = Bench();
         return rc != 0 ? rc : ReportAll();
     default:
-        Console.Error.WriteLine($"unknown verb '{verb}' (all, verify, bench, report)");
+        Console.Error.WriteLine($"unknown verb '{verb}' (all, verify, bench, report, accuracy, reliability)");
         return 2;
 }
 

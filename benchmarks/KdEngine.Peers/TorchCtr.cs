@@ -19,15 +19,18 @@ namespace KdEngine.Peers;
 ///           [H_k, H·F]·[H·F, D] — the scorer picks the faster per batch); split-half; sum over D; Linear(Σ maps, 1)
 ///   logit = wide + dnn (+ cin)
 /// </code>
-/// The embedding tables use sparse gradients (<c>sparse: true</c>) for the training comparison.
+/// The embedding tables use sparse gradients (<c>sparse: true</c>) for the training-speed comparison; the accuracy peer
+/// builds them dense (<c>sparse: false</c>, so torch.optim.Adam's weight_decay reaches every row every step). LR (wide part
+/// only) and DNN (no wide part) are the same graph with parts left out; dropout follows each hidden layer's ReLU in
+/// training mode, as in KdEngine's Mlp.
 /// </summary>
 public sealed class TorchCtr : nn.Module<Tensor, Tensor>
 {
-    private readonly Embedding embedding;
-    private readonly Embedding wide;
-    private readonly Parameter wide_bias;
+    private readonly Embedding? embedding;
+    private readonly Embedding? wide;
+    private readonly Parameter? wide_bias;
     private readonly ModuleList<Linear> dnn;
-    private readonly Linear dnn_out;
+    private readonly Linear? dnn_out;
     private readonly ParameterList cin_w;
     private readonly ParameterList cin_b;
     private readonly Linear? cin_out;
@@ -35,16 +38,20 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
 
     private readonly int _fields, _dim;
     private readonly int[] _cin;
-    private readonly bool _splitHalf, _isXDeepFm;
+    private readonly bool _splitHalf, _isXDeepFm, _hasWide, _hasDnn;
+    private readonly double _dropout;
 
-    public TorchCtr(ZooModel source) : base("TorchCtr")
+    public TorchCtr(ZooModel source, bool sparse = true) : base("TorchCtr")
     {
         var config = source.Config;
-        if (config.Model is not (ModelKind.Wdl or ModelKind.XDeepFm))
-            throw new ArgumentException($"TorchCtr: only WDL and xDeepFM are written in TorchSharp (got {config.Model}).");
-        if (config.DnnActivation != Activation.Relu || config.CinActivation != Activation.Identity || !config.CinDirectConnections || config.Dropout != 0)
-            throw new ArgumentException("TorchCtr: expects ReLU DNN, identity CIN with direct connections, no dropout (the bench/paper configs).");
+        if (config.Model is not (ModelKind.Lr or ModelKind.Dnn or ModelKind.Wdl or ModelKind.XDeepFm))
+            throw new ArgumentException($"TorchCtr: LR, DNN, WDL and xDeepFM are written in TorchSharp (got {config.Model}).");
+        if (config.DnnActivation != Activation.Relu || config.CinActivation != Activation.Identity || !config.CinDirectConnections)
+            throw new ArgumentException("TorchCtr: expects ReLU DNN, identity CIN with direct connections (the bench/paper configs).");
         _isXDeepFm = config.Model == ModelKind.XDeepFm;
+        _hasWide = config.Model != ModelKind.Dnn;
+        _hasDnn = config.Model != ModelKind.Lr;
+        _dropout = config.Dropout;
         _fields = source.Fields.Count;
         _dim = config.EmbeddingDim;
         _cin = config.Cin;
@@ -56,14 +63,17 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
         var off = new long[_fields];
         for (int f = 1; f < _fields; f++) off[f] = off[f - 1] + source.Fields[f - 1].Cardinality;
 
-        embedding = nn.Embedding(rows, _dim, sparse: true);
-        wide = nn.Embedding(rows, 1, sparse: true);
-        wide_bias = new Parameter(torch.zeros(1));
+        if (_hasDnn) embedding = nn.Embedding(rows, _dim, sparse: sparse);
+        if (_hasWide)
+        {
+            wide = nn.Embedding(rows, 1, sparse: sparse);
+            wide_bias = new Parameter(torch.zeros(1));
+        }
         var layers = new List<Linear>();
         int prev = _fields * _dim;
-        foreach (int width in config.Dnn) { layers.Add(nn.Linear(prev, width)); prev = width; }
+        if (_hasDnn) foreach (int width in config.Dnn) { layers.Add(nn.Linear(prev, width)); prev = width; }
         dnn = nn.ModuleList(layers.ToArray());
-        dnn_out = nn.Linear(prev, 1, hasBias: false);
+        if (_hasDnn) dnn_out = nn.Linear(prev, 1, hasBias: false);
         cin_w = new ParameterList();
         cin_b = new ParameterList();
         if (_isXDeepFm)
@@ -85,15 +95,18 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
 
         using (torch.no_grad())
         {
-            Load(embedding.weight!, Concat(source.Fields.Select(f => Param($"embedding.{f.Name}.weight")), rows * _dim), rows, _dim);
-            Load(wide.weight!, Concat(source.Fields.Select(f => Param($"linear.{f.Name}.weight")), rows), rows, 1);
-            Load(wide_bias, Param("linear.bias"), 1);
+            if (embedding is not null) Load(embedding.weight!, Concat(source.Fields.Select(f => Param($"embedding.{f.Name}.weight")), rows * _dim), rows, _dim);
+            if (wide is not null)
+            {
+                Load(wide.weight!, Concat(source.Fields.Select(f => Param($"linear.{f.Name}.weight")), rows), rows, 1);
+                Load(wide_bias!, Param("linear.bias"), 1);
+            }
             for (int i = 0; i < layers.Count; i++)
             {
                 Load(layers[i].weight!, Param($"dnn.{i}.weight"), layers[i].weight!.shape);
                 Load(layers[i].bias!, Param($"dnn.{i}.bias"), layers[i].bias!.shape);
             }
-            Load(dnn_out.weight!, Param("dnn_out.weight"), dnn_out.weight!.shape);
+            if (dnn_out is not null) Load(dnn_out.weight!, Param("dnn_out.weight"), dnn_out.weight!.shape);
             if (_isXDeepFm)
             {
                 for (int k = 0; k < _cin.Length; k++)
@@ -112,7 +125,7 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
         var all = named_parameters().ToArray();
         bool IsTable(string name) => name is "embedding.weight" or "wide.weight";
         var sparse = all.Where(x => IsTable(x.name)).Select(x => x.parameter).ToArray();
-        if (sparse.Length != 2) throw new InvalidOperationException($"TorchCtr: expected 2 embedding tables, found {sparse.Length}.");
+        if (sparse.Length != (_hasWide ? 1 : 0) + (_hasDnn ? 1 : 0)) throw new InvalidOperationException($"TorchCtr: found {sparse.Length} embedding tables.");
         return (sparse, all.Where(x => !IsTable(x.name)).Select(x => x.parameter).ToArray());
     }
 
@@ -144,11 +157,16 @@ public sealed class TorchCtr : nn.Module<Tensor, Tensor>
     {
         long b = ids.shape[0];
         var gid = ids + offsets;                                           // [B, F]
-        var logit = wide.forward(gid).sum(new long[] { 1, 2 }).view(b, 1) + wide_bias; // [B, 1]
-        var x0 = embedding.forward(gid);                                   // [B, F, D]
+        Tensor? logit = _hasWide ? wide!.forward(gid).sum(new long[] { 1, 2 }).view(b, 1) + wide_bias! : null; // [B, 1]
+        if (!_hasDnn) return logit!;
+        var x0 = embedding!.forward(gid);                                  // [B, F, D]
         var h = x0.view(b, _fields * _dim);
-        foreach (var layer in dnn) h = nn.functional.relu(layer.forward(h));
-        logit = logit + dnn_out.forward(h);
+        foreach (var layer in dnn)
+        {
+            h = nn.functional.relu(layer.forward(h));
+            if (training && _dropout > 0) h = nn.functional.dropout(h, _dropout, training: true);
+        }
+        logit = logit is null ? dnn_out!.forward(h) : logit + dnn_out!.forward(h);
         if (_isXDeepFm) logit = logit + cin_out!.forward(CinBatchedForm ? CinBatched(x0, b) : Cin(x0, b));
         return logit;
     }

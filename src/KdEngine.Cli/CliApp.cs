@@ -45,6 +45,7 @@ public static class CliApp
         SynthVerb.Create(),
         CacheLogitsVerb.Create(),
         DistillVerb.Create(),
+        TuneVerb.Create(),
         QuickstartVerb.Create(),
         ExperimentVerb.Create(),
         DemoVerb.Create(),

@@ -56,6 +56,7 @@ public static class OnnxExporter
         if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
             throw new NotSupportedException(
                 $"OnnxExporter: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the ONNX graph takes one int64 id per field only.");
+        model.ApplyDeferredRows(); // rows a lazy weight decay still owes (the tables are copied whole below)
         var config = model.Config;
         var layout = new PlanLayout(model.Fields, config.EmbeddingDim);
         int f = layout.FieldCount, d = config.EmbeddingDim;

@@ -58,65 +58,32 @@ internal static class DistillVerb
             };
         }
 
-        // Frozen teachers fix the preprocessing: the student reads the ids the teachers were trained (and cached) on.
-        var teacherModels = teacherPaths.Select(p => (Path: p, Loaded: CtrPipeline.Load(p))).ToArray();
-        var caches = cachePaths.Select(p => (Path: p, Cache: TeacherLogitCache.Read(p))).ToArray();
-        Preprocessor? fixedPre = null;
-        IReadOnlyDictionary<string, string>? recipe = null;
-        string? fixedFrom = null;
-        foreach (var (path, loaded) in teacherModels) Adopt(path, loaded.Preprocessor!, loaded.Metadata);
-        foreach (var (path, cache) in caches)
-            Adopt(path, cache.Preprocessor ?? throw new CliException($"{Path.GetFileName(path)}: the teacher-logit cache has no preprocessing; recompute it with cache-logits."), null);
-        void Adopt(string path, Preprocessor pre, IReadOnlyDictionary<string, string>? meta)
-        {
-            if (fixedPre is null) { fixedPre = pre; fixedFrom = path; recipe ??= meta; return; }
-            if (pre.ToJson() != fixedPre.ToJson())
-                throw new CliException($"distill: {Path.GetFileName(path)} was made with other preprocessing than {Path.GetFileName(fixedFrom!)}; teachers must share one preprocessing.");
-            recipe ??= meta;
-        }
-
+        var inputs = DistillInputs.Load(teacherPaths, cachePaths);
         var settings = training.SettingsFrom(parse, new TrainingSettings
         {
             // ECKD stops on the validation distillation loss; cached logits are aligned to the train rows only.
-            Metric = method == DistillMethod.Ensemble && caches.Length == 0 ? StoppingMetric.ObjectiveLoss : StoppingMetric.Auc,
+            Metric = method == DistillMethod.Ensemble && inputs.Caches.Length == 0 ? StoppingMetric.ObjectiveLoss : new TrainingSettings().Metric,
         });
-        if (fixedPre is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
+        if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
-            PreparedData data;
-            if (fixedPre is null) data = CtrPipeline.PrepareShard(dataOptions.Source(parse), group, splitOptions, split.PreprocessingFrom(parse));
-            else
-            {
-                var source = recipe is null ? dataOptions.Source(parse) with { Schema = fixedPre.Schema }
-                    : DataSource.FromMetadata(parse.GetValue(dataOptions.Data)!, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges));
-                data = CtrPipeline.PrepareShard(source, group, splitOptions, fitted: fixedPre);
-            }
+            var data = inputs.Prepare(parse, dataOptions, split, splitOptions, group);
             Report.Data(o, data, group);
-
-            var teachers = new List<ITeacher>();
-            foreach (var (_, loaded) in teacherModels) teachers.Add(new ModelTeacher(loaded.Model));
-            foreach (var (path, cache) in caches)
-            {
-                CheckCache(path, cache, data, group);
-                // The trainer's batches carry rows of this rank's train part, so the cache is re-indexed to it (with
-                // several ranks, SplitIndices hold this rank's file rows: each rank keeps only its shard of the cache).
-                var trainRows = data.SplitIndices[0];
-                var train = new float[trainRows.Length];
-                for (int i = 0; i < train.Length; i++) train[i] = cache.Logits[trainRows[i]];
-                teachers.Add(new CachedTeacher(train));
-            }
+            var teachers = inputs.Teachers(data, group);
             var run = DistillPipeline.Build(method, config, data, teachers);
             o.Line($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line($"training: {settings.Describe()}");
             var outcome = o.Progress("distilling " + DistillPipeline.Name(method), (w, interactive) => CtrPipeline.Fit(run.Objective, data, settings, w, interactive, group));
             Report.Outcome(o, outcome, "student ");
+            var calibration = Report.Calibrate(o, run.Student, data, parse.GetValue(training.Calibration), group, "student ");
             if (group.Rank == 0)
             {
                 CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
                 {
                     ["distill.method"] = DistillPipeline.Name(method),
                     ["distill.config"] = config.ToJson(),
-                });
+                }, calibration);
                 o.Line($"saved student {output}");
             }
             return 0;
@@ -127,7 +94,7 @@ internal static class DistillVerb
     /// Checks a teacher-logit cache against the data. One process checks its fingerprint over every row; with several
     /// ranks no rank holds every row, so rank 0 encodes the whole file once for the check and tells the others.
     /// </summary>
-    private static void CheckCache(string path, CachedLogits cache, PreparedData data, IProcessGroup group)
+    internal static void CheckCache(string path, CachedLogits cache, PreparedData data, IProcessGroup group)
     {
         if (group.Size == 1) { TeacherLogitCache.Check(path, cache, data.All, data.Source.FileName); return; }
         string? verdict = null;
@@ -142,5 +109,67 @@ internal static class DistillVerb
         }
         verdict = group.BroadcastText(verdict);
         if (verdict.Length > 0) throw new ArgumentException(verdict);
+    }
+}
+
+/// <summary>
+/// What a distillation reads besides its config: frozen teachers (checkpoints) and teacher-logit caches, which fix the
+/// preprocessing (the student reads the ids the teachers were trained and cached on). Shared by distill and tune.
+/// </summary>
+internal sealed class DistillInputs
+{
+    public (string Path, KdEngine.Serving.LoadedModel Loaded)[] Models { get; private init; } = [];
+    public (string Path, CachedLogits Cache)[] Caches { get; private init; } = [];
+    /// <summary>The teachers' shared preprocessing; null when no teacher is given.</summary>
+    public Preprocessor? Preprocessor { get; private set; }
+    private IReadOnlyDictionary<string, string>? _recipe;
+    private string? _fixedFrom;
+
+    public static DistillInputs Load(string[] teacherPaths, string[] cachePaths)
+    {
+        var inputs = new DistillInputs
+        {
+            Models = teacherPaths.Select(p => (p, CtrPipeline.Load(p))).ToArray(),
+            Caches = cachePaths.Select(p => (p, TeacherLogitCache.Read(p))).ToArray(),
+        };
+        foreach (var (path, loaded) in inputs.Models) inputs.Adopt(path, loaded.Preprocessor!, loaded.Metadata);
+        foreach (var (path, cache) in inputs.Caches)
+            inputs.Adopt(path, cache.Preprocessor ?? throw new CliException($"{Path.GetFileName(path)}: the teacher-logit cache has no preprocessing; recompute it with cache-logits."), null);
+        return inputs;
+    }
+
+    private void Adopt(string path, Preprocessor pre, IReadOnlyDictionary<string, string>? meta)
+    {
+        if (Preprocessor is null) { Preprocessor = pre; _fixedFrom = path; _recipe ??= meta; return; }
+        if (pre.ToJson() != Preprocessor.ToJson())
+            throw new CliException($"distill: {Path.GetFileName(path)} was made with other preprocessing than {Path.GetFileName(_fixedFrom!)}; teachers must share one preprocessing.");
+        _recipe ??= meta;
+    }
+
+    /// <summary>The data file, split, encoded with the teachers' preprocessing when there are teachers (fitted on train otherwise).</summary>
+    public PreparedData Prepare(ParseResult parse, DataOptions dataOptions, SplitOptionsGroup split, SplitOptions splitOptions, IProcessGroup group)
+    {
+        if (Preprocessor is null) return CtrPipeline.PrepareShard(dataOptions.Source(parse), group, splitOptions, split.PreprocessingFrom(parse));
+        var source = _recipe is null ? dataOptions.Source(parse) with { Schema = Preprocessor.Schema }
+            : DataSource.FromMetadata(parse.GetValue(dataOptions.Data)!, _recipe, Preprocessor.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges));
+        return CtrPipeline.PrepareShard(source, group, splitOptions, fitted: Preprocessor);
+    }
+
+    /// <summary>The frozen teachers over this data: models, then caches re-indexed to this rank's train rows (checked first).</summary>
+    public List<ITeacher> Teachers(PreparedData data, IProcessGroup group)
+    {
+        var teachers = new List<ITeacher>();
+        foreach (var (_, loaded) in Models) teachers.Add(new ModelTeacher(loaded.Model));
+        foreach (var (path, cache) in Caches)
+        {
+            DistillVerb.CheckCache(path, cache, data, group);
+            // The trainer's batches carry rows of this rank's train part, so the cache is re-indexed to it (with
+            // several ranks, SplitIndices hold this rank's file rows: each rank keeps only its shard of the cache).
+            var trainRows = data.SplitIndices[0];
+            var train = new float[trainRows.Length];
+            for (int i = 0; i < train.Length; i++) train[i] = cache.Logits[trainRows[i]];
+            teachers.Add(new CachedTeacher(train));
+        }
+        return teachers;
     }
 }

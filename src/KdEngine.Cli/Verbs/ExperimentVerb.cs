@@ -19,6 +19,36 @@ internal static class ExperimentVerb
         var command = new Command("experiment", "Experiments for the docs, printed as markdown tables: zoo (the zoo models) and kd (every distillation method vs the student alone).");
         command.Subcommands.Add(Zoo());
         command.Subcommands.Add(Kd());
+        command.Subcommands.Add(Defaults());
+        return command;
+    }
+
+    // ---------------------------------------------------------------- defaults
+
+    private static Command Defaults()
+    {
+        var seeds = CliOptions.Int("--seeds", "N", "seeds 1..N for every retrained setting", 3, 1, 100);
+        var datasets = CliOptions.Parsed("--datasets", "LIST", "comma-separated subset of criteo,criteo-random,synthetic",
+            text => CliOptions.Items(text).Select(d => d is "criteo" or "criteo-random" or "synthetic" ? d : throw new CliException($"unknown dataset '{d}' (criteo, criteo-random, synthetic).")).ToArray(),
+            () => ["criteo", "criteo-random", "synthetic"]);
+        var models = CliOptions.Parsed("--models", "LIST", $"comma-separated subset of {string.Join(",", ZooExperimentConfig.ModelNames)}",
+            text => CliOptions.Items(text).Select(m => ZooExperimentConfig.KindOf(m.ToLowerInvariant())).ToArray(),
+            () => [KdEngine.Models.ModelKind.Lr, KdEngine.Models.ModelKind.Dnn, KdEngine.Models.ModelKind.Wdl, KdEngine.Models.ModelKind.XDeepFm]);
+        var rows = CliOptions.Int("--rows", "N", "rows of the synthetic dataset", 200_000, 1000);
+        var trials = CliOptions.OptionalInt("--trials", "N", "at most N trials of each tuning grid (default: the whole grid)", min: 1);
+        var command = new Command("defaults",
+            "For each dataset and model: the previous defaults, the current defaults and the best of the model's default tune grid " +
+            "(chosen on validation), each retrained with seeds 1..N; test AUC/logloss mean ± std and the tuned − defaults gap, as a markdown table.");
+        foreach (var option in new Option[] { seeds, datasets, models, rows, trials }) command.Options.Add(option);
+        command.SetAction(parse =>
+        {
+            var o = new CliOutput(parse.InvocationConfiguration.Output);
+            var result = DefaultsExperiment.Run(parse.GetValue(datasets)!, parse.GetValue(models)!, parse.GetValue(seeds), parse.GetValue(rows), parse.GetValue(trials), o.Writer,
+                r => o.Line(string.Create(CultureInfo.InvariantCulture, $"  {r.Dataset} {r.Model}: previous {r.Previous.TestAuc.Mean:F4}, current {r.Current.TestAuc.Mean:F4} / {r.Current.TestLogLoss.Mean:F4}, tuned {r.Tuned.TestAuc.Mean:F4} / {r.Tuned.TestLogLoss.Mean:F4} ({r.Tuned.Best.SettingText})")));
+            o.Line();
+            o.Writer.Write(DefaultsExperiment.Markdown(result));
+            return 0;
+        });
         return command;
     }
 

@@ -15,7 +15,7 @@ internal static class PredictVerb
     {
         var input = new SavedModelInput("model checkpoint (.kde) from train or distill");
         var output = CliOptions.Required("--out", "FILE", "scores CSV: a header 'probability', then one probability per data row");
-        var command = new Command("predict", "Write σ(logit) for every row of a data file, in file order. " +
+        var command = new Command("predict", "Write σ(logit) for every row of a data file, in file order (with the model's saved calibration, if any). " +
             "When the model compiles to the Predictor it is scored as kdengine serve scores it (1,024 rows per call, the same probabilities).");
         input.AddTo(command);
         command.Options.Add(output);
@@ -25,7 +25,7 @@ internal static class PredictVerb
             string outPath = parse.GetValue(output)!;
             var loaded = input.Load(parse);
             var data = input.Encode(parse, loaded);
-            var logits = Logits(loaded, data);
+            var logits = Logits(loaded, data); // with the saved calibration, as the Predictor serves
             // Written to a temporary file and renamed: an interrupted run never leaves a partial scores file.
             var tmp = outPath + ".tmp";
             using (var w = new StreamWriter(tmp))
@@ -53,8 +53,8 @@ internal static class PredictVerb
     {
         if (KdEngine.Backends.DefaultBackend<float>.Current is not KdEngine.Backends.CpuBackend<float>
             || loaded.Model.Fields.Any(f => f.IsMultiValued || f.ScaleByValue))
-            return CtrPipeline.Logits(loaded.Model, data);
-        var predictor = new Predictor(loaded.Model, loaded.Preprocessor);
+            return CtrPipeline.Logits(loaded, data); // applies the saved calibration
+        var predictor = new Predictor(loaded.Model, loaded.Preprocessor, loaded.Calibration);
         var logits = new float[data.Count];
         int c = data.FieldCount;
         for (int b0 = 0; b0 < data.Count; b0 += Batch)

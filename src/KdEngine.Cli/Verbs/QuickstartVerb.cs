@@ -30,7 +30,7 @@ internal static class QuickstartVerb
         var data = CliOptions.Text("--data", "FILE", $"Criteo-format file (default: the bundled sample {DataPaths.CriteoSampleRelative})");
         var seed = CliOptions.Int("--seed", "N", "seed of the models and the shuffling", Training.Seed);
         var epochs = CliOptions.Int("--epochs", "N",
-            $"maximum epochs per model; early stopping on validation AUC with patience {Training.Patience}, best weights restored", Training.Epochs, min: 1);
+            $"maximum epochs per model; early stopping on validation AUC or logloss with patience {Training.Patience}, the logloss-guarded best weights restored", Training.Epochs, min: 1);
         var alpha = CliOptions.Float("--alpha", "X", "KD weight α in (1−α)·BCE + α·T²·KL", Kd.Alpha);
         var temperature = CliOptions.Float("--temperature", "T", "KD temperature", Kd.Temperature, CliOptions.Positive);
         var output = CliOptions.Text("--out", "DIR",
@@ -59,7 +59,9 @@ internal static class QuickstartVerb
         var path = dataPath ?? DataPaths.FindCriteoSample();
         var data = CtrPipeline.Prepare(new DataSource(path) { Format = DataFormat.Criteo }, new SplitOptions(), new PreprocessorOptions { MinCount = MinCount });
         Report.Data(o, data);
-        o.Line($"seed {seed}; training: {settings.Optimizer.ToString().ToLowerInvariant()} lr {settings.LearningRate}, batch {settings.BatchSize}, ≤ {settings.Epochs} epochs, early stopping on validation AUC (patience {settings.Patience}, best weights restored)");
+        var teacherSettings = TrainingSettings.For(ModelKind.XDeepFm) with { Epochs = epochs, Seed = seed };
+        o.Line($"seed {seed}; teacher training: {teacherSettings.Describe()}");
+        o.Line($"student training: {settings.Describe()}");
         o.Line($"teacher config {teacherConfig.ToJson()}");
         o.Line($"student config {studentConfig.ToJson()}");
         o.Line($"distillation: logits KD, loss (1−α)·BCE(y, z_s) + α·T²·KL(σ(z_t/T) ‖ σ(z_s/T)), α = {alpha}, T = {temperature}, frozen teacher, its train-part logits computed once");
@@ -71,7 +73,7 @@ internal static class QuickstartVerb
             return o.Progress(title, run);
         }
         var teacher = CtrPipeline.BuildModel(teacherConfig, data.Fields);
-        rows.Add(("xDeepFM teacher", teacher, Train("[1/3] teacher xDeepFM", (w, i) => CtrPipeline.Train(teacher, data, settings, w, i))));
+        rows.Add(("xDeepFM teacher", teacher, Train("[1/3] teacher xDeepFM", (w, i) => CtrPipeline.Train(teacher, data, teacherSettings, w, i))));
         var alone = CtrPipeline.BuildModel(studentConfig, data.Fields);
         rows.Add(("DNN student alone", alone, Train("[2/3] DNN student alone", (w, i) => CtrPipeline.Train(alone, data, settings, w, i))));
         var distilled = CtrPipeline.BuildModel(studentConfig, data.Fields);

@@ -18,13 +18,18 @@ internal static class TrainVerb
         var training = new TrainingOptions();
         var distributed = new DistributedOptions();
         var output = CliOptions.Required("--out", "FILE", "where to save the model checkpoint (.kde, safetensors)");
+        var dropout = CliOptions.OptionalFloat("--dropout", "X", "DNN dropout rate (overrides the config's)", v => v is >= 0 and < 1 ? null : $"= {CliOptions.Show(v)} must be in [0, 1).");
+        var outputL2 = CliOptions.OptionalFloat("--embedding-output-l2", "X", "L2 on the batch's looked-up embeddings, DeepCTR's l2_reg_embedding (overrides the config's)", CliOptions.NonNegative);
 
         var command = new Command("train",
             $"Train a zoo model ({string.Join("|", ZooExperimentConfig.ModelNames)}) on a data file. Reads the file, splits it, fits the preprocessing on " +
-            "the train part only, trains with early stopping on validation AUC (best weights restored), prints validation and test " +
-            "AUC/logloss and saves the model with its preprocessing.");
+            "the train part only, trains with early stopping on validation (best weights restored; the reason it stopped is printed), " +
+            "prints validation and test AUC/logloss, optionally fits a post-hoc calibration on validation, and saves the model with " +
+            "its preprocessing.");
         command.Options.Add(model);
         command.Options.Add(config);
+        command.Options.Add(dropout);
+        command.Options.Add(outputL2);
         data.AddTo(command);
         split.AddTo(command);
         training.AddTo(command);
@@ -35,7 +40,9 @@ internal static class TrainVerb
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             string outPath = parse.GetValue(output)!;
             var modelConfig = ModelConfigFrom(parse, config, model, training.Seed);
-            var settings = training.SettingsFrom(parse, new TrainingSettings());
+            if (parse.GetValue(dropout) is { } rate) modelConfig = modelConfig with { Dropout = rate };
+            if (parse.GetValue(outputL2) is { } l2) modelConfig = modelConfig with { EmbeddingOutputL2 = l2 };
+            var settings = training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model));
             var source = data.Source(parse);
             return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
             {
@@ -43,11 +50,13 @@ internal static class TrainVerb
                 Report.Data(o, prepared, group);
                 var zoo = CtrPipeline.BuildModel(modelConfig, prepared.Fields);
                 o.Line($"model: {zoo.TypeName}, {zoo.ParameterCount():N0} parameters; config {modelConfig.ToJson()}");
+                o.Line($"training: {settings.Describe()}");
                 var outcome = o.Progress("training " + zoo.TypeName, (w, interactive) => CtrPipeline.Train(zoo, prepared, settings, w, interactive, group));
                 Report.Outcome(o, outcome);
+                var calibration = Report.Calibrate(o, zoo, prepared, parse.GetValue(training.Calibration), group);
                 if (group.Rank == 0)
                 {
-                    CtrPipeline.Save(outPath, zoo, prepared.Preprocessor, prepared.Source);
+                    CtrPipeline.Save(outPath, zoo, prepared.Preprocessor, prepared.Source, calibration: calibration);
                     o.Line($"saved {outPath}");
                 }
                 return 0;

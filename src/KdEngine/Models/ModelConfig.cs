@@ -58,6 +58,12 @@ public sealed record ModelConfig
     public Activation DnnActivation { get; init; } = Activation.Relu;
     /// <summary>Dropout rate after each DNN hidden layer while training, in [0, 1).</summary>
     public float Dropout { get; init; }
+    /// <summary>
+    /// L2 on the batch's looked-up embeddings (DeepCTR's <c>l2_reg_embedding</c>): adds λ/2 · (1/B) · Σ_b Σ_f ‖x0[b, f]‖² to the
+    /// training loss, so each occurrence of a row in the batch pulls it towards 0 by λ/B (a frequent id more than a rare
+    /// one). Training only; 0 = off.
+    /// </summary>
+    public float EmbeddingOutputL2 { get; init; }
     /// <summary>xDeepFM: the CIN's feature-map counts H_k per layer (each 1…16384, even with <see cref="CinSplitHalf"/>).</summary>
     public int[] Cin { get; init; } = [100, 100];
     /// <summary>xDeepFM: activation of each CIN layer (identity in the paper's setting).</summary>
@@ -124,6 +130,7 @@ public sealed record ModelConfig
         for (int i = 0; i < Dnn.Length; i++)
             if (Dnn[i] is < 1 or > 1 << 16) throw new ConfigException($"{source}: dnn[{i}] = {Dnn[i]}; expected 1…65536.");
         if (!(Dropout >= 0 && Dropout < 1)) throw new ConfigException($"{source}: dropout = {Dropout}; expected 0 ≤ dropout < 1.");
+        if (!(EmbeddingOutputL2 >= 0 && float.IsFinite(EmbeddingOutputL2))) throw new ConfigException($"{source}: embeddingOutputL2 = {EmbeddingOutputL2}; expected a finite number ≥ 0.");
         if (Cin is null) throw new ConfigException($"{source}: cin must be a list of layer sizes.");
         for (int i = 0; i < Cin.Length; i++)
         {

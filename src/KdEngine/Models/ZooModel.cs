@@ -118,6 +118,8 @@ public sealed class ZooModel : CtrModel
         if (_embedding is not null)
         {
             x0 = _embedding.Forward(batch);          // [B, F, D]
+            if (Training && Config.EmbeddingOutputL2 > 0 && !DetachEmbeddingInput)
+                AddAuxiliaryLoss(Op.Scale(Op.SumSquares(x0), Config.EmbeddingOutputL2 / (2f * batch.Size))); // λ/2·(1/B)·Σ‖x0‖²
             if (DetachEmbeddingInput) x0 = Op.StopGradient(x0);
             flat = Op.Flatten(x0);                   // [B, F·D]
             hidden["embedding"] = flat;

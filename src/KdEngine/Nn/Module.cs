@@ -39,6 +39,7 @@ public abstract class Module
         get => _randomStep;
         set
         {
+            _auxiliaryLosses?.Clear(); // terms of an earlier step nobody took (their tape buffers are gone)
             if (_randomStep != value) OnRandomStepChanged();
             _randomStep = value;
             foreach (var (_, child) in _children) child.RandomStep = value;
@@ -46,6 +47,32 @@ public abstract class Module
     }
 
     private long _randomStep;
+    private List<Tensor<float>>? _auxiliaryLosses;
+
+    /// <summary>
+    /// Adds a term to the loss of the current training step — a regularisation computed in the forward pass (as Keras'
+    /// <c>add_loss</c>), e.g. L2 on the looked-up embeddings. The trainer adds every term of the module tree to the
+    /// objective's loss (<see cref="TakeAuxiliaryLosses"/>); terms live on the current tape.
+    /// </summary>
+    protected void AddAuxiliaryLoss(Tensor<float> term) => (_auxiliaryLosses ??= []).Add(term);
+
+    /// <summary>Moves every auxiliary loss term recorded in this module tree since the last call into <paramref name="into"/> (cleared first).</summary>
+    public void TakeAuxiliaryLosses(List<Tensor<float>> into)
+    {
+        into.Clear();
+        TakeLosses(into);
+    }
+
+    // A shared child is visited once per parent; its terms move on the first visit, so none is counted twice.
+    private void TakeLosses(List<Tensor<float>> into)
+    {
+        if (_auxiliaryLosses is { Count: > 0 } mine)
+        {
+            into.AddRange(mine);
+            mine.Clear();
+        }
+        foreach (var (_, child) in _children) child.TakeLosses(into);
+    }
 
     /// <summary>Called when <see cref="RandomStep"/> changes (a stochastic layer restarts its per-step call count).</summary>
     protected virtual void OnRandomStepChanged() { }
@@ -96,6 +123,15 @@ public abstract class Module
 
     /// <summary>Number of scalar weights in this module tree.</summary>
     public long ParameterCount() => Parameters().Sum(p => (long)p.Tensor.Length);
+
+    /// <summary>
+    /// Brings every embedding row up to date where an optimizer defers row updates (lazy weight decay,
+    /// <see cref="Tensor{T}.DeferredRows"/>): call before reading whole tables outside the ops.
+    /// </summary>
+    public void ApplyDeferredRows()
+    {
+        foreach (var p in Parameters()) p.Tensor.ApplyDeferredRows();
+    }
 
     /// <summary>Forgets the accumulated gradients of every parameter of the tree (buffers are kept).</summary>
     public void ZeroGrad()

@@ -57,6 +57,7 @@ internal sealed class EmbeddingGatherNode<T> : Node<T> where T : unmanaged, IFlo
         if ((long)shape.ElementCount != (long)n * width)
             throw new ArgumentException($"{op}: output shape {shape} has {shape.ElementCount} elements but {n} ids × width {width} of table {table.Describe()} give {(long)n * width}.");
         EmbeddingChecks.Ids(op, table, ids.Span);
+        table.DeferredRows?.Apply(ids.Span, 1, n);
         var y = Tape<T>.NewTensor(shape, table.Backend, clear: false);
         table.Backend.GatherRows(table.Storage, width, ids.Span, 1, n, y.Storage, 0, width);
         if (Tape<T>.ShouldRecord(table)) Tape<T>.Record(new EmbeddingGatherNode<T>(table, ids), y);
@@ -122,6 +123,8 @@ internal sealed class EmbeddingGatherFieldsNode<T> : Node<T> where T : unmanaged
                 throw new ArgumentOutOfRangeException(nameof(ids),
                     $"{op}: field {f} (table {tables[f].Describe()}): id {span[n]} at position {n} (sample {n / fields}, field {f}) is out of range (valid ids are 0..{tables[f].Shape[0] - 1}).");
         }
+        if (batch > 0)
+            for (int f = 0; f < fields; f++) tables[f].DeferredRows?.Apply(span[f..], fields, batch);
         var be = tables[0].Backend;
         var x0 = Tape<T>.NewTensor(new Shape(batch, fields, width), be, clear: false); // x0 [B, F, D]
         if (batch > 0)
@@ -180,6 +183,7 @@ internal sealed class EmbeddingBagNode<T> : Node<T> where T : unmanaged, IFloati
                 throw new ArgumentException($"{op}: offsets decrease at bag {b}: offsets[{b}] = {off[b]}, offsets[{b + 1}] = {off[b + 1]}.", nameof(offsets));
         EmbeddingChecks.Ids(op, table, ids.Span);
         int batch = off.Length - 1, width = table.Shape[1];
+        table.DeferredRows?.Apply(ids.Span, 1, ids.Length);
         var y = Tape<T>.NewTensor(new Shape(batch, width), table.Backend, clear: false); // y [batch, D]
         bool mean = mode == PoolingMode.Mean;
         table.Backend.BagSum(table.Storage, width, ids.Span, off, mean, y.Storage);

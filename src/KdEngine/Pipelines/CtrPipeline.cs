@@ -197,12 +197,28 @@ public static class CtrPipeline
         IProcessGroup? group = null) =>
         Fit(new SupervisedObjective(model), data, settings, progress, interactive, group);
 
-    /// <summary>Saves the model with its preprocessing and the way its data was read.</summary>
-    public static void Save(string path, ZooModel model, Preprocessor preprocessor, DataSource source, IReadOnlyDictionary<string, string>? extra = null)
+    /// <summary>Saves the model with its preprocessing, the way its data was read and (optionally) its post-hoc calibration.</summary>
+    public static void Save(string path, ZooModel model, Preprocessor preprocessor, DataSource source, IReadOnlyDictionary<string, string>? extra = null,
+        LogitCalibration? calibration = null)
     {
         var meta = new Dictionary<string, string>(source.ToMetadata(), StringComparer.Ordinal);
         if (extra is not null) foreach (var (k, v) in extra) meta[k] = v;
-        ModelCheckpoint.Save(path, model, preprocessor, meta);
+        ModelCheckpoint.Save(path, model, preprocessor, meta, calibration);
+    }
+
+    /// <summary>
+    /// Fits a post-hoc calibration (temperature or Platt scaling) of <paramref name="model"/>'s logits on
+    /// <paramref name="validation"/> — never on test data; save it with the model and every reader applies it.
+    /// </summary>
+    public static LogitCalibration FitCalibration(CtrModel model, EncodedDataset validation, CalibrationKind kind) =>
+        kind == CalibrationKind.None ? LogitCalibration.Identity : LogitCalibration.Fit(Logits(model, validation), validation.Labels, kind);
+
+    /// <summary>Logits of every row of a loaded model, with its saved calibration applied (what its Predictor serves).</summary>
+    public static float[] Logits(LoadedModel loaded, EncodedDataset data, int batchSize = 1024)
+    {
+        var logits = Logits(loaded.Model, data, batchSize);
+        loaded.Calibration?.Apply(logits);
+        return logits;
     }
 
     /// <summary>Loads a checkpoint that must carry its preprocessing (every checkpoint the pipeline writes does).</summary>

@@ -15,54 +15,115 @@ public enum OptimizerKind
     Adagrad,
     /// <summary>Plain SGD, with optional momentum.</summary>
     Sgd,
+    /// <summary>FTRL-Proximal (McMahan et al. 2013): per-coordinate rates, L1/L2; the default of logistic regression and wide parts.</summary>
+    Ftrl,
 }
 
 /// <summary>
-/// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart). Defaults are those of the
-/// experiments (docs/models.md): Adam 1e-3, batch 256, early stopping on validation AUC. JSON keys are camelCase; unknown keys
-/// are rejected naming the key.
+/// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart, tune). JSON keys are
+/// camelCase; unknown keys are rejected naming the key. The defaults are the ones docs/results.md measures ("Defaults"):
+/// Adam 1e-3, batch 256, at most 50 epochs with early stopping while validation AUC or logloss improves (patience 3,
+/// restoring the logloss-guarded best AUC, the learning rate × 0.1 at each plateau); <see cref="For"/> gives the
+/// per-model defaults (FTRL α 0.5, λ2 1e-3 per step for logistic regression and for wide parts).
 /// </summary>
 public sealed record TrainingSettings
 {
-    /// <summary>Most passes over the train part (early stopping may end sooner).</summary>
-    public int Epochs { get; init; } = 10;
+    /// <summary>The maximum number of epochs: high, so that early stopping (<see cref="Patience"/>) decides when to stop.</summary>
+    public int Epochs { get; init; } = 50;
     /// <summary>Rows per optimizer step.</summary>
     public int BatchSize { get; init; } = 256;
     /// <summary>The optimizer <see cref="BuildOptimizer"/> makes.</summary>
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
-    /// <summary>The optimizer's step size (&gt; 0).</summary>
+    /// <summary>Learning rate of Adam / Adagrad / SGD (&gt; 0; FTRL uses <see cref="FtrlAlpha"/>).</summary>
     public float LearningRate { get; init; } = 1e-3f;
-    /// <summary>L2 on the touched embedding rows (ĝ = g + λ·w).</summary>
+    /// <summary>Coupled L2 on embedding tables (ĝ = g + λ·w): the touched rows in lazy table mode, every row in dense mode.</summary>
     public float L2Embedding { get; init; }
-    /// <summary>L2 on dense weights.</summary>
+    /// <summary>Coupled L2 on dense weights.</summary>
     public float L2Dense { get; init; }
+    /// <summary>Decoupled weight decay on every embedding row every step (AdamW's form; deferred and exact in lazy mode).</summary>
+    public float WeightDecayEmbedding { get; init; }
+    /// <summary>Decoupled weight decay on dense weights.</summary>
+    public float WeightDecayDense { get; init; }
+    /// <summary>How embedding tables are updated: lazy (touched rows; decay deferred) or dense (every row every step).</summary>
+    public TableUpdateMode TableUpdate { get; init; } = TableUpdateMode.Lazy;
+    /// <summary>The optimizer of the wide (linear) part of LR / WDL / DeepFM / xDeepFM; null = <see cref="Optimizer"/>.</summary>
+    public OptimizerKind? WideOptimizer { get; init; }
+    /// <summary>FTRL's α (per-coordinate rate α/(β + √n)).</summary>
+    public float FtrlAlpha { get; init; } = 0.5f;
+    /// <summary>FTRL's β (the rate's offset; 1 is the paper's).</summary>
+    public float FtrlBeta { get; init; } = 1f;
+    /// <summary>FTRL's L1 λ1 (sparsity; 0 = off).</summary>
+    public float FtrlL1 { get; init; }
+    /// <summary>FTRL's L2 λ2 (per step in <see cref="FtrlRegularization.PerStep"/> mode: the L2 of the mean loss).</summary>
+    public float FtrlL2 { get; init; } = 1e-3f;
+    /// <summary>Whether FTRL's λ1/λ2 are absolute (the paper) or per step (converges to the regularised mean-loss optimum).</summary>
+    public FtrlRegularization FtrlRegularization { get; init; } = FtrlRegularization.PerStep;
     /// <summary>Global gradient-norm clipping; null = none.</summary>
     public float? ClipNorm { get; init; }
     /// <summary>SGD momentum.</summary>
     public float Momentum { get; init; }
     /// <summary>Validations without improvement before stopping; 0 = never stop early.</summary>
-    public int Patience { get; init; } = 2;
-    /// <summary>Validate every N steps; 0 = once per epoch.</summary>
+    public int Patience { get; init; } = 3;
+    /// <summary>Validate every N steps (as well as after each epoch); 0 = once per epoch.</summary>
     public int EvaluateEvery { get; init; }
-    /// <summary>What early stopping and best-weight restoring watch on the validation part (AUC by default).</summary>
-    public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
+    /// <summary>What early stopping watches: auc, logLoss, both (go on while either improves) or objectiveLoss.</summary>
+    public StoppingMetric Metric { get; init; } = StoppingMetric.Both;
+    /// <summary>Whose weights are restored; null: implied by <see cref="Metric"/> (both → logloss-guarded AUC).</summary>
+    public SelectionMetric? RestoreBy { get; init; }
+    /// <summary>Minimum improvement that counts (absolute).</summary>
+    public double MinDelta { get; init; }
+    /// <summary>The logloss band of the guarded-AUC selection (relative).</summary>
+    public double GuardBand { get; init; } = 0.005;
+    /// <summary>Reduce-on-plateau factor (1 = off).</summary>
+    public double PlateauFactor { get; init; } = 0.1;
+    /// <summary>Validations without improvement before the learning rate is reduced.</summary>
+    public int PlateauPatience { get; init; } = 1;
     /// <summary>Shuffling seed of the trainer.</summary>
     public int Seed { get; init; } = 1;
     /// <summary>Shuffle the training rows each epoch (false: file order, e.g. to compare runs row for row).</summary>
     public bool Shuffle { get; init; } = true;
+
+    /// <summary>
+    /// The defaults for a model kind (docs/results.md, "Defaults"): logistic regression trains with FTRL; a model with a
+    /// wide part (FM, WDL, DeepFM, xDeepFM) trains that part with FTRL beside Adam; DNN and DCN with <c>new TrainingSettings()</c>.
+    /// </summary>
+    public static TrainingSettings For(ModelKind kind) => kind switch
+    {
+        ModelKind.Lr => new TrainingSettings { Optimizer = OptimizerKind.Ftrl },
+        ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl },
+        _ => new TrainingSettings(),
+    };
 
     /// <summary>Checks every setting; a bad one is a <see cref="ConfigException"/> naming it, prefixed with <paramref name="source"/>.</summary>
     public void Validate(string source = "training")
     {
         if (Epochs < 1) throw new ConfigException($"{source}: epochs = {Epochs}; expected ≥ 1.");
         if (BatchSize < 1) throw new ConfigException($"{source}: batchSize = {BatchSize}; expected ≥ 1.");
+        if (!Enum.IsDefined(Optimizer)) throw new ConfigException($"{source}: optimizer = {(int)Optimizer} is not an optimizer.");
+        if (WideOptimizer is { } wide && !Enum.IsDefined(wide)) throw new ConfigException($"{source}: wideOptimizer = {(int)wide} is not an optimizer.");
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) throw new ConfigException($"{source}: learningRate = {LearningRate}; expected > 0.");
-        if (!(L2Embedding >= 0)) throw new ConfigException($"{source}: l2Embedding = {L2Embedding}; expected ≥ 0.");
-        if (!(L2Dense >= 0)) throw new ConfigException($"{source}: l2Dense = {L2Dense}; expected ≥ 0.");
+        if (!(L2Embedding >= 0) || !float.IsFinite(L2Embedding)) throw new ConfigException($"{source}: l2Embedding = {L2Embedding}; expected ≥ 0.");
+        if (!(L2Dense >= 0) || !float.IsFinite(L2Dense)) throw new ConfigException($"{source}: l2Dense = {L2Dense}; expected ≥ 0.");
+        if (!(WeightDecayEmbedding >= 0) || !float.IsFinite(WeightDecayEmbedding)) throw new ConfigException($"{source}: weightDecayEmbedding = {WeightDecayEmbedding}; expected ≥ 0.");
+        if (!(WeightDecayDense >= 0) || !float.IsFinite(WeightDecayDense)) throw new ConfigException($"{source}: weightDecayDense = {WeightDecayDense}; expected ≥ 0.");
+        if (LearningRate * Math.Max(WeightDecayEmbedding, WeightDecayDense) >= 1)
+            throw new ConfigException($"{source}: learningRate × weight decay = {LearningRate * Math.Max(WeightDecayEmbedding, WeightDecayDense)}; expected < 1 (the decay factor 1 − lr·δ must stay positive).");
+        if (!Enum.IsDefined(TableUpdate)) throw new ConfigException($"{source}: tableUpdate = {(int)TableUpdate} is not a table update mode.");
+        if (!(FtrlAlpha > 0) || !float.IsFinite(FtrlAlpha)) throw new ConfigException($"{source}: ftrlAlpha = {FtrlAlpha}; expected > 0.");
+        if (!(FtrlBeta >= 0) || !float.IsFinite(FtrlBeta)) throw new ConfigException($"{source}: ftrlBeta = {FtrlBeta}; expected ≥ 0.");
+        if (!(FtrlL1 >= 0) || !float.IsFinite(FtrlL1)) throw new ConfigException($"{source}: ftrlL1 = {FtrlL1}; expected ≥ 0.");
+        if (!(FtrlL2 >= 0) || !float.IsFinite(FtrlL2)) throw new ConfigException($"{source}: ftrlL2 = {FtrlL2}; expected ≥ 0.");
+        if (!Enum.IsDefined(FtrlRegularization)) throw new ConfigException($"{source}: ftrlRegularization = {(int)FtrlRegularization} is not a mode.");
         if (ClipNorm is { } c && !(c > 0)) throw new ConfigException($"{source}: clipNorm = {c}; expected > 0.");
         if (!(Momentum >= 0 && Momentum < 1)) throw new ConfigException($"{source}: momentum = {Momentum}; expected 0 ≤ momentum < 1.");
         if (Patience < 0) throw new ConfigException($"{source}: patience = {Patience}; expected ≥ 0.");
         if (EvaluateEvery < 0) throw new ConfigException($"{source}: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
+        if (!Enum.IsDefined(Metric)) throw new ConfigException($"{source}: metric = {(int)Metric} is not a stopping metric.");
+        if (RestoreBy is { } r && !Enum.IsDefined(r)) throw new ConfigException($"{source}: restoreBy = {(int)r} is not a selection metric.");
+        if (!(MinDelta >= 0)) throw new ConfigException($"{source}: minDelta = {MinDelta}; expected ≥ 0.");
+        if (!(GuardBand >= 0)) throw new ConfigException($"{source}: guardBand = {GuardBand}; expected ≥ 0.");
+        if (!(PlateauFactor > 0 && PlateauFactor <= 1)) throw new ConfigException($"{source}: plateauFactor = {PlateauFactor}; expected 0 < factor ≤ 1 (1 = off).");
+        if (PlateauPatience < 1) throw new ConfigException($"{source}: plateauPatience = {PlateauPatience}; expected ≥ 1.");
     }
 
     /// <summary>The settings as JSON (camelCase, as <see cref="ParseStrict{T}"/> reads them).</summary>
@@ -75,25 +136,87 @@ public sealed record TrainingSettings
         BatchSize = BatchSize,
         EvaluateEvery = EvaluateEvery,
         Metric = Metric,
+        RestoreBy = RestoreBy,
         Patience = Patience,
+        MinDelta = MinDelta,
+        GuardBand = GuardBand,
+        PlateauFactor = PlateauFactor,
+        PlateauPatience = PlateauPatience,
         Seed = Seed,
         Shuffle = Shuffle,
     };
 
-    /// <summary>Builds the optimizer over <paramref name="parameters"/> with the learning rate, L2 and clipping set.</summary>
-    public Optimizer BuildOptimizer(IEnumerable<Tensor<float>> parameters)
+    /// <summary>The settings that decide a run, in one line (printed by the CLI so a run can be repeated).</summary>
+    public string Describe()
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        string Rule(OptimizerKind k) => k == OptimizerKind.Ftrl
+            ? string.Create(inv, $"ftrl α {FtrlAlpha} β {FtrlBeta} λ1 {FtrlL1} λ2 {FtrlL2} ({(FtrlRegularization == FtrlRegularization.PerStep ? "per step" : "absolute")})")
+            : string.Create(inv, $"{k.ToString().ToLowerInvariant()} lr {LearningRate}{(k == OptimizerKind.Sgd && Momentum > 0 ? $" momentum {Momentum}" : "")}");
+        var parts = new List<string> { Rule(Optimizer) };
+        if (WideOptimizer is { } w && w != Optimizer) parts.Add("wide part: " + Rule(w));
+        if (Optimizer != OptimizerKind.Ftrl)
+        {
+            if (L2Embedding > 0 || L2Dense > 0) parts.Add(string.Create(inv, $"L2 embedding {L2Embedding} dense {L2Dense}"));
+            if (WeightDecayEmbedding > 0 || WeightDecayDense > 0) parts.Add(string.Create(inv, $"weight decay embedding {WeightDecayEmbedding} dense {WeightDecayDense}"));
+        }
+        parts.Add($"{TableUpdate.ToString().ToLowerInvariant()} tables");
+        if (ClipNorm is { } c) parts.Add(string.Create(inv, $"clip {c}"));
+        parts.Add(string.Create(inv, $"batch {BatchSize}, ≤ {Epochs} epochs"));
+        string metric = Metric switch { StoppingMetric.Both => "AUC or logloss", StoppingMetric.LogLoss => "logloss", StoppingMetric.Auc => "AUC", _ => "objective loss" };
+        var selection = ToTrainerOptions().Selection;
+        string restore = selection == SelectionMetric.GuardedAuc
+            ? string.Create(inv, $"best AUC within {GuardBand * 100:G3}% of the lowest logloss")
+            : "best " + selection.ToString().ToLowerInvariant();
+        string delta = MinDelta > 0 ? string.Create(inv, $", min-delta {MinDelta}") : "";
+        string every = EvaluateEvery > 0 ? string.Create(inv, $", every {EvaluateEvery} steps and epoch") : ", every epoch";
+        parts.Add(string.Create(inv, $"early stopping on validation {metric} (patience {Patience}{delta}{every}), restoring the {restore}"));
+        if (PlateauFactor < 1) parts.Add(string.Create(inv, $"lr × {PlateauFactor} after {PlateauPatience} validation(s) without improvement"));
+        parts.Add(string.Create(inv, $"seed {Seed}"));
+        return string.Join("; ", parts);
+    }
+
+    /// <summary>Whether a parameter belongs to a model's wide (linear) part: named <c>linear.…</c> at any depth (<c>linear.C1.weight</c>, <c>linear.bias</c>).</summary>
+    public static bool IsWideParameter(string? name) =>
+        name is not null && (name.StartsWith("linear.", StringComparison.Ordinal) || name.Contains(".linear.", StringComparison.Ordinal));
+
+    /// <summary>
+    /// Builds the optimizer over <paramref name="parameters"/> (named, as a module tree gives them) with the learning rate,
+    /// L2, decay, table mode and clipping set. With a <see cref="WideOptimizer"/> other than <see cref="Optimizer"/>, the wide
+    /// part gets its own optimizer and the two step together (<see cref="OptimizerGroup"/>).
+    /// </summary>
+    public IOptimizer BuildOptimizer(IEnumerable<Tensor<float>> parameters)
     {
         Validate();
-        Optimizer opt = Optimizer switch
+        var all = parameters.ToArray();
+        var wideKind = WideOptimizer ?? Optimizer;
+        var wide = wideKind == Optimizer ? [] : all.Where(p => IsWideParameter(p.Name)).ToArray();
+        var rest = wide.Length == 0 ? all : all.Where(p => !IsWideParameter(p.Name)).ToArray();
+        if (rest.Length == 0) return Configure(Build(wideKind, wide), clip: true);
+        if (wide.Length == 0) return Configure(Build(Optimizer, rest), clip: true);
+        return new OptimizerGroup(Configure(Build(wideKind, wide), clip: false), Configure(Build(Optimizer, rest), clip: false)) { ClipNorm = ClipNorm };
+    }
+
+    private KdEngine.Training.Optimizer Build(OptimizerKind kind, Tensor<float>[] parameters) => kind switch
+    {
+        OptimizerKind.Adam => new Adam(parameters, LearningRate),
+        OptimizerKind.Adagrad => new Adagrad(parameters, LearningRate),
+        OptimizerKind.Sgd => new Sgd(parameters, LearningRate, Momentum),
+        OptimizerKind.Ftrl => new Ftrl(parameters, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, FtrlRegularization),
+        _ => throw new ConfigException($"training: unknown optimizer {kind}."),
+    };
+
+    private KdEngine.Training.Optimizer Configure(KdEngine.Training.Optimizer opt, bool clip)
+    {
+        opt.TableUpdate = TableUpdate;
+        if (opt is not Ftrl)
         {
-            OptimizerKind.Adam => new Adam(parameters, LearningRate),
-            OptimizerKind.Adagrad => new Adagrad(parameters, LearningRate),
-            OptimizerKind.Sgd => new Sgd(parameters, LearningRate, Momentum),
-            _ => throw new ConfigException($"training: unknown optimizer {Optimizer}."),
-        };
-        opt.EmbeddingL2 = L2Embedding;
-        opt.DenseL2 = L2Dense;
-        opt.ClipNorm = ClipNorm;
+            opt.EmbeddingL2 = L2Embedding;
+            opt.DenseL2 = L2Dense;
+            opt.EmbeddingWeightDecay = WeightDecayEmbedding;
+            opt.DenseWeightDecay = WeightDecayDense;
+        }
+        if (clip) opt.ClipNorm = ClipNorm;
         return opt;
     }
 
@@ -103,7 +226,36 @@ public sealed record TrainingSettings
         "adam" => OptimizerKind.Adam,
         "adagrad" => OptimizerKind.Adagrad,
         "sgd" => OptimizerKind.Sgd,
-        _ => throw new ArgumentException($"unknown optimizer '{text}' (expected adam|adagrad|sgd)."),
+        "ftrl" => OptimizerKind.Ftrl,
+        _ => throw new ArgumentException($"unknown optimizer '{text}' (expected adam|adagrad|sgd|ftrl)."),
+    };
+
+    /// <summary>auc|logloss|both|objective (case-insensitive).</summary>
+    public static StoppingMetric ParseMetric(string text) => text.ToLowerInvariant() switch
+    {
+        "auc" => StoppingMetric.Auc,
+        "logloss" => StoppingMetric.LogLoss,
+        "both" => StoppingMetric.Both,
+        "objective" => StoppingMetric.ObjectiveLoss,
+        _ => throw new ArgumentException($"unknown stopping metric '{text}' (expected auc|logloss|both|objective)."),
+    };
+
+    /// <summary>auc|logloss|guarded-auc|objective (case-insensitive).</summary>
+    public static SelectionMetric ParseSelection(string text) => text.ToLowerInvariant() switch
+    {
+        "auc" => SelectionMetric.Auc,
+        "logloss" => SelectionMetric.LogLoss,
+        "guarded-auc" or "guardedauc" => SelectionMetric.GuardedAuc,
+        "objective" => SelectionMetric.ObjectiveLoss,
+        _ => throw new ArgumentException($"unknown selection metric '{text}' (expected auc|logloss|guarded-auc|objective)."),
+    };
+
+    /// <summary>lazy|dense (case-insensitive).</summary>
+    public static TableUpdateMode ParseTableUpdate(string text) => text.ToLowerInvariant() switch
+    {
+        "lazy" => TableUpdateMode.Lazy,
+        "dense" => TableUpdateMode.Dense,
+        _ => throw new ArgumentException($"unknown table update mode '{text}' (expected lazy|dense)."),
     };
 
     /// <summary>Strict JSON options shared by the pipeline's config records (camelCase, unknown keys rejected).</summary>

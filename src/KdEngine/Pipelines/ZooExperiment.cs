@@ -8,11 +8,12 @@ namespace KdEngine.Pipelines;
 /// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
 /// A model left out of <c>models</c> gets the "sample" reference configuration of docs/models.md (D = 10, DNN [400, 400], CIN [100, 100] split-half;
 /// FFM: D = 4, the dimension LIBFFM and ML.NET use; DCN-V2: full-rank cross layers in parallel with the DNN).
+/// Without <c>training</c> each model trains with its defaults (<see cref="TrainingSettings.For"/>).
 /// </summary>
 public sealed record ZooExperimentConfig
 {
-    /// <summary>Training settings of every model.</summary>
-    public TrainingSettings Training { get; init; } = new();
+    /// <summary>One set of settings for every model; null: each model's defaults.</summary>
+    public TrainingSettings? Training { get; init; }
     /// <summary>Categories seen fewer times in the train part map to the OOV id.</summary>
     public int MinCount { get; init; } = 2;
     /// <summary>Per-model configs by name (<see cref="ModelNames"/>); a model left out gets the sample reference configuration.</summary>
@@ -39,8 +40,7 @@ public sealed record ZooExperimentConfig
     /// <summary>Checks the training settings, minCount and every model config; a problem is a <see cref="ConfigException"/> naming the key.</summary>
     public void Validate(string source = "zoo.json")
     {
-        if (Training is null) throw new ConfigException($"{source}: training must be an object.");
-        Training.Validate(source + ": training");
+        Training?.Validate(source + ": training");
         if (MinCount < 1) throw new ConfigException($"{source}: minCount = {MinCount}; expected ≥ 1.");
         if (Models is null) throw new ConfigException($"{source}: models must be an object.");
         foreach (var (name, config) in Models)
@@ -51,6 +51,9 @@ public sealed record ZooExperimentConfig
             if (config.Model != KindOf(name)) throw new ConfigException($"{source}: models.{name}.model is {config.Model}; leave it out or make it match the key.");
         }
     }
+
+    /// <summary>The training settings of model <paramref name="name"/>: the file's, or the model's defaults.</summary>
+    public TrainingSettings TrainingFor(string name) => Training ?? TrainingSettings.For(KindOf(name));
 
     /// <summary>The config of model <paramref name="name"/> (the file's, or the sample reference configuration) with the given seed.</summary>
     public ModelConfig ConfigFor(string name, int seed) =>
@@ -100,7 +103,7 @@ public static class ZooExperiment
             foreach (int seed in seeds)
             {
                 var model = CtrPipeline.BuildModel(config.ConfigFor(name, seed), data.Fields);
-                var outcome = CtrPipeline.Train(model, data, config.Training with { Seed = seed });
+                var outcome = CtrPipeline.Train(model, data, config.TrainingFor(name) with { Seed = seed });
                 var run = new ZooRun(name, seed, outcome.Test.Auc, outcome.Test.LogLoss, outcome.Validation.Auc,
                     outcome.Report.Elapsed.TotalSeconds, outcome.Report.Steps, model.ParameterCount());
                 runs.Add(run);

@@ -5,14 +5,19 @@ using KdEngine.Nn;
 
 namespace KdEngine.Serving;
 
-/// <summary>A model loaded from a checkpoint, with the preprocessing it was trained with (null when saved without).</summary>
-public sealed record LoadedModel(ZooModel Model, Preprocessor? Preprocessor, IReadOnlyDictionary<string, string> Metadata);
+/// <summary>
+/// A model loaded from a checkpoint, with the preprocessing it was trained with (null when saved without) and its post-hoc
+/// calibration (null: none; apply it to the model's logits, as <see cref="Predictor"/> does).
+/// </summary>
+public sealed record LoadedModel(ZooModel Model, Preprocessor? Preprocessor, IReadOnlyDictionary<string, string> Metadata,
+    KdEngine.Metrics.LogitCalibration? Calibration = null);
 
 /// <summary>
 /// One file holds a model, its config, its input fields and its fitted preprocessing: a safetensors file
 /// (see docs/formats.md) whose tensors are the model's parameters under their PyTorch-style names and whose
-/// metadata holds <c>model.type</c>, <c>model.config</c>, <c>model.fields</c>, <c>model.columns</c> and
-/// <c>preprocessing</c> (JSON). Written atomically; loading validates everything before returning, so a
+/// metadata holds <c>model.type</c>, <c>model.config</c>, <c>model.fields</c>, <c>model.columns</c>,
+/// <c>preprocessing</c> (JSON) and, when fitted, <c>calibration</c> (the post-hoc logit map z′ = a·z + b,
+/// <see cref="KdEngine.Metrics.LogitCalibration"/>). Written atomically; loading validates everything before returning, so a
 /// failed load leaves nothing half-built.
 /// </summary>
 public static class ModelCheckpoint
@@ -27,14 +32,18 @@ public static class ModelCheckpoint
     public const string ColumnsKey = "model.columns";
     /// <summary>Metadata key of the fitted <see cref="Preprocessor"/> JSON.</summary>
     public const string PreprocessingKey = "preprocessing";
+    /// <summary>Metadata key of the post-hoc calibration JSON (<see cref="KdEngine.Metrics.LogitCalibration"/>), when one was fitted.</summary>
+    public const string CalibrationKey = "calibration";
     /// <summary>The value of <see cref="TypeKey"/> in every zoo-model checkpoint.</summary>
     public const string ModelType = "kdengine.zoo";
 
     /// <summary>
     /// Writes <paramref name="model"/> (parameters and config), its input fields, <paramref name="preprocessor"/> (when
-    /// given) and the <paramref name="extra"/> metadata entries to <paramref name="path"/>, through a temporary file and a rename.
+    /// given), the <paramref name="extra"/> metadata entries and <paramref name="calibration"/> (when given and not the
+    /// identity) to <paramref name="path"/>, through a temporary file and a rename.
     /// </summary>
-    public static void Save(string path, ZooModel model, Preprocessor? preprocessor = null, IReadOnlyDictionary<string, string>? extra = null)
+    public static void Save(string path, ZooModel model, Preprocessor? preprocessor = null, IReadOnlyDictionary<string, string>? extra = null,
+        KdEngine.Metrics.LogitCalibration? calibration = null)
     {
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
@@ -44,6 +53,7 @@ public static class ModelCheckpoint
             [ColumnsKey] = JsonSerializer.Serialize(model.Columns),
         };
         if (preprocessor is not null) metadata[PreprocessingKey] = preprocessor.ToJson();
+        if (calibration is { IsIdentity: false }) metadata[CalibrationKey] = calibration.ToJson();
         if (extra is not null)
             foreach (var (k, v) in extra)
             {
@@ -171,7 +181,16 @@ public static class ModelCheckpoint
                 throw new CheckpointFormatException(path, $"tensor '{p.Name}' {p.Tensor.Shape} is missing.");
             p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);
         }
+        KdEngine.Metrics.LogitCalibration? calibration = null;
+        if (meta.TryGetValue(CalibrationKey, out var cal))
+        {
+            try { calibration = KdEngine.Metrics.LogitCalibration.FromJson(cal); }
+            catch (Exception e) when (e is FormatException or JsonException)
+            {
+                throw new CheckpointFormatException(path, $"metadata '{CalibrationKey}': {e.Message}", e);
+            }
+        }
         model.Training = false;
-        return new LoadedModel(model, preprocessor, meta);
+        return new LoadedModel(model, preprocessor, meta, calibration);
     }
 }

@@ -41,8 +41,9 @@ public sealed class Predictor
     private readonly FeatureTable[] _prefetch; // every table read by feature row: the embedding's, then the stages'
 
     /// <summary>Compiles an in-memory model (evaluation semantics: no dropout). <paramref name="preprocessor"/> (optional)
-    /// enables the raw-row overloads; it must produce the id columns the model reads.</summary>
-    public Predictor(ZooModel model, Preprocessor? preprocessor = null)
+    /// enables the raw-row overloads; it must produce the id columns the model reads. <paramref name="calibration"/>
+    /// (optional, as fitted on validation and stored in the checkpoint) maps every logit z to a·z + b before it is returned.</summary>
+    public Predictor(ZooModel model, Preprocessor? preprocessor = null, KdEngine.Metrics.LogitCalibration? calibration = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
@@ -50,7 +51,9 @@ public sealed class Predictor
                 $"Predictor: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the compiled predictor takes single-valued id fields only — score such a model with ZooModel.Forward under Tape<float>.NoGrad().");
         var config = model.Config;
         Kind = config.Model;
+        model.ApplyDeferredRows(); // lazily decayed rows an optimizer still owes the tables (its weights are copied below)
         Preprocessor = preprocessor;
+        Calibration = calibration ?? KdEngine.Metrics.LogitCalibration.Identity;
         var layout = new PlanLayout(model.Fields, config.EmbeddingDim);
         _f = layout.FieldCount;
         _d = config.EmbeddingDim;
@@ -89,11 +92,14 @@ public sealed class Predictor
     public static Predictor Load(string path)
     {
         var loaded = ModelCheckpoint.Load(path);
-        return new Predictor(loaded.Model, loaded.Preprocessor);
+        return new Predictor(loaded.Model, loaded.Preprocessor, loaded.Calibration);
     }
 
     /// <summary>The kind of model the predictor was compiled from.</summary>
     public ModelKind Kind { get; }
+
+    /// <summary>The post-hoc calibration applied to every logit (<see cref="KdEngine.Metrics.LogitCalibration.Identity"/> when none).</summary>
+    public KdEngine.Metrics.LogitCalibration Calibration { get; }
 
     /// <summary>The saved preprocessing (null when the predictor was built without one: only <see cref="Predict"/> works).</summary>
     public Preprocessor? Preprocessor { get; }
@@ -114,7 +120,7 @@ public sealed class Predictor
         if (batch == 0 || (long)batch * _columns != ids.Length)
             throw new ArgumentException($"Predictor.Predict: {ids.Length} ids do not form [B = {batch}, C = {_columns}] (B is the destination length, which must be positive).");
         Run(ids, batch, destination, Workspace.For(this, batch));
-        if (probabilities) TensorPrimitives.Sigmoid(destination, destination);
+        Finish(destination, probabilities);
     }
 
     /// <summary>
@@ -138,7 +144,7 @@ public sealed class Predictor
             encoded.Ids.AsSpan(0, _columns).CopyTo(ids.Slice(b * _columns, _columns));
         }
         Run(ids, batch, destination, ws);
-        if (probabilities) TensorPrimitives.Sigmoid(destination, destination);
+        Finish(destination, probabilities);
     }
 
     /// <summary>
@@ -197,7 +203,7 @@ public sealed class Predictor
             encoded.Ids.AsSpan(0, _columns).CopyTo(ids.Slice(b * _columns, _columns));
         }
         Run(ids, batch, destination, ws);
-        if (probabilities) TensorPrimitives.Sigmoid(destination, destination);
+        Finish(destination, probabilities);
     }
 
     // ---------------------------------------------------------------- plan execution
@@ -209,6 +215,13 @@ public sealed class Predictor
         long stages = 0;
         foreach (var stage in _batchStages) stages = Math.Max(stages, stage.ScratchFloats(batch));
         return (_embedding is null ? 0 : (long)batch * _f * _d) + stages;
+    }
+
+    /// <summary>The calibration's affine map on the logits, then σ when probabilities are asked for.</summary>
+    private void Finish(Span<float> destination, bool probabilities)
+    {
+        Calibration.Apply(destination); // z′ = a·z + b per logit (nothing for the identity)
+        if (probabilities) TensorPrimitives.Sigmoid(destination, destination);
     }
 
     private void Run(ReadOnlySpan<int> ids, int batch, Span<float> logit, Workspace ws)

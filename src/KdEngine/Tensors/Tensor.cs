@@ -81,6 +81,15 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     /// <summary>The row-sparse gradient of an embedding table (only rows touched since the last reset).</summary>
     public SparseRowGradient<T>? SparseGrad { get; internal set; }
 
+    /// <summary>
+    /// Row updates an optimizer owes this table (lazy weight decay; see <see cref="IDeferredRowUpdates"/>); null when
+    /// every row is current. Readers that bypass the embedding ops call <see cref="ApplyDeferredRows"/> first.
+    /// </summary>
+    public IDeferredRowUpdates? DeferredRows { get; set; }
+
+    /// <summary>Brings every row up to date when an optimizer defers row updates (see <see cref="DeferredRows"/>).</summary>
+    public void ApplyDeferredRows() => DeferredRows?.ApplyAll();
+
     /// <summary>Makes this leaf tensor a parameter that receives gradients.</summary>
     public Tensor<T> RequireGrad()
     {
@@ -143,6 +152,7 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     /// <summary>Copies the values to a new host array.</summary>
     public T[] ToArray()
     {
+        ApplyDeferredRows();
         var result = new T[Length];
         Backend.Download(Storage, result);
         return result;
@@ -168,6 +178,7 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     /// <summary>A new leaf tensor with a copy of the values, owned by the caller and detached from any tape.</summary>
     public Tensor<T> Clone(string? name = null)
     {
+        ApplyDeferredRows();
         var storage = Backend.Allocate(Length, clear: false);
         Backend.Copy(Storage, 0, storage, 0, Length);
         return new Tensor<T>(Shape, storage, ownsStorage: true, name ?? Name);

@@ -8,31 +8,35 @@ using KdEngine.Tensors;
 
 namespace KdEngine.Training;
 
-/// <summary>What early stopping watches on the validation split.</summary>
-public enum StoppingMetric
-{
-    /// <summary>Validation AUC of the predictor (higher is better).</summary>
-    Auc,
-    /// <summary>Validation logloss of the predictor (lower is better).</summary>
-    LogLoss,
-    /// <summary>The objective's own loss on the validation split (e.g. ECKD's distillation loss; lower is better).</summary>
-    ObjectiveLoss,
-}
-
 /// <summary>Trainer settings; every value is validated with a message naming it.</summary>
 public sealed record TrainerOptions
 {
-    /// <summary>Most passes over the training rows.</summary>
+    /// <summary>The maximum number of epochs (early stopping usually ends training before).</summary>
     public int Epochs { get; init; } = 1;
     /// <summary>Rows per step (per rank when training data-parallel).</summary>
     public int BatchSize { get; init; } = 256;
-    /// <summary>Validate every N steps; 0 validates once per epoch.</summary>
+    /// <summary>Validate every N steps as well as at the end of every epoch; 0 validates once per epoch.</summary>
     public int EvaluateEvery { get; init; }
-    /// <summary>What early stopping and best-weight restoring watch.</summary>
+    /// <summary>What early stopping watches (see <see cref="EarlyStopping"/>).</summary>
     public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
+    /// <summary>
+    /// Which validation point's weights are restored; null derives it from <see cref="Metric"/>: AUC → AUC, logloss →
+    /// logloss, objective loss → objective loss, both → logloss-guarded AUC.
+    /// </summary>
+    public SelectionMetric? RestoreBy { get; init; }
     /// <summary>Stop after this many validations without improvement; 0 never stops early.</summary>
     public int Patience { get; init; } = 2;
-    /// <summary>At the end, put back the weights of the best validation.</summary>
+    /// <summary>An improvement must exceed this (absolute, in AUC or logloss units).</summary>
+    public double MinDelta { get; init; }
+    /// <summary>The logloss band of <see cref="SelectionMetric.GuardedAuc"/>, relative to the lowest logloss (0.005 = 0.5 %).</summary>
+    public double GuardBand { get; init; } = 0.005;
+    /// <summary>Reduce-on-plateau: multiply the learning rate by this after <see cref="PlateauPatience"/> validations without improvement; 1 = off.</summary>
+    public double PlateauFactor { get; init; } = 1;
+    /// <summary>Validations without improvement before the learning rate is reduced.</summary>
+    public int PlateauPatience { get; init; } = 1;
+    /// <summary>Reduce-on-plateau never takes the learning rate below this.</summary>
+    public float MinLearningRate { get; init; } = 1e-6f;
+    /// <summary>At the end, put back the weights of the selected validation point (<see cref="RestoreBy"/>).</summary>
     public bool RestoreBest { get; init; } = true;
     /// <summary>Shuffle the training rows each epoch (seeded by <see cref="Seed"/> + epoch).</summary>
     public bool Shuffle { get; init; } = true;
@@ -48,6 +52,17 @@ public sealed record TrainerOptions
     public string? CheckpointPath { get; init; }
     /// <summary>Write a checkpoint every N optimizer steps (needs <see cref="CheckpointPath"/>); 0 = never.</summary>
     public int CheckpointEvery { get; init; }
+    /// <summary>Called after every validation with the point (e.g. a live table of a search); null = none.</summary>
+    public Action<ValidationPoint>? OnValidation { get; init; }
+
+    /// <summary>The selection metric in effect (<see cref="RestoreBy"/> or the one <see cref="Metric"/> implies).</summary>
+    public SelectionMetric Selection => RestoreBy ?? Metric switch
+    {
+        StoppingMetric.Auc => SelectionMetric.Auc,
+        StoppingMetric.LogLoss => SelectionMetric.LogLoss,
+        StoppingMetric.ObjectiveLoss => SelectionMetric.ObjectiveLoss,
+        _ => SelectionMetric.GuardedAuc,
+    };
 
     /// <summary>Checks every option; a bad one is an <see cref="ArgumentException"/> naming it.</summary>
     public void Validate()
@@ -56,17 +71,34 @@ public sealed record TrainerOptions
         if (BatchSize < 1) throw new ArgumentException($"trainer: batchSize = {BatchSize}; expected ≥ 1.");
         if (EvaluateEvery < 0) throw new ArgumentException($"trainer: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
         if (Patience < 0) throw new ArgumentException($"trainer: patience = {Patience}; expected ≥ 0.");
+        if (!Enum.IsDefined(Metric)) throw new ArgumentException($"trainer: metric = {(int)Metric} is not a stopping metric.");
+        if (RestoreBy is { } r && !Enum.IsDefined(r)) throw new ArgumentException($"trainer: restoreBy = {(int)r} is not a selection metric.");
+        if (!(MinDelta >= 0)) throw new ArgumentException($"trainer: minDelta = {MinDelta}; expected ≥ 0.");
+        if (!(GuardBand >= 0)) throw new ArgumentException($"trainer: guardBand = {GuardBand}; expected ≥ 0.");
+        if (!(PlateauFactor > 0 && PlateauFactor <= 1)) throw new ArgumentException($"trainer: plateauFactor = {PlateauFactor}; expected 0 < factor ≤ 1 (1 = off).");
+        if (PlateauPatience < 1) throw new ArgumentException($"trainer: plateauPatience = {PlateauPatience}; expected ≥ 1.");
+        if (!(MinLearningRate >= 0)) throw new ArgumentException($"trainer: minLearningRate = {MinLearningRate}; expected ≥ 0.");
         if (CheckpointEvery < 0) throw new ArgumentException($"trainer: checkpointEvery = {CheckpointEvery}; expected ≥ 0.");
         if (CheckpointEvery > 0 && string.IsNullOrEmpty(CheckpointPath))
             throw new ArgumentException($"trainer: checkpointEvery = {CheckpointEvery} needs a checkpointPath.");
     }
+
+    internal EarlyStopping NewEarlyStopping() =>
+        new(Metric, Selection, Patience, MinDelta, GuardBand, PlateauFactor, PlateauPatience);
 }
 
 /// <summary>One validation point of a training run.</summary>
 public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss);
 
 /// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
-public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly);
+/// <param name="History">Every validation point, in order.</param>
+/// <param name="Steps">Optimizer steps taken.</param>
+/// <param name="Elapsed">Wall-clock training time.</param>
+/// <param name="StoppedEarly">Whether early stopping ended training before the epoch limit.</param>
+/// <param name="Best">The selected validation point: its weights were restored (with <see cref="TrainerOptions.RestoreBest"/>).</param>
+/// <param name="StopReason">Why training ended, in words (patience, the epoch limit, …), with how the restored point was chosen.</param>
+public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly,
+    string StopReason = "");
 
 /// <summary>Training stopped because a loss or a gradient became NaN or infinite.</summary>
 public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
@@ -110,7 +142,7 @@ public sealed class Trainer
     /// validating on <paramref name="validation"/> (null: no validation, no early stopping) per the options.
     /// Throws <see cref="TrainingDivergedException"/> when a loss, gradient or weight becomes NaN or infinite.
     /// </summary>
-    public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
+    public TrainingReport Fit(IObjective objective, IOptimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
         Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, new TrainerPosition());
 
     /// <summary>
@@ -120,7 +152,7 @@ public sealed class Trainer
     /// early stopping, NaN detection and checkpoints work as in <see cref="Fit"/>; <paramref name="stepsPerEpoch"/>
     /// only feeds the progress display's ETA (0 when unknown).
     /// </summary>
-    public TrainingReport FitStream(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch,
+    public TrainingReport FitStream(IObjective objective, IOptimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch,
         EncodedDataset? validation, long stepsPerEpoch = 0)
     {
         if (_group.Size > 1)
@@ -143,24 +175,31 @@ public sealed class Trainer
     /// before anything is written, so a bad checkpoint (<see cref="Serving.CheckpointFormatException"/>) leaves
     /// the objective and optimizer untouched.
     /// </summary>
-    public TrainingReport Resume(string path, IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation)
+    public TrainingReport Resume(string path, IObjective objective, IOptimizer optimizer, EncodedDataset train, EncodedDataset? validation)
     {
         var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer);
         return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, position);
     }
 
-    private TrainingReport Run(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch, long stepsPerEpoch,
+    private TrainingReport Run(IObjective objective, IOptimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch, long stepsPerEpoch,
         EncodedDataset? validation, TrainerPosition state)
     {
         var o = _options;
         var stopwatch = Stopwatch.StartNew();
         var history = state.History;
         bool stoppedEarly = false;
+        string stopReason = "";
         var parameters = objective.Trainable.Parameters();
         long totalSteps = stepsPerEpoch * o.Epochs;
         long examples = 0;
         var lastReport = TimeSpan.Zero;
         var scratch = new BatchScratch();
+        var auxiliary = new List<Tensor<float>>();
+        var stopping = o.NewEarlyStopping();
+        stopping.State = state.Stopping;
+        if (o.Schedule is not null && !optimizer.SchedulesLearningRate)
+            throw new ArgumentException($"trainer: a learning-rate schedule was given, but {optimizer.Description} keeps its rate fixed.");
+        float baseRate = optimizer.LearningRate;
         using var tape = new Tape<float>();
         bool parallel = _group.Size > 1;
         if (parallel)
@@ -181,7 +220,8 @@ public sealed class Trainer
                 if (state.BatchInEpoch < skip) { state.BatchInEpoch++; continue; }
                 long step = state.Step;
                 tape.Reset();
-                if (o.Schedule is not null) optimizer.LearningRate = o.Schedule.LearningRate(step);
+                if (optimizer.SchedulesLearningRate && (o.Schedule is not null || state.LearningRateScale != 1))
+                    optimizer.LearningRate = (float)((o.Schedule?.LearningRate(step) ?? baseRate) * state.LearningRateScale);
                 objective.Trainable.RandomStep = step;
                 var ctr = scratch.From(batch);
                 Tensor<float> loss;
@@ -198,6 +238,9 @@ public sealed class Trainer
                 float value = loss.Item();
                 if (!float.IsFinite(value))
                     throw new TrainingDivergedException($"training diverged at step {step} (epoch {epoch}): the loss is {value}.");
+                // Regularisation terms the modules computed in this forward (e.g. L2 on the looked-up embeddings).
+                objective.Trainable.TakeAuxiliaryLosses(auxiliary);
+                foreach (var term in auxiliary) loss = Ops.Op.Add(loss, term);
                 tape.Backward(loss);
                 if (parallel) _group.AverageGradients(parameters, batch.Size);
                 CheckGradients(parameters, step);
@@ -216,48 +259,73 @@ public sealed class Trainer
                 if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0 && _group.Rank == 0)
                     TrainingCheckpoint.Save(o.CheckpointPath!, o, parameters, optimizer, state);
             }
-            if (validation is not null && o.EvaluateEvery == 0 && Validate(state.Step, epoch)) stoppedEarly = true;
+            // Every epoch ends with a validation, unless one just ran at this very step.
+            bool validatedHere = history.Count > 0 && history[^1].Step == state.Step;
+            if (!stoppedEarly && validation is not null && !validatedHere && Validate(state.Step, epoch)) stoppedEarly = true;
         }
         if (_interactive && _progress is not null) _progress.WriteLine();
+        optimizer.ApplyDeferredRows(); // the final weights (or the snapshot below) hold every row's deferred decay
         if (o.RestoreBest && state.BestWeights is not null)
         {
             Restore(parameters, state.BestWeights);
-            optimizer.ReloadDeviceParameters(); // device parameters have a host mirror in the optimizer
+            optimizer.ReloadDeviceParameters(); // device parameters have a host mirror in the optimizer; deferred rows are current
         }
         objective.Trainable.Training = false;
-        return new TrainingReport(history, state.Best, state.Step, stopwatch.Elapsed, stoppedEarly);
+        if (!stoppedEarly)
+            stopReason = validation is null ? $"trained the maximum of {o.Epochs} epochs (no validation data)"
+                : $"reached the maximum of {o.Epochs} epochs" + (stopping.State.SinceImprovement == 0
+                    ? " while validation was still improving (raise the epoch limit to train longer)"
+                    : $" ({stopping.State.SinceImprovement} validations without improvement at the end)");
+        if (stopping.Selected is { } chosen)
+            stopReason += $"; restored {stopping.SelectionText()}: step {chosen.Step} (epoch {chosen.Epoch}, AUC {chosen.Auc:F4}, logloss {chosen.LogLoss:F5})";
+        if (!o.RestoreBest) stopReason += "; weights of the last step kept (restoring is off)";
+        _progress?.WriteLine("stopped: " + stopReason);
+        return new TrainingReport(history, stopping.Selected, state.Step, stopwatch.Elapsed, stoppedEarly, stopReason);
 
-        // Validates, records, tracks the best weights; true when training should stop.
+        // Validates, records, tracks the selected weights; true when training should stop.
         bool Validate(long atStep, int epoch)
         {
+            optimizer.ApplyDeferredRows(); // snapshots below copy whole tables
             var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024), _group);
-            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss ? ObjectiveLoss(objective, validation!, o.BatchSize, _group) : double.NaN;
+            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss || o.Selection == SelectionMetric.ObjectiveLoss
+                ? ObjectiveLoss(objective, validation!, o.BatchSize, _group) : double.NaN;
             Span<double> trainLoss = [state.LossSum, state.LossCount];
             _group.AllReduceSum(trainLoss); // every rank reports (and decides on) the same numbers
             var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1]);
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;
-            bool improved = state.Best is null || Better(point, state.Best);
-            if (improved)
+            var d = stopping.Observe(point);
+            if (o.RestoreBest)
             {
-                state.Best = point;
-                state.SinceBest = 0;
-                if (o.RestoreBest) state.BestWeights = Snapshot(parameters, state.BestWeights);
+                if (d.LowestLogLoss && o.Selection == SelectionMetric.GuardedAuc) state.FallbackWeights = Snapshot(parameters, state.FallbackWeights);
+                if (d.FallbackSelected && state.FallbackWeights is not null) state.BestWeights = CopyInto(state.FallbackWeights, state.BestWeights);
+                if (d.Selected) state.BestWeights = Snapshot(parameters, state.BestWeights);
             }
-            else state.SinceBest++;
+            string lrNote = "";
+            if (d.ReduceLearningRate && optimizer.SchedulesLearningRate)
+            {
+                double next = state.LearningRateScale * o.PlateauFactor;
+                if (baseRate * next >= o.MinLearningRate)
+                {
+                    state.LearningRateScale = next;
+                    lrNote = $"  lr → {baseRate * next:G3}";
+                }
+            }
             _progress?.WriteLine($"{(_interactive ? "\r" : "")}step {atStep,7}  epoch {epoch}  train loss {point.TrainLoss:F5}  valid AUC {point.Auc:F4}  logloss {point.LogLoss:F5}" +
-                (double.IsNaN(objectiveLoss) ? "" : $"  objective {objectiveLoss:F5}") + (improved ? "  *" : ""));
-            return o.Patience > 0 && state.SinceBest >= o.Patience;
+                (double.IsNaN(objectiveLoss) ? "" : $"  objective {objectiveLoss:F5}") + (d.Selected ? "  *" : d.Improved ? "  +" : "") + lrNote);
+            o.OnValidation?.Invoke(point);
+            if (d.Stop) stopReason = stopping.StopReason();
+            return d.Stop;
         }
     }
 
-    private bool Better(ValidationPoint a, ValidationPoint b) => _options.Metric switch
+    private static float[][] CopyInto(float[][] source, float[][]? reuse)
     {
-        StoppingMetric.Auc => a.Auc > b.Auc,
-        StoppingMetric.LogLoss => a.LogLoss < b.LogLoss,
-        _ => a.ObjectiveLoss < b.ObjectiveLoss,
-    };
+        reuse ??= source.Select(a => new float[a.Length]).ToArray();
+        for (int i = 0; i < source.Length; i++) source[i].CopyTo(reuse[i], 0);
+        return reuse;
+    }
 
     private void Report(long step, long total, long examples, double loss, TimeSpan elapsed)
     {

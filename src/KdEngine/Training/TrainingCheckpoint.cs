@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using KdEngine.Nn;
+using KdEngine.Tensors;
 using KdEngine.Serving;
 
 namespace KdEngine.Training;
@@ -23,18 +24,24 @@ internal sealed class TrainerPosition
     /// <summary>Training-loss sum and count since the last validation (reported in the next validation point).</summary>
     public double LossSum { get; set; }
     public int LossCount { get; set; }
-    public int SinceBest { get; set; }
-    public ValidationPoint? Best { get; set; }
+    /// <summary>Early stopping's counters, bests and selected point.</summary>
+    public EarlyStoppingState Stopping { get; set; } = new();
+    /// <summary>The reduce-on-plateau multiplier of the learning rate (1 = none yet).</summary>
+    public double LearningRateScale { get; set; } = 1;
     public List<ValidationPoint> History { get; set; } = [];
-    /// <summary>Weights at the best validation (with <see cref="TrainerOptions.RestoreBest"/>), else null.</summary>
+    /// <summary>Weights at the selected validation point (with <see cref="TrainerOptions.RestoreBest"/>), else null.</summary>
     [JsonIgnore]
     public float[][]? BestWeights { get; set; }
+    /// <summary>Weights at the lowest-logloss point (logloss-guarded selection's fallback), else null.</summary>
+    [JsonIgnore]
+    public float[][]? FallbackWeights { get; set; }
 }
 
 /// <summary>
 /// A training checkpoint: one safetensors file (atomic write, checksums; see docs/formats.md) with tensors
 /// <c>model.{parameter}</c> (weights), <c>optimizer.{entry}</c> (<see cref="Optimizer.ExportState"/>) and, when early
-/// stopping keeps best weights, <c>best.{parameter}</c>; metadata <c>trainer.position</c> holds the
+/// stopping keeps best weights, <c>best.{parameter}</c> (and <c>fallback.{parameter}</c>, the lowest-logloss weights of a
+/// logloss-guarded selection); metadata <c>trainer.position</c> holds the
 /// <see cref="TrainerPosition"/> as JSON (doubles round-trip exactly) and <c>trainer.options</c> the options that
 /// must match on resume (batch size, shuffle, seed, optimizer type).
 /// </summary>
@@ -51,17 +58,22 @@ internal static class TrainingCheckpoint
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     };
 
-    private static string OptionsText(TrainerOptions o, Optimizer optimizer) => string.Create(CultureInfo.InvariantCulture,
-        $"batchSize={o.BatchSize};shuffle={o.Shuffle};seed={o.Seed};optimizer={optimizer.GetType().Name}");
+    private static string OptionsText(TrainerOptions o, IOptimizer optimizer) => string.Create(CultureInfo.InvariantCulture,
+        $"batchSize={o.BatchSize};shuffle={o.Shuffle};seed={o.Seed};optimizer={optimizer.Description}");
 
-    public static void Save(string path, TrainerOptions options, IReadOnlyList<NamedParameter> parameters, Optimizer optimizer, TrainerPosition position)
+    public static void Save(string path, TrainerOptions options, IReadOnlyList<NamedParameter> parameters, IOptimizer optimizer, TrainerPosition position)
     {
         var tensors = new List<NamedArray>();
-        foreach (var p in parameters) tensors.Add(NamedArray.Float32("model." + p.Name, p.Tensor.ToArray(), p.Tensor.Shape.ToArray()));
+        // Raw values (Download, not ToArray): rows whose deferred decay is pending stay pending, and the optimizer state
+        // carries each row's clock, so a resumed run applies the factors exactly when the uninterrupted one does.
+        foreach (var p in parameters) tensors.Add(NamedArray.Float32("model." + p.Name, Raw(p.Tensor), p.Tensor.Shape.ToArray()));
         foreach (var (name, data, shape) in optimizer.ExportState()) tensors.Add(NamedArray.Float32("optimizer." + name, data, shape));
         if (position.BestWeights is { } best)
             for (int i = 0; i < parameters.Count; i++)
                 tensors.Add(NamedArray.Float32("best." + parameters[i].Name, (float[])best[i].Clone(), parameters[i].Tensor.Shape.ToArray()));
+        if (position.FallbackWeights is { } fallback)
+            for (int i = 0; i < parameters.Count; i++)
+                tensors.Add(NamedArray.Float32("fallback." + parameters[i].Name, (float[])fallback[i].Clone(), parameters[i].Tensor.Shape.ToArray()));
         SafeTensorsFile.Write(path, tensors, new Dictionary<string, string>
         {
             [TypeKey] = TypeValue,
@@ -70,11 +82,18 @@ internal static class TrainingCheckpoint
         });
     }
 
+    private static float[] Raw(Tensor<float> t)
+    {
+        var values = new float[t.Length];
+        t.Backend.Download(t.Storage, values);
+        return values;
+    }
+
     /// <summary>
     /// Validates the whole checkpoint against <paramref name="parameters"/> and <paramref name="optimizer"/>, then
     /// writes the weights and optimizer state and returns the position. Nothing is written unless everything fits.
     /// </summary>
-    public static TrainerPosition Load(string path, TrainerOptions options, IReadOnlyList<NamedParameter> parameters, Optimizer optimizer)
+    public static TrainerPosition Load(string path, TrainerOptions options, IReadOnlyList<NamedParameter> parameters, IOptimizer optimizer)
     {
         var content = SafeTensorsFile.Read(path);
         var meta = content.Metadata;
@@ -95,19 +114,23 @@ internal static class TrainingCheckpoint
             throw new CheckpointFormatException(path, $"metadata '{PositionKey}' is not a trainer position: {e.Message}", e);
         }
         if (position.Epoch < 1 || position.BatchInEpoch < 0 || position.Step < 0
-            || position.LossCount < 0 || position.SinceBest < 0 || position.History is null)
+            || position.LossCount < 0 || position.History is null || position.Stopping is null
+            || position.Stopping.SinceImprovement < 0 || position.Stopping.SinceReduction < 0 || !(position.LearningRateScale > 0 && position.LearningRateScale <= 1))
             throw new CheckpointFormatException(path, $"metadata '{PositionKey}' holds an impossible position (epoch {position.Epoch}, batch {position.BatchInEpoch}, step {position.Step}).");
 
         // Every tensor is checked before anything is written.
         var known = new HashSet<string>(StringComparer.Ordinal);
         var weights = new float[parameters.Count][];
         bool hasBest = content.Contains("best." + (parameters.Count > 0 ? parameters[0].Name : ""));
+        bool hasFallback = content.Contains("fallback." + (parameters.Count > 0 ? parameters[0].Name : ""));
         float[][]? best = hasBest ? new float[parameters.Count][] : null;
+        float[][]? fallback = hasFallback ? new float[parameters.Count][] : null;
         for (int i = 0; i < parameters.Count; i++)
         {
             var shape = parameters[i].Tensor.Shape.ToArray();
             weights[i] = Take("model." + parameters[i].Name, shape);
             if (best is not null) best[i] = Take("best." + parameters[i].Name, shape);
+            if (fallback is not null) fallback[i] = Take("fallback." + parameters[i].Name, shape);
         }
         var state = new List<(string, float[], int[])>();
         foreach (var name in content.Names)
@@ -125,6 +148,7 @@ internal static class TrainingCheckpoint
         catch (ArgumentException e) { throw new CheckpointFormatException(path, $"optimizer state does not fit: {e.Message}", e); }
         for (int i = 0; i < parameters.Count; i++) weights[i].CopyTo(parameters[i].Tensor.AsSpan());
         position.BestWeights = best;
+        position.FallbackWeights = fallback;
         return position;
 
         float[] Take(string name, int[]? shape)

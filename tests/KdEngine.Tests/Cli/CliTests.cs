@@ -93,7 +93,7 @@ public class CliTests
     [Test]
     public void EveryVerbHasHelp()
     {
-        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
+        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "tune", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
         {
             var o = Ok([.. verb.Split(' '), "--help"]);
             Assert.That(o, Does.Contain("Usage:").And.Contain("kdengine " + verb + " ["), verb);
@@ -101,7 +101,7 @@ public class CliTests
             Assert.That(o, Does.Not.Contain("epoch   1"), verb);
         }
         var overview = Ok("--help");
-        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "quickstart", "experiment", "demo" })
+        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "tune", "quickstart", "experiment", "demo" })
             Assert.That(overview, Does.Contain("  " + verb + " "), verb);
         Assert.That(Ok("help", "train"), Is.EqualTo(Ok("train", "--help")));
         Assert.That(Ok("train", "-h"), Is.EqualTo(Ok("train", "--help")));
@@ -113,7 +113,7 @@ public class CliTests
         // The defaults in help are the records' defaults, not text of their own.
         var defaults = new KdEngine.Pipelines.TrainingSettings();
         var train = Ok("train", "--help");
-        Assert.That(train, Does.Match($@"--epochs <N>\s+maximum epochs \[default: {defaults.Epochs}\]"));
+        Assert.That(train, Does.Match($@"--epochs <N>\s+maximum epochs.*\[default: {defaults.Epochs}\]"));
         Assert.That(train, Does.Match($@"--patience <N>.*\[default: {defaults.Patience}\]"));
         Assert.That(train, Does.Match($@"--batch-size <N>.*\[default: {defaults.BatchSize}\]"));
         var quick = Ok("quickstart", "--help");
@@ -171,6 +171,53 @@ public class CliTests
         Assert.That(rows[0], Is.EqualTo("probability"));
         Assert.That(rows, Has.Length.EqualTo(301));
         Assert.That(rows.Skip(1).Select(r => double.Parse(r, CultureInfo.InvariantCulture)), Is.All.InRange(0.0, 1.0));
+    }
+
+    [Test]
+    public void TrainWithCalibration_EvalReportsEceAndTheCalibratedLogloss_LrTrainsWithFtrl()
+    {
+        // The whole sample (a 30-row validation part is too small to fit a calibration); its sequential test part is the last 1,000 rows.
+        var all = File.ReadAllLines(DataPaths.FindCriteoSample());
+        var fullTest = Write("criteo_full_test.csv", string.Join("\n", all.Take(1).Concat(all.TakeLast(1000))) + "\n");
+        var model = Path.Combine(_dir, "criteo-cal.kde");
+        var train = Ok("train", "--model", "dnn", "--config", _small, "--data", DataPaths.FindCriteoSample(), "--epochs", "2", "--metric", "both",
+            "--calibration", "platt", "--out", model);
+        Assert.That(train, Does.Contain("training: adam lr 0.001").And.Contain("restoring the best AUC within 0.5% of the lowest logloss"));
+        Assert.That(train, Does.Match(@"stopped: (no improvement|reached the maximum of 2 epochs).*restored"));
+        Assert.That(train, Does.Contain("calibration: platt a = "));
+        double calibrated = Number(train, @"test logloss [0-9.]+ → ([0-9.]+)");
+        var eval = Ok("eval", "--model", model, "--data", fullTest, "--bins", "3");
+        Assert.That(eval, Does.Contain("calibration: platt a = "));
+        Assert.That(Number(eval, @"logloss ([0-9.]+)"), Is.EqualTo(calibrated).Within(1e-6), "eval serves the saved calibration");
+        Assert.That(eval, Does.Match(@"ECE [0-9.]+  MCE [0-9.]+  \(\d equal-mass bins\)"));
+        Assert.That(eval, Does.Contain("mean prediction  click rate"));
+
+        var lr = Ok("train", "--model", "lr", "--data", _criteo, "--epochs", "2", "--out", Path.Combine(_dir, "lr.kde"));
+        Assert.That(lr, Does.Contain("training: ftrl α"));
+        Assert.That(Ok("train", "--model", "lr", "--optimizer", "adam", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "lr2.kde")),
+            Does.Contain("training: adam lr"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--metric", "mse", "--out", "x.kde"), Does.Contain("'--metric'").And.Contain("mse"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--calibration", "isotonic", "--out", "x.kde"), Does.Contain("'--calibration'"));
+    }
+
+    [Test]
+    public void TuneSearchesOnValidationThenReportsTestOnce()
+    {
+        var outDir = Path.Combine(_dir, "tune");
+        var best = Path.Combine(_dir, "tuned.kde");
+        var o = Ok("tune", "--model", "dnn", "--config", _small, "--data", _criteo, "--param", "lr=0.003|0.01", "--param", "dropout=0|0.2",
+            "--epochs", "2", "--seeds", "2", "--out-dir", outDir, "--out", best);
+        Assert.That(o, Does.Contain("tune: grid search over 2 parameters (4 settings)"));
+        Assert.That(Regex.Matches(o, @"trial +\d+: AUC").Count, Is.EqualTo(4));
+        Assert.That(o, Does.Contain("rank  trial  valid AUC"));
+        Assert.That(o, Does.Match(@"tune: test \(read once\) over 2 seeds: AUC [0-9.]+ ± [0-9.]+"));
+        Assert.That(File.ReadAllLines(Path.Combine(outDir, "trials.csv")), Has.Length.EqualTo(5));
+        Assert.That(File.Exists(Path.Combine(outDir, "final.json")), Is.True);
+        Assert.That(Ok("eval", "--model", best, "--data", _criteoTest), Does.Contain(": 30 rows"));
+        // The default grid for a model, a budget of trials, random order.
+        var r = Ok("tune", "--model", "lr", "--data", _criteo, "--search", "random", "--trials", "2", "--epochs", "1", "--seeds", "1", "--out-dir", outDir);
+        Assert.That(r, Does.Contain("search: ftrlAlpha ∈ {0.1, 0.3, 1}, ftrlL2 ∈").And.Contain("at most 2 trials"));
+        Assert.That(Fails("tune", "--model", "dnn", "--data", _criteo, "--param", "learningrat=0.1", "--out-dir", outDir), Does.Contain("'learningrat'"));
     }
 
     [Test]

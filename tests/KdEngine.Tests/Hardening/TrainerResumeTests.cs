@@ -71,21 +71,32 @@ public sealed class TrainerResumeTests
             step == crashAt && inner.Trainable.Training ? throw new IOException($"simulated crash at step {step}") : inner.Loss(batch, step, terms);
     }
 
-    [TestCase(7, 13)]
-    [TestCase(5, 12)]  // the checkpoint sits exactly at the end of epoch 1
-    [TestCase(3, 19)]
-    public void Resuming_from_a_checkpoint_is_bit_identical_to_an_uninterrupted_run(int every, int crashAt)
+    [TestCase(7, 13, false)]
+    [TestCase(5, 12, false)]  // the checkpoint sits exactly at the end of epoch 1
+    [TestCase(3, 19, false)]
+    [TestCase(7, 13, true)]   // deferred weight decay, logloss-guarded selection, reduce-on-plateau
+    [TestCase(5, 17, true)]
+    public void Resuming_from_a_checkpoint_is_bit_identical_to_an_uninterrupted_run(int every, int crashAt, bool regularized)
     {
+        TrainerOptions Opts(string? path = null, int e = 0) => regularized
+            ? Options(path, e) with { Metric = StoppingMetric.Both, PlateauFactor = 0.5, Patience = 20 }
+            : Options(path, e);
+        Adam Opt(Module m)
+        {
+            var adam = NewAdam(m);
+            if (regularized) adam.EmbeddingWeightDecay = 0.5f;
+            return adam;
+        }
         var straightModel = NewModel();
-        var straight = new Trainer(Options()).Fit(new SupervisedObjective(straightModel), NewAdam(straightModel), Train, Valid);
+        var straight = new Trainer(Opts()).Fit(new SupervisedObjective(straightModel), Opt(straightModel), Train, Valid);
 
         string path = Path.Combine(_dir, "run.ckpt");
         var first = NewModel();
-        Assert.Throws<IOException>(() => new Trainer(Options(path, every)).Fit(new Crashing(new SupervisedObjective(first), crashAt), NewAdam(first), Train, Valid));
+        Assert.Throws<IOException>(() => new Trainer(Opts(path, every)).Fit(new Crashing(new SupervisedObjective(first), crashAt), Opt(first), Train, Valid));
 
         // New objects, as in a new process.
         var resumedModel = NewModel();
-        var resumed = new Trainer(Options(path, every)).Resume(path, new SupervisedObjective(resumedModel), NewAdam(resumedModel), Train, Valid);
+        var resumed = new Trainer(Opts(path, every)).Resume(path, new SupervisedObjective(resumedModel), Opt(resumedModel), Train, Valid);
 
         Assert.That(resumed.Steps, Is.EqualTo(straight.Steps));
         Assert.That(resumed.History, Is.EqualTo(straight.History), "validation points (AUC, logloss, train loss) match exactly");

@@ -39,5 +39,5 @@ public sealed class Adagrad : Optimizer
 
     /// <inheritdoc/>
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2) =>
-        UpdateKernels.Adagrad(weights, gradient, State(0, index).AsSpan(offset, weights.Length), gradientScale, l2, LearningRate, Epsilon);
+        UpdateKernels.Adagrad(weights, gradient, State(0, index).AsSpan(offset, weights.Length), gradientScale, l2, LearningRate, Epsilon, DecayKeep);
 }

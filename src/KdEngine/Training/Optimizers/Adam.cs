@@ -4,7 +4,9 @@ namespace KdEngine.Training;
 
 /// <summary>
 /// Adam with bias correction, in PyTorch's arithmetic: m ← β1·m + (1−β1)·ĝ; v ← β2·v + (1−β2)·ĝ²;
-/// w ← w − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε). L2 is added to the gradient (classic L2, not AdamW).
+/// w ← w − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε). <see cref="Optimizer.DenseL2"/> / <see cref="Optimizer.EmbeddingL2"/> are
+/// added to the gradient (classic L2); <see cref="Optimizer.DenseWeightDecay"/> / <see cref="Optimizer.EmbeddingWeightDecay"/>
+/// are AdamW's decoupled decay w ← (1 − lr·δ)·w before the step (torch.optim.AdamW's order).
 /// </summary>
 /// <remarks>
 /// <para>Embedding tables use <b>lazy Adam</b>: only the touched rows' m and v are decayed and updated and only
@@ -61,5 +63,5 @@ public sealed class Adam : Optimizer
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2) =>
         UpdateKernels.Adam(weights, gradient,
             State(0, index).AsSpan(offset, weights.Length), State(1, index).AsSpan(offset, weights.Length),
-            gradientScale, l2, _stepSize, Beta1, Beta2, _invSqrtBc2, Epsilon);
+            gradientScale, l2, _stepSize, Beta1, Beta2, _invSqrtBc2, Epsilon, DecayKeep);
 }

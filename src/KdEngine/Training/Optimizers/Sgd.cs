@@ -42,9 +42,9 @@ public sealed class Sgd : Optimizer
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2)
     {
         if (Momentum == 0f)
-            UpdateKernels.Sgd(weights, gradient, gradientScale, l2, LearningRate);
+            UpdateKernels.Sgd(weights, gradient, gradientScale, l2, LearningRate, DecayKeep);
         else
             UpdateKernels.SgdMomentum(weights, gradient, State(0, index).AsSpan(offset, weights.Length),
-                gradientScale, l2, LearningRate, Momentum, Nesterov);
+                gradientScale, l2, LearningRate, Momentum, Nesterov, DecayKeep);
     }
 }
