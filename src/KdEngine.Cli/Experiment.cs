@@ -74,7 +74,7 @@ internal static class Experiment
     [
         new("dataset", "NAME", "criteo (the bundled sample, sequential 8:1:1) or synthetic (SyntheticCtr with privileged fields)"),
         new("seeds", "N", "seeds 1..N (default 5)"),
-        new("methods", "LIST", "subset of logits,hint,rocket,double-dnn,pfd,ensemble (default all; empty: teacher and student alone only)"),
+        new("methods", "LIST", "subset of logits,hint,rocket,double-dnn,pfd,ensemble,average (default all; empty: teacher and student alone only)"),
         new("privileged", "N", "Criteo: how many fields the validation ablation declares privileged (default 5)"),
         new("alpha", "X", "KD weight α (default 0.5)"),
         new("temperature", "X", "KD temperature T (default 2)"),
@@ -198,7 +198,7 @@ internal static class Experiment
 
         o.WriteLine($"teacher: {options.Teacher.ToJson()}");
         o.WriteLine($"student: {options.Student.ToJson()}");
-        if (options.Methods.Contains("ensemble"))
+        if (options.Methods.Contains("ensemble") || options.Methods.Contains("average"))
             foreach (var t in options.EnsembleTeachers) o.WriteLine($"ensemble teacher: {t.ToJson()}");
         o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Adam lr {options.LearningRate}, batch {options.BatchSize}, up to {options.Epochs} epochs (patience {options.Patience}), alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {string.Join(",", options.RocketLambdas)}{(options.RocketLambdas.Length > 1 ? $" (picked per seed by validation {options.RocketSelection.ToString().ToLowerInvariant()})" : "")}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
         var runs = KdEngine.Experiments.KdExperiment.Run(data, options, Enumerable.Range(1, seeds).ToArray(), o);

@@ -34,8 +34,10 @@ public sealed class ZooModel : CtrModel
     private readonly bool _fm;
 
     /// <param name="sharedEmbedding">Embeddings owned with another model (Rocket Launching, PFD, double-DNN); null builds its own.</param>
+    /// <param name="sharedDnnLayers">Another model's first DNN layers to use as this model's first DNN layers (Rocket
+    /// Launching's shared bottom beyond the embeddings); null: all its own.</param>
     public ZooModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int>? columns = null,
-        FieldEmbeddings? sharedEmbedding = null)
+        FieldEmbeddings? sharedEmbedding = null, IReadOnlyList<Linear>? sharedDnnLayers = null)
         : base(config, fields, columns ?? Enumerable.Range(0, fields.Count).ToArray())
     {
         var rng = new Random(config.Seed);
@@ -64,7 +66,7 @@ public sealed class ZooModel : CtrModel
         }
         if (deep)
         {
-            _mlp = AddModule("dnn", new Mlp(f * d, config.Dnn, config.DnnActivation, config.Dropout, rng));
+            _mlp = AddModule("dnn", new Mlp(f * d, config.Dnn, config.DnnActivation, config.Dropout, rng, sharedDnnLayers));
             if (kind != ModelKind.Dcn) _dnnOut = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, rng, bias: false));
         }
         if (kind == ModelKind.XDeepFm)
@@ -72,6 +74,8 @@ public sealed class ZooModel : CtrModel
             _cin = AddModule("cin", new Cin(f, config.Cin, config.CinActivation, config.CinSplitHalf, config.CinDirectConnections, rng));
             _cinOut = AddModule("cin_out", new Linear(_cin.OutputWidth, 1, rng, bias: false));
         }
+        if (sharedDnnLayers is { Count: > 0 } && _mlp is null)
+            throw new ConfigException($"shared DNN layers given to a {kind} model, which has no DNN.");
         if (kind == ModelKind.Dcn)
         {
             _cross = AddModule("cross", new CrossNetwork(f * d, config.CrossLayers, rng));
@@ -82,13 +86,27 @@ public sealed class ZooModel : CtrModel
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();
 
     /// <summary>
-    /// When true, the model reads sg(x0): its loss trains its own layers but never the (shared) embeddings —
-    /// Rocket Launching's EasyRec variant for the light net.
+    /// When true, the model reads sg(x0) — and, when its first DNN layers are shared, their output under StopGradient:
+    /// its loss trains its own layers but never the shared bottom (embeddings and shared layers) — Rocket Launching's
+    /// EasyRec variant for the light net.
     /// </summary>
-    public bool DetachEmbeddingInput { get; set; }
+    public bool DetachEmbeddingInput
+    {
+        get => _detachEmbeddingInput;
+        set
+        {
+            _detachEmbeddingInput = value;
+            if (_mlp is not null) _mlp.DetachSharedOutput = value;
+        }
+    }
+
+    private bool _detachEmbeddingInput;
 
     /// <summary>The field embeddings (null for LR), for sharing with another model.</summary>
     public FieldEmbeddings? Embedding => _embedding;
+
+    /// <summary>The DNN tower (null when the model has none), e.g. to share its first layers with another model.</summary>
+    public Mlp? Dnn => _mlp;
 
     public override ModelOutput Forward(in CtrBatch batch)
     {
