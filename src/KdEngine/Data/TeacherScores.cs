@@ -134,6 +134,7 @@ public static class TeacherScores
         ArgumentNullException.ThrowIfNull(records);
         if (sources.Count == 0) throw new ArgumentException("teacher scores: no source given.", nameof(sources));
         using var reader = Open(sources, dataPath, dataSchema);
+        reader.CheckSkipped(skippedRows); // before any row: a row-aligned file cannot be paired with data that lost rows
         var result = new List<float>();
         Span<float> row = sources.Count <= 64 ? stackalloc float[sources.Count] : new float[sources.Count];
         foreach (var record in records)
@@ -226,12 +227,17 @@ public sealed class TeacherScoreReader : IDisposable
     /// </summary>
     public void Finish(long skippedRows = 0)
     {
+        CheckSkipped(skippedRows);
+        foreach (var c in _cursors) c.Finish(_ordinal);
+    }
+
+    internal void CheckSkipped(long skippedRows)
+    {
         if (_byRow && skippedRows > 0)
         {
             var file = _cursors.OfType<RowCursor>().First().FileName;
             throw new DataFormatException($"the data reader skipped {skippedRows} malformed row(s), so a side file aligned by row cannot be matched to the rows that remain; fix the data or key the scores by an id column", file);
         }
-        foreach (var c in _cursors) c.Finish(_ordinal);
     }
 
     public void Dispose()
