@@ -63,7 +63,7 @@ var idFiles = new[] { WriteIds(data.Train, "train"), WriteIds(data.Validation, "
 var ml = new MLContext(seed: 0);
 var columns = new List<TextLoader.Column> { new("Label", DataKind.Boolean, 0) };
 for (int f = 0; f < fieldNames.Length; f++)
-    columns.Add(new TextLoader.Column($"f{f}", DataKind.UInt32, f + 1, new KeyCount((ulong)cardinalities[f])));
+    columns.Add(new TextLoader.Column($"f{f}", DataKind.UInt32, [new TextLoader.Range(f + 1)], new KeyCount((ulong)cardinalities[f])));
 var loader = ml.Data.CreateTextLoader(new TextLoader.Options { HasHeader = true, Separators = ['\t'], Columns = columns.ToArray() });
 // Key → indicator vector per field: the vectors carry CategoricalSlotRanges, which ML.NET's LightGBM wrapper turns back
 // into one categorical feature per field (native categorical splits, not one-hot splits) when UseCategoricalSplit is set.
@@ -104,9 +104,9 @@ foreach (int seed in Enumerable.Range(1, opt.Seeds))
         var model = trainer.Fit(parts[0], parts[1]);
         var valid = CtrMetrics.EvaluateLogits(Logits(model, parts[1]), data.Validation.Labels);
         int trees = model.Model.SubModel.TrainedTreeEnsemble.Trees.Count;
-        string config = string.Create(inv, $"leaves {leaves}, lr {rate}, min leaf {minLeaf}, {trees} trees");
-        Console.WriteLine(string.Create(inv, $"seed {seed} GBDT {config}: valid AUC {valid.Auc:F4} logloss {valid.LogLoss:F4}"));
-        if (best is null || valid.LogLoss < best.Value.ValidLogLoss) best = (valid.LogLoss, valid.Auc, model, config);
+        string setting = string.Create(inv, $"leaves {leaves}, lr {rate}, min leaf {minLeaf}, {trees} trees");
+        Console.WriteLine(string.Create(inv, $"seed {seed} GBDT {setting}: valid AUC {valid.Auc:F4} logloss {valid.LogLoss:F4}"));
+        if (best is null || valid.LogLoss < best.Value.ValidLogLoss) best = (valid.LogLoss, valid.Auc, model, setting);
     }
     var chosen = best!.Value;
     var ensemble = ((Microsoft.ML.Calibrators.CalibratedModelParametersBase<LightGbmBinaryModelParameters, Microsoft.ML.Calibrators.PlattCalibrator>)
