@@ -54,7 +54,7 @@ public sealed class Mlp : Module
     public int OutFeatures { get; }
     public int Depth => _layers.Length;
 
-    /// <summary>The Linear modules, first layer first (to share them with another MLP).</summary>
+    /// <summary>The Linear layers, input first (their weights are what a compiled predictor snapshots; another MLP may share the first ones).</summary>
     public IReadOnlyList<Linear> Layers => _layers;
 
     /// <summary>How many of the first layers are another MLP's.</summary>
