@@ -146,6 +146,26 @@ public static class TeacherScores
         return result.ToArray();
     }
 
+    /// <summary>
+    /// As <see cref="Read(IReadOnlyList{TeacherScoreSource}, string, Schema, IEnumerable{RawRecord}, long)"/>, reading the
+    /// records with <paramref name="reader"/> (one more pass over the data file, alongside the score files).
+    /// </summary>
+    public static float[] Read(IReadOnlyList<TeacherScoreSource> sources, RecordReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        if (sources.Count == 0) throw new ArgumentException("teacher scores: no source given.", nameof(sources));
+        using var scores = Open(sources, reader.FilePath, reader.Schema);
+        var result = new List<float>();
+        var row = new float[sources.Count];
+        foreach (var record in reader)
+        {
+            scores.Next(record, row);
+            result.AddRange(row);
+        }
+        scores.Finish(reader.SkippedRows); // known once the pass is over
+        return result.ToArray();
+    }
+
     /// <summary>A reader that scores records one at a time (see the class remarks); dispose it to close the files.</summary>
     public static TeacherScoreReader Open(IReadOnlyList<TeacherScoreSource> sources, string dataPath, Schema dataSchema)
     {

@@ -143,7 +143,7 @@ public static class DistillPipeline
             case DistillMethod.Logits:
             case DistillMethod.Hint:
             {
-                if (teachers.Count != 1) throw new ArgumentException($"distill {Name(method)}: needs exactly one teacher (--teacher model.kde{(method == DistillMethod.Logits ? " or --teacher-logits FILE" : "")}), got {teachers.Count}.");
+                if (teachers.Count != 1) throw new ArgumentException($"distill {Name(method)}: needs exactly one teacher (--teacher model.kde{(method == DistillMethod.Logits ? ", --teacher-logits FILE, --teacher-column NAME or --teacher-file FILE" : "")}), got {teachers.Count}.");
                 var student = StudentOverCommon(config.Student);
                 HintLoss[] hints = [];
                 if (method == DistillMethod.Hint)
