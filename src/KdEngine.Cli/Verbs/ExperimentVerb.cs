@@ -51,7 +51,7 @@ internal static class ExperimentVerb
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             int n = parse.GetValue(seeds);
             var experiment = parse.GetValue(config) is { } path ? ZooExperimentConfig.Load(path) : new ZooExperimentConfig();
-            var names = parse.GetValue(models) ?? ZooExperimentConfig.ModelNames;
+            var names = parse.ValueOrNull(models) ?? ZooExperimentConfig.ModelNames;
             var prepared = CtrPipeline.Prepare(new DataSource(parse.GetValue(data) ?? DataPaths.FindCriteoSample()) { Format = DataFormat.Criteo },
                 new SplitOptions(), new PreprocessorOptions { MinCount = experiment.MinCount });
             Report.Data(o, prepared);
@@ -131,7 +131,7 @@ internal static class ExperimentVerb
             string which = parse.GetValue(dataset)!;
             var options = KdDefaults with
             {
-                RocketLambdas = parse.GetValue(rocketLambda) ?? KdDefaults.RocketLambdas,
+                RocketLambdas = parse.ValueOrNull(rocketLambda) ?? KdDefaults.RocketLambdas,
                 RocketSelection = parse.GetValue(rocketSelect) == "auc" ? StoppingMetric.Auc : StoppingMetric.LogLoss,
                 Alpha = parse.GetValue(alpha),
                 Temperature = parse.GetValue(temperature),
@@ -139,11 +139,11 @@ internal static class ExperimentVerb
                 BatchSize = parse.GetValue(batchSize),
                 LearningRate = parse.GetValue(learningRate),
             };
-            int[]? teacherWidths = parse.GetValue(teacherDnn);
+            int[]? teacherWidths = parse.ValueOrNull(teacherDnn);
             options = options with
             {
-                Student = options.Student with { Dnn = parse.GetValue(studentDnn) ?? options.Student.Dnn },
-                Teacher = options.Teacher with { Dnn = teacherWidths ?? options.Teacher.Dnn, Cin = parse.GetValue(teacherCin) ?? options.Teacher.Cin },
+                Student = options.Student with { Dnn = parse.ValueOrNull(studentDnn) ?? options.Student.Dnn },
+                Teacher = options.Teacher with { Dnn = teacherWidths ?? options.Teacher.Dnn, Cin = parse.ValueOrNull(teacherCin) ?? options.Teacher.Cin },
                 EnsembleTeachers = options.EnsembleTeachers.Select(t => t with { Dnn = teacherWidths ?? t.Dnn }).ToArray(),
             };
             if (parse.GetValue(methods) is { } list) options = options with { Methods = CliOptions.Items(list) };

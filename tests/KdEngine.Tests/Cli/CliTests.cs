@@ -382,6 +382,11 @@ public class CliTests
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--rocket-select", "f1"), Does.Contain("--rocket-select").And.Contain("f1"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--learning-rate", "0"), Does.Contain("--learning-rate"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--teacher-dnn", "200,x"), Does.Contain("--teacher-dnn").And.Contain("'x'"));
+        // Absent list options keep the documented defaults (not empty lists).
+        o = Ok("experiment", "kd", "--dataset", "synthetic", "--rows", "1000", "--fields", "4", "--vocab", "5", "--methods", "", "--seeds", "1", "--epochs", "1");
+        Assert.That(o, Does.Contain("teacher: {\"model\":\"xDeepFm\"").And.Contain("\"dnn\":[400,400]").And.Contain("\"cin\":[100,100]"));
+        Assert.That(o, Does.Contain("student: {\"model\":\"dnn\",\"embeddingDim\":10,\"embeddingInitStd\":0.01,\"dnn\":[32]"));
+        Assert.That(o, Does.Contain("rocket λ 1,"));
         var help = Ok("experiment", "kd", "--help");
         Assert.That(help, Does.Contain("--third-order-scale <X>").And.Contain("--rocket-lambda <LIST>").And.Contain("--privileged-fields <K>"));
     }
