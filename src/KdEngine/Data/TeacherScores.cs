@@ -41,7 +41,7 @@ public enum TeacherScoreOrigin
 /// </remarks>
 public sealed record TeacherScoreSource
 {
-    /// <summary>Default bound on the keys a keyed side file may hold in memory (each costs about 60 bytes + the key).</summary>
+    /// <summary>Default bound on the keys a keyed side file may hold in memory (each costs about 50 bytes plus two per key character).</summary>
     public const int DefaultMaxKeys = 20_000_000;
 
     private TeacherScoreSource(TeacherScoreOrigin origin, TeacherScoreKind kind)
