@@ -5,8 +5,8 @@
 # Steps: build benchmarks/KdEngine.GbdtTeacher (restores Microsoft.ML and Microsoft.ML.LightGbm 5.0.1 the first time)
 # and the CLI; run the example on the bundled Criteo sample and on a `kdengine synth` set (it trains LightGBM with native
 # categorical splits chosen on validation, writes its scores as a side file aligned by row, distils them into a DNN
-# student and scores both students through the Predictor); then show the same distillation through the CLI
-# (`kdengine distill --teacher-file`) and the Predictor-served student (`kdengine eval`).
+# student and scores both students through the compiled Predictor); then run the same distillation through the CLI
+# (`kdengine distill --teacher-file`, the table's student and α, T) and load the saved student back (`kdengine eval`).
 # Outputs: the logs and tables under $OUT (default: a fresh folder in /tmp), the synthetic data deleted at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,8 @@ gbdt --data "$OUT/synth.tsv" --schema "$OUT/synth.tsv.schema.json" --out "$OUT/s
   --leaves 31,127 --gbdt-lr 0.1 --min-leaf 50,200 | tee "$OUT/synth.log"
 
 echo "== the same distillation through the CLI (seed 1's GBDT scores, Criteo)"
-kdengine distill --method logits --data "$criteo" --min-count 2 --seed 1 \
+echo '{"student": {"model": "dnn", "embeddingDim": 10, "dnn": [32]}, "alpha": 0.5, "temperature": 2}' > "$OUT/kd.json"
+kdengine distill --method logits --config "$OUT/kd.json" --data "$criteo" --min-count 2 --seed 1 \
   --teacher-file "$OUT/criteo/criteo_sampled_data_10k.gbdt-seed1.teacher.csv" --out "$OUT/criteo-student.kde" | tee "$OUT/cli.log"
 kdengine eval --model "$OUT/criteo-student.kde" --data "$criteo" | tee -a "$OUT/cli.log"
 
