@@ -2,6 +2,7 @@
 # Reproduces the GBDT-teacher table of docs/results.md in one command, from anywhere:
 #   bash benchmarks/run-gbdt-teacher.sh              # Criteo sample + synthetic set, 5 seeds each
 #   bash benchmarks/run-gbdt-teacher.sh --quick      # smoke test: 1 seed, a small synthetic set, numbers not for the write-up
+#   ROWS=200000 bash benchmarks/run-gbdt-teacher.sh  # the synthetic set at the distillation table's size
 # Steps: build benchmarks/KdEngine.GbdtTeacher (restores Microsoft.ML and Microsoft.ML.LightGbm 5.0.1 the first time)
 # and the CLI; run the example on the bundled Criteo sample and on a `kdengine synth` set (it trains LightGBM with native
 # categorical splits chosen on validation, writes its scores as a side file aligned by row, distils them into a DNN
@@ -14,7 +15,8 @@ quick=0
 if [ "${1:-}" = "--quick" ]; then quick=1; fi
 OUT=${OUT:-$(mktemp -d /tmp/kdengine-gbdt.XXXXXX)}
 mkdir -p "$OUT"
-seeds=5; rows=200000
+# 50,000 synthetic rows (40,000 to train) is the table's size; ROWS=200000 gives the size of the distillation table.
+seeds=5; rows=${ROWS:-50000}
 if [ $quick = 1 ]; then seeds=1; rows=20000; fi
 echo "output: $OUT; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 dotnet build -c Release benchmarks/KdEngine.GbdtTeacher -v quiet -nologo
