@@ -27,6 +27,10 @@ public sealed class ZooModel : CtrModel
     private readonly ModelPart[] _parts;
     private readonly FieldEmbeddings? _embedding;
 
+    /// <summary>Builds the parts of <c>config.Model</c> (see <see cref="RecipeOf"/>), initialised from <c>config.Seed</c>.</summary>
+    /// <param name="config">Kind and hyper-parameters (validated here).</param>
+    /// <param name="fields">The input fields the model embeds.</param>
+    /// <param name="columns">For each field, its column in the batch; null reads columns 0…F−1.</param>
     /// <param name="sharedEmbedding">Embeddings owned with another model (Rocket Launching, PFD, double-DNN); null builds its own.</param>
     /// <param name="sharedDnnLayers">Another model's first DNN layers to use as this model's first DNN layers (Rocket
     /// Launching's shared bottom beyond the embeddings); null: all its own.</param>
@@ -85,6 +89,7 @@ public sealed class ZooModel : CtrModel
         return total;
     }
 
+    /// <inheritdoc/>
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();
 
     /// <summary>The parts, in the order their logit terms are added.</summary>
@@ -113,6 +118,7 @@ public sealed class ZooModel : CtrModel
     /// <summary>The DNN tower over flatten(x0) (null when no part has one), e.g. to share its first layers with another model.</summary>
     public Mlp? Dnn => _parts.Select(p => p.Dnn).FirstOrDefault(m => m is not null);
 
+    /// <inheritdoc/>
     public override ModelOutput Forward(in CtrBatch batch)
     {
         batch.Validate();
