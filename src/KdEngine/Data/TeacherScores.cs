@@ -51,8 +51,10 @@ public sealed record TeacherScoreSource
         Kind = kind;
     }
 
+    /// <summary>Where the scores are: a column of the data file, a side file aligned by row, or a side file keyed by an id.</summary>
     public TeacherScoreOrigin Origin { get; }
 
+    /// <summary>What the scores are: logits, or probabilities (turned into logits when read).</summary>
     public TeacherScoreKind Kind { get; }
 
     /// <summary>The side file (null for <see cref="TeacherScoreOrigin.Column"/>).</summary>
@@ -260,6 +262,7 @@ public sealed class TeacherScoreReader : IDisposable
         }
     }
 
+    /// <summary>Closes the side files.</summary>
     public void Dispose()
     {
         foreach (var c in _cursors) c?.Dispose();
@@ -283,7 +286,7 @@ internal abstract class ScoreCursor : IDisposable
         return record.Line;
     }
 
-    /// <summary>The index of the score column in <paramref name="header"/>: the named one, or the only column not excluded.</summary>
+    /// <summary>The index of the score column in <paramref name="table"/>'s header: the named one, or the only column not excluded.</summary>
     protected static int ScoreIndex(DelimitedTable table, string? named, IEnumerable<string?> excluded)
     {
         if (named is not null)
@@ -490,6 +493,7 @@ internal sealed class DelimitedTable : IDisposable
 
     public string HeaderText => string.Join(_delimiter == '\t' ? "\\t" : _delimiter.ToString(), _header);
 
+    /// <param name="path">The delimited file.</param>
     /// <param name="headerless">false: the first line is a header; null: a first line holding a single number is data (no header).</param>
     public static DelimitedTable Open(string path, bool? headerless)
     {

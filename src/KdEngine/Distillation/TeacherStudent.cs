@@ -69,10 +69,15 @@ public sealed class ExternalTeacher : ITeacher
         Name = name ?? $"external teacher {column}";
     }
 
+    /// <summary>The teacher's column in the batches' teacher logits (the order the score sources were given in).</summary>
     public int Column { get; }
+    /// <summary>A name for messages (the column or file the scores came from).</summary>
     public string Name { get; }
+    /// <inheritdoc/>
     public bool HasHiddenLayers => false;
 
+    /// <summary>The batch's rows' logits of this teacher as a constant [B, 1]; no hidden layers. A batch without teacher
+    /// logits, or with too few columns, is an <see cref="ArgumentException"/>.</summary>
     public (Tensor<float>, IReadOnlyDictionary<string, Tensor<float>>) Run(in CtrBatch batch)
     {
         int k = batch.TeacherCount;

@@ -31,6 +31,11 @@ public sealed class Mlp : Module
     /// Hidden layers of the given <paramref name="widths"/> over inputs of width <paramref name="inFeatures"/>, each
     /// followed by <paramref name="activation"/> and, while training, dropout at rate <paramref name="dropout"/> (in [0, 1)).
     /// </summary>
+    /// <param name="inFeatures">Width of the input.</param>
+    /// <param name="widths">Width of each layer, input first.</param>
+    /// <param name="activation">The activation after each layer.</param>
+    /// <param name="dropout">Dropout rate while training, in [0, 1).</param>
+    /// <param name="rng">Source of the initial weights.</param>
     /// <param name="sharedLayers">Linear modules of another MLP to use as this one's first layers (their shapes must
     /// match <paramref name="inFeatures"/> and the first widths); null or empty: every layer is this MLP's own.</param>
     public Mlp(int inFeatures, IReadOnlyList<int> widths, Activation activation, float dropout, Random rng,

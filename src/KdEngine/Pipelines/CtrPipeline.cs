@@ -60,7 +60,7 @@ public sealed record PreparedData(
     /// <summary>
     /// The same data with external teacher logits attached to every part: <paramref name="byRecord"/> is
     /// [records of the file, <paramref name="teachers"/>] row-major in file order (record r's scores at r·K …), e.g.
-    /// from <see cref="TeacherScores.Read"/> or a teacher-logit cache. Each part takes the rows it holds by their file
+    /// from <see cref="TeacherScores.Read(IReadOnlyList{TeacherScoreSource}, RecordReader)"/> or a teacher-logit cache. Each part takes the rows it holds by their file
     /// row (<see cref="SplitIndices"/>), so the pairing is right under a random split and on a rank's shard; the
     /// scores then travel with their rows into every batch (read them with
     /// <see cref="KdEngine.Distillation.ExternalTeacher"/>). Replaces logits attached before.
@@ -111,6 +111,9 @@ public static class CtrPipeline
     /// preprocessor on the train records only, and encodes all rows (the rows of each part keep file order).
     /// Holds the file in memory (fine for samples up to a few million rows).
     /// </summary>
+    /// <param name="source">The data file and its format.</param>
+    /// <param name="split">Split ratios and mode (null: <see cref="SplitOptions"/>'s defaults).</param>
+    /// <param name="preprocessing">Preprocessing options (null: <see cref="PreprocessorOptions"/>'s defaults).</param>
     /// <param name="teacherScores">External teachers' scores to read alongside the rows (a column of this file, or side
     /// files), validated and attached to every part (<see cref="PreparedData.WithTeacherLogits"/>); null or empty: none.</param>
     public static PreparedData Prepare(DataSource source, SplitOptions? split = null, PreprocessorOptions? preprocessing = null,
