@@ -125,6 +125,13 @@ internal static class CliOptions
     /// <summary>True when the user gave <paramref name="option"/> (not just its default).</summary>
     public static bool Given(this ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
 
+    /// <summary>
+    /// The value of an optional list option, or null when it is absent (System.CommandLine hands an absent array-typed
+    /// option back as an empty array, which would silently replace the caller's default).
+    /// </summary>
+    public static T? ValueOrNull<T>(this ParseResult parse, Option<T?> option) where T : class =>
+        parse.Given(option) ? parse.GetValue(option) : null;
+
     /// <summary>The comma-separated items of a list option, blanks dropped.</summary>
     public static string[] Items(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

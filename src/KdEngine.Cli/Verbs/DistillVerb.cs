@@ -17,6 +17,16 @@ internal static class DistillVerb
         var config = CliOptions.Text("--config", "FILE", "kd.json: student/teacher model configs and the method's knobs (unknown keys rejected)");
         var teachers = CliOptions.Repeated("--teacher", "FILE", "pre-trained teacher checkpoint (logits, hint; repeat for a two-stage ensemble)");
         var teacherLogits = CliOptions.Repeated("--teacher-logits", "FILE", "teacher-logit cache from cache-logits (logits; repeat for an ensemble)");
+        var teacherColumn = CliOptions.Repeated("--teacher-column", "NAME",
+            "an external teacher's scores in a column of the data file (EasyRec's soft label; the file needs a header; repeatable)");
+        var teacherFile = CliOptions.Repeated("--teacher-file", "FILE",
+            "an external teacher's scores (a GBDT's, any model's) in a side file: one data row per data row in the same order (a 'row' " +
+            "column and the label column, when present, are checked on every line) or, with --teacher-key, keyed by an id column; repeatable");
+        var teacherKey = CliOptions.Text("--teacher-key", "COLUMN", "id column of both the data file and every --teacher-file: match scores by key instead of by row");
+        var teacherScoreColumn = CliOptions.Text("--teacher-score-column", "NAME",
+            "the score column of the --teacher-file side files (default: the only column that is not 'row', the label or the key)");
+        var teacherScore = CliOptions.Choice("--teacher-score", "what --teacher-column/--teacher-file hold: logits, or probabilities (turned into logits)",
+            ["logit", "probability"], "logit");
         var data = new DataOptions();
         var split = new SplitOptionsGroup();
         var training = new TrainingOptions();
@@ -25,25 +35,44 @@ internal static class DistillVerb
 
         var command = new Command("distill",
             "Distil a teacher into a student (logits|hint|rocket|double-dnn|pfd|ensemble). The student is saved alone (for rocket and pfd: the light net with the shared " +
-            "embeddings, nothing of the booster/teacher). logits/hint distil a frozen teacher (--teacher, or --teacher-logits for " +
-            "logits); rocket, double-dnn and pfd co-train the teacher from the config; ensemble gates ≥ 2 teachers (two-stage from " +
-            "--teacher/--teacher-logits, or joint from the config). With teachers, the data is encoded with their preprocessing.");
+            "embeddings, nothing of the booster/teacher). logits/hint distil a frozen teacher (--teacher; for logits also --teacher-logits, " +
+            "or an external teacher's scores: --teacher-column, --teacher-file); rocket, double-dnn and pfd co-train the teacher from the config; " +
+            "ensemble combines ≥ 2 frozen teachers of any of those kinds (\"ensembleMode\": twoStage, a trained gate, stopped early on the " +
+            "validation distillation loss; average, their mean) or trains its teachers jointly from the config. With teacher models or " +
+            "caches, the data is encoded with their preprocessing. External scores travel with their rows, so they are right on every " +
+            "split; a missing, extra, misaligned or non-finite score is refused naming the file and row.");
         command.Options.Add(method);
         command.Options.Add(config);
         command.Options.Add(teachers);
         command.Options.Add(teacherLogits);
+        command.Options.Add(teacherColumn);
+        command.Options.Add(teacherFile);
+        command.Options.Add(teacherKey);
+        command.Options.Add(teacherScoreColumn);
+        command.Options.Add(teacherScore);
         data.AddTo(command);
         split.AddTo(command);
         training.AddTo(command);
         distributed.AddTo(command);
         command.Options.Add(output);
-        command.SetAction(parse => Run(parse, new CliOutput(parse.InvocationConfiguration.Output), parse.GetValue(method), parse.GetValue(config),
-            parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!, data, split, training, distributed, parse.GetValue(output)!));
+        command.SetAction(parse =>
+        {
+            var kind = parse.GetValue(teacherScore) == "probability" ? TeacherScoreKind.Probability : TeacherScoreKind.Logit;
+            string? key = parse.GetValue(teacherKey), scoreColumn = parse.GetValue(teacherScoreColumn);
+            var files = parse.GetValue(teacherFile)!;
+            if (files.Length == 0 && (key is not null || scoreColumn is not null))
+                throw new CliException($"distill: {(key is not null ? "--teacher-key" : "--teacher-score-column")} applies to --teacher-file, and none is given.");
+            var external = parse.GetValue(teacherColumn)!.Select(c => TeacherScoreSource.FromColumn(c, kind))
+                .Concat(files.Select(f => key is null ? TeacherScoreSource.FromFile(f, scoreColumn, kind) : TeacherScoreSource.FromKeyedFile(f, key, scoreColumn, kind)))
+                .ToArray();
+            return Run(parse, new CliOutput(parse.InvocationConfiguration.Output), parse.GetValue(method), parse.GetValue(config),
+                parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!, external, data, split, training, distributed, parse.GetValue(output)!);
+        });
         return command;
     }
 
     private static int Run(ParseResult parse, CliOutput o, DistillMethod method, string? configPath, string[] teacherPaths, string[] cachePaths,
-        DataOptions dataOptions, SplitOptionsGroup split, TrainingOptions training, DistributedOptions distributed, string output)
+        TeacherScoreSource[] external, DataOptions dataOptions, SplitOptionsGroup split, TrainingOptions training, DistributedOptions distributed, string output)
     {
         var config = configPath is not null ? DistillConfig.Load(configPath) : new DistillConfig();
         if (parse.Given(training.Seed))
@@ -61,8 +90,9 @@ internal static class DistillVerb
         var inputs = DistillInputs.Load(teacherPaths, cachePaths);
         var settings = training.SettingsFrom(parse, new TrainingSettings
         {
-            // ECKD stops on the validation distillation loss; cached logits are aligned to the train rows only.
-            Metric = method == DistillMethod.Ensemble && inputs.Caches.Length == 0 ? StoppingMetric.ObjectiveLoss : new TrainingSettings().Metric,
+            // ECKD stops early on the validation distillation loss (the KD term), as the paper does; every teacher's logits
+            // (cached and external ones too) travel with the validation rows, so it can be measured there.
+            Metric = method == DistillMethod.Ensemble ? StoppingMetric.DistillationLoss : StoppingMetric.Auc,
         });
         if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
@@ -70,7 +100,7 @@ internal static class DistillVerb
         {
             var data = inputs.Prepare(parse, dataOptions, split, splitOptions, group);
             Report.Data(o, data, group);
-            var teachers = inputs.Teachers(data, group);
+            var teachers = inputs.Teachers(ref data, group, external, o);
             var run = DistillPipeline.Build(method, config, data, teachers);
             o.Line($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
             o.Line($"training: {settings.Describe()}");
@@ -155,20 +185,41 @@ internal sealed class DistillInputs
         return CtrPipeline.PrepareShard(source, group, splitOptions, fitted: Preprocessor);
     }
 
-    /// <summary>The frozen teachers over this data: models, then caches re-indexed to this rank's train rows (checked first).</summary>
-    public List<ITeacher> Teachers(PreparedData data, IProcessGroup group)
+    /// <summary>
+    /// The frozen teachers over this data: models, then caches and external scores (checked first), which become columns
+    /// of the data — [file rows, K] logits attached to every part by the parts' file rows, so random splits and each
+    /// rank's shard get their own rows' scores — read by <see cref="ExternalTeacher"/>s.
+    /// </summary>
+    public List<ITeacher> Teachers(ref PreparedData data, IProcessGroup group, TeacherScoreSource[]? external = null, CliOutput? o = null)
     {
         var teachers = new List<ITeacher>();
         foreach (var (_, loaded) in Models) teachers.Add(new ModelTeacher(loaded.Model));
+        var columns = new List<(string Name, float[] ByRecord)>();
         foreach (var (path, cache) in Caches)
         {
             DistillVerb.CheckCache(path, cache, data, group);
-            // The trainer's batches carry rows of this rank's train part, so the cache is re-indexed to it (with
-            // several ranks, SplitIndices hold this rank's file rows: each rank keeps only its shard of the cache).
-            var trainRows = data.SplitIndices[0];
-            var train = new float[trainRows.Length];
-            for (int i = 0; i < train.Length; i++) train[i] = cache.Logits[trainRows[i]];
-            teachers.Add(new CachedTeacher(train));
+            columns.Add((Path.GetFileName(path), cache.Logits));
+        }
+        if (external is { Length: > 0 })
+        {
+            var read = TeacherScores.Read(external, data.Source.Open());
+            for (int k = 0; k < external.Length; k++)
+                columns.Add((external[k].ToString(), Enumerable.Range(0, read.Length / external.Length).Select(r => read[r * external.Length + k]).ToArray()));
+            o?.Line($"external teacher scores: {string.Join("; ", external.Select(e => e.ToString()))}");
+        }
+        if (columns.Count > 0)
+        {
+            int k = columns.Count;
+            long rows = columns[0].ByRecord.Length;
+            var byRecord = new float[rows * k];
+            for (int c = 0; c < k; c++)
+            {
+                if (columns[c].ByRecord.Length != rows)
+                    throw new CliException($"distill: {columns[c].Name} holds {columns[c].ByRecord.Length} rows but {columns[0].Name} {rows}.");
+                for (long r = 0; r < rows; r++) byRecord[r * k + c] = columns[c].ByRecord[r];
+            }
+            data = data.WithTeacherLogits(byRecord, k);
+            for (int c = 0; c < k; c++) teachers.Add(new ExternalTeacher(c, columns[c].Name));
         }
         return teachers;
     }

@@ -209,7 +209,7 @@ internal static class ExperimentVerb
 
             o.Line($"teacher: {options.Teacher.ToJson()}");
             o.Line($"student: {options.Student.ToJson()}");
-            if (options.Methods.Contains("ensemble"))
+            if (options.Methods.Contains("ensemble") || options.Methods.Contains("average"))
                 foreach (var t in options.EnsembleTeachers) o.Line($"ensemble teacher: {t.ToJson()}");
             if (options.TeacherTraining is { } teacherTraining) o.Line($"teacher trained alone with: {teacherTraining.ToJson().ReplaceLineEndings(" ")}");
             if (options.Methods.Contains("ensemble") && options.EnsembleTeacherTraining is { } trainings)

@@ -64,7 +64,7 @@ internal static class TuneVerb
                 inputs = DistillInputs.Load(parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!);
                 var settings = training.SettingsFrom(parse, TrainingSettings.For(kd.Student.Model) with
                 {
-                    Metric = m == DistillMethod.Ensemble && inputs.Caches.Length == 0 ? StoppingMetric.ObjectiveLoss : TrainingSettings.For(kd.Student.Model).Metric,
+                    Metric = m == DistillMethod.Ensemble ? StoppingMetric.DistillationLoss : TrainingSettings.For(kd.Student.Model).Metric,
                 });
                 baseConfig = new TrialConfig(kd.Student, settings, kd);
                 if (searchSpace.Parameters.Count == 0) searchSpace = SearchSpace.DefaultForDistill(m);
@@ -89,9 +89,11 @@ internal static class TuneVerb
             var prepared = inputs is not null ? inputs.Prepare(parse, data, split, splitOptions, SingleProcess.Instance)
                 : CtrPipeline.Prepare(data.Source(parse), splitOptions, split.PreprocessingFrom(parse));
             Report.Data(o, prepared);
+            // Caches travel with their rows as columns of the data, so the teachers are made before the tuner sees it.
+            var frozenTeachers = inputs?.Teachers(ref prepared, SingleProcess.Instance, o: o);
             var tuneData = new PreparedTuneData(prepared);
             var build = distill is { } dm
-                ? Tuner.DistillTrials(dm, tuneData, inputs!.Teachers(prepared, SingleProcess.Instance))
+                ? Tuner.DistillTrials(dm, tuneData, frozenTeachers!)
                 : Tuner.ZooTrials(prepared.Fields);
             double limit = parse.GetValue(minutes);
             var options = new TuneOptions

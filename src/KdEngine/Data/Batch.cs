@@ -3,8 +3,9 @@ namespace KdEngine.Data;
 /// <summary>
 /// A reusable mini-batch view: <see cref="Ids"/> [B, F] row-major, <see cref="Labels"/> [B], optional
 /// <see cref="DenseValues"/> [B, F] and <see cref="UserIds"/> [B], multi-valued fields as CSR
-/// (<see cref="MultiOffsets"/> [B + 1] into <see cref="MultiIds"/>), and <see cref="Rows"/> [B] (the dataset row,
-/// or for streams the 0-based ordinal of the record in the input). Its buffers are sized once and overwritten by
+/// (<see cref="MultiOffsets"/> [B + 1] into <see cref="MultiIds"/>), optional external teacher logits
+/// <see cref="TeacherLogits"/> [B, K], and <see cref="Rows"/> [B] (the dataset row, or for streams the 0-based ordinal
+/// of the record in the input). Its buffers are sized once and overwritten by
 /// the next batch; copy whatever must outlive the step.
 /// </summary>
 public sealed class Batch
@@ -17,8 +18,9 @@ public sealed class Batch
     private readonly long[] _rows;
     private readonly int[][] _multiOffsets;
     private readonly int[][] _multiIds;
+    private readonly float[]? _teacher;
 
-    internal Batch(FeatureSpace space, int capacity, bool dense, bool users)
+    internal Batch(FeatureSpace space, int capacity, bool dense, bool users, int teachers = 0)
     {
         Space = space;
         Capacity = capacity;
@@ -28,6 +30,8 @@ public sealed class Batch
         _dense = dense ? new float[capacity * _f] : null;
         _users = users ? new int[capacity] : null;
         _rows = new long[capacity];
+        TeacherCount = teachers;
+        _teacher = teachers > 0 ? new float[capacity * teachers] : null;
         _multiOffsets = space.MultiFields.Select(_ => new int[capacity + 1]).ToArray();
         _multiIds = space.MultiFields.Select(_ => new int[capacity * 4]).ToArray();
     }
@@ -62,6 +66,12 @@ public sealed class Batch
     /// <summary>[B] the dataset row of each batch row (for streams: the record's 0-based ordinal in the input).</summary>
     public ReadOnlySpan<long> Rows => _rows.AsSpan(0, Size);
 
+    /// <summary>K: external teacher-logit columns per row (0 when the data carries none).</summary>
+    public int TeacherCount { get; }
+
+    /// <summary>[B, K] external teacher logits, row-major; empty when the data carries none.</summary>
+    public ReadOnlySpan<float> TeacherLogits => _teacher is null ? default : _teacher.AsSpan(0, Size * TeacherCount);
+
     /// <summary>[B + 1] starts of each row's ids in <see cref="MultiIds"/> for multi-valued field <paramref name="k"/>.</summary>
     public ReadOnlySpan<int> MultiOffsets(int k) => _multiOffsets[k].AsSpan(0, Size + 1);
 
@@ -81,6 +91,7 @@ public sealed class Batch
         _labels[b] = data.Labels[row];
         if (_dense is not null) data.DenseValues!.AsSpan(row * _f, _f).CopyTo(_dense.AsSpan(b * _f, _f));
         if (_users is not null) _users[b] = data.UserIds![row];
+        if (_teacher is not null) data.RowTeacherLogits(row).CopyTo(_teacher.AsSpan(b * TeacherCount, TeacherCount));
         _rows[b] = row;
         for (int k = 0; k < _multiIds.Length; k++) AppendMulti(k, b, data.Multi[k].Row(row));
         Size = b + 1;

@@ -88,8 +88,9 @@ public static class DataSplit
 /// <summary>
 /// Encoded rows in memory: <see cref="Ids"/> [Count, F] row-major local ids of the single-valued fields,
 /// <see cref="Labels"/> [Count], optional <see cref="DenseValues"/> [Count, F] (1 where a field has no value),
-/// multi-valued fields as CSR columns, optional <see cref="UserIds"/> [Count]. Every id is checked against its
-/// field's cardinality on construction, so models never index out of a table.
+/// multi-valued fields as CSR columns, optional <see cref="UserIds"/> [Count], optional external teacher logits
+/// <see cref="TeacherLogits"/> [Count, K] that travel with their rows through every split and batch. Every id is checked
+/// against its field's cardinality on construction, so models never index out of a table.
 /// </summary>
 public sealed class EncodedDataset
 {
@@ -141,6 +142,20 @@ public sealed class EncodedDataset
         UserIds = userIds;
     }
 
+    /// <summary>The same rows with other teacher logits (the row data is shared, not copied, and not re-validated).</summary>
+    private EncodedDataset(EncodedDataset rows, float[]? teacherLogits, int teacherCount)
+    {
+        FeatureSpace = rows.FeatureSpace;
+        Count = rows.Count;
+        Ids = rows.Ids;
+        Labels = rows.Labels;
+        DenseValues = rows.DenseValues;
+        Multi = rows.Multi;
+        UserIds = rows.UserIds;
+        TeacherLogits = teacherLogits;
+        TeacherCount = teacherCount;
+    }
+
     /// <summary>The fields and their cardinalities (what a model over this data is built from).</summary>
     public FeatureSpace FeatureSpace { get; }
 
@@ -164,6 +179,40 @@ public sealed class EncodedDataset
 
     /// <summary>[Count] user ids for gAUC, or null.</summary>
     public int[]? UserIds { get; }
+
+    /// <summary>
+    /// [Count, <see cref="TeacherCount"/>] row-major logits of external teachers (a GBDT, a cached model, any scorer),
+    /// or null. Row i's scores stay with row i through <see cref="Select"/>, <see cref="Split"/> and
+    /// <see cref="Batches"/>, so a random split or a shuffle can never pair a row with another row's score.
+    /// </summary>
+    public float[]? TeacherLogits { get; }
+
+    /// <summary>K: the number of external teacher-logit columns (0 when there are none).</summary>
+    public int TeacherCount { get; }
+
+    /// <summary>
+    /// These rows with external teacher logits attached: <paramref name="logits"/> is [Count, <paramref name="teachers"/>]
+    /// row-major (row i's K scores together), every value finite. Replaces any logits attached before; the row data is
+    /// shared with this dataset.
+    /// </summary>
+    public EncodedDataset WithTeacherLogits(float[] logits, int teachers)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        if (teachers < 1) throw new ArgumentOutOfRangeException(nameof(teachers), $"WithTeacherLogits: teachers must be ≥ 1, got {teachers}.");
+        if (logits.Length != (long)Count * teachers)
+            throw new ArgumentException($"WithTeacherLogits: {logits.Length} logits for {Count} rows × {teachers} teachers (expected {(long)Count * teachers}).", nameof(logits));
+        for (int i = 0; i < logits.Length; i++)
+            if (!float.IsFinite(logits[i]))
+                throw new ArgumentException($"WithTeacherLogits: row {i / teachers}, teacher {i % teachers}: the logit is {logits[i]}, not a finite number.", nameof(logits));
+        return new EncodedDataset(this, logits, teachers);
+    }
+
+    /// <summary>These rows without external teacher logits.</summary>
+    public EncodedDataset WithoutTeacherLogits() => TeacherLogits is null ? this : new EncodedDataset(this, null, 0);
+
+    /// <summary>[K] external teacher logits of row <paramref name="row"/> (empty when there are none).</summary>
+    public ReadOnlySpan<float> RowTeacherLogits(int row) =>
+        TeacherLogits is null ? default : TeacherLogits.AsSpan(row * TeacherCount, TeacherCount);
 
     /// <summary>Fraction of positive labels.</summary>
     public double LabelRate
@@ -198,6 +247,8 @@ public sealed class EncodedDataset
         var labels = new float[rows.Length];
         var dense = DenseValues is null ? null : new float[ids.Length];
         var users = UserIds is null ? null : new int[rows.Length];
+        int k = TeacherCount;
+        var teacher = TeacherLogits is null ? null : new float[rows.Length * k];
         for (int i = 0; i < rows.Length; i++)
         {
             int r = rows[i];
@@ -206,18 +257,20 @@ public sealed class EncodedDataset
             labels[i] = Labels[r];
             DenseValues?.AsSpan(r * f, f).CopyTo(dense.AsSpan(i * f, f));
             if (users is not null) users[i] = UserIds![r];
+            TeacherLogits?.AsSpan(r * k, k).CopyTo(teacher.AsSpan(i * k, k));
         }
         var multi = new MultiValuedColumn[Multi.Count];
-        for (int k = 0; k < multi.Length; k++)
+        for (int m = 0; m < multi.Length; m++)
         {
-            var src = Multi[k];
+            var src = Multi[m];
             var offsets = new int[rows.Length + 1];
             for (int i = 0; i < rows.Length; i++) offsets[i + 1] = offsets[i] + src.Row(rows[i]).Length;
             var mids = new int[offsets[^1]];
             for (int i = 0; i < rows.Length; i++) src.Row(rows[i]).CopyTo(mids.AsSpan(offsets[i]));
-            multi[k] = new MultiValuedColumn(offsets, mids);
+            multi[m] = new MultiValuedColumn(offsets, mids);
         }
-        return new EncodedDataset(FeatureSpace, rows.Length, ids, labels, dense, multi, users);
+        var selected = new EncodedDataset(FeatureSpace, rows.Length, ids, labels, dense, multi, users);
+        return teacher is null ? selected : new EncodedDataset(selected, teacher, k);
     }
 
     /// <summary>Splits by ratio (e.g. [8, 1, 1]); see <see cref="DataSplit.Boundaries"/> for the exact boundaries.</summary>
@@ -240,7 +293,7 @@ public sealed class EncodedDataset
         var order = new int[Count];
         for (int i = 0; i < Count; i++) order[i] = i;
         if (shuffle) new DataRandom(seed).Shuffle(order);
-        var batch = new Batch(FeatureSpace, batchSize, DenseValues is not null, UserIds is not null);
+        var batch = new Batch(FeatureSpace, batchSize, DenseValues is not null, UserIds is not null, TeacherCount);
         for (int start = 0; start < Count; start += batchSize)
         {
             int n = Math.Min(batchSize, Count - start);

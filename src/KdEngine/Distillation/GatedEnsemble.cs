@@ -59,8 +59,13 @@ public enum EnsembleMode
 {
     /// <summary>Teachers, gate and student trained together (fast; every model in memory).</summary>
     Joint,
-    /// <summary>Pre-trained frozen teachers (or their cached logits); the gate and the student are trained.</summary>
+    /// <summary>Pre-trained frozen teachers (models, cached logits or external scores); the gate and the student are trained.</summary>
     TwoStage,
+    /// <summary>
+    /// The baseline the gate is meant to beat: frozen teachers, no gate, the target is the plain mean of their logits
+    /// z_e = (1/K)·Σ_i z_i; only the student is trained.
+    /// </summary>
+    Average,
 }
 
 /// <summary>
@@ -72,24 +77,28 @@ public enum EnsembleMode
 /// </code>
 /// BCE(y, z_e) trains the gate (and, jointly, the teachers); the student sees the ensemble only through
 /// StopGradient. The hidden term (optional) makes the student's chosen layer mimic each teacher's, weighted
-/// per sample by that teacher's gate weight.
+/// per sample by that teacher's gate weight. In two-stage mode every teacher output (logit and hidden layers) arrives
+/// under StopGradient (<see cref="ITeacher.Run"/>), so the gate and the hints never reach a frozen teacher.
+/// <see cref="EnsembleMode.Average"/> replaces the gate by fixed weights 1/K (no BCE(y, z_e) term, nothing but the
+/// student and the hint projections to train). The paper stops early on the validation distillation loss — the KD
+/// term written as <c>kd</c> — which the trainer watches with <see cref="StoppingMetric.DistillationLoss"/>.
 /// </summary>
 public sealed class EnsembleObjective : IObjective
 {
     private readonly ITeacher[] _teachers;
     private readonly CtrModel[] _trainableTeachers;
-    private readonly TeacherGate _gate;
+    private readonly TeacherGate? _gate;
     private readonly string[]? _gateHiddenLayers;
     private readonly HintLoss[] _hints;
     private readonly ModuleGroup _trainable;
 
     /// <summary>
     /// The ECKD objective over ≥ 2 teachers. Joint mode needs teacher models (it trains them); gate inputs and hints from
-    /// hidden layers need teacher models too. A violation is an <see cref="ArgumentException"/>.
+    /// hidden layers need teacher models too; average mode has no gate. A violation is an <see cref="ArgumentException"/>.
     /// </summary>
-    /// <param name="student">The student trained on the gated ensemble's logit.</param>
-    /// <param name="teachers">Teacher models (joint mode or frozen two-stage) or cached logits (two-stage).</param>
-    /// <param name="mode">Joint or two-stage.</param>
+    /// <param name="student">The student trained on the ensemble's logit.</param>
+    /// <param name="teachers">Teacher models (joint mode, or frozen), cached logits or external scores (two-stage, average).</param>
+    /// <param name="mode">Joint, two-stage or average.</param>
     /// <param name="alpha">α: the weight of the KD term.</param>
     /// <param name="temperature">T: the KD temperature.</param>
     /// <param name="gateHiddenLayers">Per teacher, a hidden layer concatenated to its logit as gate input; null: logits only.</param>
@@ -99,13 +108,18 @@ public sealed class EnsembleObjective : IObjective
     public EnsembleObjective(CtrModel student, IReadOnlyList<ITeacher> teachers, EnsembleMode mode, float alpha, float temperature,
         string[]? gateHiddenLayers, IReadOnlyList<HintLoss> hints, float hintWeight, int seed)
     {
+        if (!Enum.IsDefined(mode)) throw new ArgumentException($"ensemble: unknown mode {(int)mode}.");
         if (teachers.Count < 2) throw new ArgumentException($"ensemble: at least 2 teachers are needed, got {teachers.Count}.");
         if (mode == EnsembleMode.Joint && teachers.Any(t => t is not ModelTeacher))
-            throw new ArgumentException("ensemble: joint mode trains the teachers, so they must be models, not cached logits.");
+            throw new ArgumentException("ensemble: joint mode trains the teachers, so they must be models, not cached logits or external scores.");
         if (hints.Count != 0 && hints.Count != teachers.Count)
             throw new ArgumentException($"ensemble: {hints.Count} hint terms for {teachers.Count} teachers; give one per teacher or none.");
-        if ((gateHiddenLayers is not null || hints.Count != 0) && teachers.Any(t => t is not ModelTeacher))
-            throw new ArgumentException("ensemble: gate inputs and hints from hidden layers need teacher models, not cached logits.");
+        if (mode == EnsembleMode.Average && gateHiddenLayers is not null)
+            throw new ArgumentException("ensemble: average mode has no gate, so gateHiddenLayers does not apply.");
+        if (gateHiddenLayers is not null && gateHiddenLayers.Length != teachers.Count)
+            throw new ArgumentException($"ensemble: gateHiddenLayers has {gateHiddenLayers.Length} entries for {teachers.Count} teachers.");
+        if ((gateHiddenLayers is not null || hints.Count != 0) && teachers.Any(t => !t.HasHiddenLayers || t is not ModelTeacher))
+            throw new ArgumentException("ensemble: gate inputs and hints from hidden layers need teacher models, not cached logits or external scores.");
         Student = student;
         Mode = mode;
         Alpha = alpha;
@@ -115,11 +129,15 @@ public sealed class EnsembleObjective : IObjective
         _trainableTeachers = mode == EnsembleMode.Joint ? _teachers.Select(t => ((ModelTeacher)t).Model).ToArray() : [];
         _gateHiddenLayers = gateHiddenLayers;
         _hints = hints.ToArray();
-        var widths = new int[_teachers.Length];
-        for (int i = 0; i < widths.Length; i++)
-            widths[i] = 1 + (gateHiddenLayers is null ? 0 : ModelProbe.HiddenWidths(((ModelTeacher)_teachers[i]).Model)[gateHiddenLayers[i]]);
-        _gate = new TeacherGate(widths, new Random(seed));
-        var children = new List<(string, Module)> { ("student", student), ("gate", _gate) };
+        var children = new List<(string, Module)> { ("student", student) };
+        if (mode != EnsembleMode.Average)
+        {
+            var widths = new int[_teachers.Length];
+            for (int i = 0; i < widths.Length; i++)
+                widths[i] = 1 + (gateHiddenLayers is null ? 0 : ModelProbe.HiddenWidths(((ModelTeacher)_teachers[i]).Model)[gateHiddenLayers[i]]);
+            _gate = new TeacherGate(widths, new Random(seed));
+            children.Add(("gate", _gate));
+        }
         for (int i = 0; i < _trainableTeachers.Length; i++) children.Add(($"teacher{i}", _trainableTeachers[i]));
         for (int i = 0; i < _hints.Length; i++) children.Add(($"hint{i}", _hints[i]));
         _trainable = new ModuleGroup(children.ToArray());
@@ -135,8 +153,8 @@ public sealed class EnsembleObjective : IObjective
     public float Temperature { get; }
     /// <summary>β: the weight of the hidden-layer term.</summary>
     public float HintWeight { get; }
-    /// <summary>The gate network (trained with the student).</summary>
-    public TeacherGate Gate => _gate;
+    /// <summary>The gate network (trained with the student; null in <see cref="EnsembleMode.Average"/>).</summary>
+    public TeacherGate? Gate => _gate;
     /// <inheritdoc/>
     public Module Trainable => _trainable;
     /// <inheritdoc/>
@@ -162,16 +180,15 @@ public sealed class EnsembleObjective : IObjective
                 if (terms is not null) terms[$"bce_teacher{i}"] = bce.Item();
                 Plus(bce);
             }
-            else (logits[i], hidden[i]) = _teachers[i].Run(batch); // frozen: logits arrive under StopGradient
+            else (logits[i], hidden[i]) = _teachers[i].Run(batch); // frozen: logits and hidden layers arrive under StopGradient
         }
-        var gateInputs = new Tensor<float>[k];
-        for (int i = 0; i < k; i++)
-            gateInputs[i] = _gateHiddenLayers is null ? logits[i]
-                : Op.Concat([logits[i], Flat(hidden[i], _gateHiddenLayers[i])], axis: 1); // [B, 1 + width_i]
-        var (weights, ensemble) = _gate.Forward(gateInputs, logits);
-        var gateBce = Op.BceWithLogits(ensemble, y);
-        if (terms is not null) terms["bce_ensemble"] = gateBce.Item();
-        Plus(gateBce);
+        var (weights, ensemble) = Combine(logits, hidden);
+        if (_gate is not null)
+        {
+            var gateBce = Op.BceWithLogits(ensemble, y);
+            if (terms is not null) terms["bce_ensemble"] = gateBce.Item();
+            Plus(gateBce);
+        }
 
         var s = Student.Forward(batch);
         Plus(KdLosses.Logits(s.Logits, ensemble, y, Alpha, Temperature, terms)); // ensemble under StopGradient inside
@@ -193,7 +210,25 @@ public sealed class EnsembleObjective : IObjective
         return loss!;
     }
 
-    /// <summary>The gate's weights α [B, K] for a batch (no gradient), e.g. to inspect what the gate learned.</summary>
+    /// <summary>The ensemble's weights α [B, K] and logit z_e [B, 1]: the gate's, or 1/K each in average mode.</summary>
+    private (Tensor<float> Weights, Tensor<float> Logit) Combine(Tensor<float>[] logits, IReadOnlyDictionary<string, Tensor<float>>[] hidden)
+    {
+        int k = logits.Length;
+        if (_gate is null)
+        {
+            var z = Op.Concat(logits, axis: 1);                                                   // [B, K]
+            var uniform = new float[z.Length];
+            Array.Fill(uniform, 1f / k);
+            return (Op.Constant<float>(uniform, z.Shape), Op.Reshape(Op.Scale(Op.Sum(z, axis: 1), 1f / k), -1, 1)); // [B, K], [B, 1]
+        }
+        var inputs = new Tensor<float>[k];
+        for (int i = 0; i < k; i++)
+            inputs[i] = _gateHiddenLayers is null ? logits[i]
+                : Op.Concat([logits[i], Flat(hidden[i], _gateHiddenLayers[i])], axis: 1); // [B, 1 + width_i]
+        return _gate.Forward(inputs, logits);
+    }
+
+    /// <summary>The ensemble's weights α [B, K] for a batch (no gradient), e.g. to inspect what the gate learned.</summary>
     public float[] GateWeights(in CtrBatch batch)
     {
         using var tape = KdEngine.Autograd.Tape<float>.NoGrad();
@@ -201,10 +236,7 @@ public sealed class EnsembleObjective : IObjective
         var logits = new Tensor<float>[k];
         var hidden = new IReadOnlyDictionary<string, Tensor<float>>[k];
         for (int i = 0; i < k; i++) (logits[i], hidden[i]) = _teachers[i].Run(batch);
-        var inputs = new Tensor<float>[k];
-        for (int i = 0; i < k; i++)
-            inputs[i] = _gateHiddenLayers is null ? logits[i] : Op.Concat([logits[i], Flat(hidden[i], _gateHiddenLayers[i])], axis: 1);
-        return _gate.Forward(inputs, logits).Weights.ToArray();
+        return Combine(logits, hidden).Weights.ToArray();
     }
 
     private static Tensor<float> Flat(IReadOnlyDictionary<string, Tensor<float>> hidden, string name)

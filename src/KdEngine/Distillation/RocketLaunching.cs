@@ -7,13 +7,15 @@ using KdEngine.Training;
 namespace KdEngine.Distillation;
 
 /// <summary>
-/// Rocket Launching (Zhou et al., AAAI 2018): a light net and a booster net share the bottom (the field
-/// embeddings, optionally the first MLP layers) and train simultaneously on
+/// Rocket Launching (Zhou et al., AAAI 2018): a light net and a booster net share the bottom — the field
+/// embeddings and, optionally, the first MLP layers (<see cref="BuildPair"/> with <c>sharedLayers</c> &gt; 0, as the
+/// paper's figure draws it) — and train simultaneously on
 /// <code>L = BCE(y, z_light) + BCE(y, z_booster) + λ·mean((z_light − sg(z_booster))²)</code>
 /// The StopGradient on the booster's logit is the <b>gradient block</b>: the hint term updates the light net
-/// only. In the paper both BCE terms train the shared bottom (the default); with
-/// <see cref="LightInputStopGradient"/> (EasyRec's variant) the light net reads sg(embeddings), so only the
-/// booster trains the shared bottom. Serving keeps the light net (with the shared embeddings) only.
+/// (its own layers and, through them, the shared bottom), never the booster's own layers. In the paper both BCE
+/// terms train the shared bottom (the default); with <see cref="LightInputStopGradient"/> (EasyRec's variant) the
+/// light net reads the shared bottom under StopGradient, so only the booster trains it. Serving keeps the light net
+/// (with the shared embeddings and layers) only.
 /// </summary>
 public sealed class RocketLaunchingObjective : IObjective
 {
@@ -54,6 +56,37 @@ public sealed class RocketLaunchingObjective : IObjective
     public Module Trainable => _trainable;
     /// <inheritdoc/>
     public CtrModel Predictor => Light;
+
+    /// <summary>
+    /// Builds a booster over <paramref name="fields"/> and a light net that shares its embeddings and its first
+    /// <paramref name="sharedLayers"/> DNN layers (the same modules: both nets' losses update them). Both need a DNN whose
+    /// first <paramref name="sharedLayers"/> widths and activation agree, and the same embedding width.
+    /// </summary>
+    public static (ZooModel Light, ZooModel Booster) BuildPair(ModelConfig lightConfig, ModelConfig boosterConfig,
+        IReadOnlyList<InputField> fields, IReadOnlyList<int>? columns = null, int sharedLayers = 0)
+    {
+        if (sharedLayers < 0) throw new ConfigException($"Rocket Launching: sharedLayers = {sharedLayers}; expected ≥ 0.");
+        if (lightConfig.EmbeddingDim != boosterConfig.EmbeddingDim)
+            throw new ConfigException($"Rocket Launching: the light net's embeddingDim {lightConfig.EmbeddingDim} differs from the booster's {boosterConfig.EmbeddingDim}; shared embeddings need one width.");
+        var booster = new ZooModel(boosterConfig, fields, columns);
+        if (booster.Embedding is null) throw new ConfigException("Rocket Launching: the booster must have embeddings (not lr).");
+        IReadOnlyList<Linear>? shared = null;
+        if (sharedLayers > 0)
+        {
+            if (booster.Dnn is null) throw new ConfigException($"Rocket Launching: sharedLayers = {sharedLayers}, but the booster ({booster.TypeName}) has no DNN.");
+            if (lightConfig.Dnn.Length < sharedLayers || boosterConfig.Dnn.Length < sharedLayers)
+                throw new ConfigException($"Rocket Launching: sharedLayers = {sharedLayers}, but the light net has {lightConfig.Dnn.Length} DNN layers and the booster {boosterConfig.Dnn.Length}.");
+            for (int i = 0; i < sharedLayers; i++)
+                if (lightConfig.Dnn[i] != boosterConfig.Dnn[i])
+                    throw new ConfigException($"Rocket Launching: shared layer {i} must have one width, but the light net's dnn[{i}] = {lightConfig.Dnn[i]} and the booster's = {boosterConfig.Dnn[i]}.");
+            if (lightConfig.DnnActivation != boosterConfig.DnnActivation)
+                throw new ConfigException($"Rocket Launching: shared layers need one activation (light {lightConfig.DnnActivation}, booster {boosterConfig.DnnActivation}).");
+            shared = booster.Dnn.Layers.Take(sharedLayers).ToArray();
+        }
+        var light = new ZooModel(lightConfig, fields, columns, booster.Embedding, shared);
+        if (sharedLayers > 0 && light.Dnn is null) throw new ConfigException($"Rocket Launching: sharedLayers = {sharedLayers}, but the light net ({light.TypeName}) has no DNN.");
+        return (light, booster);
+    }
 
     /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)

@@ -7,11 +7,21 @@ using KdEngine.Training;
 
 namespace KdEngine.Distillation;
 
-/// <summary>Where a frozen teacher's logits come from: a model run on each batch, or a cache aligned by row.</summary>
+/// <summary>
+/// Where a frozen teacher's logits come from: a model run on each batch (<see cref="ModelTeacher"/>), external scores
+/// that travel with the batch (<see cref="ExternalTeacher"/>: a GBDT's or any scorer's logits read from a file), or a
+/// cache aligned by row (<see cref="CachedTeacher"/>).
+/// </summary>
 public interface ITeacher
 {
-    /// <summary>The teacher's logits [B, 1] for the batch (no gradient), and its hidden layers when it has them.</summary>
+    /// <summary>
+    /// The teacher's logits [B, 1] for the batch and its hidden layers when it has them — all under StopGradient, so
+    /// no loss built on them can reach (or grow gradient buffers in) a frozen teacher.
+    /// </summary>
     (Tensor<float> Logits, IReadOnlyDictionary<string, Tensor<float>> Hidden) Run(in CtrBatch batch);
+
+    /// <summary>Whether <see cref="Run"/> returns hidden layers (hint terms and gate inputs need them).</summary>
+    bool HasHiddenLayers { get; }
 }
 
 /// <summary>A pre-trained, frozen teacher model (its parameters are never updated by distillation).</summary>
@@ -20,24 +30,83 @@ public sealed class ModelTeacher(CtrModel model) : ITeacher
     /// <summary>The teacher model.</summary>
     public CtrModel Model => model;
 
-    /// <summary>Runs the teacher in evaluation mode (no dropout) on the batch; its logits come back under StopGradient.</summary>
+    /// <inheritdoc/>
+    public bool HasHiddenLayers => true;
+
+    /// <summary>Runs the teacher in evaluation mode (no dropout) on the batch; its logits and hidden layers come back under StopGradient.</summary>
     public (Tensor<float>, IReadOnlyDictionary<string, Tensor<float>>) Run(in CtrBatch batch)
     {
         bool was = model.Training;
         model.Training = false; // a frozen teacher runs deterministically (no dropout)
         var output = model.Forward(batch);
         model.Training = was;
-        return (Op.StopGradient(output.Logits), output.Hidden);
+        // Every output is cut from the teacher's graph: a gate or a hint that reads a hidden layer must not send a
+        // gradient into the frozen teacher (its parameters are outside the optimizer, so their gradient buffers —
+        // sparse embedding rows included — would never be cleared and would grow with every step).
+        var hidden = new Dictionary<string, Tensor<float>>(output.Hidden.Count, StringComparer.Ordinal);
+        foreach (var (name, h) in output.Hidden) hidden[name] = Op.StopGradient(h);
+        return (Op.StopGradient(output.Logits), hidden);
     }
 }
 
-/// <summary>Teacher logits computed once and cached (see <see cref="TeacherLogitCache"/>), looked up by row index.</summary>
+/// <summary>
+/// An external teacher whose logits travel with the data: column <see cref="Column"/> of the batch's
+/// <see cref="CtrBatch.TeacherLogits"/> (attached with <c>EncodedDataset.WithTeacherLogits</c>, e.g. from a column of
+/// the training file or a side file, see <c>KdEngine.Data.TeacherScores</c>). Because the score is carried by its row,
+/// it is right on every split (train, validation, test), under any shuffle and any row re-indexing.
+/// </summary>
+public sealed class ExternalTeacher : ITeacher
+{
+    private static readonly IReadOnlyDictionary<string, Tensor<float>> NoHidden = new Dictionary<string, Tensor<float>>();
+    private float[] _column = [];
+
+    /// <param name="column">Which teacher-logit column of the data (0-based).</param>
+    /// <param name="name">For messages (e.g. the file the scores came from).</param>
+    public ExternalTeacher(int column = 0, string? name = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(column);
+        Column = column;
+        Name = name ?? $"external teacher {column}";
+    }
+
+    /// <summary>The teacher's column in the batches' teacher logits (the order the score sources were given in).</summary>
+    public int Column { get; }
+    /// <summary>A name for messages (the column or file the scores came from).</summary>
+    public string Name { get; }
+    /// <inheritdoc/>
+    public bool HasHiddenLayers => false;
+
+    /// <summary>The batch's rows' logits of this teacher as a constant [B, 1]; no hidden layers. A batch without teacher
+    /// logits, or with too few columns, is an <see cref="ArgumentException"/>.</summary>
+    public (Tensor<float>, IReadOnlyDictionary<string, Tensor<float>>) Run(in CtrBatch batch)
+    {
+        int k = batch.TeacherCount;
+        if (Column >= k)
+            throw new ArgumentException(k == 0
+                ? $"{Name}: the batch carries no teacher scores; attach them to the data first (TeacherScores.Read + EncodedDataset.WithTeacherLogits, or PreparedData.WithTeacherLogits)."
+                : $"{Name}: reads teacher-score column {Column}, but the data carries {k} column(s).");
+        if (_column.Length < batch.Size) _column = new float[batch.Size];
+        var all = batch.TeacherLogits.Span;                          // [B, K]
+        for (int i = 0; i < batch.Size; i++) _column[i] = all[i * k + Column];
+        return (Op.Constant<float>(_column.AsSpan(0, batch.Size), new Shape(batch.Size, 1)), NoHidden);
+    }
+}
+
+/// <summary>
+/// Teacher logits computed once and cached (see <see cref="TeacherLogitCache"/>), looked up by the batch's row index:
+/// right only for batches of the one dataset the array is aligned with (e.g. the train part). Prefer attaching the
+/// cache to the data (<c>PreparedData.WithTeacherLogits</c>) and reading it with <see cref="ExternalTeacher"/>, which is
+/// right on every split.
+/// </summary>
 public sealed class CachedTeacher(float[] logits) : ITeacher
 {
     private static readonly IReadOnlyDictionary<string, Tensor<float>> NoHidden = new Dictionary<string, Tensor<float>>();
 
     /// <summary>Rows in the cache.</summary>
     public int Count => logits.Length;
+
+    /// <inheritdoc/>
+    public bool HasHiddenLayers => false;
 
     /// <summary>The cached logits of the batch's rows (by <see cref="CtrBatch.RowIndex"/>) as a constant [B, 1]; no hidden layers.
     /// A batch without row indices, or a row beyond the cache, is an <see cref="ArgumentException"/>.</summary>
@@ -82,8 +151,8 @@ public sealed class TeacherStudentObjective : IObjective
         Temperature = temperature;
         HintWeight = hintWeight;
         _hints = hints?.ToArray() ?? [];
-        if (_hints.Length > 0 && teacher is CachedTeacher)
-            throw new ArgumentException("hint distillation needs the teacher's hidden layers; a logit cache has none.");
+        if (_hints.Length > 0 && !teacher.HasHiddenLayers)
+            throw new ArgumentException("hint distillation needs the teacher's hidden layers; external scores and logit caches have none.");
         var children = new List<(string, Module)> { ("student", student) };
         for (int i = 0; i < _hints.Length; i++) children.Add(($"hint{i}", _hints[i]));
         _trainable = new ModuleGroup(children.ToArray());

@@ -63,8 +63,11 @@ public sealed record KdExperimentOptions
     public float PfdLambda { get; init; } = 0.5f;
     /// <summary>PFD's warm-up steps (λ = 0).</summary>
     public long PfdWarmupSteps { get; init; } = 100;
-    /// <summary>The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble.</summary>
-    public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble"];
+    /// <summary>
+    /// The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble (two-stage gated ECKD) and average (the same
+    /// frozen teachers averaged, no gate: the baseline the gate must beat).
+    /// </summary>
+    public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble", "average"];
 
     /// <summary>
     /// Reads options from strict JSON (camelCase keys of this record, unknown keys rejected naming them); keys left out keep
@@ -115,6 +118,22 @@ public static class KdExperiment
             runs.Add(FitTeacher("teacher", seed, teacher, options.TeacherTraining, data, options, log));
             var alone = new ZooModel(studentConfig, data.Fields, data.Columns);
             runs.Add(Fit("alone", seed, "student", alone, new SupervisedObjective(alone), data, options, log));
+            // The ensemble's extra teachers, trained once per seed and shared by the gated and the averaging ensembles.
+            List<ITeacher>? ensembleTeachers = null;
+            List<ITeacher> EnsembleTeachers()
+            {
+                if (ensembleTeachers is not null) return ensembleTeachers;
+                ensembleTeachers = [new ModelTeacher(teacher)];
+                int k = 0;
+                foreach (var extra in options.EnsembleTeachers)
+                {
+                    var training = options.EnsembleTeacherTraining is { } list && k < list.Length ? list[k] : null;
+                    var m = new ZooModel(extra with { Seed = seed + 100 + k++ }, data.Fields, data.Columns);
+                    runs.Add(FitTeacher($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, m, training, data, options, log));
+                    ensembleTeachers.Add(new ModelTeacher(m));
+                }
+                return ensembleTeachers;
+            }
 
             foreach (var method in options.Methods)
             {
@@ -183,23 +202,18 @@ public static class KdExperiment
                         break;
                     }
                     case "ensemble":
+                    case "average":
                     {
-                        var teachers = new List<ITeacher> { new ModelTeacher(teacher) };
-                        int k = 0;
-                        foreach (var extra in options.EnsembleTeachers)
-                        {
-                            var training = options.EnsembleTeacherTraining is { } list && k < list.Length ? list[k] : null;
-                            var m = new ZooModel(extra with { Seed = seed + 100 + k++ }, data.Fields, data.Columns);
-                            runs.Add(FitTeacher($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, m, training, data, options, log));
-                            teachers.Add(new ModelTeacher(m));
-                        }
+                        // ECKD stops early on the validation distillation loss (the KD term), as the paper does; the
+                        // averaging baseline is stopped the same way so that only the gate differs.
                         var s = new ZooModel(studentConfig, data.Fields, data.Columns);
-                        var objective = new EnsembleObjective(s, teachers, EnsembleMode.TwoStage, options.Alpha, options.Temperature, null, [], 0f, seed);
-                        runs.Add(Fit(method, seed, "student", s, objective, data, options, log, StoppingMetric.ObjectiveLoss));
+                        var mode = method == "ensemble" ? EnsembleMode.TwoStage : EnsembleMode.Average;
+                        var objective = new EnsembleObjective(s, EnsembleTeachers(), mode, options.Alpha, options.Temperature, null, [], 0f, seed);
+                        runs.Add(Fit(method, seed, "student", s, objective, data, options, log, StoppingMetric.DistillationLoss));
                         break;
                     }
                     default:
-                        throw new ArgumentException($"unknown method '{method}' (expected logits, hint, rocket, double-dnn, pfd, ensemble).");
+                        throw new ArgumentException($"unknown method '{method}' (expected logits, hint, rocket, double-dnn, pfd, ensemble, average).");
                 }
             }
         }

@@ -34,12 +34,14 @@ public sealed class ZooModel : CtrModel
     /// <param name="fields">The input fields the model embeds.</param>
     /// <param name="columns">For each field, its column in the batch; null reads columns 0…F−1.</param>
     /// <param name="sharedEmbedding">Embeddings owned with another model (Rocket Launching, PFD, double-DNN); null builds its own.</param>
+    /// <param name="sharedDnnLayers">Another model's first DNN layers to use as this model's first DNN layers (Rocket
+    /// Launching's shared bottom beyond the embeddings); null: all its own.</param>
     public ZooModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int>? columns = null,
-        FieldEmbeddings? sharedEmbedding = null)
+        FieldEmbeddings? sharedEmbedding = null, IReadOnlyList<Linear>? sharedDnnLayers = null)
         : base(config, fields, columns ?? Enumerable.Range(0, fields.Count).ToArray())
     {
         var rng = new Random(config.Seed);
-        var context = new PartContext(config, Fields, Columns, rng);
+        var context = new PartContext(config, Fields, Columns, rng, sharedDnnLayers);
         var recipe = RecipeOf(config.Model);
         _parts = new ModelPart[recipe.Length];
         for (int i = 0; i < recipe.Length; i++)
@@ -59,6 +61,8 @@ public sealed class ZooModel : CtrModel
             }
             _parts[i] = AddModule("", recipe[i].Build(context));
         }
+        if (sharedDnnLayers is { Count: > 0 } && Dnn is null)
+            throw new ConfigException($"shared DNN layers given to a {config.Model} model, which has no DNN.");
     }
 
     /// <summary>The parts each zoo kind is made of, in the order their terms are added.</summary>
@@ -101,13 +105,27 @@ public sealed class ZooModel : CtrModel
     public IReadOnlyList<ModelPart> Parts => _parts;
 
     /// <summary>
-    /// When true, the model reads sg(x0): its loss trains its own layers but never the (shared) embeddings —
-    /// Rocket Launching's EasyRec variant for the light net.
+    /// When true, the model reads sg(x0) — and, when its first DNN layers are shared, their output under StopGradient:
+    /// its loss trains its own layers but never the shared bottom (embeddings and shared layers) — Rocket Launching's
+    /// EasyRec variant for the light net.
     /// </summary>
-    public bool DetachEmbeddingInput { get; set; }
+    public bool DetachEmbeddingInput
+    {
+        get => _detachEmbeddingInput;
+        set
+        {
+            _detachEmbeddingInput = value;
+            if (Dnn is { } mlp) mlp.DetachSharedOutput = value;
+        }
+    }
+
+    private bool _detachEmbeddingInput;
 
     /// <summary>The field embeddings (null when no part reads them, as in LR), for sharing with another model.</summary>
     public FieldEmbeddings? Embedding => _embedding;
+
+    /// <summary>The DNN tower over flatten(x0) (null when no part has one), e.g. to share its first layers with another model.</summary>
+    public Mlp? Dnn => _parts.Select(p => p.Dnn).FirstOrDefault(m => m is not null);
 
     /// <inheritdoc/>
     public override ModelOutput Forward(in CtrBatch batch)

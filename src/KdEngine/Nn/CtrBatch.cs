@@ -8,8 +8,9 @@ public readonly record struct BagColumn(ReadOnlyMemory<int> Offsets, ReadOnlyMem
 /// per-field local id per column), the labels [Size] when known, and each row's index in its dataset
 /// (<see cref="RowIndex"/>, used to look up cached teacher logits; empty when unknown).
 /// </summary>
-/// Optional: <see cref="DenseValues"/> [Size, Columns] (a value scaling each column's embedding) and
-/// <see cref="Bags"/> (one <see cref="BagColumn"/> per multi-valued field).
+/// Optional: <see cref="DenseValues"/> [Size, Columns] (a value scaling each column's embedding),
+/// <see cref="Bags"/> (one <see cref="BagColumn"/> per multi-valued field) and <see cref="TeacherLogits"/>
+/// [Size, TeacherCount] (external teachers' logits for these rows, read with the data).
 public readonly record struct CtrBatch(int Size, int Columns, ReadOnlyMemory<int> Ids, ReadOnlyMemory<float> Labels,
     ReadOnlyMemory<int> RowIndex = default)
 {
@@ -17,6 +18,12 @@ public readonly record struct CtrBatch(int Size, int Columns, ReadOnlyMemory<int
     public ReadOnlyMemory<float> DenseValues { get; init; }
     /// <summary>One bag column per multi-valued field the models read; null when there is none.</summary>
     public IReadOnlyList<BagColumn>? Bags { get; init; }
+
+    /// <summary>[Size, TeacherCount] row-major external teacher logits; empty when the data carries none.</summary>
+    public ReadOnlyMemory<float> TeacherLogits { get; init; }
+
+    /// <summary>The number of external teacher-logit columns in <see cref="TeacherLogits"/>.</summary>
+    public int TeacherCount { get; init; }
 
     /// <summary>Checks that the arrays match <see cref="Size"/> and <see cref="Columns"/>; an <see cref="ArgumentException"/> otherwise.</summary>
     public void Validate()
@@ -30,6 +37,8 @@ public readonly record struct CtrBatch(int Size, int Columns, ReadOnlyMemory<int
             throw new ArgumentException($"CtrBatch: {RowIndex.Length} row indices for {Size} rows.");
         if (!DenseValues.IsEmpty && DenseValues.Length != Size * Columns)
             throw new ArgumentException($"CtrBatch: {DenseValues.Length} dense values do not form [{Size}, {Columns}].");
+        if (TeacherCount < 0 || TeacherLogits.Length != Size * TeacherCount)
+            throw new ArgumentException($"CtrBatch: {TeacherLogits.Length} teacher logits do not form [{Size}, {TeacherCount}].");
         if (Bags is not null)
             foreach (var bag in Bags)
                 if (bag.Offsets.Length != Size + 1)

@@ -18,7 +18,8 @@ public enum Activation
 
 /// <summary>
 /// A stack of Linear → activation → dropout blocks: [B, in] → [B, widths[^1]]. The i-th Linear is named
-/// <c>{i}</c> (so <c>dnn.0.weight</c> is the first layer's [out, in] weight).
+/// <c>{i}</c> (so <c>dnn.0.weight</c> is the first layer's [out, in] weight). The first layers may be another MLP's
+/// (<c>sharedLayers</c>: the very same Linear modules, so both MLPs train them — Rocket Launching's shared bottom).
 /// </summary>
 public sealed class Mlp : Module
 {
@@ -30,17 +31,37 @@ public sealed class Mlp : Module
     /// Hidden layers of the given <paramref name="widths"/> over inputs of width <paramref name="inFeatures"/>, each
     /// followed by <paramref name="activation"/> and, while training, dropout at rate <paramref name="dropout"/> (in [0, 1)).
     /// </summary>
-    public Mlp(int inFeatures, IReadOnlyList<int> widths, Activation activation, float dropout, Random rng)
+    /// <param name="inFeatures">Width of the input.</param>
+    /// <param name="widths">Width of each layer, input first.</param>
+    /// <param name="activation">The activation after each layer.</param>
+    /// <param name="dropout">Dropout rate while training, in [0, 1).</param>
+    /// <param name="rng">Source of the initial weights.</param>
+    /// <param name="sharedLayers">Linear modules of another MLP to use as this one's first layers (their shapes must
+    /// match <paramref name="inFeatures"/> and the first widths); null or empty: every layer is this MLP's own.</param>
+    public Mlp(int inFeatures, IReadOnlyList<int> widths, Activation activation, float dropout, Random rng,
+        IReadOnlyList<Linear>? sharedLayers = null)
     {
         if (widths.Count == 0) throw new ArgumentException("Mlp: at least one hidden width is needed.");
         if (dropout is < 0 or >= 1) throw new ArgumentException($"Mlp: dropout {dropout} must be in [0, 1).");
+        sharedLayers ??= [];
+        if (sharedLayers.Count > widths.Count)
+            throw new ArgumentException($"Mlp: {sharedLayers.Count} shared layers, but only {widths.Count} layers.");
         _layers = new Linear[widths.Count];
         int prev = inFeatures;
         for (int i = 0; i < widths.Count; i++)
         {
-            _layers[i] = AddModule(i.ToString(System.Globalization.CultureInfo.InvariantCulture), new Linear(prev, widths[i], rng));
+            Linear layer;
+            if (i < sharedLayers.Count)
+            {
+                layer = sharedLayers[i];
+                if (layer.InFeatures != prev || layer.OutFeatures != widths[i])
+                    throw new ArgumentException($"Mlp: shared layer {i} is [{layer.OutFeatures}, {layer.InFeatures}], but this MLP's layer {i} is [{widths[i]}, {prev}].");
+            }
+            else layer = new Linear(prev, widths[i], rng);
+            _layers[i] = AddModule(i.ToString(System.Globalization.CultureInfo.InvariantCulture), layer);
             prev = widths[i];
         }
+        SharedLayers = sharedLayers.Count;
         ActivationKind = activation;
         Dropout = dropout;
         _dropoutSeed = (ulong)rng.NextInt64();
@@ -56,8 +77,17 @@ public sealed class Mlp : Module
     /// <summary>Number of layers.</summary>
     public int Depth => _layers.Length;
 
-    /// <summary>The Linear layers, input first (their weights are what a compiled predictor snapshots).</summary>
+    /// <summary>The Linear layers, input first (their weights are what a compiled predictor snapshots; another MLP may share the first ones).</summary>
     public IReadOnlyList<Linear> Layers => _layers;
+
+    /// <summary>How many of the first layers are another MLP's.</summary>
+    public int SharedLayers { get; }
+
+    /// <summary>
+    /// When true (and some layers are shared), this MLP's own layers read the shared layers' output under
+    /// StopGradient: its loss trains its own layers only and leaves the shared ones to the MLP that owns them.
+    /// </summary>
+    public bool DetachSharedOutput { get; set; }
 
     /// <summary>
     /// x [B, in] → [B, out]. When <paramref name="hidden"/> is given, each layer's post-activation output is
@@ -71,6 +101,7 @@ public sealed class Mlp : Module
             h = Activate(_layers[i].Forward(h), ActivationKind);
             if (hidden is not null) hidden[prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = h;
             if (Training && Dropout > 0) h = Op.Dropout(h, Dropout, DropoutSeed(_callsThisStep++), training: true);
+            if (DetachSharedOutput && i == SharedLayers - 1) h = Op.StopGradient(h);
         }
         return h;
     }

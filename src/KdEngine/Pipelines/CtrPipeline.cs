@@ -56,6 +56,44 @@ public sealed record PreparedData(
 
     /// <summary>Whether input field i is declared privileged in the schema (teacher-only).</summary>
     public IReadOnlyList<bool> Privileged => Preprocessor.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
+
+    /// <summary>
+    /// The same data with external teacher logits attached to every part: <paramref name="byRecord"/> is
+    /// [records of the file, <paramref name="teachers"/>] row-major in file order (record r's scores at r·K …), e.g.
+    /// from <see cref="TeacherScores.Read(IReadOnlyList{TeacherScoreSource}, RecordReader)"/> or a teacher-logit cache. Each part takes the rows it holds by their file
+    /// row (<see cref="SplitIndices"/>), so the pairing is right under a random split and on a rank's shard; the
+    /// scores then travel with their rows into every batch (read them with
+    /// <see cref="KdEngine.Distillation.ExternalTeacher"/>). Replaces logits attached before.
+    /// </summary>
+    public PreparedData WithTeacherLogits(float[] byRecord, int teachers)
+    {
+        ArgumentNullException.ThrowIfNull(byRecord);
+        if (teachers < 1) throw new ArgumentOutOfRangeException(nameof(teachers), $"WithTeacherLogits: teachers must be ≥ 1, got {teachers}.");
+        if (byRecord.Length % teachers != 0)
+            throw new ArgumentException($"WithTeacherLogits: {byRecord.Length} logits are not a whole number of rows of {teachers}.", nameof(byRecord));
+        long records = byRecord.Length / teachers;
+        EncodedDataset Attach(EncodedDataset part, IReadOnlyList<int> fileRows)
+        {
+            if (fileRows.Count != part.Count) throw new InvalidOperationException($"WithTeacherLogits: a part holds {part.Count} rows but lists {fileRows.Count} file rows.");
+            var logits = new float[part.Count * teachers];
+            for (int i = 0; i < fileRows.Count; i++)
+            {
+                int r = fileRows[i];
+                if ((uint)r >= records)
+                    throw new ArgumentException($"WithTeacherLogits: the scores cover {records} rows of {Source.FileName}, but the data has row {r} (0-based); were they computed over another file?", nameof(byRecord));
+                byRecord.AsSpan(r * teachers, teachers).CopyTo(logits.AsSpan(i * teachers, teachers));
+            }
+            return part.WithTeacherLogits(logits, teachers);
+        }
+        var allRows = SplitIndices.SelectMany(p => p).Order().ToArray(); // All holds the parts' rows in file order
+        return this with
+        {
+            Train = Attach(Train, SplitIndices[0]),
+            Validation = Attach(Validation, SplitIndices[1]),
+            Test = Attach(Test, SplitIndices[2]),
+            All = Attach(All, allRows),
+        };
+    }
 }
 
 /// <summary>The outcome of one supervised or distillation run, evaluated on the validation and test parts.</summary>
@@ -73,16 +111,24 @@ public static class CtrPipeline
     /// preprocessor on the train records only, and encodes all rows (the rows of each part keep file order).
     /// Holds the file in memory (fine for samples up to a few million rows).
     /// </summary>
-    public static PreparedData Prepare(DataSource source, SplitOptions? split = null, PreprocessorOptions? preprocessing = null) =>
-        PrepareCore(source, split, records => Preprocessor.Fit(records.Schema, records.TrainRows, preprocessing));
+    /// <param name="source">The data file and its format.</param>
+    /// <param name="split">Split ratios and mode (null: <see cref="SplitOptions"/>'s defaults).</param>
+    /// <param name="preprocessing">Preprocessing options (null: <see cref="PreprocessorOptions"/>'s defaults).</param>
+    /// <param name="teacherScores">External teachers' scores to read alongside the rows (a column of this file, or side
+    /// files), validated and attached to every part (<see cref="PreparedData.WithTeacherLogits"/>); null or empty: none.</param>
+    public static PreparedData Prepare(DataSource source, SplitOptions? split = null, PreprocessorOptions? preprocessing = null,
+        IReadOnlyList<TeacherScoreSource>? teacherScores = null) =>
+        PrepareCore(source, split, records => Preprocessor.Fit(records.Schema, records.TrainRows, preprocessing), teacherScores);
 
     /// <summary>As <see cref="Prepare"/>, but encodes with an already fitted <paramref name="preprocessor"/> (e.g. a teacher's), fitting nothing.</summary>
-    public static PreparedData PrepareWith(DataSource source, Preprocessor preprocessor, SplitOptions? split = null) =>
-        PrepareCore(source with { Format = source.ResolvedFormat, Schema = preprocessor.Schema }, split, _ => preprocessor);
+    public static PreparedData PrepareWith(DataSource source, Preprocessor preprocessor, SplitOptions? split = null,
+        IReadOnlyList<TeacherScoreSource>? teacherScores = null) =>
+        PrepareCore(source with { Format = source.ResolvedFormat, Schema = preprocessor.Schema }, split, _ => preprocessor, teacherScores);
 
     private sealed record RawParts(Schema Schema, IEnumerable<RawRecord> TrainRows);
 
-    private static PreparedData PrepareCore(DataSource source, SplitOptions? split, Func<RawParts, Preprocessor> preprocess)
+    private static PreparedData PrepareCore(DataSource source, SplitOptions? split, Func<RawParts, Preprocessor> preprocess,
+        IReadOnlyList<TeacherScoreSource>? teacherScores)
     {
         split ??= new SplitOptions();
         var reader = source.Open();
@@ -92,12 +138,14 @@ public static class CtrPipeline
         for (int k = 0; k < 3; k++)
             if (parts[k].Length == 0)
                 throw new ArgumentException($"{source.FileName}: the {PartName(k)} part of a {string.Join(":", split.Ratios)} split of {records.Count} rows is empty; use more rows.");
+        var scores = teacherScores is { Count: > 0 } ? TeacherScores.Read(teacherScores, source.Path, reader.Schema, records, reader.SkippedRows) : null;
         var preprocessor = preprocess(new RawParts(reader.Schema, parts[0].Select(i => records[i])));
         var fields = InputFields(preprocessor.FeatureSpace);
         var all = preprocessor.EncodeAll(records);
         // The format is resolved before the schema is attached (a schema would turn Auto into CSV).
-        return new PreparedData(source with { Format = source.ResolvedFormat, Schema = reader.Schema }, preprocessor,
+        var prepared = new PreparedData(source with { Format = source.ResolvedFormat, Schema = reader.Schema }, preprocessor,
             all.Select(parts[0]), all.Select(parts[1]), all.Select(parts[2]), fields, parts, all);
+        return scores is null ? prepared : prepared.WithTeacherLogits(scores, teacherScores!.Count);
     }
 
     /// <summary>
@@ -115,11 +163,12 @@ public static class CtrPipeline
     /// <param name="split">How the file is cut (default sequential 8:1:1).</param>
     /// <param name="preprocessing">Fitting options (min-count, hashing) when <paramref name="fitted"/> is null.</param>
     /// <param name="fitted">An already fitted preprocessor (a teacher's) to encode with instead of fitting one.</param>
+    /// <param name="teacherScores">As in <see cref="Prepare"/>; every rank reads the scores of the whole file and keeps its rows'.</param>
     public static PreparedData PrepareShard(DataSource source, IProcessGroup group, SplitOptions? split = null,
-        PreprocessorOptions? preprocessing = null, Preprocessor? fitted = null)
+        PreprocessorOptions? preprocessing = null, Preprocessor? fitted = null, IReadOnlyList<TeacherScoreSource>? teacherScores = null)
     {
         ArgumentNullException.ThrowIfNull(group);
-        if (group.Size == 1) return fitted is null ? Prepare(source, split, preprocessing) : PrepareWith(source, fitted, split);
+        if (group.Size == 1) return fitted is null ? Prepare(source, split, preprocessing, teacherScores) : PrepareWith(source, fitted, split, teacherScores);
         split ??= new SplitOptions();
         if (fitted is not null) source = source with { Format = source.ResolvedFormat, Schema = fitted.Schema };
         var reader = source.Open();
@@ -152,8 +201,10 @@ public static class CtrPipeline
         var fields = InputFields(preprocessor.FeatureSpace);
         var all = preprocessor.EncodeAll(records);
         EncodedDataset Part(int k) => all.Select(mine[k].Select(i => localOf[i]).ToArray());
-        return new PreparedData(source with { Format = source.ResolvedFormat, Schema = reader.Schema }, preprocessor,
+        var prepared = new PreparedData(source with { Format = source.ResolvedFormat, Schema = reader.Schema }, preprocessor,
             Part(0), Part(1), Part(2), fields, mine, all);
+        if (teacherScores is not { Count: > 0 }) return prepared;
+        return prepared.WithTeacherLogits(TeacherScores.Read(teacherScores, source.Path, reader.Schema, reader, reader.SkippedRows), teacherScores.Count);
     }
 
     private static string PartName(int k) => k switch { 0 => "train", 1 => "validation", _ => "test" };

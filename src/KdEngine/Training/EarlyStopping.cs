@@ -13,6 +13,12 @@ public enum StoppingMetric
     ObjectiveLoss,
     /// <summary>AUC and logloss: training goes on while either improves (the default).</summary>
     Both,
+    /// <summary>
+    /// The distillation term alone on the validation split: the mean of the term the objective reports as
+    /// <c>kd</c> (T²·KL(σ(z_t/T) ‖ σ(z_s/T)) between the teacher — or the ensemble — and the student, before the α weight;
+    /// lower is better). ECKD's early-stopping criterion. An objective that reports no <c>kd</c> term cannot be stopped on it.
+    /// </summary>
+    DistillationLoss,
 }
 
 /// <summary>Which validation point's weights are restored at the end.</summary>
@@ -24,6 +30,8 @@ public enum SelectionMetric
     LogLoss,
     /// <summary>The lowest objective loss on the validation split.</summary>
     ObjectiveLoss,
+    /// <summary>The lowest distillation term (<see cref="StoppingMetric.DistillationLoss"/>) on the validation split.</summary>
+    DistillationLoss,
     /// <summary>
     /// Logloss-guarded AUC (the default): the highest AUC among points whose logloss stays within a band of the lowest
     /// logloss — precisely as <see cref="EarlyStopping"/> defines it.
@@ -113,11 +121,14 @@ public sealed class EarlyStopping
         bool aucBetter = !double.IsNaN(p.Auc) && (double.IsNaN(s.BestAuc) || p.Auc > s.BestAuc + MinDelta);
         bool logLossBetter = !double.IsNaN(p.LogLoss) && (double.IsNaN(s.BestLogLoss) || p.LogLoss < s.BestLogLoss - MinDelta);
         bool objectiveBetter = !double.IsNaN(p.ObjectiveLoss) && (double.IsNaN(s.BestObjectiveLoss) || p.ObjectiveLoss < s.BestObjectiveLoss - MinDelta);
+        bool distillationBetter = !double.IsNaN(p.DistillationLoss)
+            && (double.IsNaN(s.BestDistillationLoss) || p.DistillationLoss < s.BestDistillationLoss - MinDelta);
         bool improved = Monitor switch
         {
             StoppingMetric.Auc => aucBetter,
             StoppingMetric.LogLoss => logLossBetter,
             StoppingMetric.ObjectiveLoss => objectiveBetter,
+            StoppingMetric.DistillationLoss => distillationBetter,
             _ => aucBetter || logLossBetter,
         };
         // The monitor's reference values move only on an improvement (as Keras' EarlyStopping): small gains accumulate
@@ -125,6 +136,7 @@ public sealed class EarlyStopping
         if (aucBetter) s.BestAuc = p.Auc;
         if (logLossBetter) s.BestLogLoss = p.LogLoss;
         if (objectiveBetter) s.BestObjectiveLoss = p.ObjectiveLoss;
+        if (distillationBetter) s.BestDistillationLoss = p.DistillationLoss;
         bool lowest = !double.IsNaN(p.LogLoss) && (s.LowestLogLoss is null || p.LogLoss < s.LowestLogLoss.LogLoss);
         if (lowest) s.LowestLogLoss = p;
 
@@ -139,6 +151,9 @@ public sealed class EarlyStopping
                 break;
             case SelectionMetric.ObjectiveLoss:
                 selected = s.Selected is null || p.ObjectiveLoss < s.Selected.ObjectiveLoss;
+                break;
+            case SelectionMetric.DistillationLoss:
+                selected = s.Selected is null || p.DistillationLoss < s.Selected.DistillationLoss;
                 break;
             default:
                 if (s.Selected is not null && !Eligible(s.Selected)) { s.Selected = s.LowestLogLoss; fallback = true; }
@@ -170,6 +185,7 @@ public sealed class EarlyStopping
             StoppingMetric.Auc => "validation AUC",
             StoppingMetric.LogLoss => "validation logloss",
             StoppingMetric.ObjectiveLoss => "validation objective loss",
+            StoppingMetric.DistillationLoss => "validation distillation (kd) loss",
             _ => "validation AUC or logloss",
         };
         return string.Create(CultureInfo.InvariantCulture,
@@ -182,6 +198,7 @@ public sealed class EarlyStopping
         SelectionMetric.Auc => "best validation AUC",
         SelectionMetric.LogLoss => "best validation logloss",
         SelectionMetric.ObjectiveLoss => "best validation objective loss",
+        SelectionMetric.DistillationLoss => "best validation distillation (kd) loss",
         _ => string.Create(CultureInfo.InvariantCulture, $"best validation AUC within {GuardBand * 100:G3}% of the lowest logloss"),
     };
 }
@@ -195,6 +212,8 @@ public sealed class EarlyStoppingState
     public double BestLogLoss { get; set; } = double.NaN;
     /// <summary>The lowest validation objective loss the monitor has accepted.</summary>
     public double BestObjectiveLoss { get; set; } = double.NaN;
+    /// <summary>The lowest validation distillation loss the monitor has accepted.</summary>
+    public double BestDistillationLoss { get; set; } = double.NaN;
     /// <summary>Validations since the last improvement (compared with the patience).</summary>
     public int SinceImprovement { get; set; }
     /// <summary>Validations without improvement since the learning rate was last reduced.</summary>

@@ -61,6 +61,7 @@ public sealed record TrainerOptions
         StoppingMetric.Auc => SelectionMetric.Auc,
         StoppingMetric.LogLoss => SelectionMetric.LogLoss,
         StoppingMetric.ObjectiveLoss => SelectionMetric.ObjectiveLoss,
+        StoppingMetric.DistillationLoss => SelectionMetric.DistillationLoss,
         _ => SelectionMetric.GuardedAuc,
     };
 
@@ -87,8 +88,9 @@ public sealed record TrainerOptions
         new(Metric, Selection, Patience, MinDelta, GuardBand, PlateauFactor, PlateauPatience);
 }
 
-/// <summary>One validation point of a training run.</summary>
-public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss);
+/// <summary>One validation point of a training run (<see cref="ObjectiveLoss"/> and <see cref="DistillationLoss"/> are NaN unless watched).</summary>
+public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss,
+    double DistillationLoss = double.NaN);
 
 /// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
 /// <param name="History">Every validation point, in order.</param>
@@ -289,9 +291,12 @@ public sealed class Trainer
             var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024), _group);
             double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss || o.Selection == SelectionMetric.ObjectiveLoss
                 ? ObjectiveLoss(objective, validation!, o.BatchSize, _group) : double.NaN;
+            double distillationLoss = o.Metric == StoppingMetric.DistillationLoss || o.Selection == SelectionMetric.DistillationLoss
+                ? ObjectiveTerm(objective, validation!, DistillationTerm, o.BatchSize, _group) : double.NaN;
             Span<double> trainLoss = [state.LossSum, state.LossCount];
             _group.AllReduceSum(trainLoss); // every rank reports (and decides on) the same numbers
-            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1]);
+            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1],
+                distillationLoss);
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;
@@ -313,7 +318,8 @@ public sealed class Trainer
                 }
             }
             _progress?.WriteLine($"{(_interactive ? "\r" : "")}step {atStep,7}  epoch {epoch}  train loss {point.TrainLoss:F5}  valid AUC {point.Auc:F4}  logloss {point.LogLoss:F5}" +
-                (double.IsNaN(objectiveLoss) ? "" : $"  objective {objectiveLoss:F5}") + (d.Selected ? "  *" : d.Improved ? "  +" : "") + lrNote);
+                (double.IsNaN(objectiveLoss) ? "" : $"  objective {objectiveLoss:F5}") +
+                (double.IsNaN(distillationLoss) ? "" : $"  distillation (kd) {distillationLoss:F5}") + (d.Selected ? "  *" : d.Improved ? "  +" : "") + lrNote);
             o.OnValidation?.Invoke(point);
             if (d.Stop) stopReason = stopping.StopReason();
             return d.Stop;
@@ -413,6 +419,40 @@ public sealed class Trainer
         return (CtrMetrics.EvaluateLogits(logits, data.Labels), logits);
     }
 
+    /// <summary>The name under which distillation objectives report their KD term (see <see cref="StoppingMetric.DistillationLoss"/>).</summary>
+    public const string DistillationTerm = "kd";
+
+    /// <summary>
+    /// The mean of one named term of the objective (e.g. <see cref="DistillationTerm"/>) over a dataset, without training
+    /// (evaluation mode, no tape); with a group, over all ranks' shards. Throws when the objective does not report it.
+    /// </summary>
+    public static double ObjectiveTerm(IObjective objective, EncodedDataset data, string term, int batchSize, IProcessGroup? group = null)
+    {
+        bool was = objective.Trainable.Training;
+        objective.Trainable.Training = false;
+        double sum = 0;
+        long n = 0;
+        var scratch = new BatchScratch();
+        var terms = new Dictionary<string, float>(StringComparer.Ordinal);
+        using (var tape = Tape<float>.NoGrad())
+        {
+            foreach (var batch in data.Batches(batchSize))
+            {
+                tape.Reset();
+                terms.Clear();
+                objective.Loss(scratch.From(batch), long.MaxValue, terms);
+                if (!terms.TryGetValue(term, out float value))
+                    throw new ArgumentException($"trainer: the objective ({objective.GetType().Name}) reports no '{term}' term (it reports: {string.Join(", ", terms.Keys)}), so it cannot be watched for early stopping.");
+                sum += value * (double)batch.Size;
+                n += batch.Size;
+            }
+        }
+        objective.Trainable.Training = was;
+        Span<double> total = [sum, n];
+        group?.AllReduceSum(total);
+        return total[0] / Math.Max(total[1], 1);
+    }
+
     /// <summary>The objective's mean loss over a dataset, without training (evaluation mode, no tape); with a group, over all ranks' shards.</summary>
     public static double ObjectiveLoss(IObjective objective, EncodedDataset data, int batchSize, IProcessGroup? group = null)
     {
@@ -447,6 +487,7 @@ public sealed class BatchScratch
     private float[] _labels = [];
     private int[] _rows = [];
     private float[] _dense = [];
+    private float[] _teacher = [];
     private int[][] _bagOffsets = [];
     private int[][] _bagIds = [];
 
@@ -466,6 +507,13 @@ public sealed class BatchScratch
             if (_dense.Length < n * f) _dense = new float[n * f];
             batch.DenseValues.CopyTo(_dense);
             result = result with { DenseValues = _dense.AsMemory(0, n * f) };
+        }
+        if (batch.TeacherCount > 0)
+        {
+            int k = batch.TeacherCount;
+            if (_teacher.Length < n * k) _teacher = new float[n * k];
+            batch.TeacherLogits.CopyTo(_teacher);
+            result = result with { TeacherLogits = _teacher.AsMemory(0, n * k), TeacherCount = k };
         }
         int bags = batch.Space.MultiFields.Count;
         if (bags > 0)

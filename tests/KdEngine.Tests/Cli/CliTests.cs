@@ -364,6 +364,47 @@ public class CliTests
     }
 
     [Test]
+    public void DistillFromExternalTeacherScores_AColumnARowAlignedOrKeyedFile_AndBadFilesAreNamed()
+    {
+        // An external teacher's logits: here the xDeepFM teacher's, written the way a GBDT's would be.
+        var loaded = KdEngine.Pipelines.CtrPipeline.Load(_teacher);
+        var z = KdEngine.Pipelines.CtrPipeline.Logits(loaded.Model, KdEngine.Pipelines.CtrPipeline.EncodeFor(loaded, _synth));
+        var dataLines = File.ReadAllLines(_synth);
+        var labels = dataLines.Skip(1).Select(l => l.Split('\t')[0]).ToArray();
+        string Z(int r) => z[r].ToString("R", CultureInfo.InvariantCulture);
+        var aligned = Write("gbdt.csv", "row,label,logit\n" + string.Concat(Enumerable.Range(0, 400).Select(r => $"{r},{labels[r]},{Z(r)}\n")));
+        var kd = Write("kd-external.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""");
+        var student = Path.Combine(_dir, "student-external.kde");
+        var o = Ok("distill", "--method", "logits", "--teacher-file", aligned, "--config", kd, "--data", _synth, "--schema", _synthSchema, "--epochs", "2", "--out", student);
+        Assert.That(o, Does.Contain("external teacher scores: logits in gbdt.csv (by row)"));
+        Assert.That(Ok("eval", "--model", student, "--data", _synth), Does.Contain(": 400 rows"));
+
+        // The same scores as a column of the data file, and keyed by an id column (as probabilities, in another order).
+        var withColumns = Write("synth-scored.tsv", string.Join("\n", dataLines.Select((l, i) => i == 0 ? l + "\tid\tt" : $"{l}\tu{i - 1}\t{Z(i - 1)}")) + "\n");
+        Ok("distill", "--method", "logits", "--teacher-column", "t", "--config", kd, "--data", withColumns, "--schema", _synthSchema, "--epochs", "1", "--out", student);
+        var keyed = Write("keyed.csv", "id,p\n" + string.Concat(Enumerable.Range(0, 400).Reverse().Select(r =>
+            $"u{r},{(1 / (1 + Math.Exp(-z[r]))).ToString("R", CultureInfo.InvariantCulture)}\n")));
+        Ok("distill", "--method", "logits", "--teacher-file", keyed, "--teacher-key", "id", "--teacher-score", "probability", "--config", kd,
+            "--data", withColumns, "--schema", _synthSchema, "--epochs", "1", "--out", student);
+
+        // A teacher model and external scores together: members of the ensemble (averaged here), stopped on the KD term.
+        var average = Write("kd-average.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}, "ensembleMode": "average"}""");
+        o = Ok("distill", "--method", "ensemble", "--teacher", _teacher, "--teacher-file", aligned, "--config", average, "--data", _synth, "--epochs", "2", "--out", student);
+        Assert.That(o, Does.Contain("distillation (kd)"));
+
+        var shortFile = Write("short.csv", string.Join("\n", File.ReadAllLines(aligned).Take(300)) + "\n");
+        var e = Fails("distill", "--method", "logits", "--teacher-file", shortFile, "--config", kd, "--data", _synth, "--schema", _synthSchema, "--epochs", "1", "--out", student);
+        Assert.That(e, Does.Contain("short.csv").And.Contain("no score for data row 299"));
+        var nan = File.ReadAllLines(aligned);
+        nan[11] = $"10,{labels[10]},NaN";
+        var nanFile = Write("nan.csv", string.Join("\n", nan) + "\n");
+        e = Fails("distill", "--method", "logits", "--teacher-file", nanFile, "--config", kd, "--data", _synth, "--schema", _synthSchema, "--epochs", "1", "--out", student);
+        Assert.That(e, Does.Contain("nan.csv:12: column 3 (logit)").And.Contain("data row 10"));
+        e = Fails("distill", "--method", "logits", "--teacher-key", "id", "--config", kd, "--data", _synth, "--schema", _synthSchema, "--out", student);
+        Assert.That(e, Does.Contain("--teacher-key").And.Contain("--teacher-file"));
+    }
+
+    [Test]
     public void ExperimentKdSyntheticTakesTheGeneratorKnobsAndSweepsRocketLambda()
     {
         var o = Ok("experiment", "kd", "--dataset", "synthetic", "--rows", "3000", "--fields", "4", "--vocab", "20", "--privileged-fields", "1",
@@ -388,6 +429,11 @@ public class CliTests
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--rocket-select", "f1"), Does.Contain("--rocket-select").And.Contain("f1"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--learning-rate", "0"), Does.Contain("--learning-rate"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--teacher-dnn", "200,x"), Does.Contain("--teacher-dnn").And.Contain("'x'"));
+        // Absent list options keep the documented defaults (not empty lists).
+        o = Ok("experiment", "kd", "--dataset", "synthetic", "--rows", "1000", "--fields", "4", "--vocab", "5", "--methods", "", "--seeds", "1", "--epochs", "1");
+        Assert.That(o, Does.Contain("teacher: {\"model\":\"xDeepFm\"").And.Contain("\"dnn\":[400,400]").And.Contain("\"cin\":[100,100]"));
+        Assert.That(o, Does.Contain("student: {\"model\":\"dnn\",\"embeddingDim\":10,\"embeddingInitStd\":0.01,\"dnn\":[32]"));
+        Assert.That(o, Does.Contain("rocket λ 1,"));
         var help = Ok("experiment", "kd", "--help");
         Assert.That(help, Does.Contain("--third-order-scale <X>").And.Contain("--rocket-lambda <LIST>").And.Contain("--privileged-fields <K>"));
     }

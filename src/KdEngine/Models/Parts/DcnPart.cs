@@ -26,7 +26,7 @@ public sealed class DcnPart : ModelPart
     {
         var c = context.Config;
         int n = context.Fields.Count * c.EmbeddingDim;
-        _mlp = AddModule("dnn", new Mlp(n, c.Dnn, c.DnnActivation, c.Dropout, context.Rng));
+        _mlp = AddModule("dnn", new Mlp(n, c.Dnn, c.DnnActivation, c.Dropout, context.Rng, context.SharedDnnLayers));
         _cross = AddModule("cross", new CrossNetwork(n, c.CrossLayers, context.Rng));
         _out = AddModule("dcn_out", new Linear(n + _mlp.OutFeatures, 1, context.Rng));
     }
@@ -46,6 +46,9 @@ public sealed class DcnPart : ModelPart
 
     /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+
+    /// <inheritdoc/>
+    public override Mlp? Dnn => _mlp;
     /// <inheritdoc/>
     public override bool IsInteractionLayer => true;
 

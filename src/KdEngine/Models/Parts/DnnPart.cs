@@ -23,7 +23,7 @@ public sealed class DnnPart : ModelPart
     public DnnPart(PartContext context, bool outputBias)
     {
         var c = context.Config;
-        _mlp = AddModule("dnn", new Mlp(context.Fields.Count * c.EmbeddingDim, c.Dnn, c.DnnActivation, c.Dropout, context.Rng));
+        _mlp = AddModule("dnn", new Mlp(context.Fields.Count * c.EmbeddingDim, c.Dnn, c.DnnActivation, c.Dropout, context.Rng, context.SharedDnnLayers));
         _out = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, context.Rng, bias: outputBias));
     }
 
@@ -59,6 +59,9 @@ public sealed class DnnPart : ModelPart
 
     /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+
+    /// <inheritdoc/>
+    public override Mlp? Dnn => _mlp;
 
     /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden) =>

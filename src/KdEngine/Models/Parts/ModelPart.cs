@@ -34,6 +34,10 @@ public abstract class ModelPart : Module
     /// teacher adds to its student.</summary>
     public virtual bool IsInteractionLayer => false;
 
+    /// <summary>The part's MLP over flatten(x0) (<c>dnn</c>), if it has one: Rocket Launching shares its first layers
+    /// between a light net and a booster (<see cref="PartContext.SharedDnnLayers"/>).</summary>
+    public virtual Mlp? Dnn => null;
+
     /// <summary>The training face: this part's logit term [B, 1]; hidden layers are added to <paramref name="hidden"/>
     /// under the names <see cref="ModelOutput"/> documents.</summary>
     public abstract Tensor<float> Forward(in PartInput input, IDictionary<string, Tensor<float>> hidden);
@@ -45,8 +49,12 @@ public abstract class ModelPart : Module
     public abstract string EmitOnnx(IOnnxGraph graph, in OnnxPartInput input);
 }
 
-/// <summary>What a part is built from (the model's config, its fields and the batch columns they read, the model's seeded random source).</summary>
-public sealed record PartContext(ModelConfig Config, IReadOnlyList<InputField> Fields, IReadOnlyList<int> Columns, Random Rng);
+/// <summary>
+/// What a part is built from (the model's config, its fields and the batch columns they read, the model's seeded random
+/// source), and another model's first DNN layers for a part with an MLP to use as its own first layers (null: none).
+/// </summary>
+public sealed record PartContext(ModelConfig Config, IReadOnlyList<InputField> Fields, IReadOnlyList<int> Columns, Random Rng,
+    IReadOnlyList<Linear>? SharedDnnLayers = null);
 
 /// <summary>
 /// How to build one part, and what it weighs before it is built: <see cref="ParameterCount"/> lets a checkpoint loader
