@@ -199,6 +199,18 @@ public static class CtrPipeline
         ModelCheckpoint.Save(path, model, preprocessor, meta);
     }
 
+    /// <summary>
+    /// Saves from a data-parallel run: rank 0 writes the checkpoint. Call it on every rank: with row-sharded tables the
+    /// ranks stream their rows to rank 0 (one ordinary checkpoint holding whole tables); replicated, the other ranks
+    /// return at once.
+    /// </summary>
+    public static void Save(string path, ZooModel model, Preprocessor preprocessor, DataSource source, IReadOnlyDictionary<string, string>? extra, IProcessGroup group)
+    {
+        var meta = new Dictionary<string, string>(source.ToMetadata(), StringComparer.Ordinal);
+        if (extra is not null) foreach (var (k, v) in extra) meta[k] = v;
+        ModelCheckpoint.Save(path, model, preprocessor, meta, group);
+    }
+
     /// <summary>Loads a checkpoint that must carry its preprocessing (every checkpoint the pipeline writes does).</summary>
     public static LoadedModel Load(string path)
     {

@@ -146,6 +146,30 @@ public abstract class Optimizer
         }
     }
 
+    /// <summary>Per-weight state buffers of the rule (Adam 2, Adagrad 1, SGD 0 or 1): the optimizer holds this many extra copies of each parameter.</summary>
+    public int SlotCount => _slotNames.Length;
+
+    /// <summary>The names of the state slots, in constructor order (checkpoint entries are <c>{parameter}.{slot}</c>).</summary>
+    internal IReadOnlyList<string> SlotNames => _slotNames;
+
+    /// <summary>The key of parameter <paramref name="index"/> in exported state (its name, or <c>param{i}</c>).</summary>
+    internal string Key(int index) => _keys[index];
+
+    /// <summary>The live state buffer of a slot for a parameter (for streamed checkpoints, which must not copy a table-sized buffer).</summary>
+    internal float[] StateBuffer(int slot, int index) => _state[slot][index];
+
+    /// <summary>Sets the step counts (streamed checkpoints restore state buffers in place and these alongside).</summary>
+    internal void RestoreStepCounts(long step, ReadOnlySpan<long> parameterSteps)
+    {
+        if (parameterSteps.Length != _parameters.Length) throw new ArgumentException($"{GetType().Name}: {parameterSteps.Length} step counts for {_parameters.Length} parameters.");
+        StepCount = step;
+        parameterSteps.CopyTo(_parameterSteps);
+    }
+
+    internal static float[] EncodeStepCount(long step) => EncodeStep(step);
+
+    internal long DecodeStepCount(float[] data, string name) => DecodeStep(data, name);
+
     /// <summary>Number of completed <see cref="Step"/> calls.</summary>
     public long StepCount { get; private set; }
 
@@ -187,7 +211,7 @@ public abstract class Optimizer
             if (p.HasSparseGradient)
             {
                 int count = _rowCount[i];
-                if (count == 0) continue;
+                if (count == 0 && p.SparseGrad is not { TouchedElsewhere: true }) continue;
                 _parameterSteps[i]++;
                 BeginParameter(i, _parameterSteps[i]);
                 var table = Weights(i);
@@ -367,7 +391,8 @@ public abstract class Optimizer
 
     private double SumOfSquaredGradients()
     {
-        double total = 0;
+        double total = 0, sharded = 0;
+        Sharding.RowSharding? sharding = null;
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i];
@@ -375,10 +400,21 @@ public abstract class Optimizer
             {
                 var grad = p.SparseGrad;
                 var order = _rowOrder[i];
+                double sum = 0;
                 for (int k = 0; k < _rowCount[i]; k++)
-                    total += UpdateKernels.SumOfSquares(grad!.Row((int)(order[k] & 0xFFFFFFFF)));
+                    sum += UpdateKernels.SumOfSquares(grad!.Row((int)(order[k] & 0xFFFFFFFF)));
+                if (p.RowShard?.Table is { } table) { sharded += sum; sharding = table.Sharding; }
+                else total += sum;
             }
             else if (p.Grad is { } g) total += UpdateKernels.SumOfSquares(DenseGradient(i, g));
+        }
+        // A row-sharded table's rows are spread over the ranks (each rank holds its own), while dense gradients are
+        // the same on every rank after their allreduce: the norm adds the shards' sums over the ranks.
+        if (sharding is not null)
+        {
+            Span<double> shards = [sharded];
+            sharding.Group.AllReduceSum(shards);
+            total += shards[0];
         }
         return total;
     }
