@@ -45,9 +45,9 @@ public sealed class Predictor
     public Predictor(ZooModel model, Preprocessor? preprocessor = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (model.Parameters().FirstOrDefault(p => p.Tensor.RowShard is not null) is { Tensor: not null } sharded)
+        if (model.ParameterTensors().FirstOrDefault(t => t.RowShard is not null) is { } sharded)
             throw new NotSupportedException(
-                $"Predictor: table '{sharded.Name}' holds only this rank's rows (row-sharded over {sharded.Tensor.RowShard!.Size} ranks); save the model (rows are gathered into one file) and compile the loaded checkpoint.");
+                $"Predictor: table {sharded.Describe()} holds only this rank's rows (row-sharded over {sharded.RowShard!.Size} ranks); save the model (rows are gathered into one file) and compile the loaded checkpoint.");
         if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
             throw new NotSupportedException(
                 $"Predictor: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the compiled predictor takes single-valued id fields only — score such a model with ZooModel.Forward under Tape<float>.NoGrad().");

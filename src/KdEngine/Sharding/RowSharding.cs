@@ -120,8 +120,8 @@ public sealed class RowSharding
     public static RowSharding? Of(Module module)
     {
         RowSharding? found = null;
-        foreach (var p in module.Parameters())
-            if (p.Tensor.RowShard?.Table is { } t)
+        foreach (var tensor in module.ParameterTensors())
+            if (tensor.RowShard?.Table is { } t)
             {
                 if (found is not null && !ReferenceEquals(found, t.Sharding))
                     throw new InvalidOperationException($"{module.GetType().Name}: its tables belong to two different row shardings.");
@@ -132,7 +132,7 @@ public sealed class RowSharding
 
     /// <summary>The row-sharded tables among <paramref name="module"/>'s parameters.</summary>
     public static IReadOnlyList<ShardedTable> TablesOf(Module module) =>
-        module.Parameters().Select(p => p.Tensor.RowShard?.Table).OfType<ShardedTable>().ToArray();
+        module.ParameterTensors().Select(t => t.RowShard?.Table).OfType<ShardedTable>().ToArray();
 
     /// <summary>A lookup plan over every table of this sharding (training: the objective's and any frozen teacher's).</summary>
     public LookupPlan PlanForAll() => new(this, _tables);
