@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using KdEngine.Cli;
 using KdEngine.Kernels.Cpu;
 using KdEngine.Models;
@@ -190,6 +191,32 @@ public sealed class ShardingTests
             Assert.That(logit, Is.LessThan(1e-4));
         }
         finally { CpuParallel.ThreadCount = threads; }
+    }
+
+    /// <summary>
+    /// The CLI under 4 ranks: <c>train --embedding-sharding row</c> within a per-rank budget and <c>distill --method logits</c>
+    /// from a frozen teacher whose tables are sharded too (forward-only lookups); each saves one ordinary checkpoint
+    /// (rank 0 alone prints) that <c>eval</c> loads in one process.
+    /// </summary>
+    [Test]
+    public void Cli_TrainAndDistillRowSharded_OnFourRanks_SaveOrdinaryCheckpoints()
+    {
+        string schema = _data + ".schema.json", model = Path.Combine(_dir, "cli-row.kde"), student = Path.Combine(_dir, "cli-row-student.kde");
+        var train = MpiJob.Run(4, Limit, "cli", "train", "--model", "wdl", "--data", _data, "--schema", schema, "--epochs", "1", "--batch-size", "32",
+            "--distributed", "mpi", "--embedding-sharding", "row", "--max-table-bytes-per-rank", "64K", "--out", model);
+        Assert.That(train.ExitCode, Is.EqualTo(0), train.Output);
+        Assert.That(train.Output, Does.Contain("embedding tables: row-sharded over 4 ranks").And.Contain("budget 64.0 KiB"));
+        Assert.That(Regex.Matches(train.Output, "saved ").Count, Is.EqualTo(1), "rank 0 alone prints");
+        var distill = MpiJob.Run(4, Limit, "cli", "distill", "--method", "logits", "--teacher", _teacher, "--data", _data, "--epochs", "1", "--batch-size", "32",
+            "--distributed", "mpi", "--embedding-sharding", "row", "--out", student);
+        Assert.That(distill.ExitCode, Is.EqualTo(0), distill.Output);
+        Assert.That(distill.Output, Does.Contain("saved student"));
+        foreach (var path in new[] { model, student })
+        {
+            var o = new StringWriter();
+            Assert.That(CliApp.Run(["eval", "--model", path, "--data", _data], o, o), Is.EqualTo(0), o.ToString());
+            Assert.That(o.ToString(), Does.Contain("AUC"));
+        }
     }
 
     /// <summary>

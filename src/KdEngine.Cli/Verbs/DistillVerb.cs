@@ -2,6 +2,7 @@ using System.CommandLine;
 using KdEngine.Cli.Options;
 using KdEngine.Data;
 using KdEngine.Distillation;
+using KdEngine.Models;
 using KdEngine.Pipelines;
 using KdEngine.Training;
 
@@ -59,7 +60,8 @@ internal static class DistillVerb
         }
 
         // Frozen teachers fix the preprocessing: the student reads the ids the teachers were trained (and cached) on.
-        var teacherModels = teacherPaths.Select(p => (Path: p, Loaded: CtrPipeline.Load(p))).ToArray();
+        // Their weights are loaded once the ranks are up, in the run's table layout (row-sharded: each rank its rows).
+        var teacherModels = teacherPaths.Select(p => (Path: p, Loaded: CtrPipeline.ReadPreprocessing(p))).ToArray();
         var caches = cachePaths.Select(p => (Path: p, Cache: TeacherLogitCache.Read(p))).ToArray();
         Preprocessor? fixedPre = null;
         IReadOnlyDictionary<string, string>? recipe = null;
@@ -75,11 +77,11 @@ internal static class DistillVerb
             recipe ??= meta;
         }
 
-        var settings = training.SettingsFrom(parse, new TrainingSettings
+        var settings = distributed.Apply(parse, training.SettingsFrom(parse, new TrainingSettings
         {
             // ECKD stops on the validation distillation loss; cached logits are aligned to the train rows only.
             Metric = method == DistillMethod.Ensemble && caches.Length == 0 ? StoppingMetric.ObjectiveLoss : StoppingMetric.Auc,
-        });
+        }));
         if (fixedPre is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
@@ -94,8 +96,11 @@ internal static class DistillVerb
             }
             Report.Data(o, data, group);
 
+            // Every model of the run — frozen teachers, co-trained teachers, the student — gets the run's table layout.
+            var placement = settings.TablePlacement(group);
+            using var layout = placement.Use();
             var teachers = new List<ITeacher>();
-            foreach (var (_, loaded) in teacherModels) teachers.Add(new ModelTeacher(loaded.Model));
+            foreach (var (path, _) in teacherModels) teachers.Add(new ModelTeacher(CtrPipeline.Load(path).Model));
             foreach (var (path, cache) in caches)
             {
                 CheckCache(path, cache, data, group);
@@ -107,18 +112,17 @@ internal static class DistillVerb
                 teachers.Add(new CachedTeacher(train));
             }
             var run = DistillPipeline.Build(method, config, data, teachers);
-            o.Line($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({ZooModel.ParameterCount(run.Student.Config, run.Student.Fields):N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line(DistributedOptions.Describe(placement, group));
             var outcome = o.Progress("distilling " + DistillPipeline.Name(method), (w, interactive) => CtrPipeline.Fit(run.Objective, data, settings, w, interactive, group));
             Report.Outcome(o, outcome, "student ");
-            if (group.Rank == 0)
+            // Every rank: rank 0 writes; with row-sharded tables the others stream their rows to it.
+            CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
             {
-                CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
-                {
-                    ["distill.method"] = DistillPipeline.Name(method),
-                    ["distill.config"] = config.ToJson(),
-                });
-                o.Line($"saved student {output}");
-            }
+                ["distill.method"] = DistillPipeline.Name(method),
+                ["distill.config"] = config.ToJson(),
+            }, group);
+            o.Line($"saved student {output}");
             return 0;
         });
     }

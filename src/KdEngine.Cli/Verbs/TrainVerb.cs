@@ -35,21 +35,22 @@ internal static class TrainVerb
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             string outPath = parse.GetValue(output)!;
             var modelConfig = ModelConfigFrom(parse, config, model, training.Seed);
-            var settings = training.SettingsFrom(parse, new TrainingSettings());
+            var settings = distributed.Apply(parse, training.SettingsFrom(parse, new TrainingSettings()));
             var source = data.Source(parse);
             return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
             {
                 var prepared = CtrPipeline.PrepareShard(source, group, split.SplitFrom(parse, settings.Seed), split.PreprocessingFrom(parse));
                 Report.Data(o, prepared, group);
-                var zoo = CtrPipeline.BuildModel(modelConfig, prepared.Fields);
-                o.Line($"model: {zoo.TypeName}, {zoo.ParameterCount():N0} parameters; config {modelConfig.ToJson()}");
+                var placement = settings.TablePlacement(group);
+                ZooModel zoo;
+                using (placement.Use()) zoo = CtrPipeline.BuildModel(modelConfig, prepared.Fields);
+                o.Line($"model: {zoo.TypeName}, {ZooModel.ParameterCount(modelConfig, prepared.Fields):N0} parameters; config {modelConfig.ToJson()}");
+                o.Line(DistributedOptions.Describe(placement, group));
                 var outcome = o.Progress("training " + zoo.TypeName, (w, interactive) => CtrPipeline.Train(zoo, prepared, settings, w, interactive, group));
                 Report.Outcome(o, outcome);
-                if (group.Rank == 0)
-                {
-                    CtrPipeline.Save(outPath, zoo, prepared.Preprocessor, prepared.Source);
-                    o.Line($"saved {outPath}");
-                }
+                // Every rank: rank 0 writes; with row-sharded tables the others stream their rows to it.
+                CtrPipeline.Save(outPath, zoo, prepared.Preprocessor, prepared.Source, null, group);
+                o.Line($"saved {outPath}");
                 return 0;
             });
         });

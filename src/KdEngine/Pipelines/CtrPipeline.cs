@@ -221,6 +221,20 @@ public static class CtrPipeline
         return loaded;
     }
 
+    /// <summary>
+    /// A checkpoint's preprocessing and metadata, from its header alone (no weight is read): what a run needs to
+    /// encode its data before it loads the model — under a row-sharded placement, every rank then loads only its rows.
+    /// </summary>
+    public static (Preprocessor Preprocessor, IReadOnlyDictionary<string, string> Metadata) ReadPreprocessing(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{Path.GetFileName(path)}: model file not found ({Path.GetFullPath(path)}).", path);
+        var header = SafeTensorsFile.ReadHeaderOnly(path);
+        if (!header.Metadata.TryGetValue(ModelCheckpoint.PreprocessingKey, out var json))
+            throw new CheckpointFormatException(path, "the checkpoint has no preprocessing, so raw data files cannot be mapped to its inputs.");
+        try { return (Preprocessor.FromJson(json, ModelCheckpoint.PreprocessingKey), header.Metadata); }
+        catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message, e); }
+    }
+
     /// <summary>The data file read the way the model's training data was, encoded with its preprocessing.</summary>
     public static EncodedDataset EncodeFor(LoadedModel model, string dataPath, DataFormat format = DataFormat.Auto, IReadOnlyList<IndexRange>? ranges = null)
     {

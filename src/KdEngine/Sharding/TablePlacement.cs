@@ -142,7 +142,8 @@ public sealed class TablePlacement
         return tables;
     }
 
-    internal static string Bytes(long bytes) => bytes switch
+    /// <summary>A byte count as messages print it (B, KiB, MiB, GiB).</summary>
+    public static string Bytes(long bytes) => bytes switch
     {
         >= 1L << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F2} GiB"),
         >= 1L << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F2} MiB"),
