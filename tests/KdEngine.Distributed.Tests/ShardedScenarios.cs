@@ -369,7 +369,8 @@ public static class ShardedScenarios
         long tables = model.Parameters().Where(p => p.Tensor.HasSparseGradient).Sum(p => (long)p.Tensor.Length * sizeof(float));
         long state = tables * optimizer.SlotCount;
         Console.Out.WriteLine($"rank {g.Rank}: memory {mode} N={g.Size}: tables {tables} B, optimizer state {state} B, total {tables + state} B " +
-            $"(budget {cap} B; whole tables with state {placement.FullTableAndOptimizerBytes} B); working sets {placement.Sharding?.WorkingSetBytes ?? 0} B");
+            $"(budget {cap} B; whole tables with state {placement.FullTableAndOptimizerBytes} B); working sets {placement.Sharding?.WorkingSetBytes ?? 0} B; " +
+            $"peak RSS {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e6:F0} MB");
         return 0;
     }
 
