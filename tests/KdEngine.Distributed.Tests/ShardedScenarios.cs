@@ -141,6 +141,25 @@ public static class ShardedScenarios
             : [4, 2, 4, 2, 9, 6, q % 10, q % 7, 4, 6];
     }
 
+    /// <summary>
+    /// Byte-range input (each rank parses 1/N of the file, the vocabularies counted in parallel) gives every rank exactly
+    /// the shard of the row-based preparation (every rank parses the whole file, rank 0 fits): the same preprocessing,
+    /// the same file rows in each part, the same encoded rows.
+    /// </summary>
+    public static int ByteRanges(IProcessGroup g, DataSource source)
+    {
+        var rows = CtrPipeline.PrepareShard(source, g, new SplitOptions());
+        var bytes = ByteRangeInput.PrepareShard(source, g, new SplitOptions());
+        Expect(bytes.Preprocessor.ToJson() == rows.Preprocessor.ToJson(), g, "byte ranges: the same preprocessing");
+        for (int k = 0; k < 3; k++) Expect(bytes.SplitIndices[k].SequenceEqual(rows.SplitIndices[k]), g, $"byte ranges: the same file rows in part {k}");
+        foreach (var (a, b, part) in new[] { (bytes.Train, rows.Train, "train"), (bytes.Validation, rows.Validation, "validation"), (bytes.Test, rows.Test, "test"), (bytes.All, rows.All, "all") })
+            Expect(a.Ids.SequenceEqual(b.Ids) && a.Labels.SequenceEqual(b.Labels), g, $"byte ranges: the same encoded {part} rows");
+        var cuts = ByteRangeInput.Boundaries(source.Path, g.Size);
+        Console.Out.WriteLine($"rank {g.Rank}: parsed bytes {cuts[g.Rank]}..{cuts[g.Rank + 1]} of {cuts[^1]}");
+        if (_failures == 0) Console.Out.WriteLine($"rank {g.Rank}: ok byte ranges");
+        return _failures == 0 ? 0 : 1;
+    }
+
     // ---------------------------------------------------------------- training runs
 
     /// <summary>One training run's results (rank 0 writes them as JSON).</summary>
@@ -217,7 +236,7 @@ public static class ShardedScenarios
     }
 
     /// <summary>
-    /// <c>sharded DATA DIR BATCH MODE RUNS [TEACHER]</c>: runs the comma-separated RUNS with tables MODE (replicated|row),
+    /// <c>sharded DATA DIR BATCH MODE RUNS [TEACHER]</c>: with row sharding, <see cref="Exchange"/> first; then runs the comma-separated RUNS with tables MODE (replicated|row),
     /// batch BATCH per rank; rank 0 writes DIR/RUN.MODE.N.json, and with row sharding saves DIR/RUN.row.N.kde.
     /// </summary>
     public static int Sharded(IProcessGroup g, string[] args)
@@ -227,6 +246,8 @@ public static class ShardedScenarios
         int batch = int.Parse(args[2], CultureInfo.InvariantCulture);
         var mode = args[3] == "row" ? EmbeddingSharding.Row : EmbeddingSharding.Replicated;
         string? teacher = args.Length > 5 ? args[5] : null;
+        // The hand-made exchange and the byte-range input first: one job start (N dotnet processes) serves them all.
+        if (mode == EmbeddingSharding.Row && (Exchange(g) != 0 || ByteRanges(g, source) != 0)) return 1;
         foreach (var name in args[4].Split(','))
         {
             string stem = Path.Combine(dir, $"{name}.{args[3]}.{g.Size}");

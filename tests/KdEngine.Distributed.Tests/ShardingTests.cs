@@ -83,13 +83,25 @@ public sealed class ShardingTests
         return _oneProcess;
     }
 
+    /// <summary>The hand-made exchange (<see cref="ShardedScenarios.Exchange"/>), run at the start of the row-sharded job.</summary>
     [TestCase(2)]
     [TestCase(4)]
     public void Exchange_FetchesRowsAndReturnsGradientsToTheirOwners(int ranks)
     {
-        var job = MpiJob.Run(ranks, Limit, "exchange");
-        Assert.That(job.ExitCode, Is.EqualTo(0), job.Output);
+        var job = ShardedJob(ranks, "row");
         for (int r = 0; r < ranks; r++) Assert.That(job.Output, Does.Contain($"rank {r}: ok exchange"));
+    }
+
+    /// <summary>
+    /// Byte-range input (<see cref="ShardedScenarios.ByteRanges"/>, run at the start of the row-sharded job): each rank
+    /// parses only its range, yet holds exactly the row-based shard and preprocessing.
+    /// </summary>
+    [TestCase(2)]
+    [TestCase(4)]
+    public void ByteRangeInput_GivesEveryRankTheRowBasedShard(int ranks)
+    {
+        var job = ShardedJob(ranks, "row");
+        for (int r = 0; r < ranks; r++) Assert.That(job.Output, Does.Contain($"rank {r}: ok byte ranges"));
     }
 
     /// <summary>
@@ -194,20 +206,20 @@ public sealed class ShardingTests
     }
 
     /// <summary>
-    /// The CLI under 4 ranks: <c>train --embedding-sharding row</c> within a per-rank budget and <c>distill --method logits</c>
+    /// The CLI: <c>train --embedding-sharding row</c> on 4 ranks within a per-rank budget and <c>distill --method logits</c> on 2
     /// from a frozen teacher whose tables are sharded too (forward-only lookups); each saves one ordinary checkpoint
     /// (rank 0 alone prints) that <c>eval</c> loads in one process.
     /// </summary>
     [Test]
-    public void Cli_TrainAndDistillRowSharded_OnFourRanks_SaveOrdinaryCheckpoints()
+    public void Cli_TrainAndDistillRowSharded_SaveOrdinaryCheckpoints()
     {
         string schema = _data + ".schema.json", model = Path.Combine(_dir, "cli-row.kde"), student = Path.Combine(_dir, "cli-row-student.kde");
         var train = MpiJob.Run(4, Limit, "cli", "train", "--model", "wdl", "--data", _data, "--schema", schema, "--epochs", "1", "--batch-size", "32",
-            "--distributed", "mpi", "--embedding-sharding", "row", "--max-table-bytes-per-rank", "64K", "--out", model);
+            "--distributed", "mpi", "--embedding-sharding", "row", "--max-table-bytes-per-rank", "64K", "--input-split", "bytes", "--out", model);
         Assert.That(train.ExitCode, Is.EqualTo(0), train.Output);
         Assert.That(train.Output, Does.Contain("embedding tables: row-sharded over 4 ranks").And.Contain("budget 64.0 KiB"));
         Assert.That(Regex.Matches(train.Output, "saved ").Count, Is.EqualTo(1), "rank 0 alone prints");
-        var distill = MpiJob.Run(4, Limit, "cli", "distill", "--method", "logits", "--teacher", _teacher, "--data", _data, "--epochs", "1", "--batch-size", "32",
+        var distill = MpiJob.Run(2, Limit, "cli", "distill", "--method", "logits", "--teacher", _teacher, "--data", _data, "--epochs", "1", "--batch-size", "32",
             "--distributed", "mpi", "--embedding-sharding", "row", "--out", student);
         Assert.That(distill.ExitCode, Is.EqualTo(0), distill.Output);
         Assert.That(distill.Output, Does.Contain("saved student"));

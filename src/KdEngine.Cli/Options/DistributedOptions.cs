@@ -46,13 +46,28 @@ internal sealed class DistributedOptions
         "of 1024); a layout that needs more fails before allocating, saying how many ranks would hold it (0 = no limit)",
         ParseBytes, () => 0L);
 
+    public Option<string> InputSplit { get; } = CliOptions.Parsed("--input-split", "rows|bytes",
+        "how ranks read the data file: rows (every rank parses the whole file and keeps its rows; rank 0 fits the " +
+        "preprocessing) or bytes (each rank parses only its byte range, the preprocessing is fitted from every rank's counts, " +
+        "and the encoded rows are exchanged so each rank holds the same shard as with rows)",
+        text => text.ToLowerInvariant() is "rows" or "bytes" ? text.ToLowerInvariant() : throw new CliException($"expects rows|bytes, got '{text}'."),
+        () => "rows");
+
     public void AddTo(Command command)
     {
         command.Options.Add(Mode);
         command.Options.Add(Timeout);
         command.Options.Add(Sharding);
         command.Options.Add(MaxTableBytes);
+        command.Options.Add(InputSplit);
     }
+
+    /// <summary>This rank's shard of the data, read as <c>--input-split</c> says (the same shard either way).</summary>
+    public PreparedData Prepare(ParseResult parse, DataSource source, IProcessGroup group, SplitOptions split,
+        KdEngine.Data.PreprocessorOptions? preprocessing = null, KdEngine.Data.Preprocessor? fitted = null) =>
+        parse.GetValue(InputSplit) == "bytes"
+            ? ByteRangeInput.PrepareShard(source, group, split, preprocessing, fitted)
+            : CtrPipeline.PrepareShard(source, group, split, preprocessing, fitted);
 
     /// <summary><paramref name="settings"/> with the table layout and budget options applied.</summary>
     public TrainingSettings Apply(ParseResult parse, TrainingSettings settings) =>

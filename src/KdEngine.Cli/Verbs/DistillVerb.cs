@@ -87,12 +87,12 @@ internal static class DistillVerb
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
             PreparedData data;
-            if (fixedPre is null) data = CtrPipeline.PrepareShard(dataOptions.Source(parse), group, splitOptions, split.PreprocessingFrom(parse));
+            if (fixedPre is null) data = distributed.Prepare(parse, dataOptions.Source(parse), group, splitOptions, split.PreprocessingFrom(parse));
             else
             {
                 var source = recipe is null ? dataOptions.Source(parse) with { Schema = fixedPre.Schema }
                     : DataSource.FromMetadata(parse.GetValue(dataOptions.Data)!, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges));
-                data = CtrPipeline.PrepareShard(source, group, splitOptions, fitted: fixedPre);
+                data = distributed.Prepare(parse, source, group, splitOptions, fitted: fixedPre);
             }
             Report.Data(o, data, group);
 

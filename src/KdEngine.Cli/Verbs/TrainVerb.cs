@@ -39,7 +39,7 @@ internal static class TrainVerb
             var source = data.Source(parse);
             return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
             {
-                var prepared = CtrPipeline.PrepareShard(source, group, split.SplitFrom(parse, settings.Seed), split.PreprocessingFrom(parse));
+                var prepared = distributed.Prepare(parse, source, group, split.SplitFrom(parse, settings.Seed), split.PreprocessingFrom(parse));
                 Report.Data(o, prepared, group);
                 var placement = settings.TablePlacement(group);
                 ZooModel zoo;
