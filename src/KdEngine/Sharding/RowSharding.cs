@@ -349,7 +349,8 @@ public sealed class RowSharding
 /// </summary>
 public sealed class LookupPlan
 {
-    private readonly Dictionary<IReadOnlySet<Tensor<float>>, (ShardedTable, int)[]> _trainable = new(ReferenceEqualityComparer.Instance);
+    private IReadOnlySet<Tensor<float>>? _trainableSet;
+    private (ShardedTable, int)[] _trainable = [];
 
     internal LookupPlan(RowSharding sharding, IEnumerable<ShardedTable> tables)
     {
@@ -388,14 +389,21 @@ public sealed class LookupPlan
     internal int[] RowFloats { get; }
     internal int[] TableColumnIndex { get; }
 
-    /// <summary>The plan's tables whose owned tensor is in <paramref name="trainable"/>, with their column index (cached per set).</summary>
+    /// <summary>
+    /// The plan's tables whose owned tensor is in <paramref name="trainable"/>, with their column index; cached for the
+    /// last set (a trainer passes the same one every step; a dictionary lookup keyed by the set allocated per call).
+    /// </summary>
     internal (ShardedTable Table, int Column)[] Trainable(IReadOnlySet<Tensor<float>> trainable)
     {
-        if (!_trainable.TryGetValue(trainable, out var list))
+        if (!ReferenceEquals(trainable, _trainableSet))
         {
-            list = Enumerable.Range(0, Tables.Length).Where(i => trainable.Contains(Tables[i].Owned)).Select(i => (Tables[i], TableColumnIndex[i])).ToArray();
-            _trainable[trainable] = list;
+            _trainable = SelectTrainable(trainable);
+            _trainableSet = trainable;
         }
-        return list;
+        return _trainable;
     }
+
+    // Apart from Trainable: a lambda capturing the parameter there would allocate its closure on every call, cached or not.
+    private (ShardedTable Table, int Column)[] SelectTrainable(IReadOnlySet<Tensor<float>> trainable) =>
+        Enumerable.Range(0, Tables.Length).Where(i => trainable.Contains(Tables[i].Owned)).Select(i => (Tables[i], TableColumnIndex[i])).ToArray();
 }
