@@ -191,6 +191,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         return Encoding.UTF8.GetString(bytes);
     }
 
+    /// <inheritdoc/>
     public void AllToAll(ReadOnlySpan<int> send, Span<int> receive)
     {
         if (send.Length % Size != 0 || receive.Length != send.Length)
@@ -206,6 +207,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public PendingExchange StartAllToAllV(ReadOnlyMemory<byte> send, ReadOnlySpan<int> sendCounts, Memory<byte> receive, ReadOnlySpan<int> receiveCounts, string what)
     {
         if (sendCounts.Length != Size || receiveCounts.Length != Size)
@@ -228,6 +230,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         return new PendingExchange(slot, x.Sequence);
     }
 
+    /// <inheritdoc/>
     public void WaitExchange(PendingExchange exchange)
     {
         if ((uint)exchange.Slot >= (uint)_exchanges.Count || !_exchanges[exchange.Slot].Busy || _exchanges[exchange.Slot].Sequence != exchange.Sequence)
@@ -240,6 +243,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         x.Busy = false;
     }
 
+    /// <inheritdoc/>
     public void GatherToRoot(ReadOnlySpan<byte> send, Span<byte> receive, ReadOnlySpan<int> counts, string what)
     {
         if (counts.Length != Size || counts[Rank] != send.Length)

@@ -60,7 +60,7 @@ public sealed class EncodedRow
 }
 
 /// <summary>
-/// Maps raw records to ids, fitted on the training split only (<see cref="Fit"/>). Per field:
+/// Maps raw records to ids, fitted on the training split only (<see cref="Fit(Schema, IEnumerable{RawRecord}, PreprocessorOptions?)"/>). Per field:
 /// numeric → bucket token (<see cref="NumericBuckets.Token"/>) → vocabulary; categorical/multi → vocabulary (min-count,
 /// OOV) or stable hash buckets; dense numeric → one id scaled by the value. At serving time an unseen category (or
 /// one rarer than min-count in training) gets the OOV id 1, a missing value the missing id 0 (hashed fields hash every

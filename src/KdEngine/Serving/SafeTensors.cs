@@ -123,12 +123,12 @@ public static partial class SafeTensorsFile
         }
     }
 
+    private readonly record struct HeaderEntry(string Name, TensorDType DType, IReadOnlyList<int> Shape, long ByteLength);
+
     /// <summary>
     /// The 8-byte length and the padded JSON header. <paramref name="digestOffset"/> is the file offset of the 64
     /// placeholder digits of <see cref="HeaderSha256Key"/>.
     /// </summary>
-    private readonly record struct HeaderEntry(string Name, TensorDType DType, IReadOnlyList<int> Shape, long ByteLength);
-
     private static byte[] BuildPrefix(List<HeaderEntry> list, SortedDictionary<string, string> meta, out int digestOffset)
     {
         var buffer = new ArrayBufferWriter<byte>();

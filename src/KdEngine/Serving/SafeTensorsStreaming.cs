@@ -18,6 +18,7 @@ public delegate void RowChunkSink(long firstRow, ReadOnlySpan<float> values);
 /// </summary>
 public sealed record StreamedTensor(string Name, int[] Shape, Action<ByteSink> Produce)
 {
+    /// <summary>The tensor's bytes in the file (4 per element).</summary>
     public long ByteLength
     {
         get

@@ -24,6 +24,7 @@ namespace KdEngine.Sharding;
 public sealed record ShardingStats(long Lookups, long Pushes, long CountBytesSent, long IdBytesSent, long RowBytesSent, long GradientBytesSent,
     long BytesReceived, double Seconds, double WaitSeconds)
 {
+    /// <summary>Everything sent to other ranks: counts, ids, rows and gradients.</summary>
     public long BytesSent => CountBytesSent + IdBytesSent + RowBytesSent + GradientBytesSent;
 }
 
@@ -67,12 +68,14 @@ public sealed class RowSharding
     private byte[] _pushSend = [], _pushReceive = [];
     private long _lookupCount, _pushCount, _countBytes, _idBytes, _rowBytes, _gradientBytes, _received, _ticks, _waitTicks;
 
+    /// <summary>A sharding of tables over <paramref name="group"/>'s ranks (rank r owns rows g ≡ r mod N); working sets live on the ambient backend.</summary>
     public RowSharding(IProcessGroup group)
     {
         Group = group ?? throw new ArgumentNullException(nameof(group));
         _workingSetBackend = DefaultBackend<float>.Current;
     }
 
+    /// <summary>The ranks the tables are sharded over.</summary>
     public IProcessGroup Group { get; }
 
     /// <summary>Every table created in this sharding, in creation order (the same on every rank).</summary>
@@ -84,9 +87,11 @@ public sealed class RowSharding
     /// <summary>The last completed lookup: the batch whose rows the working sets hold.</summary>
     public RowLookup? Current { get; private set; }
 
+    /// <summary>Traffic and time of the lookups and pushes since the last <see cref="ResetStats"/>.</summary>
     public ShardingStats Stats => new(_lookupCount, _pushCount, _countBytes, _idBytes, _rowBytes, _gradientBytes, _received,
         _ticks / (double)Stopwatch.Frequency, _waitTicks / (double)Stopwatch.Frequency);
 
+    /// <summary>Starts <see cref="Stats"/> over from zero.</summary>
     public void ResetStats() => _lookupCount = _pushCount = _countBytes = _idBytes = _rowBytes = _gradientBytes = _received = _ticks = _waitTicks = 0;
 
     /// <summary>Bytes of this rank's owned rows over every table (weights only; optimizer state comes on top).</summary>
@@ -233,6 +238,7 @@ public sealed class RowSharding
     /// <see cref="Autograd.SparseRowGradient{T}.TouchedElsewhere"/> on every rank, so each owner's optimizer counts the
     /// step for it as one process would. Working-set gradients are cleared (frozen tables' included).
     /// </summary>
+    /// <param name="lookup">The current lookup (the one whose working sets the backward ran on).</param>
     /// <param name="trainable">The owned tensors the optimizer updates; other tables' gradients are dropped.</param>
     public void PushGradients(RowLookup lookup, IReadOnlySet<Tensor<float>> trainable)
     {
@@ -378,7 +384,9 @@ public sealed class LookupPlan
         }
     }
 
+    /// <summary>The sharding whose tables the plan serves.</summary>
     public RowSharding Sharding { get; }
+    /// <summary>The plan's tables, in creation order.</summary>
     public IReadOnlyList<ShardedTable> TableList => Tables;
     internal ShardedTable[] Tables { get; }
     internal TableColumn[] Columns { get; }

@@ -9,7 +9,10 @@ namespace KdEngine.Sharding;
 /// One tensor of a file written collectively: its name and whole (global) shape, this rank's values, and — for a
 /// row-sharded table or a per-row optimizer buffer of one — which rows of the whole those values are.
 /// </summary>
+/// <param name="Name">The tensor's name in the file.</param>
+/// <param name="Shape">The whole tensor's shape.</param>
 /// <param name="Local">Replicated: the whole tensor (rank 0's is written). Sharded: this rank's rows [local rows, width].</param>
+/// <param name="Shard">Which rows of the whole <paramref name="Local"/> holds (null: replicated).</param>
 internal sealed record SavedTensor(string Name, int[] Shape, ReadOnlyMemory<float> Local, RowShard? Shard);
 
 /// <summary>

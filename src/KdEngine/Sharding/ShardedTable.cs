@@ -7,6 +7,7 @@ namespace KdEngine.Sharding;
 /// <summary>The batch column a table's ids come from: an id column (<see cref="CtrBatch.Ids"/>) or a bag column (<see cref="CtrBatch.Bags"/>).</summary>
 public readonly record struct TableColumn(bool IsBag, int Column)
 {
+    /// <summary>"id column 3" or "bag column 0" (for messages).</summary>
     public override string ToString() => IsBag ? $"bag column {Column}" : $"id column {Column}";
 }
 
@@ -38,13 +39,17 @@ public sealed class ShardedTable
         WorkingSet = NewWorkingSet(1);
     }
 
+    /// <summary>The sharding this table belongs to.</summary>
     public RowSharding Sharding { get; }
 
     /// <summary>Creation order within <see cref="Sharding"/> — the same on every rank, so it identifies the table in exchanges.</summary>
     public int Index { get; }
 
+    /// <summary>Rows of the whole table (the column's id space), over all ranks.</summary>
     public int GlobalRows { get; }
+    /// <summary>Floats per row.</summary>
     public int Width { get; }
+    /// <summary>The batch column whose ids index this table.</summary>
     public TableColumn Column { get; }
 
     /// <summary>This rank's rows [local rows, width], with <see cref="Tensor{T}.RowShard"/> set.</summary>

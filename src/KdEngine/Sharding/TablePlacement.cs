@@ -55,12 +55,15 @@ public sealed class TablePlacement
     /// <summary>The placement in effect on this thread (null: ordinary replicated tables, no budget).</summary>
     public static TablePlacement? Current => _current;
 
+    /// <summary>Replicated or row-sharded tables.</summary>
     public EmbeddingSharding Mode { get; }
 
     /// <summary>The coordinator of the row-sharded tables (null when replicated).</summary>
     public RowSharding? Sharding { get; }
 
+    /// <summary>The per-rank budget for table weights plus optimizer state, in bytes (0: no limit).</summary>
     public long MaxTableBytesPerRank { get; }
+    /// <summary>Optimizer state floats per table weight counted against the budget (Adam 2, Adagrad 1, …).</summary>
     public int OptimizerSlots { get; }
     private int Ranks { get; }
 

@@ -104,12 +104,14 @@ public sealed class SingleProcess : IProcessGroup
     /// <inheritdoc/>
     public string BroadcastText(string? text) => text ?? throw new ArgumentNullException(nameof(text), "BroadcastText: rank 0 must give the text.");
 
+    /// <inheritdoc/>
     public void AllToAll(ReadOnlySpan<int> send, Span<int> receive)
     {
         if (receive.Length != send.Length) throw new ArgumentException($"AllToAll: {send.Length} ints sent but room for {receive.Length} received.");
         send.CopyTo(receive);
     }
 
+    /// <inheritdoc/>
     public PendingExchange StartAllToAllV(ReadOnlyMemory<byte> send, ReadOnlySpan<int> sendCounts, Memory<byte> receive, ReadOnlySpan<int> receiveCounts, string what)
     {
         if (sendCounts.Length != 1 || receiveCounts.Length != 1 || sendCounts[0] != receiveCounts[0] || send.Length < sendCounts[0] || receive.Length < receiveCounts[0])
@@ -118,8 +120,10 @@ public sealed class SingleProcess : IProcessGroup
         return new PendingExchange(0, 0);
     }
 
+    /// <inheritdoc/>
     public void WaitExchange(PendingExchange exchange) { }
 
+    /// <inheritdoc/>
     public void GatherToRoot(ReadOnlySpan<byte> send, Span<byte> receive, ReadOnlySpan<int> counts, string what)
     {
         if (counts.Length != 1 || counts[0] != send.Length || receive.Length < send.Length)
