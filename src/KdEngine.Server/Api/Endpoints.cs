@@ -17,6 +17,7 @@ public static class Endpoints
     /// body is application/json, never embedded in HTML, so the default encoder's HTML-safe escaping only hurts.</summary>
     internal static readonly JsonWriterOptions Readable = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
+    /// <summary>Maps the service's endpoints (predict, model info, reload, health, metrics) onto <paramref name="app"/>.</summary>
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/models/{name}:predict", Predict).WithName("predict");

@@ -38,6 +38,7 @@ public sealed class DynamicBatcher : IDisposable
     private int _arriving;
     private bool _gathering, _stopping;
 
+    /// <summary>A batcher for <paramref name="model"/>: its bounded queue and scoring threads (limits as in the server options).</summary>
     public DynamicBatcher(string model, int maxBatchRows, int maxWaitMicroseconds, int threads, int maxQueuedRequests, int maxRowsPerRequest,
         ServerMetrics? metrics = null)
     {
@@ -62,6 +63,7 @@ public sealed class DynamicBatcher : IDisposable
         }
     }
 
+    /// <summary>The most rows merged into one Predictor call.</summary>
     public int MaxBatchRows { get; }
 
     /// <summary>Test hook, run on the scoring thread after a batch is gathered and before its Predictor call (inside
@@ -78,6 +80,7 @@ public sealed class DynamicBatcher : IDisposable
 
     private long _batches, _chunksScored;
 
+    /// <summary>The most rows (candidates) one request may carry.</summary>
     public int MaxRowsPerRequest { get; }
 
     /// <summary>Requests waiting (not yet taken into a batch).</summary>

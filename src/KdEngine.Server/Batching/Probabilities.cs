@@ -8,6 +8,7 @@ namespace KdEngine.Server.Batching;
 /// </summary>
 public static class Probabilities
 {
+    /// <summary>The click probability of <paramref name="logit"/>, computed in double for every row alike.</summary>
     public static float FromLogit(float logit) => (float)(1.0 / (1.0 + Math.Exp(-(double)logit)));
 
     /// <summary>Replaces logits by probabilities in place.</summary>
