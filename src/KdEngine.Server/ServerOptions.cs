@@ -60,7 +60,7 @@ public sealed class ServerOptions
     /// <summary>Seconds sent in Retry-After with 429 and 503.</summary>
     public int RetryAfterSeconds { get; set; } = 1;
 
-    /// <summary>What to do with a request field the model does not know (reject by default).</summary>
+    /// <summary>What to do with a request field the schema does not know (reject by default).</summary>
     public UnknownFieldPolicy UnknownFields { get; set; } = UnknownFieldPolicy.Reject;
 
     /// <summary>Let a reload replace a model by one with a different input schema (off: such a reload is refused).</summary>
