@@ -191,6 +191,115 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         return Encoding.UTF8.GetString(bytes);
     }
 
+    /// <inheritdoc/>
+    public void AllToAll(ReadOnlySpan<int> send, Span<int> receive)
+    {
+        if (send.Length % Size != 0 || receive.Length != send.Length)
+            throw new ArgumentException($"AllToAll: {send.Length} ints sent and {receive.Length} received do not form {Size} equal blocks each way.");
+        int block = send.Length / Size;
+        fixed (int* ps = send)
+        fixed (int* pr = receive)
+        {
+            nint request;
+            Start("alltoall (counts)");
+            Check(MPI_Ialltoall(ps, block, _abi.Int, pr, block, _abi.Int, _comm, &request), "MPI_Ialltoall");
+            WaitAll(&request, 1);
+        }
+    }
+
+    /// <inheritdoc/>
+    public PendingExchange StartAllToAllV(ReadOnlyMemory<byte> send, ReadOnlySpan<int> sendCounts, Memory<byte> receive, ReadOnlySpan<int> receiveCounts, string what)
+    {
+        if (sendCounts.Length != Size || receiveCounts.Length != Size)
+            throw new ArgumentException($"{what}: {sendCounts.Length} send and {receiveCounts.Length} receive counts for {Size} ranks.");
+        int slot = _exchanges.FindIndex(e => !e.Busy);
+        if (slot < 0) { slot = _exchanges.Count; _exchanges.Add(new InFlightExchange(Size)); }
+        var x = _exchanges[slot];
+        Layout(sendCounts, x.Counts, x.Counts + Size, send.Length, what, "send");
+        Layout(receiveCounts, x.Counts + 2 * Size, x.Counts + 3 * Size, receive.Length, what, "receive");
+        x.Send = send.Pin();
+        x.Receive = receive.Pin();
+        x.What = what;
+        x.Busy = true;
+        x.Sequence++;
+        Start(what);
+        // An empty Memory pins to null; MPI wants a valid address even for zero bytes.
+        byte* ps = x.Send.Pointer is null ? EmptyBuffer : (byte*)x.Send.Pointer, pr = x.Receive.Pointer is null ? EmptyBuffer : (byte*)x.Receive.Pointer;
+        fixed (nint* request = &x.Request)
+            Check(MPI_Ialltoallv(ps, x.Counts, x.Counts + Size, _abi.Byte, pr, x.Counts + 2 * Size, x.Counts + 3 * Size, _abi.Byte, _comm, request), "MPI_Ialltoallv");
+        return new PendingExchange(slot, x.Sequence);
+    }
+
+    /// <inheritdoc/>
+    public void WaitExchange(PendingExchange exchange)
+    {
+        if ((uint)exchange.Slot >= (uint)_exchanges.Count || !_exchanges[exchange.Slot].Busy || _exchanges[exchange.Slot].Sequence != exchange.Sequence)
+            throw new InvalidOperationException($"WaitExchange: exchange {exchange} is not in flight (already completed, or from another group).");
+        var x = _exchanges[exchange.Slot];
+        _current = x.What;
+        fixed (nint* request = &x.Request) WaitAll(request, 1);
+        x.Send.Dispose();
+        x.Receive.Dispose();
+        x.Busy = false;
+    }
+
+    /// <inheritdoc/>
+    public void GatherToRoot(ReadOnlySpan<byte> send, Span<byte> receive, ReadOnlySpan<int> counts, string what)
+    {
+        if (counts.Length != Size || counts[Rank] != send.Length)
+            throw new ArgumentException($"{what}: counts [{string.Join(", ", counts.ToArray())}] do not give this rank's {send.Length} bytes.");
+        var displacements = stackalloc int[Size];
+        var countsCopy = stackalloc int[Size];
+        long total = 0;
+        for (int r = 0; r < Size; r++)
+        {
+            countsCopy[r] = counts[r];
+            displacements[r] = checked((int)total);
+            total += counts[r];
+        }
+        if (Rank == 0 && receive.Length < total) throw new ArgumentException($"{what}: rank 0 has room for {receive.Length} bytes of {total}.");
+        fixed (byte* ps = send)
+        fixed (byte* pr = receive)
+        {
+            nint request;
+            Start(what);
+            Check(MPI_Igatherv(ps is null ? EmptyBuffer : ps, send.Length, _abi.Byte, pr is null ? EmptyBuffer : pr, countsCopy, displacements, _abi.Byte, 0, _comm, &request), "MPI_Igatherv");
+            WaitAll(&request, 1);
+        }
+    }
+
+    /// <summary>Writes counts and their running displacements (MPI's int counts: every block and the total must stay below 2³¹ bytes).</summary>
+    private static readonly byte* EmptyBuffer = (byte*)NativeMemory.AllocZeroed(8);
+
+    private static long Layout(ReadOnlySpan<int> counts, int* target, int* displacements, int capacity, string what, string side)
+    {
+        long total = 0;
+        for (int r = 0; r < counts.Length; r++)
+        {
+            if (counts[r] < 0) throw new ArgumentException($"{what}: negative {side} count {counts[r]} for rank {r}.");
+            if (total > int.MaxValue)
+                throw new InvalidOperationException($"{what}: the {side} buffer exceeds 2 GiB, beyond MPI's int displacements; use smaller batches or more ranks.");
+            target[r] = counts[r];
+            displacements[r] = (int)total;
+            total += counts[r];
+        }
+        if (total > capacity) throw new ArgumentException($"{what}: {side} counts add up to {total} bytes but the buffer holds {capacity}.");
+        return total;
+    }
+
+    /// <summary>One in-flight MPI_Ialltoallv: its request, pinned buffers and the count arrays MPI reads until completion.</summary>
+    private sealed class InFlightExchange(int size)
+    {
+        public nint Request;
+        public System.Buffers.MemoryHandle Send, Receive;
+        public readonly int* Counts = (int*)NativeMemory.Alloc((nuint)(4 * size), sizeof(int)); // send counts, send displacements, receive counts, receive displacements
+        public string What = "";
+        public bool Busy;
+        public long Sequence;
+    }
+
+    private readonly List<InFlightExchange> _exchanges = [];
+
     /// <summary>Every rank's <paramref name="value"/>, in rank order.</summary>
     public int[] AllGatherCounts(int value, string what)
     {

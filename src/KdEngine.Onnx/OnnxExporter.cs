@@ -53,6 +53,8 @@ public static class OnnxExporter
 
     private static ProtoWriter Build(ZooModel model, int? inputColumns)
     {
+        if (model.Parameters().FirstOrDefault(p => p.Tensor.RowShard is not null) is { Tensor: not null } sharded)
+            throw new NotSupportedException($"ONNX export: table '{sharded.Name}' holds only this rank's rows (row-sharded); export the saved checkpoint instead.");
         if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
             throw new NotSupportedException(
                 $"OnnxExporter: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the ONNX graph takes one int64 id per field only.");

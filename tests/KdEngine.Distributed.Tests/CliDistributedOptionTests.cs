@@ -38,6 +38,37 @@ public sealed class CliDistributedOptionTests
         Assert.That(e.ToString(), Does.Contain("'--distributed': unknown mode 'foo' (expected none|mpi)"));
     }
 
+    [TestCase("--embedding-sharding", "columns", "'--embedding-sharding' expects replicated|row, got 'columns'.")]
+    [TestCase("--max-table-bytes-per-rank", "12Q", "'--max-table-bytes-per-rank' expects a byte count ≥ 0 (e.g. 12000000, 512M, 16G), got '12Q'.")]
+    [TestCase("--max-table-bytes-per-rank", "-5", "'--max-table-bytes-per-rank' expects a byte count ≥ 0")]
+    public void BadTableLayoutOptions_AreErrorsNamingThem(string option, string value, string message)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        Assert.That(CliApp.Run([.. TrainArgs("none"), option, value], o, e), Is.EqualTo(1));
+        Assert.That(e.ToString(), Does.Contain(message));
+    }
+
+    /// <summary>A replicated table over the budget fails before training, naming the option and how many ranks would hold it sharded.</summary>
+    [Test]
+    public void ReplicatedTablesOverTheBudget_FailNamingTheRanksThatWouldHoldThem()
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        Assert.That(CliApp.Run([.. TrainArgs("none"), "--max-table-bytes-per-rank", "1K"], o, e), Is.EqualTo(1), o.ToString());
+        Assert.That(e.ToString(), Does.Contain("more than --max-table-bytes-per-rank 1.0 KiB").And.Contain("--embedding-sharding row over at least"));
+    }
+
+    /// <summary>Row sharding in one process (a group of one) trains, reports its layout and saves an ordinary checkpoint.</summary>
+    [Test]
+    public void RowSharding_InOneProcess_TrainsAndSaves()
+    {
+        var o = new StringWriter();
+        Assert.That(CliApp.Run([.. TrainArgs("none"), "--embedding-sharding", "row", "--max-table-bytes-per-rank", "16M"], o, o), Is.EqualTo(0), o.ToString());
+        Assert.That(o.ToString(), Does.Contain("embedding tables: row-sharded over 1 rank:").And.Contain("budget 16.00 MiB").And.Contain("saved"));
+        Assert.That(CliApp.Run(["eval", "--model", Path.Combine(_dir, "none.kde"), "--data", _data], o, o), Is.EqualTo(0), o.ToString());
+    }
+
     [Test]
     public void Mpi_WithoutMpirun_TrainsAsRank0Of1()
     {

@@ -22,7 +22,7 @@ public static class Worker
     {
         if (args.Length == 0)
         {
-            Console.Error.WriteLine("KdEngine.Distributed.Tests: run with 'dotnet test'; under mpirun: collectives | train DATA OUT BATCH [ordered] | hang TIMEOUT | cli ARGS… | scaling MODEL BATCH STEPS THREADS");
+            Console.Error.WriteLine("KdEngine.Distributed.Tests: run with 'dotnet test'; under mpirun: collectives | train DATA OUT BATCH [ordered] | hang TIMEOUT | exchange | sharded DATA DIR BATCH MODE RUNS [TEACHER] | predict MODEL DATA OUT | fault DATA DIR BATCH RANK STEP | resume DATA DIR BATCH | memory VOCAB FIELDS DIM CAP [MODE] | cli ARGS… | scaling MODEL BATCH STEPS THREADS");
             return 2;
         }
         if (args[0] == "cli") return KdEngine.Cli.CliApp.Run(args[1..], Console.Out, Console.Error);
@@ -36,6 +36,12 @@ public static class Worker
                 "collectives" => Collectives(group),
                 "train" => Train(group, args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture), shuffle: args.Length < 5 || args[4] != "ordered"),
                 "hang" => Hang(group),
+                "exchange" => ShardedScenarios.Exchange(group),
+                "sharded" => ShardedScenarios.Sharded(group, args[1..]),
+                "predict" => ShardedScenarios.Predict(group, args[1..]),
+                "fault" => ShardedScenarios.Fault(group, args[1..]),
+                "resume" => ShardedScenarios.Resume(group, args[1..]),
+                "memory" => ShardedScenarios.Memory(group, args[1..]),
                 _ => throw new ArgumentException($"unknown scenario '{args[0]}'"),
             };
             group.Dispose();
@@ -121,6 +127,35 @@ public static class Worker
         // Bit-identical on every rank: rank 0's bytes are broadcast and compared.
         string mineText = Convert.ToHexString(System.Runtime.InteropServices.MemoryMarshal.AsBytes(gd.Concat(merged).Concat(go).ToArray().AsSpan()));
         Expect(g.BroadcastText(r == 0 ? mineText : null) == mineText, g, "gradients bit-identical to rank 0's");
+
+        // All-to-all of int blocks: rank r sends (100·r + p, −p) to rank p.
+        var blocks = new int[2 * n];
+        for (int p = 0; p < n; p++) { blocks[2 * p] = 100 * r + p; blocks[2 * p + 1] = -p; }
+        var got = new int[2 * n];
+        g.AllToAll(blocks, got);
+        Expect(Enumerable.Range(0, n).All(q => got[2 * q] == 100 * q + r && got[2 * q + 1] == -r), g, $"alltoall: [{string.Join(", ", got)}]");
+
+        // All-to-all of bytes with different sizes: rank r sends r + p + 1 bytes of value (r·16 + p) to rank p (some ranks
+        // send rank 0 nothing: r + 0 + 1 ≥ 1 always, so empty blocks come from the zero-length case below).
+        int Size(int from, int to) => (from + to) % 3 == 0 ? 0 : from + to + 1;
+        var sendCounts = Enumerable.Range(0, n).Select(p => Size(r, p)).ToArray();
+        var receiveCounts = Enumerable.Range(0, n).Select(q => Size(q, r)).ToArray();
+        var send = Enumerable.Range(0, n).SelectMany(p => Enumerable.Repeat((byte)(r * 16 + p), sendCounts[p])).ToArray();
+        var receive = new byte[receiveCounts.Sum()];
+        var pending = g.StartAllToAllV(send, sendCounts, receive, receiveCounts, "alltoallv (test)");
+        g.WaitExchange(pending);
+        var expectedBytes = Enumerable.Range(0, n).SelectMany(q => Enumerable.Repeat((byte)(q * 16 + r), receiveCounts[q])).ToArray();
+        Expect(receive.SequenceEqual(expectedBytes), g, $"alltoallv: [{string.Join(", ", receive)}]");
+        bool twice = false;
+        try { g.WaitExchange(pending); } catch (InvalidOperationException) { twice = true; }
+        Expect(twice, g, "waiting twice on one exchange is an error");
+
+        // Gather to rank 0: rank q sends q + 1 bytes of value q.
+        var counts = Enumerable.Range(0, n).Select(q => q + 1).ToArray();
+        var gathered = new byte[r == 0 ? counts.Sum() : 0];
+        g.GatherToRoot(Enumerable.Repeat((byte)r, r + 1).ToArray(), gathered, counts, "gather (test)");
+        if (r == 0)
+            Expect(gathered.SequenceEqual(Enumerable.Range(0, n).SelectMany(q => Enumerable.Repeat((byte)q, q + 1))), g, $"gather to root: [{string.Join(", ", gathered)}]");
 
         var stats = g.Stats;
         Expect(stats.Steps == 1 && stats.DenseBytes == 7 * sizeof(float) && stats.SparseBytesSent == 2 * (4 + 3 * 4), g, $"stats {stats}");

@@ -2,6 +2,8 @@ using System.CommandLine;
 using KdEngine.Distributed;
 using KdEngine.Distributed.Native;
 using KdEngine.Kernels.Cpu;
+using KdEngine.Pipelines;
+using KdEngine.Sharding;
 using KdEngine.Training;
 
 namespace KdEngine.Cli.Options;
@@ -27,11 +29,71 @@ internal sealed class DistributedOptions
         "seconds a rank waits for the others in one collective before the job is aborted, naming the ranks that did not answer",
         DefaultTimeoutSeconds, min: 1);
 
+    public Option<EmbeddingSharding> Sharding { get; } = CliOptions.Parsed("--embedding-sharding", "replicated|row",
+        "replicated: every rank holds every embedding table and its optimizer state (touched rows allgathered each step). " +
+        "row: rank r of N holds rows id ≡ r (mod N) of every table and their optimizer state; each step the batch's ids go to " +
+        "their owners and the rows come back (alltoall), row gradients go back to the owners; the dense part stays allreduced",
+        text => text.ToLowerInvariant() switch
+        {
+            "replicated" => EmbeddingSharding.Replicated,
+            "row" => EmbeddingSharding.Row,
+            _ => throw new CliException($"expects replicated|row, got '{text}'."),
+        },
+        () => EmbeddingSharding.Replicated);
+
+    public Option<long> MaxTableBytes { get; } = CliOptions.Parsed("--max-table-bytes-per-rank", "BYTES",
+        "budget of one rank for embedding-table weights plus their optimizer state (e.g. 12000000, 512M, 16G; K/M/G are powers " +
+        "of 1024); a layout that needs more fails before allocating, saying how many ranks would hold it (0 = no limit)",
+        ParseBytes, () => 0L);
+
+    public Option<string> InputSplit { get; } = CliOptions.Parsed("--input-split", "rows|bytes",
+        "how ranks read the data file: rows (every rank parses the whole file and keeps its rows; rank 0 fits the " +
+        "preprocessing) or bytes (each rank parses only its byte range, the preprocessing is fitted from every rank's counts, " +
+        "and the encoded rows are exchanged so each rank holds the same shard as with rows)",
+        text => text.ToLowerInvariant() is "rows" or "bytes" ? text.ToLowerInvariant() : throw new CliException($"expects rows|bytes, got '{text}'."),
+        () => "rows");
+
     public void AddTo(Command command)
     {
         command.Options.Add(Mode);
         command.Options.Add(Timeout);
+        command.Options.Add(Sharding);
+        command.Options.Add(MaxTableBytes);
+        command.Options.Add(InputSplit);
     }
+
+    /// <summary>This rank's shard of the data, read as <c>--input-split</c> says (the same shard either way).</summary>
+    public PreparedData Prepare(ParseResult parse, DataSource source, IProcessGroup group, SplitOptions split,
+        KdEngine.Data.PreprocessorOptions? preprocessing = null, KdEngine.Data.Preprocessor? fitted = null) =>
+        parse.GetValue(InputSplit) == "bytes"
+            ? ByteRangeInput.PrepareShard(source, group, split, preprocessing, fitted)
+            : CtrPipeline.PrepareShard(source, group, split, preprocessing, fitted);
+
+    /// <summary><paramref name="settings"/> with the table layout and budget options applied.</summary>
+    public TrainingSettings Apply(ParseResult parse, TrainingSettings settings) =>
+        settings with { EmbeddingSharding = parse.GetValue(Sharding), MaxTableBytesPerRank = parse.GetValue(MaxTableBytes) };
+
+    /// <summary>Bytes with an optional K, M or G suffix (powers of 1024).</summary>
+    internal static long ParseBytes(string text)
+    {
+        string t = text.Trim();
+        long unit = 1;
+        if (t.Length > 0 && char.ToUpperInvariant(t[^1]) is 'K' or 'M' or 'G')
+        {
+            unit = char.ToUpperInvariant(t[^1]) switch { 'K' => 1L << 10, 'M' => 1L << 20, _ => 1L << 30 };
+            t = t[..^1];
+        }
+        if (!long.TryParse(t, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long n) || n < 0 || n > long.MaxValue / unit)
+            throw new CliException($"expects a byte count ≥ 0 (e.g. 12000000, 512M, 16G), got '{text}'.");
+        return n * unit;
+    }
+
+    /// <summary>The line that says how this rank holds the embedding tables (rank 0's view; row-sharded ranks differ by at most a row per table).</summary>
+    public static string Describe(TablePlacement placement, IProcessGroup group) => placement.Mode == EmbeddingSharding.Row
+        ? $"embedding tables: row-sharded over {group.Size} rank{(group.Size == 1 ? "" : "s")}: {TablePlacement.Bytes(placement.TableAndOptimizerBytes)} of weights and optimizer state on rank {group.Rank} " +
+          $"(whole: {TablePlacement.Bytes(placement.FullTableAndOptimizerBytes)})" + (placement.MaxTableBytesPerRank > 0 ? $", budget {TablePlacement.Bytes(placement.MaxTableBytesPerRank)}" : "")
+        : $"embedding tables: replicated: {TablePlacement.Bytes(placement.TableAndOptimizerBytes)} of weights and optimizer state on every rank" +
+          (placement.MaxTableBytesPerRank > 0 ? $", budget {TablePlacement.Bytes(placement.MaxTableBytesPerRank)}" : "");
 
     /// <summary>
     /// Runs <paramref name="body"/> in the chosen process group with the output only rank 0 prints to;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using KdEngine.Cli.Options;
 using KdEngine.Data;
 using KdEngine.Distillation;
+using KdEngine.Models;
 using KdEngine.Pipelines;
 using KdEngine.Training;
 
@@ -88,34 +89,36 @@ internal static class DistillVerb
         }
 
         var inputs = DistillInputs.Load(teacherPaths, cachePaths);
-        var settings = training.SettingsFrom(parse, new TrainingSettings
+        var settings = distributed.Apply(parse, training.SettingsFrom(parse, new TrainingSettings
         {
             // ECKD stops early on the validation distillation loss (the KD term), as the paper does; every teacher's logits
             // (cached and external ones too) travel with the validation rows, so it can be measured there.
             Metric = method == DistillMethod.Ensemble ? StoppingMetric.DistillationLoss : StoppingMetric.Auc,
-        });
+        }));
         if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
-            var data = inputs.Prepare(parse, dataOptions, split, splitOptions, group);
+            var data = inputs.Prepare(parse, dataOptions, distributed, split, splitOptions, group);
             Report.Data(o, data, group);
+            // Every model of the run — frozen teachers, co-trained teachers, the student — gets the run's table layout.
+            var placement = settings.TablePlacement(group);
+            using var layout = placement.Use();
             var teachers = inputs.Teachers(ref data, group, external, o);
             var run = DistillPipeline.Build(method, config, data, teachers);
-            o.Line($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({run.Student.ParameterCount():N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line($"distill {DistillPipeline.Name(method)}: student {run.Student.TypeName} ({ZooModel.ParameterCount(run.Student.Config, run.Student.Fields):N0} parameters, {run.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line(DistributedOptions.Describe(placement, group));
             o.Line($"training: {settings.Describe()}");
             var outcome = o.Progress("distilling " + DistillPipeline.Name(method), (w, interactive) => CtrPipeline.Fit(run.Objective, data, settings, w, interactive, group));
             Report.Outcome(o, outcome, "student ");
             var calibration = Report.Calibrate(o, run.Student, data, parse.GetValue(training.Calibration), group, "student ");
-            if (group.Rank == 0)
+            // Every rank: rank 0 writes; with row-sharded tables the others stream their rows to it.
+            CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
             {
-                CtrPipeline.Save(output, run.Student, data.Preprocessor, data.Source, new Dictionary<string, string>
-                {
-                    ["distill.method"] = DistillPipeline.Name(method),
-                    ["distill.config"] = config.ToJson(),
-                }, calibration);
-                o.Line($"saved student {output}");
-            }
+                ["distill.method"] = DistillPipeline.Name(method),
+                ["distill.config"] = config.ToJson(),
+            }, group, calibration);
+            if (group.Rank == 0) o.Line($"saved student {output}");
             return 0;
         });
     }
@@ -148,7 +151,7 @@ internal static class DistillVerb
 /// </summary>
 internal sealed class DistillInputs
 {
-    public (string Path, KdEngine.Serving.LoadedModel Loaded)[] Models { get; private init; } = [];
+    public (string Path, (Preprocessor Preprocessor, IReadOnlyDictionary<string, string> Metadata) Loaded)[] Models { get; private init; } = [];
     public (string Path, CachedLogits Cache)[] Caches { get; private init; } = [];
     /// <summary>The teachers' shared preprocessing; null when no teacher is given.</summary>
     public Preprocessor? Preprocessor { get; private set; }
@@ -159,7 +162,7 @@ internal sealed class DistillInputs
     {
         var inputs = new DistillInputs
         {
-            Models = teacherPaths.Select(p => (p, CtrPipeline.Load(p))).ToArray(),
+            Models = teacherPaths.Select(p => (p, CtrPipeline.ReadPreprocessing(p))).ToArray(),
             Caches = cachePaths.Select(p => (p, TeacherLogitCache.Read(p))).ToArray(),
         };
         foreach (var (path, loaded) in inputs.Models) inputs.Adopt(path, loaded.Preprocessor!, loaded.Metadata);
@@ -177,12 +180,15 @@ internal sealed class DistillInputs
     }
 
     /// <summary>The data file, split, encoded with the teachers' preprocessing when there are teachers (fitted on train otherwise).</summary>
-    public PreparedData Prepare(ParseResult parse, DataOptions dataOptions, SplitOptionsGroup split, SplitOptions splitOptions, IProcessGroup group)
+    public PreparedData Prepare(ParseResult parse, DataOptions dataOptions, DistributedOptions? distributed, SplitOptionsGroup split, SplitOptions splitOptions, IProcessGroup group)
     {
-        if (Preprocessor is null) return CtrPipeline.PrepareShard(dataOptions.Source(parse), group, splitOptions, split.PreprocessingFrom(parse));
+        PreparedData Shard(DataSource source, PreprocessorOptions? options = null, Preprocessor? fitted = null) =>
+            distributed is not null ? distributed.Prepare(parse, source, group, splitOptions, options, fitted)
+                : CtrPipeline.PrepareShard(source, group, splitOptions, options, fitted);
+        if (Preprocessor is null) return Shard(dataOptions.Source(parse), split.PreprocessingFrom(parse));
         var source = _recipe is null ? dataOptions.Source(parse) with { Schema = Preprocessor.Schema }
             : DataSource.FromMetadata(parse.GetValue(dataOptions.Data)!, _recipe, Preprocessor.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges));
-        return CtrPipeline.PrepareShard(source, group, splitOptions, fitted: Preprocessor);
+        return Shard(source, fitted: Preprocessor);
     }
 
     /// <summary>
@@ -193,7 +199,8 @@ internal sealed class DistillInputs
     public List<ITeacher> Teachers(ref PreparedData data, IProcessGroup group, TeacherScoreSource[]? external = null, CliOutput? o = null)
     {
         var teachers = new List<ITeacher>();
-        foreach (var (_, loaded) in Models) teachers.Add(new ModelTeacher(loaded.Model));
+        // Teacher weights load here, inside the caller's table layout (row-sharded: each rank its rows).
+        foreach (var (path, _) in Models) teachers.Add(new ModelTeacher(CtrPipeline.Load(path).Model));
         var columns = new List<(string Name, float[] ByRecord)>();
         foreach (var (path, cache) in Caches)
         {

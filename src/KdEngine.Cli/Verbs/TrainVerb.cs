@@ -42,23 +42,24 @@ internal static class TrainVerb
             var modelConfig = ModelConfigFrom(parse, config, model, training.Seed);
             if (parse.GetValue(dropout) is { } rate) modelConfig = modelConfig with { Dropout = rate };
             if (parse.GetValue(outputL2) is { } l2) modelConfig = modelConfig with { EmbeddingOutputL2 = l2 };
-            var settings = training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model));
+            var settings = distributed.Apply(parse, training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model)));
             var source = data.Source(parse);
             return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
             {
-                var prepared = CtrPipeline.PrepareShard(source, group, split.SplitFrom(parse, settings.Seed), split.PreprocessingFrom(parse));
+                var prepared = distributed.Prepare(parse, source, group, split.SplitFrom(parse, settings.Seed), split.PreprocessingFrom(parse));
                 Report.Data(o, prepared, group);
-                var zoo = CtrPipeline.BuildModel(modelConfig, prepared.Fields);
-                o.Line($"model: {zoo.TypeName}, {zoo.ParameterCount():N0} parameters; config {modelConfig.ToJson()}");
+                var placement = settings.TablePlacement(group);
+                ZooModel zoo;
+                using (placement.Use()) zoo = CtrPipeline.BuildModel(modelConfig, prepared.Fields);
+                o.Line($"model: {zoo.TypeName}, {ZooModel.ParameterCount(modelConfig, prepared.Fields):N0} parameters; config {modelConfig.ToJson()}");
+                o.Line(DistributedOptions.Describe(placement, group));
                 o.Line($"training: {settings.Describe()}");
                 var outcome = o.Progress("training " + zoo.TypeName, (w, interactive) => CtrPipeline.Train(zoo, prepared, settings, w, interactive, group));
                 Report.Outcome(o, outcome);
                 var calibration = Report.Calibrate(o, zoo, prepared, parse.GetValue(training.Calibration), group);
-                if (group.Rank == 0)
-                {
-                    CtrPipeline.Save(outPath, zoo, prepared.Preprocessor, prepared.Source, calibration: calibration);
-                    o.Line($"saved {outPath}");
-                }
+                // Every rank: rank 0 writes; with row-sharded tables the others stream their rows to it.
+                CtrPipeline.Save(outPath, zoo, prepared.Preprocessor, prepared.Source, null, group, calibration);
+                if (group.Rank == 0) o.Line($"saved {outPath}");
                 return 0;
             });
         });

@@ -86,7 +86,7 @@ internal static class TuneVerb
             }
 
             var splitOptions = split.SplitFrom(parse, baseConfig.Training.Seed);
-            var prepared = inputs is not null ? inputs.Prepare(parse, data, split, splitOptions, SingleProcess.Instance)
+            var prepared = inputs is not null ? inputs.Prepare(parse, data, null, split, splitOptions, SingleProcess.Instance)
                 : CtrPipeline.Prepare(data.Source(parse), splitOptions, split.PreprocessingFrom(parse));
             Report.Data(o, prepared);
             // Caches travel with their rows as columns of the data, so the teachers are made before the tuner sees it.

@@ -39,6 +39,17 @@ internal static unsafe partial class MpiNative
     public static partial int MPI_Iallgatherv(void* send, int sendCount, nint sendType, void* receive, int* receiveCounts, int* displacements,
         nint receiveType, nint comm, nint* request);
 
+    [LibraryImport(Library)]
+    public static partial int MPI_Ialltoall(void* send, int sendCount, nint sendType, void* receive, int receiveCount, nint receiveType, nint comm, nint* request);
+
+    [LibraryImport(Library)]
+    public static partial int MPI_Ialltoallv(void* send, int* sendCounts, int* sendDisplacements, nint sendType,
+        void* receive, int* receiveCounts, int* receiveDisplacements, nint receiveType, nint comm, nint* request);
+
+    [LibraryImport(Library)]
+    public static partial int MPI_Igatherv(void* send, int sendCount, nint sendType, void* receive, int* receiveCounts, int* displacements,
+        nint receiveType, int root, nint comm, nint* request);
+
     [LibraryImport(Library)] public static partial int MPI_Test(nint* request, int* flag, void* status);
     [LibraryImport(Library)] public static partial int MPI_Cancel(nint* request);
     [LibraryImport(Library)] public static partial int MPI_Request_free(nint* request);

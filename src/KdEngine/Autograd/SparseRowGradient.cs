@@ -31,6 +31,13 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
     /// <summary>Number of distinct touched rows.</summary>
     public int Count => _rows.Count;
 
+    /// <summary>
+    /// For a row-sharded table: some rank's batch touched the table this step, though perhaps no row this rank owns.
+    /// The optimizer then counts a step for the table even with <see cref="Count"/> = 0 — as one process holding the
+    /// whole table would (lazy Adam's bias correction uses the table's step count). Cleared by <see cref="Clear"/>.
+    /// </summary>
+    public bool TouchedElsewhere { get; set; }
+
     /// <summary>The touched row ids in first-touch order (see <see cref="SortedRows"/> for a canonical order).</summary>
     public IReadOnlyList<int> Rows => _rows;
 
@@ -87,6 +94,7 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
     {
         _slotOfRow.Clear();
         _rows.Clear();
+        TouchedElsewhere = false;
     }
 
     private void EnsureCapacity(int length)

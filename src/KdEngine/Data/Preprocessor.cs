@@ -60,7 +60,7 @@ public sealed class EncodedRow
 }
 
 /// <summary>
-/// Maps raw records to ids, fitted on the training split only (<see cref="Fit"/>). Per field:
+/// Maps raw records to ids, fitted on the training split only (<see cref="Fit(Schema, IEnumerable{RawRecord}, PreprocessorOptions?)"/>). Per field:
 /// numeric → bucket token (<see cref="NumericBuckets.Token"/>) → vocabulary; categorical/multi → vocabulary (min-count,
 /// OOV) or stable hash buckets; dense numeric → one id scaled by the value. At serving time an unseen category (or
 /// one rarer than min-count in training) gets the OOV id 1, a missing value the missing id 0 (hashed fields hash every
@@ -107,10 +107,60 @@ public sealed class Preprocessor
         _encoders.FirstOrDefault(e => e.Name == field)?.Vocabulary;
 
     /// <summary>Fits vocabularies on <paramref name="train"/> (one streaming pass; skipped when every field is hashed or dense).</summary>
-    public static Preprocessor Fit(Schema schema, IEnumerable<RawRecord> train, PreprocessorOptions? options = null)
+    public static Preprocessor Fit(Schema schema, IEnumerable<RawRecord> train, PreprocessorOptions? options = null) =>
+        Fit(schema, CountVocabularies(schema, train, options), options);
+
+    /// <summary>
+    /// The token counts of every vocabulary field over <paramref name="records"/> (one streaming pass): the whole of
+    /// what a fit reads from the data. Counts of disjoint parts merge (<see cref="VocabularyCounts.Merge"/>), so
+    /// processes that each count their own rows fit, merged, exactly the preprocessor one process fits over all rows.
+    /// </summary>
+    public static VocabularyCounts CountVocabularies(Schema schema, IEnumerable<RawRecord> records, PreprocessorOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(schema);
-        ArgumentNullException.ThrowIfNull(train);
+        ArgumentNullException.ThrowIfNull(records);
+        var counting = Encoders(schema, options).Where(e => e.Encoding == FieldEncoding.Vocabulary).ToArray();
+        var counts = counting.Select(_ => new Dictionary<string, long>(StringComparer.Ordinal)).ToArray();
+        if (counting.Length > 0)
+        {
+            var tokens = new List<string>();
+            foreach (var r in records)
+            {
+                CheckSchema(schema, r);
+                for (int i = 0; i < counting.Length; i++)
+                {
+                    Tokens(schema, counting[i].SchemaIndex, r, tokens);
+                    foreach (var t in tokens)
+                        counts[i][t] = counts[i].TryGetValue(t, out long c) ? c + 1 : 1;
+                }
+            }
+        }
+        return new VocabularyCounts(counting.Select(e => e.Name).ToArray(), counts);
+    }
+
+    /// <summary>Fits the preprocessor from counts (<see cref="CountVocabularies"/>, possibly merged over processes).</summary>
+    public static Preprocessor Fit(Schema schema, VocabularyCounts counts, PreprocessorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        ArgumentNullException.ThrowIfNull(counts);
+        var encoders = Encoders(schema, options);
+        var counting = encoders.Where(e => e.Encoding == FieldEncoding.Vocabulary).ToArray();
+        if (!counting.Select(e => e.Name).SequenceEqual(counts.Fields))
+            throw new ArgumentException($"Preprocessor.Fit: the counts are of fields [{string.Join(", ", counts.Fields)}] but the schema's vocabulary fields are [{string.Join(", ", counting.Select(e => e.Name))}].");
+        for (int i = 0; i < counting.Length; i++)
+        {
+            // Deterministic id order: most frequent first, ties by ordinal token order.
+            var vocab = counts.Counts[i].Where(kv => kv.Value >= counting[i].MinCount)
+                .OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal)
+                .Select(kv => kv.Key).ToArray();
+            counting[i].SetVocabulary(vocab);
+        }
+        return new Preprocessor(schema, encoders);
+    }
+
+    private static Encoder[] Encoders(Schema schema, PreprocessorOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
         options ??= new PreprocessorOptions();
         if (options.MinCount < 1) throw new ArgumentOutOfRangeException(nameof(options), $"PreprocessorOptions.MinCount must be ≥ 1, got {options.MinCount}.");
         if (options.HashBuckets < 0) throw new ArgumentOutOfRangeException(nameof(options), $"PreprocessorOptions.HashBuckets must be ≥ 0, got {options.HashBuckets}.");
@@ -126,31 +176,7 @@ public sealed class Preprocessor
             else
                 encoders[i] = new Encoder(spec.Name, f, FieldEncoding.Vocabulary, 0, spec.MinCount ?? options.MinCount, null);
         }
-        var counting = encoders.Where(e => e.Encoding == FieldEncoding.Vocabulary).ToArray();
-        if (counting.Length > 0)
-        {
-            var counts = counting.Select(_ => new Dictionary<string, int>(StringComparer.Ordinal)).ToArray();
-            var tokens = new List<string>();
-            foreach (var r in train)
-            {
-                CheckSchema(schema, r);
-                for (int i = 0; i < counting.Length; i++)
-                {
-                    Tokens(schema, counting[i].SchemaIndex, r, tokens);
-                    foreach (var t in tokens)
-                        counts[i][t] = counts[i].TryGetValue(t, out int c) ? c + 1 : 1;
-                }
-            }
-            for (int i = 0; i < counting.Length; i++)
-            {
-                // Deterministic id order: most frequent first, ties by ordinal token order.
-                var vocab = counts[i].Where(kv => kv.Value >= counting[i].MinCount)
-                    .OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal)
-                    .Select(kv => kv.Key).ToArray();
-                counting[i].SetVocabulary(vocab);
-            }
-        }
-        return new Preprocessor(schema, encoders);
+        return encoders;
     }
 
     /// <summary>Encodes <paramref name="record"/> into <paramref name="row"/> (reused; allocates nothing for single-valued fields).</summary>

@@ -60,9 +60,47 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         var lines = new LineSource(reader, Options.MaxLineLength, FileName);
         Begin(lines);
         bool anyLine = lines.LinesRead > 0;
+        foreach (var record in Rows(lines)) yield return record;
+        anyLine |= RowsRead > 0 || SkippedRows > 0; // a non-blank line was read (blank lines alone are an empty file)
+        if (!anyLine) throw new DataFormatException("the file is empty", FileName);
+        if (RowsRead == 0 && SkippedRows == 0)
+            throw new DataFormatException(HasHeaderLine ? "the file has a header but no data rows" : "the file has no data rows", FileName);
+    }
+
+    /// <summary>
+    /// The rows of the lines that begin in bytes [<paramref name="start"/>, <paramref name="end"/>) of the file, which
+    /// must both be line starts (or the file's end); <paramref name="linesBefore"/> lines precede the range, so errors
+    /// name the file's own line numbers. A header, when the format has one, is read from the start of the file (and
+    /// is a row of no range). An empty range yields nothing: it is one range of many, checked as a whole by the caller.
+    /// This is the reading half of a byte-range split (each process of a data-parallel run reads only its range).
+    /// </summary>
+    public IEnumerable<RawRecord> ReadRange(long start, long end, long linesBefore)
+    {
+        if (start < 0 || end < start) throw new ArgumentOutOfRangeException(nameof(start), $"{FileName}: byte range [{start}, {end}) is not a range.");
+        SkippedRows = 0;
+        RowsRead = 0;
+        _skippedErrors.Clear();
+        if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
+        using var file = new FileStream(FilePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        if (end > file.Length) throw new ArgumentOutOfRangeException(nameof(end), $"{FileName}: byte range [{start}, {end}) ends past the file's {file.Length} bytes.");
+        if (start > 0)
+        {
+            // The header (or, without one, the first line the delimiter is detected from) is read where it is.
+            using var head = new StreamReader(new FileStream(FilePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 12), Encoding.UTF8, true, 1 << 12);
+            Begin(new LineSource(head, Options.MaxLineLength, FileName));
+        }
+        file.Position = start;
+        using var reader = new StreamReader(new BoundedStream(file, end - start), Encoding.UTF8, detectEncodingFromByteOrderMarks: start == 0, bufferSize: 1 << 16);
+        var lines = new LineSource(reader, Options.MaxLineLength, FileName, linesBefore);
+        if (start == 0 && end > 0) Begin(lines);
+        foreach (var record in Rows(lines)) yield return record;
+    }
+
+    /// <summary>The rows of <paramref name="lines"/> (after <see cref="Begin"/>), applying the bad-row policy.</summary>
+    private IEnumerable<RawRecord> Rows(LineSource lines)
+    {
         while (lines.Next(out var line))
         {
-            anyLine = true;
             RawRecord? record;
             try
             {
@@ -77,9 +115,33 @@ public abstract class RecordReader : IEnumerable<RawRecord>
             RowsRead++;
             yield return record;
         }
-        if (!anyLine) throw new DataFormatException("the file is empty", FileName);
-        if (RowsRead == 0 && SkippedRows == 0)
-            throw new DataFormatException(HasHeaderLine ? "the file has a header but no data rows" : "the file has no data rows", FileName);
+    }
+
+    /// <summary>A read-only view of the next <c>length</c> bytes of a stream (a byte range of a file).</summary>
+    private sealed class BoundedStream(Stream inner, long length) : Stream
+    {
+        private long _left = length;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            if (_left <= 0) return 0;
+            int n = inner.Read(buffer[..(int)Math.Min(buffer.Length, _left)]);
+            _left -= n;
+            return n;
+        }
+
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
@@ -135,13 +197,18 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         private string? _last;
         private bool _pushedBack;
 
-        /// <summary>Lines of <paramref name="reader"/>, each at most <paramref name="maxLineLength"/> characters; <paramref name="fileName"/> names the file in errors.</summary>
-        public LineSource(TextReader reader, int maxLineLength = ReaderOptions.DefaultMaxLineLength, string? fileName = null)
+        /// <summary>
+        /// Lines of <paramref name="reader"/>, each at most <paramref name="maxLineLength"/> characters; <paramref name="fileName"/>
+        /// names the file in errors; <paramref name="linesBefore"/> lines of the file come before the reader's first (a byte
+        /// range starting mid-file), so line numbers in errors stay the file's.
+        /// </summary>
+        public LineSource(TextReader reader, int maxLineLength = ReaderOptions.DefaultMaxLineLength, string? fileName = null, long linesBefore = 0)
         {
             if (maxLineLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLineLength), maxLineLength, "the line length limit must be ≥ 1.");
             _reader = reader;
             _maxLineLength = maxLineLength;
             _fileName = fileName;
+            LineNumber = linesBefore;
         }
 
         /// <summary>Makes the next <see cref="Next"/> return the last line again (a first line that is data, not a header).</summary>

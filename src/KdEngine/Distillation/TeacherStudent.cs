@@ -2,6 +2,7 @@ using KdEngine.Autograd;
 using KdEngine.Models;
 using KdEngine.Nn;
 using KdEngine.Ops;
+using KdEngine.Sharding;
 using KdEngine.Tensors;
 using KdEngine.Training;
 
@@ -224,7 +225,8 @@ public static class ModelProbe
         using var tape = Tape<float>.NoGrad();
         bool was = model.Training;
         model.Training = false;
-        var output = model.Forward(batch);
+        // Row-sharded tables fetch the probe's rows first (collective: every rank builds the same objective).
+        var output = model.Forward(RowSharding.PrepareForward(model, batch));
         model.Training = was;
         return output.Hidden.ToDictionary(kv => kv.Key, kv => kv.Value.Length);
     }

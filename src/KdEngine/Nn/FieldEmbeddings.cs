@@ -1,4 +1,5 @@
 using KdEngine.Ops;
+using KdEngine.Sharding;
 using KdEngine.Tensors;
 
 namespace KdEngine.Nn;
@@ -43,15 +44,21 @@ public sealed class FieldEmbeddings : Module
         _columns = columns.ToArray();
         Dim = dim;
         _tables = new Tensor<float>[fields.Count];
+        _shards = new ShardedTable?[fields.Count];
         for (int f = 0; f < fields.Count; f++)
-        {
             if (fields[f].Cardinality <= 0)
                 throw new ArgumentException($"FieldEmbeddings: field '{fields[f].Name}' has cardinality {fields[f].Cardinality}.");
-            int rows = fields[f].Cardinality;
-            var table = initStd > 0
-                ? EmbeddingTable.Create<float>(Init.NormalValues(rng, initStd, rows * dim), rows, dim)
-                : EmbeddingTable.Zeros<float>(rows, dim);
-            _tables[f] = AddParameter(fields[f].Name + ".weight", table);
+        // A placement (replicated with a memory budget, or row-sharded over ranks) decides what each table holds;
+        // without one every table is whole.
+        var tables = TablePlacement.Current is { } placement
+            ? placement.CreateTables(fields, columns, dim, initStd, rng)
+            : fields.Select(field => initStd > 0
+                ? EmbeddingTable.Create<float>(Init.NormalValues(rng, initStd, field.Cardinality * dim), field.Cardinality, dim)
+                : EmbeddingTable.Zeros<float>(field.Cardinality, dim)).ToArray();
+        for (int f = 0; f < fields.Count; f++)
+        {
+            _tables[f] = AddParameter(fields[f].Name + ".weight", tables[f]);
+            _shards[f] = tables[f].RowShard?.Table;
         }
     }
 
@@ -67,6 +74,7 @@ public sealed class FieldEmbeddings : Module
         Dim = source.Dim;
         _columns = columns.ToArray();
         _tables = new Tensor<float>[sourceFields.Count];
+        _shards = new ShardedTable?[sourceFields.Count];
         var fields = new InputField[sourceFields.Count];
         for (int i = 0; i < sourceFields.Count; i++)
         {
@@ -75,6 +83,9 @@ public sealed class FieldEmbeddings : Module
                 throw new ArgumentOutOfRangeException(nameof(sourceFields), $"FieldEmbeddings: source field {f} does not exist (source has {source.FieldCount}).");
             fields[i] = source.Fields[f];
             _tables[i] = AddParameter(fields[i].Name + ".weight", source._tables[f]);
+            _shards[i] = source._shards[f];
+            if (_shards[i] is { } shard && shard.Column != new TableColumn(fields[i].IsMultiValued, _columns[i]))
+                throw new ArgumentException($"FieldEmbeddings: the shared row-sharded table of field '{fields[i].Name}' reads {shard.Column}, not column {_columns[i]}.");
         }
         Fields = fields;
     }
@@ -90,21 +101,42 @@ public sealed class FieldEmbeddings : Module
     /// <summary>The tables [V_f, D], one per field.</summary>
     public IReadOnlyList<Tensor<float>> Tables => _tables;
 
+    /// <summary>True when the tables are row-sharded over ranks (<see cref="Tables"/> then hold this rank's rows only).</summary>
+    public bool IsSharded => _shards.Length > 0 && _shards[0] is not null;
+
+    private readonly ShardedTable?[] _shards;
+
     /// <summary>
     /// Batch → x0 [B, F, D]. Fast path: all fields single-valued and unscaled — one fused gather. Otherwise the
     /// single-valued fields are gathered (and scaled by their dense values) and each multi-valued field is
     /// pooled, then all are concatenated along the field axis in field order.
     /// </summary>
+    /// <remarks>
+    /// Row-sharded tables are read through their working sets: the batch must be the one a
+    /// <see cref="RowSharding"/> lookup returned (ids remapped to working-set rows); anything else throws.
+    /// </remarks>
     public Tensor<float> Forward(in CtrBatch batch)
     {
         _mixed ??= Fields.Any(f => f.IsMultiValued || f.ScaleByValue);
-        if (_mixed.Value) return ForwardMixed(batch);
-        return GatherSingle(batch, _tables, _columns);
+        var tables = TablesFor(batch);
+        if (_mixed.Value) return ForwardMixed(batch, tables);
+        return GatherSingle(batch, tables, _columns);
+    }
+
+    private Tensor<float>[]? _rows;
+
+    /// <summary>The tensors to read for <paramref name="batch"/>: the tables, or the working sets of sharded ones.</summary>
+    private Tensor<float>[] TablesFor(in CtrBatch batch)
+    {
+        if (!IsSharded) return _tables;
+        _rows ??= new Tensor<float>[_tables.Length];
+        for (int f = 0; f < _tables.Length; f++) _rows[f] = _shards[f]!.RowsFor(batch);
+        return _rows;
     }
 
     private bool? _mixed;
 
-    private Tensor<float> ForwardMixed(in CtrBatch batch)
+    private Tensor<float> ForwardMixed(in CtrBatch batch, Tensor<float>[] tables)
     {
         var parts = new Tensor<float>[FieldCount];
         for (int f = 0; f < FieldCount; f++)
@@ -115,11 +147,11 @@ public sealed class FieldEmbeddings : Module
                 if (batch.Bags is null || (uint)_columns[f] >= (uint)batch.Bags.Count)
                     throw new ArgumentException($"FieldEmbeddings: multi-valued field '{field.Name}' reads bag column {_columns[f]}, which the batch does not have.");
                 var bag = batch.Bags[_columns[f]];
-                var pooled = Op.EmbeddingBag(_tables[f], bag.Ids, bag.Offsets, field.Pooling); // [B, D]
+                var pooled = Op.EmbeddingBag(tables[f], bag.Ids, bag.Offsets, field.Pooling);  // [B, D]
                 parts[f] = Op.Reshape(pooled, batch.Size, 1, Dim);                             // [B, 1, D]
                 continue;
             }
-            var x = GatherSingle(batch, [_tables[f]], [_columns[f]]);                          // [B, 1, D]
+            var x = GatherSingle(batch, [tables[f]], [_columns[f]]);                           // [B, 1, D]
             if (field.ScaleByValue)
             {
                 if (batch.DenseValues.IsEmpty)

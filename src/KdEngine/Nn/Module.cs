@@ -121,6 +121,26 @@ public abstract class Module
             child.Collect(name.Length == 0 ? prefix : prefix + name + ".", result, seen);
     }
 
+    /// <summary>
+    /// Every parameter tensor of this module tree, each once, without naming them (<see cref="Parameters"/> names an
+    /// unnamed tensor after the tree it is first enumerated from, so inspecting one model of a larger objective must
+    /// not go through it).
+    /// </summary>
+    internal List<Tensor<float>> ParameterTensors()
+    {
+        var result = new List<Tensor<float>>();
+        var seen = new HashSet<Tensor<float>>(ReferenceEqualityComparer.Instance);
+        CollectTensors(result, seen);
+        return result;
+    }
+
+    private void CollectTensors(List<Tensor<float>> result, HashSet<Tensor<float>> seen)
+    {
+        foreach (var (_, t) in _parameters)
+            if (seen.Add(t)) result.Add(t);
+        foreach (var (_, child) in _children) child.CollectTensors(result, seen);
+    }
+
     /// <summary>Number of scalar weights in this module tree.</summary>
     public long ParameterCount() => Parameters().Sum(p => (long)p.Tensor.Length);
 

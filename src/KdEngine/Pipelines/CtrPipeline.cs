@@ -272,6 +272,19 @@ public static class CtrPipeline
         return logits;
     }
 
+    /// <summary>
+    /// Saves from a data-parallel run: rank 0 writes the checkpoint. Call it on every rank: with row-sharded tables the
+    /// ranks stream their rows to rank 0 (one ordinary checkpoint holding whole tables); replicated, the other ranks
+    /// return at once.
+    /// </summary>
+    public static void Save(string path, ZooModel model, Preprocessor preprocessor, DataSource source, IReadOnlyDictionary<string, string>? extra, IProcessGroup group,
+        LogitCalibration? calibration = null)
+    {
+        var meta = new Dictionary<string, string>(source.ToMetadata(), StringComparer.Ordinal);
+        if (extra is not null) foreach (var (k, v) in extra) meta[k] = v;
+        ModelCheckpoint.Save(path, model, preprocessor, meta, group, calibration);
+    }
+
     /// <summary>Loads a checkpoint that must carry its preprocessing (every checkpoint the pipeline writes does).</summary>
     public static LoadedModel Load(string path)
     {
@@ -280,6 +293,20 @@ public static class CtrPipeline
         if (loaded.Preprocessor is null)
             throw new CheckpointFormatException(path, "the checkpoint has no preprocessing, so raw data files cannot be mapped to its inputs.");
         return loaded;
+    }
+
+    /// <summary>
+    /// A checkpoint's preprocessing and metadata, from its header alone (no weight is read): what a run needs to
+    /// encode its data before it loads the model — under a row-sharded placement, every rank then loads only its rows.
+    /// </summary>
+    public static (Preprocessor Preprocessor, IReadOnlyDictionary<string, string> Metadata) ReadPreprocessing(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{Path.GetFileName(path)}: model file not found ({Path.GetFullPath(path)}).", path);
+        var header = SafeTensorsFile.ReadHeaderOnly(path);
+        if (!header.Metadata.TryGetValue(ModelCheckpoint.PreprocessingKey, out var json))
+            throw new CheckpointFormatException(path, "the checkpoint has no preprocessing, so raw data files cannot be mapped to its inputs.");
+        try { return (Preprocessor.FromJson(json, ModelCheckpoint.PreprocessingKey), header.Metadata); }
+        catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message, e); }
     }
 
     /// <summary>The data file read the way the model's training data was, encoded with its preprocessing.</summary>

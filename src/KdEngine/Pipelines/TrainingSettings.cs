@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using KdEngine.Models;
+using KdEngine.Sharding;
 using KdEngine.Tensors;
 using KdEngine.Training;
 
@@ -82,6 +83,26 @@ public sealed record TrainingSettings
     public int Seed { get; init; } = 1;
     /// <summary>Shuffle the training rows each epoch (false: file order, e.g. to compare runs row for row).</summary>
     public bool Shuffle { get; init; } = true;
+    /// <summary>Data-parallel runs: replicate every embedding table on every rank, or shard them by row over the ranks.</summary>
+    public EmbeddingSharding EmbeddingSharding { get; init; } = EmbeddingSharding.Replicated;
+    /// <summary>Budget of one rank for embedding-table weights plus their optimizer state, in bytes; 0 = no limit.</summary>
+    public long MaxTableBytesPerRank { get; init; }
+
+    /// <summary>Per-weight state buffers the configured optimizer keeps (Adam 2, Adagrad 1, SGD with momentum 1, plain SGD 0).</summary>
+    public int OptimizerSlots => Optimizer switch
+    {
+        OptimizerKind.Adam => 2,
+        OptimizerKind.Adagrad => 1,
+        _ => Momentum > 0 ? 1 : 0,
+    };
+
+    /// <summary>
+    /// The table placement for models of a run in <paramref name="group"/>: build them inside its
+    /// <see cref="TablePlacement.Use"/> scope (replicated or row-sharded tables, checked against
+    /// <see cref="MaxTableBytesPerRank"/> before they are allocated).
+    /// </summary>
+    public TablePlacement TablePlacement(IProcessGroup group) =>
+        new(EmbeddingSharding, group, MaxTableBytesPerRank, OptimizerSlots);
 
     /// <summary>
     /// The defaults for a model kind (docs/results.md, "Defaults"): logistic regression trains with FTRL; a model with a
@@ -124,6 +145,7 @@ public sealed record TrainingSettings
         if (!(GuardBand >= 0)) throw new ConfigException($"{source}: guardBand = {GuardBand}; expected ≥ 0.");
         if (!(PlateauFactor > 0 && PlateauFactor <= 1)) throw new ConfigException($"{source}: plateauFactor = {PlateauFactor}; expected 0 < factor ≤ 1 (1 = off).");
         if (PlateauPatience < 1) throw new ConfigException($"{source}: plateauPatience = {PlateauPatience}; expected ≥ 1.");
+        if (MaxTableBytesPerRank < 0) throw new ConfigException($"{source}: maxTableBytesPerRank = {MaxTableBytesPerRank}; expected ≥ 0 (0 = no limit).");
     }
 
     /// <summary>The settings as JSON (camelCase, as <see cref="ParseStrict{T}"/> reads them).</summary>

@@ -2,6 +2,8 @@ using System.Text.Json;
 using KdEngine.Data;
 using KdEngine.Models;
 using KdEngine.Nn;
+using KdEngine.Sharding;
+using KdEngine.Training;
 
 namespace KdEngine.Serving;
 
@@ -45,6 +47,36 @@ public static class ModelCheckpoint
     public static void Save(string path, ZooModel model, Preprocessor? preprocessor = null, IReadOnlyDictionary<string, string>? extra = null,
         KdEngine.Metrics.LogitCalibration? calibration = null)
     {
+        if (RowSharding.Of(model) is { } sharding)
+            throw new InvalidOperationException($"{path}: the model's tables are row-sharded over {sharding.Group.Size} rank(s); save it with the collective " +
+                "ModelCheckpoint.Save(path, model, preprocessor, extra, group) on every rank, which gathers the rows into one file.");
+        var metadata = Metadata(model, preprocessor, extra, calibration);
+        var tensors = model.Parameters().Select(p => NamedArray.Float32(p.Name, p.Tensor.ToArray(), p.Tensor.Shape.ToArray()));
+        SafeTensorsFile.Write(path, tensors, metadata);
+    }
+
+    /// <summary>
+    /// Saves from a data-parallel run: rank 0 writes. Replicated tables: only rank 0 needs to call it (other ranks'
+    /// calls return at once). Row-sharded tables: collective — every rank calls it and streams its rows to rank 0,
+    /// which writes one ordinary checkpoint, holding whole tables, that one process or any number of ranks loads.
+    /// </summary>
+    public static void Save(string path, ZooModel model, Preprocessor? preprocessor, IReadOnlyDictionary<string, string>? extra, IProcessGroup group,
+        KdEngine.Metrics.LogitCalibration? calibration = null)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        if (RowSharding.Of(model) is null)
+        {
+            if (group.Rank == 0) Save(path, model, preprocessor, extra, calibration);
+            return;
+        }
+        var tensors = model.Parameters()
+            .Select(p => new SavedTensor(p.Name, ShardedFiles.GlobalShape(p.Tensor), ShardedFiles.LocalValues(p.Tensor), p.Tensor.RowShard)).ToArray();
+        ShardedFiles.Write(path, group, tensors, Metadata(model, preprocessor, extra, calibration));
+    }
+
+    private static Dictionary<string, string> Metadata(ZooModel model, Preprocessor? preprocessor, IReadOnlyDictionary<string, string>? extra,
+        KdEngine.Metrics.LogitCalibration? calibration)
+    {
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             [TypeKey] = ModelType,
@@ -60,8 +92,7 @@ public static class ModelCheckpoint
                 if (metadata.ContainsKey(k)) throw new ArgumentException($"checkpoint metadata key '{k}' is reserved.");
                 metadata[k] = v;
             }
-        var tensors = model.Parameters().Select(p => NamedArray.Float32(p.Name, p.Tensor.ToArray(), p.Tensor.Shape.ToArray()));
-        SafeTensorsFile.Write(path, tensors, metadata);
+        return metadata;
     }
 
     /// <summary>
@@ -93,14 +124,63 @@ public static class ModelCheckpoint
     }
 
     /// <summary>
-    /// Reads a checkpoint written by <see cref="Save"/>: rebuilds the model from its config and fields and loads every
+    /// Reads a checkpoint written by <see cref="Save(string, ZooModel, Preprocessor?, IReadOnlyDictionary{string, string}?)"/>: rebuilds the model from its config and fields and loads every
     /// parameter. A missing, truncated or mismatched file is a <see cref="CheckpointFormatException"/> naming the file and
     /// the tensor or key.
     /// </summary>
+    /// <remarks>
+    /// Inside a row-sharded <see cref="TablePlacement"/> (e.g. a frozen teacher of a sharded distillation run) the
+    /// model is built with this rank's rows of each table only, and the file is streamed, keeping those rows: no rank
+    /// holds a whole table. Every rank of the placement's group calls it (rank 0 verifies the data digest for all).
+    /// </remarks>
     public static LoadedModel Load(string path)
     {
+        if (TablePlacement.Current is { Mode: EmbeddingSharding.Row } placement) return LoadSharded(path, placement.Sharding!);
         var content = SafeTensorsFile.Read(path);
-        var meta = content.Metadata;
+        var (model, preprocessor, absent) = Build(path, content.Metadata, content.Header);
+        foreach (var p in model.Parameters())
+        {
+            if (absent.Contains(p.Name)) p.Tensor.Backend.Fill(p.Tensor.Storage, 0f);
+            else p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);
+        }
+        model.Training = false;
+        return new LoadedModel(model, preprocessor, content.Metadata, CalibrationOf(path, content.Metadata));
+    }
+
+    private static LoadedModel LoadSharded(string path, RowSharding sharding)
+    {
+        var header = SafeTensorsFile.ReadHeaderOnly(path);
+        var (model, preprocessor, absent) = Build(path, header.Metadata, header);
+        foreach (var p in model.Parameters())
+        {
+            if (absent.Contains(p.Name)) continue;
+            if (!header.TryGet(p.Name, out var entry) || entry.DType != TensorDType.F32 || !entry.Shape.SequenceEqual(ShardedFiles.GlobalShape(p.Tensor)))
+                throw new CheckpointFormatException(path, $"tensor '{p.Name}' is not F32 {NamedArray.FormatShape(ShardedFiles.GlobalShape(p.Tensor))}.");
+        }
+        ShardedFiles.VerifyOnRoot(header, sharding.Group);
+        foreach (var p in model.Parameters())
+        {
+            if (absent.Contains(p.Name)) p.Tensor.Backend.Fill(p.Tensor.Storage, 0f);
+            else ShardedFiles.Read(header, p.Name, p.Tensor);
+        }
+        model.Training = false;
+        return new LoadedModel(model, preprocessor, header.Metadata, CalibrationOf(path, header.Metadata));
+    }
+
+    /// <summary>The post-hoc calibration in the metadata (null when none was fitted).</summary>
+    private static KdEngine.Metrics.LogitCalibration? CalibrationOf(string path, IReadOnlyDictionary<string, string> meta)
+    {
+        if (!meta.TryGetValue(CalibrationKey, out var cal)) return null;
+        try { return KdEngine.Metrics.LogitCalibration.FromJson(cal); }
+        catch (Exception e) when (e is FormatException or JsonException)
+        {
+            throw new CheckpointFormatException(path, $"metadata '{CalibrationKey}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>Checks the description in the metadata against the tensors the header lists, then builds the (untrained) model.</summary>
+    private static (ZooModel Model, Preprocessor? Preprocessor, string[] Absent) Build(string path, IReadOnlyDictionary<string, string> meta, SafeTensorsHeader header)
+    {
         string Need(string key) => meta.TryGetValue(key, out var v) ? v
             : throw new CheckpointFormatException(path, $"metadata key '{key}' is missing; this is not a KdEngine model checkpoint.");
         if (Need(TypeKey) != ModelType)
@@ -150,10 +230,10 @@ public static class ModelCheckpoint
         // as many weights as the file holds. A checkpoint is untrusted, so a header that claims a huge vocabulary
         // or DNN must fail here, bounded by the file's own size, and a config of another model kind
         // (e.g. xdeepfm over a dnn's tensors) is named as such.
-        long fileWeights = content.Names.Sum(n => content.Header.TryGet(n, out var e) ? e.ElementCount : 0);
+        long fileWeights = header.Tensors.Sum(e => e.ElementCount);
         // Tensors a part gained after older checkpoints were written (the DNN's output bias) may be absent: zero.
-        var absent = ZooModel.AbsentInOlderCheckpoints(config.Model).Where(t => !content.Contains(t.Name)).ToArray();
-        long configWeights = ZooModel.ParameterCount(config, fields) - absent.Sum(t => t.Weights);
+        var absent = ZooModel.AbsentInOlderCheckpoints(config.Model).Where(t => !header.TryGet(t.Name, out _)).Select(t => t.Name).ToArray();
+        long configWeights = ZooModel.ParameterCount(config, fields) - ZooModel.AbsentInOlderCheckpoints(config.Model).Where(t => absent.Contains(t.Name)).Sum(t => t.Weights);
         if (configWeights != fileWeights)
             throw new CheckpointFormatException(path,
                 $"the config ({config.Model}, embeddingDim {config.EmbeddingDim}, {fields.Length} fields) describes {configWeights} weights but the file holds {fileWeights}; "
@@ -167,30 +247,12 @@ public static class ModelCheckpoint
         }
         var expected = model.Parameters();
         var names = new HashSet<string>(expected.Select(p => p.Name), StringComparer.Ordinal);
-        foreach (var name in content.Names)
-            if (!names.Contains(name))
-                throw new CheckpointFormatException(path, $"tensor '{name}' does not belong to a {config.Model} model with this config.");
+        foreach (var entry in header.Tensors)
+            if (!names.Contains(entry.Name))
+                throw new CheckpointFormatException(path, $"tensor '{entry.Name}' does not belong to a {config.Model} model with this config.");
         foreach (var p in expected)
-        {
-            if (!content.Contains(p.Name) && absent.Any(t => t.Name == p.Name))
-            {
-                p.Tensor.Backend.Fill(p.Tensor.Storage, 0f);
-                continue;
-            }
-            if (!content.Contains(p.Name))
-                throw new CheckpointFormatException(path, $"tensor '{p.Name}' {p.Tensor.Shape} is missing.");
-            p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);
-        }
-        KdEngine.Metrics.LogitCalibration? calibration = null;
-        if (meta.TryGetValue(CalibrationKey, out var cal))
-        {
-            try { calibration = KdEngine.Metrics.LogitCalibration.FromJson(cal); }
-            catch (Exception e) when (e is FormatException or JsonException)
-            {
-                throw new CheckpointFormatException(path, $"metadata '{CalibrationKey}': {e.Message}", e);
-            }
-        }
-        model.Training = false;
-        return new LoadedModel(model, preprocessor, meta, calibration);
+            if (!header.TryGet(p.Name, out _) && !absent.Contains(p.Name))
+                throw new CheckpointFormatException(path, $"tensor '{p.Name}' {NamedArray.FormatShape(ShardedFiles.GlobalShape(p.Tensor))} is missing.");
+        return (model, preprocessor, absent);
     }
 }

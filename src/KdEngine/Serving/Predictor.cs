@@ -46,6 +46,9 @@ public sealed class Predictor
     public Predictor(ZooModel model, Preprocessor? preprocessor = null, KdEngine.Metrics.LogitCalibration? calibration = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        if (model.ParameterTensors().FirstOrDefault(t => t.RowShard is not null) is { } sharded)
+            throw new NotSupportedException(
+                $"Predictor: table {sharded.Describe()} holds only this rank's rows (row-sharded over {sharded.RowShard!.Size} ranks); save the model (rows are gathered into one file) and compile the loaded checkpoint.");
         if (model.Fields.FirstOrDefault(x => x.IsMultiValued || x.ScaleByValue) is { } unsupported)
             throw new NotSupportedException(
                 $"Predictor: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the compiled predictor takes single-valued id fields only — score such a model with ZooModel.Forward under Tape<float>.NoGrad().");
@@ -88,7 +91,7 @@ public sealed class Predictor
         _prefetch = prefetch.ToArray();
     }
 
-    /// <summary>Loads a checkpoint written by <see cref="ModelCheckpoint.Save"/> (with its preprocessing, when saved).</summary>
+    /// <summary>Loads a checkpoint written by <see cref="ModelCheckpoint.Save(string, Models.ZooModel, Data.Preprocessor?, IReadOnlyDictionary{string, string}?)"/> (with its preprocessing, when saved).</summary>
     public static Predictor Load(string path)
     {
         var loaded = ModelCheckpoint.Load(path);

@@ -20,7 +20,7 @@ namespace KdEngine.Serving;
 /// then renamed over the target). Reading treats the file as untrusted: every structural property is checked from
 /// the header before any tensor memory is allocated, and the result is either fully validated or an exception.
 /// </remarks>
-public static class SafeTensorsFile
+public static partial class SafeTensorsFile
 {
     /// <summary>Largest accepted header, as in the reference implementation.</summary>
     public const long MaxHeaderBytes = 100_000_000;
@@ -95,7 +95,7 @@ public static class SafeTensorsFile
         meta[FormatVersionKey] = FormatVersion;
         meta[HeaderSha256Key] = new string('0', DigestHexLength);
 
-        byte[] prefix = BuildPrefix(list, meta, out int digestOffset);
+        byte[] prefix = BuildPrefix(list.Select(t => new HeaderEntry(t.Name, t.DType, t.Shape, t.ByteLength)).ToList(), meta, out int digestOffset);
         byte[] headerDigest = SHA256.HashData(prefix);
         Encoding.ASCII.GetBytes(Convert.ToHexStringLower(headerDigest), prefix.AsSpan(digestOffset, DigestHexLength));
 
@@ -123,11 +123,13 @@ public static class SafeTensorsFile
         }
     }
 
+    private readonly record struct HeaderEntry(string Name, TensorDType DType, IReadOnlyList<int> Shape, long ByteLength);
+
     /// <summary>
     /// The 8-byte length and the padded JSON header. <paramref name="digestOffset"/> is the file offset of the 64
     /// placeholder digits of <see cref="HeaderSha256Key"/>.
     /// </summary>
-    private static byte[] BuildPrefix(List<NamedArray> list, SortedDictionary<string, string> meta, out int digestOffset)
+    private static byte[] BuildPrefix(List<HeaderEntry> list, SortedDictionary<string, string> meta, out int digestOffset)
     {
         var buffer = new ArrayBufferWriter<byte>();
         digestOffset = -1;

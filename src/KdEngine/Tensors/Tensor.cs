@@ -71,6 +71,12 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     /// </summary>
     public bool HasSparseGradient { get; init; }
 
+    /// <summary>
+    /// For an embedding table row-sharded over several processes: which rows of the whole table this tensor holds
+    /// (its <see cref="Shape"/> is [local rows, width]). Null for an ordinary tensor.
+    /// </summary>
+    public RowShard? RowShard { get; init; }
+
     /// <summary>The dense gradient accumulated by <see cref="Tape{T}.Backward"/>; null until a gradient arrives.</summary>
     public Tensor<T>? Grad
     {

@@ -46,7 +46,38 @@ public interface IProcessGroup
 
     /// <summary>Rank 0's <paramref name="text"/> on every rank (other ranks' arguments are ignored and may be null).</summary>
     string BroadcastText(string? text);
+
+    /// <summary>
+    /// Personalised exchange of fixed-size int blocks: with k = send.Length / Size, block p of <paramref name="send"/>
+    /// (k ints) goes to rank p, and block q of <paramref name="receive"/> is what rank q sent to this one.
+    /// </summary>
+    void AllToAll(ReadOnlySpan<int> send, Span<int> receive);
+
+    /// <summary>
+    /// Starts a personalised exchange of bytes (MPI_Alltoallv): the first <paramref name="sendCounts"/>[0] bytes of
+    /// <paramref name="send"/> go to rank 0, the next <paramref name="sendCounts"/>[1] to rank 1, …; what rank q sends
+    /// to this rank lands in <paramref name="receive"/> after the blocks of ranks 0..q−1, <paramref name="receiveCounts"/>[q]
+    /// bytes. Counts must agree pairwise (usually exchanged first with <see cref="AllToAll"/>). Both memories must stay
+    /// alive and untouched until <see cref="WaitExchange"/> returns; <paramref name="what"/> names the exchange in a
+    /// timeout message. Computation may run meanwhile (e.g. the next batch's ids travel during this batch's step).
+    /// </summary>
+    PendingExchange StartAllToAllV(ReadOnlyMemory<byte> send, ReadOnlySpan<int> sendCounts, Memory<byte> receive, ReadOnlySpan<int> receiveCounts, string what);
+
+    /// <summary>Completes an exchange begun by <see cref="StartAllToAllV"/> (with the group's deadline).</summary>
+    void WaitExchange(PendingExchange exchange);
+
+    /// <summary>
+    /// Gathers bytes to rank 0: rank q sends <paramref name="counts"/>[q] bytes (its whole <paramref name="send"/>), and
+    /// rank 0 receives every rank's bytes in rank order into <paramref name="receive"/> (other ranks pass an empty span).
+    /// Every rank passes the same counts.
+    /// </summary>
+    void GatherToRoot(ReadOnlySpan<byte> send, Span<byte> receive, ReadOnlySpan<int> counts, string what);
 }
+
+/// <summary>An exchange started by <see cref="IProcessGroup.StartAllToAllV"/>, to complete with <see cref="IProcessGroup.WaitExchange"/>.</summary>
+/// <param name="Slot">The group's in-flight slot (reused, so steady-state exchanges allocate nothing).</param>
+/// <param name="Sequence">Which use of that slot (a stale or repeated wait is an error, not a silent no-op).</param>
+public readonly record struct PendingExchange(int Slot, long Sequence);
 
 /// <summary>One process training alone: rank 0 of 1.</summary>
 public sealed class SingleProcess : IProcessGroup
@@ -72,6 +103,33 @@ public sealed class SingleProcess : IProcessGroup
     public float[] AllGatherInterleaved(ReadOnlySpan<float> local) => local.ToArray();
     /// <inheritdoc/>
     public string BroadcastText(string? text) => text ?? throw new ArgumentNullException(nameof(text), "BroadcastText: rank 0 must give the text.");
+
+    /// <inheritdoc/>
+    public void AllToAll(ReadOnlySpan<int> send, Span<int> receive)
+    {
+        if (receive.Length != send.Length) throw new ArgumentException($"AllToAll: {send.Length} ints sent but room for {receive.Length} received.");
+        send.CopyTo(receive);
+    }
+
+    /// <inheritdoc/>
+    public PendingExchange StartAllToAllV(ReadOnlyMemory<byte> send, ReadOnlySpan<int> sendCounts, Memory<byte> receive, ReadOnlySpan<int> receiveCounts, string what)
+    {
+        if (sendCounts.Length != 1 || receiveCounts.Length != 1 || sendCounts[0] != receiveCounts[0] || send.Length < sendCounts[0] || receive.Length < receiveCounts[0])
+            throw new ArgumentException($"{what}: one process sends {(sendCounts.Length == 1 ? sendCounts[0] : -1)} bytes to itself but expects {(receiveCounts.Length == 1 ? receiveCounts[0] : -1)}, or a buffer is too small.");
+        send.Span[..sendCounts[0]].CopyTo(receive.Span);
+        return new PendingExchange(0, 0);
+    }
+
+    /// <inheritdoc/>
+    public void WaitExchange(PendingExchange exchange) { }
+
+    /// <inheritdoc/>
+    public void GatherToRoot(ReadOnlySpan<byte> send, Span<byte> receive, ReadOnlySpan<int> counts, string what)
+    {
+        if (counts.Length != 1 || counts[0] != send.Length || receive.Length < send.Length)
+            throw new ArgumentException($"{what}: counts [{string.Join(", ", counts.ToArray())}] do not describe one process's {send.Length} bytes.");
+        send.CopyTo(receive);
+    }
 }
 
 /// <summary>The round-robin shard of rows that a rank of a group owns: positions p with p mod Size = Rank.</summary>

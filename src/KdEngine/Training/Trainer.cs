@@ -4,6 +4,7 @@ using KdEngine.Data;
 using KdEngine.Metrics;
 using KdEngine.Models;
 using KdEngine.Nn;
+using KdEngine.Sharding;
 using KdEngine.Tensors;
 
 namespace KdEngine.Training;
@@ -179,7 +180,9 @@ public sealed class Trainer
     /// </summary>
     public TrainingReport Resume(string path, IObjective objective, IOptimizer optimizer, EncodedDataset train, EncodedDataset? validation)
     {
-        var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer);
+        var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer, _group);
+        // The file holds the loss terms per step (see SaveCheckpoint): here each step has one term per rank, all on rank 0.
+        (position.LossSum, position.LossCount) = _group.Rank == 0 ? (position.LossSum * _group.Size, position.LossCount * _group.Size) : (0, 0);
         return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, position);
     }
 
@@ -195,7 +198,8 @@ public sealed class Trainer
         long totalSteps = stepsPerEpoch * o.Epochs;
         long examples = 0;
         var lastReport = TimeSpan.Zero;
-        var scratch = new BatchScratch();
+        var scratches = new[] { new BatchScratch(), new BatchScratch() }; // two: with lookahead, the next batch is copied before this one is done
+        int scratch = 0;
         var auxiliary = new List<Tensor<float>>();
         var stopping = o.NewEarlyStopping();
         stopping.State = state.Stopping;
@@ -204,9 +208,20 @@ public sealed class Trainer
         float baseRate = optimizer.LearningRate;
         using var tape = new Tape<float>();
         bool parallel = _group.Size > 1;
+
+        // Row-sharded tables (Sharding.RowSharding): each rank holds its rows of every table. They are fetched for each
+        // batch before the forward and their gradients sent to their owners after the backward; only the replicated
+        // (dense) parameters are broadcast and allreduced.
+        var sharding = RowSharding.Of(objective.Trainable) ?? RowSharding.Of(objective.Predictor);
+        if (sharding is not null && sharding.Group.Size != _group.Size)
+            throw new InvalidOperationException($"Trainer: the tables are row-sharded over {sharding.Group.Size} rank(s) but the trainer's group has {_group.Size}.");
+        var replicated = sharding is null ? parameters : parameters.Where(p => p.Tensor.RowShard is null).ToArray();
+        var owned = new HashSet<Tensor<float>>(parameters.Where(p => p.Tensor.RowShard is not null).Select(p => p.Tensor), ReferenceEqualityComparer.Instance);
+        var plan = sharding?.PlanForAll();
+        bool lookahead = sharding is { Prefetch: true };
         if (parallel)
         {
-            _group.BroadcastParameters(parameters);
+            _group.BroadcastParameters(replicated);
             optimizer.ReloadDeviceParameters();
         }
 
@@ -216,16 +231,42 @@ public sealed class Trainer
             int skip = epoch == state.Epoch ? state.BatchInEpoch : 0; // batches a resumed epoch already trained on
             state.Epoch = epoch;
             state.BatchInEpoch = 0;
-            foreach (var batch in batchesOfEpoch(epoch))
+            int pulled = 0;
+            using var batches = batchesOfEpoch(epoch).GetEnumerator();
+
+            // The next batch to train on, copied (the source reuses its views) and, with sharded tables, its lookup
+            // begun; false at the end of the epoch (or of the steps every rank can take).
+            bool Pull(out CtrBatch next, out RowLookup? lookup)
             {
-                if (parallel && state.BatchInEpoch >= stepsPerEpoch) break; // another rank's shard has no batch left
-                if (state.BatchInEpoch < skip) { state.BatchInEpoch++; continue; }
+                next = default;
+                lookup = null;
+                while (true)
+                {
+                    if (parallel && pulled >= stepsPerEpoch) return false; // another rank's shard has no batch left
+                    if (!batches.MoveNext()) return false;
+                    pulled++;
+                    if (pulled <= skip) { state.BatchInEpoch++; continue; }
+                    scratch ^= 1;
+                    next = scratches[scratch].From(batches.Current);
+                    if (sharding is not null) lookup = sharding.BeginLookup(next, plan!);
+                    return true;
+                }
+            }
+
+            bool have = Pull(out var upcoming, out var upcomingLookup);
+            while (have)
+            {
+                var ctr = upcoming;
+                var lookup = upcomingLookup;
+                if (lookup is not null) ctr = sharding!.CompleteLookup(lookup);
+                // With lookahead the next batch's ids travel to their owners while this batch computes; its rows are
+                // fetched only after this step's update (they change in it).
+                have = lookahead && Pull(out upcoming, out upcomingLookup);
                 long step = state.Step;
                 tape.Reset();
                 if (optimizer.SchedulesLearningRate && (o.Schedule is not null || state.LearningRateScale != 1))
                     optimizer.LearningRate = (float)((o.Schedule?.LearningRate(step) ?? baseRate) * state.LearningRateScale);
                 objective.Trainable.RandomStep = step;
-                var ctr = scratch.From(batch);
                 Tensor<float> loss;
                 try { loss = objective.Loss(ctr, step, null); }
                 catch (ArgumentException e) when (e.Data.Contains(Ops.OpChecks.NonFiniteKey) || FirstNonFinite(parameters) is not null)
@@ -244,22 +285,28 @@ public sealed class Trainer
                 objective.Trainable.TakeAuxiliaryLosses(auxiliary);
                 foreach (var term in auxiliary) loss = Ops.Op.Add(loss, term);
                 tape.Backward(loss);
-                if (parallel) _group.AverageGradients(parameters, batch.Size);
+                if (lookup is not null) sharding!.PushGradients(lookup, owned);
+                if (parallel) _group.AverageGradients(replicated, ctr.Size);
                 CheckGradients(parameters, step);
                 optimizer.Step();
                 state.Step = ++step;
                 state.BatchInEpoch++;
                 state.LossSum += value; state.LossCount++;
-                examples += (long)batch.Size * _group.Size;
+                examples += (long)ctr.Size * _group.Size;
                 if (_progress is not null && (stopwatch.Elapsed - lastReport).TotalSeconds >= (_interactive ? 0.2 : 5))
                 {
                     lastReport = stopwatch.Elapsed;
                     Report(step, totalSteps, examples, state.LossSum / state.LossCount, stopwatch.Elapsed);
                 }
                 bool validateNow = validation is not null && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
-                if (validateNow && Validate(step, epoch)) { stoppedEarly = true; break; }
-                if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0 && _group.Rank == 0)
-                    TrainingCheckpoint.Save(o.CheckpointPath!, o, parameters, optimizer, state);
+                if (validateNow && Validate(step, epoch))
+                {
+                    stoppedEarly = true;
+                    if (have && upcomingLookup is not null) sharding!.CancelLookup(upcomingLookup); // every rank stops here
+                    break;
+                }
+                if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0) SaveCheckpoint(parameters, optimizer, state, sharding is not null);
+                if (!lookahead) have = Pull(out upcoming, out upcomingLookup);
             }
             // Every epoch ends with a validation, unless one just ran at this very step.
             bool validatedHere = history.Count > 0 && history[^1].Step == state.Step;
@@ -323,6 +370,32 @@ public sealed class Trainer
             o.OnValidation?.Invoke(point);
             if (d.Stop) stopReason = stopping.StopReason();
             return d.Stop;
+        }
+    }
+
+    /// <summary>
+    /// Writes a training checkpoint. Replicated: rank 0 holds everything and writes alone. Sharded: every rank sends its
+    /// rows to rank 0. The training-loss sum and count since the last validation are per rank (one term per rank and
+    /// step); the file holds them per step — summed over the ranks and divided by their number — so a resume on any
+    /// rank count can scale them back (see <see cref="Resume"/>) and report the next validation as an uninterrupted run would.
+    /// </summary>
+    private void SaveCheckpoint(IReadOnlyList<NamedParameter> parameters, IOptimizer optimizer, TrainerPosition state, bool sharded)
+    {
+        double localSum = state.LossSum;
+        int localCount = state.LossCount;
+        if (_group.Size > 1)
+        {
+            Span<double> loss = [state.LossSum, state.LossCount];
+            _group.AllReduceSum(loss);
+            (state.LossSum, state.LossCount) = (loss[0] / _group.Size, (int)(loss[1] / _group.Size));
+        }
+        try
+        {
+            if (_group.Rank == 0 || sharded) TrainingCheckpoint.Save(_options.CheckpointPath!, _options, parameters, optimizer, state, _group);
+        }
+        finally
+        {
+            (state.LossSum, state.LossCount) = (localSum, localCount);
         }
     }
 
@@ -391,32 +464,70 @@ public sealed class Trainer
     public static (EvaluationResult Result, float[] Logits) Evaluate(CtrModel model, EncodedDataset shard, int batchSize, IProcessGroup? group)
     {
         if (group is null || group.Size == 1) return Evaluate(model, shard, batchSize);
+        if (RowSharding.Of(model) is { } sharding && sharding.Group.Size != group.Size)
+            throw new InvalidOperationException($"Evaluate: the model's tables are row-sharded over {sharding.Group.Size} rank(s) but the group has {group.Size}.");
         var local = Evaluate(model, shard, batchSize).Logits;
         var logits = group.AllGatherInterleaved(local);
         var labels = group.AllGatherInterleaved(shard.Labels);
         return (CtrMetrics.EvaluateLogits(logits, labels), logits);
     }
 
-    /// <summary>Scores a dataset with a model (no tape, evaluation mode) and computes AUC/logloss/calibration.</summary>
+    /// <summary>
+    /// Scores a dataset with a model (no tape, evaluation mode) and computes AUC/logloss/calibration. A model with
+    /// row-sharded tables is scored collectively: every rank of its sharding calls this with its own rows (the ranks'
+    /// lookups are matched batch for batch), and each gets the metrics of its own rows.
+    /// </summary>
     public static (EvaluationResult Result, float[] Logits) Evaluate(CtrModel model, EncodedDataset data, int batchSize = 1024)
     {
         bool was = model.Training;
         model.Training = false;
         var logits = new float[data.Count];
+        var sharding = RowSharding.Of(model);
+        var plan = sharding?.PlanFor(RowSharding.TablesOf(model));
+        ForEachBatch(data, batchSize, sharding, plan, (batch, offset) =>
+        {
+            var z = model.Forward(batch).Logits;
+            z.Backend.Download(z.Storage, logits.AsSpan(offset, batch.Size)); // backend-neutral: a device copies once per batch
+        });
+        model.Training = was;
+        return (CtrMetrics.EvaluateLogits(logits, data.Labels), logits);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> over the batches of <paramref name="data"/> on a no-grad tape (reset per batch),
+    /// with the batch's offset in the data. With row-sharded tables each batch is looked up first, and every rank
+    /// takes as many lookups as the rank with the most batches (an empty batch when it has run out).
+    /// </summary>
+    private static void ForEachBatch(EncodedDataset data, int batchSize, RowSharding? sharding, LookupPlan? plan, Action<CtrBatch, int> body)
+    {
         var scratch = new BatchScratch();
         int offset = 0;
-        using (var tape = Tape<float>.NoGrad())
+        using var tape = Tape<float>.NoGrad();
+        if (sharding is null)
         {
             foreach (var batch in data.Batches(batchSize))
             {
                 tape.Reset();
-                var z = model.Forward(scratch.From(batch)).Logits;
-                z.Backend.Download(z.Storage, logits.AsSpan(offset, batch.Size)); // backend-neutral: a device copies once per batch
+                body(scratch.From(batch), offset);
                 offset += batch.Size;
             }
+            return;
         }
-        model.Training = was;
-        return (CtrMetrics.EvaluateLogits(logits, data.Labels), logits);
+        long local = (data.Count + batchSize - 1) / batchSize;
+        long rounds = -sharding.Group.AllReduceMin(-local);
+        using var batches = data.Batches(batchSize).GetEnumerator();
+        var empty = new CtrBatch(0, data.FieldCount, ReadOnlyMemory<int>.Empty, ReadOnlyMemory<float>.Empty);
+        for (long r = 0; r < rounds; r++)
+        {
+            tape.Reset();
+            if (r < local && batches.MoveNext())
+            {
+                var batch = sharding.Lookup(scratch.From(batches.Current), plan!);
+                body(batch, offset);
+                offset += batch.Size;
+            }
+            else sharding.Lookup(empty, plan!);
+        }
     }
 
     /// <summary>The name under which distillation objectives report their KD term (see <see cref="StoppingMetric.DistillationLoss"/>).</summary>
@@ -460,16 +571,12 @@ public sealed class Trainer
         objective.Trainable.Training = false;
         double sum = 0;
         long n = 0;
-        var scratch = new BatchScratch();
-        using (var tape = Tape<float>.NoGrad())
+        var sharding = RowSharding.Of(objective.Trainable) ?? RowSharding.Of(objective.Predictor);
+        ForEachBatch(data, batchSize, sharding, sharding?.PlanForAll(), (batch, _) =>
         {
-            foreach (var batch in data.Batches(batchSize))
-            {
-                tape.Reset();
-                sum += objective.Loss(scratch.From(batch), long.MaxValue, null).Item() * batch.Size;
-                n += batch.Size;
-            }
-        }
+            sum += objective.Loss(batch, long.MaxValue, null).Item() * batch.Size;
+            n += batch.Size;
+        });
         objective.Trainable.Training = was;
         Span<double> total = [sum, n];
         group?.AllReduceSum(total);

@@ -228,6 +228,30 @@ public abstract class Optimizer : IOptimizer
         }
     }
 
+    /// <summary>Per-weight state buffers of the rule (Adam 2, Adagrad 1, SGD 0 or 1): the optimizer holds this many extra copies of each parameter.</summary>
+    public int SlotCount => _slotNames.Length;
+
+    /// <summary>The names of the state slots, in constructor order (checkpoint entries are <c>{parameter}.{slot}</c>).</summary>
+    internal IReadOnlyList<string> SlotNames => _slotNames;
+
+    /// <summary>The key of parameter <paramref name="index"/> in exported state (its name, or <c>param{i}</c>).</summary>
+    internal string Key(int index) => _keys[index];
+
+    /// <summary>The live state buffer of a slot for a parameter (for streamed checkpoints, which must not copy a table-sized buffer).</summary>
+    internal float[] StateBuffer(int slot, int index) => _state[slot][index];
+
+    /// <summary>Sets the step counts (streamed checkpoints restore state buffers in place and these alongside).</summary>
+    internal void RestoreStepCounts(long step, ReadOnlySpan<long> parameterSteps)
+    {
+        if (parameterSteps.Length != _parameters.Length) throw new ArgumentException($"{GetType().Name}: {parameterSteps.Length} step counts for {_parameters.Length} parameters.");
+        StepCount = step;
+        parameterSteps.CopyTo(_parameterSteps);
+    }
+
+    internal static float[] EncodeStepCount(long step) => EncodeStep(step);
+
+    internal long DecodeStepCount(float[] data, string name) => DecodeStep(data, name);
+
     /// <summary>Number of completed <see cref="Step"/> calls.</summary>
     public long StepCount { get; private set; }
 
@@ -366,7 +390,8 @@ public abstract class Optimizer : IOptimizer
         _tableClock[i] = after; // the rule may read it (FTRL's step-scaled λ); rows below still catch up to `before` first
         DecayKeep = rowClock is not null ? Keep(_embeddingDecay, i) : 1f;
         int count = rows.Count;
-        if (count > 0)
+        // A row-sharded table another rank touched counts the step here too, as one process would (Adam's bias correction).
+        if (count > 0 || _parameters[i].SparseGrad is { TouchedElsewhere: true })
         {
             _parameterSteps[i]++;
             BeginParameter(i, _parameterSteps[i]);
@@ -457,6 +482,9 @@ public abstract class Optimizer : IOptimizer
     protected double TableClock(int index) => _tableClock[index];
 
     /// <summary>Starts or stops deferring rows for each table according to <see cref="DefersRows"/>.</summary>
+    /// <summary>Whether some table's row updates are deferred (row clocks are part of the state).</summary>
+    internal bool DefersAnyRows => _rowClock.Any(c => c is not null);
+
     protected void RefreshDeferral()
     {
         for (int i = 0; i < _parameters.Length; i++)
@@ -752,7 +780,8 @@ public abstract class Optimizer : IOptimizer
     /// <summary>Σ g² over every dense gradient and every touched sparse row (after <see cref="BeginStep"/>).</summary>
     internal double SumOfSquaredGradients()
     {
-        double total = 0;
+        double total = 0, sharded = 0;
+        Sharding.RowSharding? sharding = null;
         for (int i = 0; i < _parameters.Length; i++)
         {
             var p = _parameters[i];
@@ -760,10 +789,21 @@ public abstract class Optimizer : IOptimizer
             {
                 var grad = p.SparseGrad;
                 var order = _rowOrder[i];
+                double sum = 0;
                 for (int k = 0; k < _rowCount[i]; k++)
-                    total += UpdateKernels.SumOfSquares(grad!.Row((int)(order[k] & 0xFFFFFFFF)));
+                    sum += UpdateKernels.SumOfSquares(grad!.Row((int)(order[k] & 0xFFFFFFFF)));
+                if (p.RowShard?.Table is { } table) { sharded += sum; sharding = table.Sharding; }
+                else total += sum;
             }
             else if (p.Grad is { } g) total += UpdateKernels.SumOfSquares(DenseGradient(i, g));
+        }
+        // A row-sharded table's rows are spread over the ranks (each rank holds its own), while dense gradients are
+        // the same on every rank after their allreduce: the norm adds the shards' sums over the ranks.
+        if (sharding is not null)
+        {
+            Span<double> shards = [sharded];
+            sharding.Group.AllReduceSum(shards);
+            total += shards[0];
         }
         return total;
     }
