@@ -15,8 +15,8 @@ public interface IParallelWork
 
 /// <summary>
 /// The CPU backend's thread setting and its low-overhead parallel loop: persistent background worker
-/// threads that spin briefly and then sleep, an index counter claimed with compare-and-swap, and no
-/// allocation per call. Work items are numbered; which thread runs an item never changes what the item
+/// threads that poll for <see cref="SpinMicroseconds"/> and then sleep, an index counter claimed with
+/// compare-and-swap, and no allocation per call. Work items are numbered; which thread runs an item never changes what the item
 /// computes, so a kernel that partitions its output by item index is deterministic for any thread count.
 /// </summary>
 /// <remarks>
@@ -27,6 +27,39 @@ public interface IParallelWork
 public static class CpuParallel
 {
     private static int _threadCount = Environment.ProcessorCount;
+    private static long _spinTicks = System.Diagnostics.Stopwatch.Frequency / 10_000; // 100 µs
+
+    /// <summary>
+    /// How long an idle worker keeps polling for the next loop before it parks on a monitor (default 100 µs). A parked
+    /// worker takes tens of microseconds to wake; a model's inference issues one loop per pass with only short serial
+    /// gaps between them, and a serving loop calls back to back, so within this window a loop starts on a polling
+    /// worker. The spin is pause instructions only (no yields: a yield on a busy machine gives the core away for a
+    /// whole time slice). 0 parks at once.
+    /// </summary>
+    public static int SpinMicroseconds
+    {
+        get => (int)(Volatile.Read(ref _spinTicks) * 1_000_000 / System.Diagnostics.Stopwatch.Frequency);
+        set
+        {
+            if (value < 0 || value > 1_000_000)
+                throw new ArgumentOutOfRangeException(nameof(value), value, "CpuParallel.SpinMicroseconds must be in [0, 1,000,000].");
+            Volatile.Write(ref _spinTicks, (long)value * System.Diagnostics.Stopwatch.Frequency / 1_000_000);
+        }
+    }
+
+    /// <summary>
+    /// Item <paramref name="index"/>'s share [start, end) of <paramref name="total"/> units split into
+    /// <paramref name="parts"/> contiguous parts whose boundaries are multiples of <paramref name="align"/> (the last
+    /// part takes the remainder). A static split: it depends only on its arguments, never on timing, so a kernel that
+    /// writes each unit from one part gives the same bits whichever thread runs which part.
+    /// </summary>
+    public static (int Start, int End) Range(int total, int parts, int index, int align = 1)
+    {
+        int units = (total + align - 1) / align;
+        int start = (int)((long)units * index / parts) * align;
+        int end = (int)((long)units * (index + 1) / parts) * align;
+        return (Math.Min(start, total), Math.Min(end, total));
+    }
 
     /// <summary>Threads a CPU kernel may use (the caller included). Default: all cores. Must be ≥ 1.</summary>
     public static int ThreadCount
@@ -100,6 +133,10 @@ public static class CpuParallel
                 Monitor.PulseAll(Gate);
             }
             RunItems(_generation, work, count);
+            // The caller's own items are done; the workers' finish about now: poll before blocking.
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + Volatile.Read(ref _spinTicks);
+            while (Volatile.Read(ref _remaining) != 0 && System.Diagnostics.Stopwatch.GetTimestamp() < until)
+                Thread.SpinWait(20);
             Done.Wait();
             _work = null;
             _failure?.Throw();
@@ -152,10 +189,11 @@ public static class CpuParallel
         lock (Gate) seen = _generation;
         while (true)
         {
-            // Spin a little first: GEMM issues loops back to back (pack B, then compute), and a sleeping
-            // thread takes tens of microseconds to wake.
-            var spinner = new SpinWait();
-            for (int s = 0; s < 100 && Volatile.Read(ref _generation) == seen; s++) spinner.SpinOnce(-1);
+            // Poll first (see SpinMicroseconds): GEMM issues loops back to back (pack B, then compute), inference one
+            // per pass, and a parked thread takes tens of microseconds to wake.
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + Volatile.Read(ref _spinTicks);
+            while (Volatile.Read(ref _generation) == seen && System.Diagnostics.Stopwatch.GetTimestamp() < until)
+                Thread.SpinWait(20);
             IParallelWork? work;
             int count, generation;
             lock (Gate)
