@@ -10,4 +10,9 @@ if (args is ["sgemm-probe", ..])
     KdEngine.Benchmarks.SgemmProbe.Run(args[1..]);
     return;
 }
+if (args is ["compare-reports", ..])
+{
+    KdEngine.Benchmarks.CompareReports.Run(args[1..]);
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
