@@ -4,30 +4,55 @@ using KdEngine.Nn;
 namespace KdEngine.Serving;
 
 /// <summary>
-/// A compiled <see cref="Mlp"/> for the stages that run one (DNN, DCN, DCN-V2): each layer's weight transposed to
-/// [in, out] (the GEMM's B operand, read in place) with its bias; evaluation semantics (no dropout).
-/// <see cref="Run"/> computes y [rows, out] = act(x [rows, in] · Wᵀ + b) layer by layer, one SGEMM per layer over all
-/// rows, ping-ponging between two [rows, <see cref="MaxWidth"/>] halves of the caller's scratch.
+/// A compiled <see cref="Mlp"/> for the stages that run one (DNN, DCN, DCN-V2): each layer's weight in the layout its
+/// product reads, with its bias; evaluation semantics (no dropout). <see cref="Run"/> computes
+/// y [rows, out] = act(x [rows, in] · Wᵀ + b) layer by layer, one product per layer over all rows, ping-ponging between
+/// two [rows, <see cref="MaxWidth"/>] halves of the caller's scratch. The weights are held in the layout's
+/// <see cref="ServingPrecision.DenseWeights"/>:
+/// <list type="bullet">
+/// <item>float32: transposed to [in, out], the SGEMM's B operand read in place;</item>
+/// <item>bfloat16: transposed to [in, out] as bf16 (<see cref="Bf16Gemm"/>: widened as read; with the same row rule as
+/// float32, since above 16 rows it widens and runs the SGEMM);</item>
+/// <item>int8: per output channel (<see cref="Int8Gemm"/>; exact integer sums, so a row's result never depends on the
+/// batch it is in).</item>
+/// </list>
 /// </summary>
 internal sealed class DenseStack
 {
     private readonly Layer[] _layers;
     private readonly Activation _activation;
+    private readonly WeightFormat _format;
 
-    public DenseStack(Mlp mlp)
+    public DenseStack(Mlp mlp, PlanLayout layout)
     {
         _activation = mlp.ActivationKind;
+        _format = layout.Precision.DenseWeights;
         _layers = new Layer[mlp.Depth];
         for (int i = 0; i < _layers.Length; i++)
         {
             var linear = mlp.Layers[i];
             int inF = linear.InFeatures, outF = linear.OutFeatures;
-            var w = linear.Weight.ToArray();                                  // [out, in]
-            var wt = new float[w.Length];                                     // [in, out]
-            for (int o = 0; o < outF; o++)
-                for (int k = 0; k < inF; k++) wt[k * outF + o] = w[o * inF + k];
-            _layers[i] = new Layer(inF, outF, wt, linear.Bias!.ToArray());
+            float[]? wt = null;
+            ushort[]? wtBf16 = null;
+            Int8Weights? q = null;
+            if (_format == WeightFormat.Int8) q = layout.Int8For(linear.Weight, outF, inF);
+            else
+            {
+                var w = linear.Weight.ToArray();                              // [out, in]
+                wt = new float[w.Length];                                     // [in, out]
+                for (int o = 0; o < outF; o++)
+                    for (int k = 0; k < inF; k++) wt[k * outF + o] = w[o * inF + k];
+                if (_format == WeightFormat.BFloat16)
+                {
+                    wtBf16 = new ushort[wt.Length];
+                    Bf16.FromFloat(wt, wtBf16);
+                    wt = null;
+                }
+            }
+            _layers[i] = new Layer(inF, outF, wt, wtBf16, q, linear.Bias!.ToArray());
             MaxWidth = Math.Max(MaxWidth, outF);
+            MacsPerRow += (long)inF * outF;
+            WeightBytes += q?.Bytes ?? (long)inF * outF * (wtBf16 is null ? 4 : 2);
         }
         InFeatures = _layers[0].In;
         OutFeatures = _layers[^1].Out;
@@ -36,6 +61,18 @@ internal sealed class DenseStack
     public int InFeatures { get; }
     public int OutFeatures { get; }
     public int MaxWidth { get; }
+
+    /// <summary>Multiply-adds per sample (Σ in·out).</summary>
+    public long MacsPerRow { get; }
+
+    /// <summary>Bytes of weight matrices read per call (biases excluded).</summary>
+    public long WeightBytes { get; }
+
+    /// <summary>Bytes of every weight held: the matrices in their serving format and the float32 biases.</summary>
+    public long HeldBytes => WeightBytes + 4L * _layers.Sum(l => (long)l.Bias.Length);
+
+    /// <summary>Float32 and bf16 products change a row's bits with the row count only across m = 16; int8 never does.</summary>
+    public RangeRule RangeRuleFor(int rows) => _format == WeightFormat.Int8 ? RangeRule.Any : RangeRule.SgemmRows(rows);
 
     public long ScratchFloats(int rows) => 2L * rows * MaxWidth;
 
@@ -50,14 +87,16 @@ internal sealed class DenseStack
         {
             var layer = _layers[i];
             y = (i % 2 == 0 ? ping : pong).Slice(0, rows * layer.Out);        // y [rows, out]
-            for (int b = 0; b < rows; b++) layer.Bias.CopyTo(y.Slice(b * layer.Out, layer.Out));
+            InferenceKernels.FillRows(y, layer.Out, layer.Bias, 0, rows);
             // y [rows, out] = x [rows, in] · Wᵀ [in, out] + bias (pre-filled, beta = 1)
-            Sgemm.Multiply(false, false, rows, layer.Out, layer.In, 1f, input, layer.WeightT, 1f, y);
+            if (layer.WeightT is { } wt) Sgemm.Multiply(false, false, rows, layer.Out, layer.In, 1f, input, wt, 1f, y);
+            else if (layer.WeightTBf16 is { } wb) Bf16Gemm.Multiply(rows, layer.Out, layer.In, input, wb, y, accumulate: true);
+            else Int8Gemm.Multiply(input, rows, layer.Int8!, y, accumulate: true);
             InferenceStage.Activate(y, _activation);
             input = y;
         }
         return y;
     }
 
-    private sealed record Layer(int In, int Out, float[] WeightT, float[] Bias);
+    private sealed record Layer(int In, int Out, float[]? WeightT, ushort[]? WeightTBf16, Int8Weights? Int8, float[] Bias);
 }

@@ -5,8 +5,18 @@ using KdEngine.Nn;
 
 namespace KdEngine.Serving;
 
-/// <summary>A model loaded from a checkpoint, with the preprocessing it was trained with (null when saved without).</summary>
-public sealed record LoadedModel(ZooModel Model, Preprocessor? Preprocessor, IReadOnlyDictionary<string, string> Metadata);
+/// <summary>A model loaded from a checkpoint, with the preprocessing it was trained with (null when saved without). A
+/// checkpoint written with a serving precision also gives that <see cref="Precision"/> and, for int8, the stored integers
+/// and scales (<see cref="StoredInt8"/>) that <see cref="Predictor.Load"/> serves as they are; <see cref="Model"/> holds
+/// the dequantised weights (what the quantised layers compute with, up to the activations' own rounding).</summary>
+public sealed record LoadedModel(ZooModel Model, Preprocessor? Preprocessor, IReadOnlyDictionary<string, string> Metadata)
+{
+    /// <summary>The serving precision the checkpoint was written in (float32 for a plain checkpoint).</summary>
+    public ServingPrecision Precision { get; init; } = ServingPrecision.Float32;
+
+    /// <summary>The int8 weights as stored (null unless the checkpoint holds I8 tensors).</summary>
+    public StoredInt8Weights? StoredInt8 { get; init; }
+}
 
 /// <summary>
 /// One file holds a model, its config, its input fields and its fitted preprocessing: a safetensors file
@@ -23,9 +33,25 @@ public static class ModelCheckpoint
     public const string ColumnsKey = "model.columns";
     public const string PreprocessingKey = "preprocessing";
     public const string ModelType = "kdengine.zoo";
+    /// <summary>Metadata key of a checkpoint written with a serving precision (<see cref="ServingPrecision.ToString"/>).</summary>
+    public const string PrecisionKey = "serving.precision";
+    /// <summary>Suffix of the per-output-channel scales [out] stored beside an I8 weight [out, in].</summary>
+    public const string ScaleSuffix = "_scale";
 
     public static void Save(string path, ZooModel model, Preprocessor? preprocessor = null, IReadOnlyDictionary<string, string>? extra = null)
+        => Save(path, model, preprocessor, extra, precision: null);
+
+    /// <summary>
+    /// Writes the checkpoint. With a <paramref name="precision"/> other than float32, the serving matrices
+    /// (<see cref="Models.Parts.ModelPart.ServingMatrices"/>: DNN and CIN layers) are stored as I8 [out, in] with F32
+    /// scales <c>{name}_scale</c> [out], or as BF16, and the embedding tables as BF16 when asked; every other tensor stays
+    /// F32; the metadata records <see cref="PrecisionKey"/>. Loading such a file gives the dequantised model, and
+    /// <see cref="Predictor.Load"/> serves the stored values exactly.
+    /// </summary>
+    public static void Save(string path, ZooModel model, Preprocessor? preprocessor, IReadOnlyDictionary<string, string>? extra, ServingPrecision? precision)
     {
+        precision ??= ServingPrecision.Float32;
+        precision.Validate();
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             [TypeKey] = ModelType,
@@ -40,7 +66,38 @@ public static class ModelCheckpoint
                 if (metadata.ContainsKey(k)) throw new ArgumentException($"checkpoint metadata key '{k}' is reserved.");
                 metadata[k] = v;
             }
-        var tensors = model.Parameters().Select(p => NamedArray.Float32(p.Name, p.Tensor.ToArray(), p.Tensor.Shape.ToArray()));
+        if (!precision.IsFloat32)
+        {
+            if (metadata.ContainsKey(PrecisionKey)) throw new ArgumentException($"checkpoint metadata key '{PrecisionKey}' is reserved.");
+            metadata[PrecisionKey] = precision.ToString();
+        }
+        var matrices = new HashSet<Tensors.Tensor<float>>(model.Parts.SelectMany(part => part.ServingMatrices), ReferenceEqualityComparer.Instance);
+        var tables = new HashSet<Tensors.Tensor<float>>(model.Embedding?.Tables ?? [], ReferenceEqualityComparer.Instance);
+        var tensors = new List<NamedArray>();
+        foreach (var p in model.Parameters())
+        {
+            int[] shape = p.Tensor.Shape.ToArray();
+            var format = matrices.Contains(p.Tensor) ? precision.DenseWeights
+                : tables.Contains(p.Tensor) ? precision.Embeddings : WeightFormat.Float32;
+            var values = p.Tensor.ToArray();
+            switch (format)
+            {
+                case WeightFormat.Int8:
+                    // W [out, in] per output channel: q = round(W / s), s = max |W_row| / 127 (Int8Weights.Quantize).
+                    var q = Kernels.Cpu.Int8Weights.Quantize(values, shape[0], values.Length / shape[0]);
+                    tensors.Add(NamedArray.Int8(p.Name, q.Values.ToArray(), shape));
+                    tensors.Add(NamedArray.Float32(p.Name + ScaleSuffix, (float[])q.Scales.Clone(), shape[0]));
+                    break;
+                case WeightFormat.BFloat16:
+                    var bf = new ushort[values.Length];
+                    Kernels.Cpu.Bf16.FromFloat(values, bf);
+                    tensors.Add(NamedArray.BFloat16(p.Name, bf, shape));
+                    break;
+                default:
+                    tensors.Add(NamedArray.Float32(p.Name, values, shape));
+                    break;
+            }
+        }
         SafeTensorsFile.Write(path, tensors, metadata);
     }
 
@@ -125,7 +182,16 @@ public static class ModelCheckpoint
         // as many weights as the file holds. A checkpoint is untrusted, so a header that claims a huge vocabulary
         // or DNN must fail here, bounded by the file's own size, and a config of another model kind
         // (e.g. xdeepfm over a dnn's tensors) is named as such.
-        long fileWeights = content.Names.Sum(n => content.Header.TryGet(n, out var e) ? e.ElementCount : 0);
+        ServingPrecision precision = ServingPrecision.Float32;
+        if (meta.TryGetValue(PrecisionKey, out var precisionText))
+        {
+            try { precision = ServingPrecision.Parse(precisionText); }
+            catch (FormatException e) { throw new CheckpointFormatException(path, $"metadata '{PrecisionKey}': {e.Message}"); }
+        }
+        // An I8 weight's scales ride beside it; they are not model weights.
+        bool IsScaleOfInt8(string n) => n.EndsWith(ScaleSuffix, StringComparison.Ordinal)
+            && content.Header.TryGet(n[..^ScaleSuffix.Length], out var w) && w.DType == TensorDType.I8;
+        long fileWeights = content.Names.Where(n => !IsScaleOfInt8(n)).Sum(n => content.Header.TryGet(n, out var e) ? e.ElementCount : 0);
         long configWeights = ZooModel.ParameterCount(config, fields);
         if (configWeights != fileWeights)
             throw new CheckpointFormatException(path,
@@ -141,15 +207,46 @@ public static class ModelCheckpoint
         var expected = model.Parameters();
         var names = new HashSet<string>(expected.Select(p => p.Name), StringComparer.Ordinal);
         foreach (var name in content.Names)
-            if (!names.Contains(name))
+            if (!names.Contains(name) && !IsScaleOfInt8(name))
                 throw new CheckpointFormatException(path, $"tensor '{name}' does not belong to a {config.Model} model with this config.");
+        StoredInt8Weights? stored = null;
         foreach (var p in expected)
         {
             if (!content.Contains(p.Name))
                 throw new CheckpointFormatException(path, $"tensor '{p.Name}' {p.Tensor.Shape} is missing.");
-            p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);
+            int[] shape = p.Tensor.Shape.ToArray();
+            switch (content.DTypeOf(p.Name))
+            {
+                case TensorDType.BF16:
+                    var bf = content.GetBFloat16(p.Name, shape);
+                    var widened = new float[bf.Length];
+                    Kernels.Cpu.Bf16.ToFloat(bf, widened);
+                    p.Tensor.Backend.Upload(widened, p.Tensor.Storage);
+                    break;
+                case TensorDType.I8:
+                    var q = ReadInt8(path, content, p.Name, shape);
+                    p.Tensor.Backend.Upload(q.Dequantize(), p.Tensor.Storage);
+                    (stored ??= new StoredInt8Weights()).Add(p.Tensor, q);
+                    break;
+                default:
+                    p.Tensor.Backend.Upload(content.GetFloat32(p.Name, shape), p.Tensor.Storage);
+                    break;
+            }
         }
         model.Training = false;
-        return new LoadedModel(model, preprocessor, meta);
+        return new LoadedModel(model, preprocessor, meta) { Precision = precision, StoredInt8 = stored };
+    }
+
+    /// <summary>An I8 weight [out, in] and its scales <c>{name}_scale</c> F32 [out], checked (scales finite and ≥ 0, no −128).</summary>
+    private static Kernels.Cpu.Int8Weights ReadInt8(string path, SafeTensorsContent content, string name, int[] shape)
+    {
+        if (shape.Length != 2)
+            throw new CheckpointFormatException(path, $"tensor '{name}' is I8 but has shape {NamedArray.FormatShape(shape)}; int8 weights are matrices [out, in].");
+        var values = content.GetInt8(name, shape);
+        if (!content.Contains(name + ScaleSuffix))
+            throw new CheckpointFormatException(path, $"tensor '{name}' is I8 but its scales '{name}{ScaleSuffix}' [{shape[0]}] are missing.");
+        var scales = content.GetFloat32(name + ScaleSuffix, [shape[0]]);
+        try { return Kernels.Cpu.Int8Weights.FromQuantized(values, scales, shape[0], shape[1]); }
+        catch (ArgumentException e) { throw new CheckpointFormatException(path, $"tensor '{name}': {e.Message}"); }
     }
 }
