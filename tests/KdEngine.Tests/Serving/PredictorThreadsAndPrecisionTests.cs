@@ -342,3 +342,40 @@ public class PredictorThreadsAndPrecisionTests
         return copy;
     }
 }
+
+/// <summary>
+/// Quantised serving on trained models, small: the full measurement (teacher and every method's student, Criteo sample and
+/// synthetic data, bound |Δ AUC| ≤ 0.0005) is the serving-tradeoff benchmark in docs/serving.md; here a WDL and an xDeepFM
+/// trained briefly on the Criteo sample must keep their validation AUC within 0.002 in int8 and bf16.
+/// </summary>
+[NonParallelizable]
+public class QuantisedServingAccuracyTests
+{
+    [TestCase(ModelKind.Wdl)]
+    [TestCase(ModelKind.XDeepFm)]
+    public void Int8_and_bf16_keep_a_trained_models_auc(ModelKind kind)
+    {
+        var prepared = KdEngine.Pipelines.CtrPipeline.Prepare(
+            new KdEngine.Pipelines.DataSource(KdEngine.Data.DataPaths.FindCriteoSample()) { Format = KdEngine.Pipelines.DataFormat.Criteo },
+            new KdEngine.Pipelines.SplitOptions(), new KdEngine.Data.PreprocessorOptions { MinCount = 2 });
+        var (fields, columns, _) = ModelInputs.From(prepared.Preprocessor.FeatureSpace);
+        var config = new ModelConfig { Model = kind, EmbeddingDim = 8, Dnn = [64, 32], Cin = [12, 12], Seed = 3 };
+        var model = new ZooModel(config, fields, columns);
+        var objective = new KdEngine.Training.SupervisedObjective(model);
+        var adam = new KdEngine.Training.Adam(objective.Trainable.Parameters().Select(p => p.Tensor), 3e-3f);
+        new KdEngine.Training.Trainer(new KdEngine.Training.TrainerOptions { Epochs = 1, BatchSize = 256, Seed = 3 })
+            .Fit(objective, adam, prepared.Train, prepared.Validation);
+        model.Training = false;
+        var valid = prepared.Validation;
+        double Auc(ServingPrecision precision)
+        {
+            var logits = new float[valid.Count];
+            new Predictor(model, precision: precision).Predict(valid.Ids, logits);
+            return KdEngine.Metrics.CtrMetrics.Auc(logits, valid.Labels);
+        }
+        double fp32 = Auc(ServingPrecision.Float32);
+        Assert.That(fp32, Is.GreaterThan(0.65), "the model learned something (chance is 0.5)");
+        foreach (var precision in new[] { ServingPrecision.Int8, ServingPrecision.BFloat16 })
+            Assert.That(Math.Abs(Auc(precision) - fp32), Is.LessThanOrEqualTo(0.002), $"{kind} {precision}");
+    }
+}
