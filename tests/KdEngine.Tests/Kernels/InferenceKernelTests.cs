@@ -160,6 +160,50 @@ public unsafe class InferenceKernelTests
             Assert.That(all[b], Is.EqualTo(b + x.Skip(b * width).Take(width).Zip(w, (p, q) => (double)p * q).Sum()).Within(1e-4));
     }
 
+    private sealed class ThreadRecorder(int count) : IParallelWork
+    {
+        public readonly int[] Thread = new int[count];
+        public readonly int[] Hits = new int[count];
+        public int ThrowAt = -1;
+        public void Execute(int index)
+        {
+            Hits[index]++;
+            Thread[index] = Environment.CurrentManagedThreadId;
+            System.Threading.Thread.SpinWait(2000);
+            if (index == ThrowAt) throw new InvalidOperationException($"item {index}");
+        }
+    }
+
+    [Test]
+    public void Pinned_loops_run_each_item_once_on_the_same_thread_every_call()
+    {
+        int saved = CpuParallel.ThreadCount;
+        CpuParallel.ThreadCount = 2;
+        try
+        {
+            int[]? first = null;
+            for (int call = 0; call < 30; call++)
+            {
+                var work = new ThreadRecorder(5);
+                CpuParallel.ForPinned(5, work);
+                Assert.That(work.Hits, Is.All.EqualTo(1));
+                Assert.That(work.Thread[0], Is.EqualTo(Environment.CurrentManagedThreadId), "item 0 runs on the caller");
+                Assert.That(work.Thread[2], Is.EqualTo(work.Thread[0]), "items 0, 2, 4 share the caller");
+                Assert.That(work.Thread[3], Is.EqualTo(work.Thread[1]), "items 1, 3 share the worker");
+                first ??= work.Thread;
+                Assert.That(work.Thread, Is.EqualTo(first), $"call {call}: the same threads as the first call");
+            }
+            Assert.That(first![1], Is.Not.EqualTo(first[0]), "two threads took part");
+            var failing = new ThreadRecorder(4) { ThrowAt = 3 };
+            Assert.That(Assert.Throws<InvalidOperationException>(() => CpuParallel.ForPinned(4, failing))!.Message, Is.EqualTo("item 3"));
+            Assert.That(failing.Hits, Is.All.EqualTo(1), "the loop drains even when an item fails");
+        }
+        finally
+        {
+            CpuParallel.ThreadCount = saved;
+        }
+    }
+
     [Test]
     public void Static_ranges_cover_every_unit_once_on_aligned_boundaries()
     {

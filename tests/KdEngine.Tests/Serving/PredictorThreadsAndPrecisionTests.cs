@@ -313,15 +313,18 @@ public class PredictorThreadsAndPrecisionTests
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 20; i++) predictor.Predict(ids, output, probabilities: i % 2 == 0);
         Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero, "calling thread");
-        // Workers too (process-wide count; a window may catch a one-off runtime allocation, a per-call one shows in all).
+        // Workers too. The count is process-wide, so the test host's own threads add a few hundred bytes now and then
+        // (measured: 168 B in a window of 20 calls, with or without the predictor); an allocation per call on any thread
+        // is at least one 24-byte object per call, so the quietest of four windows of 50 calls must stay below 50 × 24 B.
+        const int calls = 50;
         long least = long.MaxValue;
-        for (int window = 0; window < 3 && least != 0; window++)
+        for (int window = 0; window < 4 && least != 0; window++)
         {
             long total = GC.GetTotalAllocatedBytes(precise: true);
-            for (int i = 0; i < 20; i++) predictor.Predict(ids, output);
+            for (int i = 0; i < calls; i++) predictor.Predict(ids, output);
             least = Math.Min(least, GC.GetTotalAllocatedBytes(precise: true) - total);
         }
-        Assert.That(least, Is.Zero, "all threads");
+        Assert.That(least, Is.LessThan(calls * 24), "all threads: less than one object per call");
     }
 
     [Test]

@@ -51,7 +51,7 @@ public static unsafe class Bf16
         int i = 0;
         if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
             for (; i <= n - 16; i += 16) Widen16(s + i).Store(d + i);
-        else if (Avx2.IsSupported)
+        if (Avx2.IsSupported)
             for (; i <= n - 8; i += 8) Widen8(s + i).Store(d + i);
         for (; i < n; i++) d[i] = ToFloat(s[i]);
     }

@@ -81,6 +81,7 @@ public static class CpuParallel
     private static IParallelWork? _work;
     private static int _count;
     private static int _participants;               // workers with id < this take part in the current loop
+    private static bool _pinned;                    // the current loop's items are assigned to threads (ForPinned)
     private static int _generation;                 // bumped per loop, read by workers under Gate
     private static long _ticket;                    // (generation << 32) | next index; claimed by CAS
     private static int _remaining;                  // items not yet finished
@@ -105,7 +106,18 @@ public static class CpuParallel
     /// is one of them) and returns when all have finished. Allocation-free once the workers exist.
     /// An exception from an item is rethrown here after the loop has drained.
     /// </summary>
-    public static void For(int count, IParallelWork work)
+    public static void For(int count, IParallelWork work) => Run(count, work, pinned: false);
+
+    /// <summary>
+    /// As <see cref="For"/>, but item i always runs on the same thread: the caller runs items 0, T, 2T …, worker w
+    /// items w + 1, w + 1 + T … (T = min(<see cref="ThreadCount"/>, count)). For loops whose items keep per-thread state
+    /// warm between calls (a range of a batch and the scratch its thread's kernels grew for it): after one call, every
+    /// thread has met its items. No stealing, so a descheduled worker delays the loop (use <see cref="For"/> where items
+    /// are small and many). When the workers are busy the caller runs every item, in order.
+    /// </summary>
+    public static void ForPinned(int count, IParallelWork work) => Run(count, work, pinned: true);
+
+    private static void Run(int count, IParallelWork work, bool pinned)
     {
         ArgumentNullException.ThrowIfNull(work);
         if (count < 0)
@@ -128,11 +140,13 @@ public static class CpuParallel
                 _work = work;
                 _count = count;
                 _participants = threads - 1;
+                _pinned = pinned;
                 _generation++;
                 Volatile.Write(ref _ticket, (long)_generation << 32);
                 Monitor.PulseAll(Gate);
             }
-            RunItems(_generation, work, count);
+            if (pinned) RunPinned(work, count, 0, threads);
+            else RunItems(_generation, work, count);
             // The caller's own items are done; the workers' finish about now: poll before blocking.
             long until = System.Diagnostics.Stopwatch.GetTimestamp() + Volatile.Read(ref _spinTicks);
             while (Volatile.Read(ref _remaining) != 0 && System.Diagnostics.Stopwatch.GetTimestamp() < until)
@@ -158,6 +172,23 @@ public static class CpuParallel
             try
             {
                 work.Execute((int)t);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _failure, ExceptionDispatchInfo.Capture(e), null);
+            }
+            if (Interlocked.Decrement(ref _remaining) == 0) Done.Set();
+        }
+    }
+
+    /// <summary>Runs items first, first + stride, … of a pinned loop.</summary>
+    private static void RunPinned(IParallelWork work, int count, int first, int stride)
+    {
+        for (int i = first; i < count; i += stride)
+        {
+            try
+            {
+                work.Execute(i);
             }
             catch (Exception e)
             {
@@ -195,16 +226,21 @@ public static class CpuParallel
             while (Volatile.Read(ref _generation) == seen && System.Diagnostics.Stopwatch.GetTimestamp() < until)
                 Thread.SpinWait(20);
             IParallelWork? work;
-            int count, generation;
+            int count, generation, participants;
+            bool pinned;
             lock (Gate)
             {
                 while (_generation == seen) Monitor.Wait(Gate);
                 seen = generation = _generation;
                 work = _work;
                 count = _count;
+                participants = _participants;
+                pinned = _pinned;
                 if (id >= _participants) work = null;
             }
-            if (work is not null) RunItems(generation, work, count);
+            if (work is null) continue;
+            if (pinned) RunPinned(work, count, id + 1, participants + 1);
+            else RunItems(generation, work, count);
         }
     }
 }

@@ -225,6 +225,14 @@ public static unsafe class Int8Gemm
                 q = Vector512.Min(Vector512.Max(q, lo), hi);
                 Avx512F.ConvertToVector128Byte(q).Store(dst + p);
             }
+            if (p < k && k >= 16)
+            {
+                // The tail as one more vector over the last 16 values: the overlap is recomputed to the same bytes.
+                p = k - 16;
+                var q = Avx512F.ConvertToVector512Int32(Vector512.Load(x + p) * vinv) + vz;
+                Avx512F.ConvertToVector128Byte(Vector512.Min(Vector512.Max(q, lo), hi)).Store(dst + p);
+                return;
+            }
         }
         for (; p < k; p++)
             dst[p] = (byte)Math.Clamp((int)MathF.Round(x[p] * inv, MidpointRounding.ToEven) + z, 0, 255);
