@@ -3,10 +3,9 @@
 #   bash benchmarks/run-serving.sh            # ≈ 60–75 min on 2 quiet cores
 #   bash benchmarks/run-serving.sh --quick    # smoke test (short jobs, 2 training epochs): proves every step runs, numbers not for the write-up
 # Steps (each prints the 1-minute load average before it; the results land under BenchmarkDotNet.Artifacts/serving/):
-#  1. Predictor, old vs new: the BenchmarkDotNet InferenceBenchmarks suite (WDL and xDeepFM, bench and paper configs, batch
-#     1–1024, 1 and 2 threads) built from the baseline commit BASE (default 938a46c: the predictor before it ran on every
-#     core; a clean copy from `git archive`, built in /tmp) and from this tree, one after the other, then a side-by-side
-#     table (predictor-old-vs-new.md).
+#  1. Predictor, old vs new: benchmarks/predictor-before-after.sh — the BenchmarkDotNet InferenceBenchmarks suite (WDL and
+#     xDeepFM, bench and paper configs, batch 1–1024, 1 and 2 threads) for the baseline commit BASE (default 938a46c: the
+#     predictor before it ran on every core) and for this tree, then a side-by-side table (predictor-old-vs-new.md).
 #  2. Peers: benchmarks/run-peers.sh (KdEngine vs ONNX Runtime vs TorchSharp; rewrites the peers block of docs/benchmarks.md
 #     and docs/img/peer-latency.png).
 #  3. Precision: the ServingPrecisionBenchmarks suite (fp32 / bf16 / int8 predictors: the distilled student's shape and the
@@ -16,7 +15,6 @@
 # Run a single step: STEPS="1 3" bash benchmarks/run-serving.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 quick=""
 job="--job short"
 if [[ "${1:-}" == "--quick" ]]; then
@@ -25,7 +23,7 @@ if [[ "${1:-}" == "--quick" ]]; then
 fi
 BASE=${BASE:-938a46c}
 STEPS=${STEPS:-"1 2 3 4"}
-out="$root/BenchmarkDotNet.Artifacts/serving"
+out="$(pwd)/BenchmarkDotNet.Artifacts/serving"
 mkdir -p "$out"
 load() { echo "[$(date -u +%H:%M:%S)] load average: $(cut -d' ' -f1-3 /proc/loadavg) — $1"; }
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
@@ -34,19 +32,9 @@ dotnet build -c Release benchmarks/KdEngine.Benchmarks -v quiet -nologo
 bench() { dotnet run -c Release --no-build --project benchmarks/KdEngine.Benchmarks -- "$@"; }
 
 if [[ " $STEPS " == *" 1 "* ]]; then
-  base_dir=$(mktemp -d /tmp/kdengine-baseline.XXXXXX)
-  git archive "$BASE" | tar -x -C "$base_dir"
-  load "step 1: building the baseline $BASE in $base_dir"
-  (cd "$base_dir" && dotnet build -c Release benchmarks/KdEngine.Benchmarks -v quiet -nologo)
-  rm -rf "$out/baseline" "$out/current"
-  load "step 1: InferenceBenchmarks, baseline $BASE"
-  (cd "$base_dir" && dotnet run -c Release --no-build --project benchmarks/KdEngine.Benchmarks -- \
-      --filter '*InferenceBenchmarks*' $job --exporters json --artifacts "$out/baseline")
-  load "step 1: InferenceBenchmarks, this tree ($(git rev-parse --short HEAD))"
-  bench --filter '*InferenceBenchmarks*' $job --exporters json --artifacts "$out/current"
-  bench compare-reports "$out/baseline/results" "$out/current/results" \
-      --title "Predictor, baseline $BASE vs $(git rev-parse --short HEAD)" | tee "$out/predictor-old-vs-new.md"
-  rm -rf "$base_dir"
+  load "step 1: InferenceBenchmarks, baseline $BASE vs this tree ($(git rev-parse --short HEAD)) — predictor-before-after.sh"
+  bash benchmarks/predictor-before-after.sh "$BASE" 1 -- $job
+  cp BenchmarkDotNet.Artifacts/predictor-before-after/table-1.md "$out/predictor-old-vs-new.md"
 fi
 
 if [[ " $STEPS " == *" 2 "* ]]; then

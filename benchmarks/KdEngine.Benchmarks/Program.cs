@@ -5,10 +5,6 @@ if (args is ["predictor-probe", ..])
     KdEngine.Benchmarks.PredictorProbe.Run(args[1..]);
     return;
 }
-if (args is ["compare-reports", ..])
-{
-    Environment.Exit(KdEngine.Benchmarks.CompareReports.Run(args[1..]));
-}
 if (args is ["serving-tradeoff", ..])
 {
     KdEngine.Benchmarks.ServingTradeoff.Run(args[1..]);
