@@ -16,10 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=""
-job="--job short"
+job="--job short --buildTimeout 1200"
 if [[ "${1:-}" == "--quick" ]]; then
   quick="--quick"
-  job="--job dry"
+  job="--job dry --buildTimeout 1200"
 fi
 BASE=${BASE:-938a46c}
 STEPS=${STEPS:-"1 2 3 4"}
