@@ -109,6 +109,8 @@ public sealed class Predictor
         if (_embedding is not null) prefetch.Add(new FeatureTable(_embedding, _d));
         foreach (var stage in _gatherStages) prefetch.AddRange(stage.FeatureTables);
         _prefetch = prefetch.ToArray();
+        long tableBytesForPrefetch = prefetch.Sum(t => 4L * t.Table.LongLength) + 2L * (_embeddingBf16?.LongLength ?? 0);
+        _prefetchRows = tableBytesForPrefetch > PrefetchMinTableBytes;
         foreach (var stage in stages)
         {
             _macsPerRow += stage.MacsPerRow;
@@ -119,6 +121,11 @@ public sealed class Predictor
     }
 
     private readonly long _macsPerRow, _weightBytes;
+    private readonly bool _prefetchRows;
+
+    /// <summary>Tables smaller than this (all together) stay in cache between samples, so the gather does not prefetch
+    /// their rows (at the Criteo student's 460 KB the prefetch loop was pure overhead).</summary>
+    private const long PrefetchMinTableBytes = 8L << 20;
 
     /// <summary>The precision this predictor serves with.</summary>
     public ServingPrecision Precision { get; }
@@ -361,7 +368,7 @@ public sealed class Predictor
             fixed (ushort* pTableBf16 = _embeddingBf16)
                 for (int b = start; b < end; b++)
                 {
-                    if (b + 1 < end) PrefetchRows(ids.Slice((b + 1) * _columns, _columns));
+                    if (_prefetchRows && b + 1 < end) PrefetchRows(ids.Slice((b + 1) * _columns, _columns));
                     int* row = pIds + (nint)b * _columns;
                     int* featureRows = pRows + (nint)b * _f;
                     for (int f = 0; f < _f; f++)
