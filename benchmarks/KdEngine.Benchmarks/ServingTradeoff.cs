@@ -231,6 +231,7 @@ public static class ServingTradeoff
         var sb = new StringBuilder();
         sb.AppendLine(BeginMarker);
         sb.AppendLine(runLine).AppendLine();
+        sb.AppendLine(Conditions(runLine)).AppendLine();
         var acc = rows.Where(r => r.Auc is not null).ToList();
         sb.AppendLine("**Accuracy through the predictor** (test split, one seed; Δ = this precision − float32 of the same model; bytes = weights held by the predictor):").AppendLine();
         sb.AppendLine("| data | model | precision | test AUC | Δ AUC | test logloss | Δ logloss | parameters | bytes of weights |");
@@ -277,6 +278,25 @@ public static class ServingTradeoff
         sb.AppendLine();
         sb.AppendLine(EndMarker);
         return sb.ToString();
+    }
+
+    /// <summary>Quiet when the 1-minute load average was ≤ 1.5 before and ≤ 2.5 after (as the peer report judges its runs)
+    /// and the run was not quick; the accuracy columns do not depend on the load, the latencies do.</summary>
+    private static string Conditions(string runLine)
+    {
+        double? Load(string key)
+        {
+            int i = runLine.IndexOf(key, StringComparison.Ordinal);
+            if (i < 0) return null;
+            var text = runLine[(i + key.Length)..].TrimStart().Split(' ', '/', ',', ';')[0];
+            return double.TryParse(text, NumberStyles.Float, Inv, out double v) ? v : null;
+        }
+        if (runLine.Contains("QUICK", StringComparison.Ordinal))
+            return "**Preliminary — quick smoke run** (2 epochs, short timings): neither accuracy nor latency is for the write-up.";
+        return Load("before:") is { } b && Load("after:") is { } a && b <= 1.5 && a <= 2.5
+            ? $"**Quiet run** (1-minute load average {b.ToString(Inv)} before, {a.ToString(Inv)} after)."
+            : "**Latencies preliminary — loaded machine** (see the load averages above; a quiet run reads ≤ 1.5 before and ≤ 2.5 after): "
+              + "the accuracy columns are exact whatever the load, the latency columns are inflated and noisy.";
     }
 
     private static string Delta(double? d) => d is { } x ? (x == 0 ? "0" : (x < 0 ? "−" : "+") + Math.Abs(x).ToString("0.0000", Inv)) : "–";
