@@ -42,6 +42,7 @@ public static class CliApp
         EvalVerb.Create(),
         PredictVerb.Create(),
         QuantizeVerb.Create(),
+        ServeVerb.Create(),
         SynthVerb.Create(),
         CacheLogitsVerb.Create(),
         DistillVerb.Create(),

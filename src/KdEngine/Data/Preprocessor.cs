@@ -69,11 +69,14 @@ public sealed class Preprocessor
     private const string FormatTag = "kdengine.preprocessor";
     private const int FormatVersion = 1;
     private readonly Encoder[] _encoders;
+    private readonly Encoder?[] _bySchemaIndex;
 
     private Preprocessor(Schema schema, Encoder[] encoders)
     {
         Schema = schema;
         _encoders = encoders;
+        _bySchemaIndex = new Encoder?[schema.Count];
+        foreach (var e in encoders) _bySchemaIndex[e.SchemaIndex] = e;
         int single = 0, multi = 0;
         var fields = new List<FeatureField>();
         foreach (var e in encoders)
@@ -195,6 +198,56 @@ public sealed class Preprocessor
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The column of <see cref="EncodedRow.Ids"/> that single-valued input field <paramref name="field"/> (a schema index)
+    /// encodes into, or −1 for a multi-valued field, the label or the user id.
+    /// </summary>
+    public int ColumnOf(int field) =>
+        (uint)field < (uint)_bySchemaIndex.Length && _bySchemaIndex[field] is { } e && Schema[field].Kind != FieldKind.Multi ? e.Slot : -1;
+
+    /// <summary>
+    /// The id one raw text value of single-valued input field <paramref name="field"/> (a schema index) encodes to: what
+    /// <see cref="Encode"/> writes into its column for a record holding that text — a category's vocabulary id (OOV when
+    /// unseen) or hash bucket, a numeric field's bucket (the text parsed with the invariant culture). Empty text is a
+    /// missing value, as in the readers. Allocates nothing: a service can encode values straight from its request bytes.
+    /// </summary>
+    /// <exception cref="ArgumentException">The field is not a single-valued input field.</exception>
+    /// <exception cref="DataFormatException">Non-numeric text in a numeric field.</exception>
+    public int EncodeValue(int field, ReadOnlySpan<char> text)
+    {
+        var e = SingleEncoder(field);
+        if (text.IsEmpty) return 0;
+        if (Schema[field].Kind == FieldKind.Numeric)
+        {
+            if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
+                throw new DataFormatException($"non-numeric value '{text}' in a numeric field", key: Schema[field].Name);
+            return EncodeValue(field, v);
+        }
+        return e.IdOf(text);
+    }
+
+    /// <summary>
+    /// The id a number encodes to in numeric input field <paramref name="field"/>, as <see cref="Encode"/> encodes it
+    /// (NaN = missing). Allocates nothing.
+    /// </summary>
+    public int EncodeValue(int field, double value)
+    {
+        var e = SingleEncoder(field);
+        if (Schema[field].Kind != FieldKind.Numeric)
+            throw new ArgumentException($"Preprocessor.EncodeValue: field '{Schema[field].Name}' is {Schema.KindName(Schema[field].Kind)}, not numeric; give its text.", nameof(field));
+        if (double.IsNaN(value)) return 0;
+        if (e.Encoding == FieldEncoding.Dense) return 1;
+        Span<char> token = stackalloc char[NumericBuckets.MaxTokenLength];
+        return e.IdOf(NumericBuckets.FormatToken(value, Schema[field].Bucketing, token));
+    }
+
+    private Encoder SingleEncoder(int field)
+    {
+        if ((uint)field >= (uint)_bySchemaIndex.Length || _bySchemaIndex[field] is not { } e || Schema[field].Kind == FieldKind.Multi)
+            throw new ArgumentException($"Preprocessor.EncodeValue: schema field {field} is not a single-valued input field (categorical or numeric).", nameof(field));
+        return e;
     }
 
     /// <summary>Encodes every record into an in-memory dataset (for samples and tests; streams the input once).</summary>
@@ -383,9 +436,10 @@ public sealed class Preprocessor
             _lookup = index.GetAlternateLookup<ReadOnlySpan<char>>();
         }
 
-        /// <summary>A numeric field's bucket token (vocabulary-encoded), looked up without making a string.</summary>
-        public int IdOf(ReadOnlySpan<char> token) =>
-            _lookup.TryGetValue(token, out int id) ? id : 1;
+        /// <summary>A value's id without making a string (a numeric bucket token, or a category's text).</summary>
+        public int IdOf(ReadOnlySpan<char> token) => Encoding == FieldEncoding.Hash
+            ? 1 + StableHash.Bucket(token, Buckets)
+            : _lookup.TryGetValue(token, out int id) ? id : 1;
 
         public int IdOf(string token) => Encoding == FieldEncoding.Hash
             ? 1 + StableHash.Bucket(token, Buckets)
