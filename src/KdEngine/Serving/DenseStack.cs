@@ -14,7 +14,12 @@ namespace KdEngine.Serving;
 /// <item>bfloat16: transposed to [in, out] as bf16 (<see cref="Bf16Gemm"/>: widened as read; with the same row rule as
 /// float32, since above 16 rows it widens and runs the SGEMM);</item>
 /// <item>int8: per output channel (<see cref="Int8Gemm"/>; exact integer sums, so a row's result never depends on the
-/// batch it is in).</item>
+/// batch it is in). A layer narrower than <see cref="Int8MinOutputs"/> outputs also keeps its dequantised weights
+/// (s_j · q, transposed to [in, out], built once here) and runs them through the float32 SGEMM above 16 rows: there
+/// quantising each activation row costs about as much as the narrow product itself, and the int8 product measured
+/// slower than float32 on the distilled student's 390 → 32 layer at 1,000 rows, while at ≤ 16 rows the int8 product
+/// reads a quarter of the bytes and wins (batch 1). A stack with such a layer follows the float32 row rule, and its
+/// held bytes count the float copy.</item>
 /// </list>
 /// </summary>
 internal sealed class DenseStack
@@ -22,6 +27,10 @@ internal sealed class DenseStack
     private readonly Layer[] _layers;
     private readonly Activation _activation;
     private readonly WeightFormat _format;
+    private readonly bool _hasNarrowInt8;
+
+    /// <summary>Int8 layers with fewer outputs run their dequantised float32 copy above 16 rows (see the type's summary).</summary>
+    internal const int Int8MinOutputs = 64;
 
     public DenseStack(Mlp mlp, PlanLayout layout)
     {
@@ -35,7 +44,22 @@ internal sealed class DenseStack
             float[]? wt = null;
             ushort[]? wtBf16 = null;
             Int8Weights? q = null;
-            if (_format == WeightFormat.Int8) q = layout.Int8For(linear.Weight, outF, inF);
+            if (_format == WeightFormat.Int8)
+            {
+                q = layout.Int8For(linear.Weight, outF, inF);
+                if (outF < Int8MinOutputs)
+                {
+                    // The float32 copy above 16 rows: Wᵀ' [in, out] with Wᵀ'[p, j] = s_j · q[j, p].
+                    var values = q.Values;
+                    wt = new float[inF * outF];
+                    for (int j = 0; j < outF; j++)
+                    {
+                        float scale = q.Scales[j];
+                        for (int p = 0; p < inF; p++) wt[p * outF + j] = scale * values[j * inF + p];
+                    }
+                    _hasNarrowInt8 = true;
+                }
+            }
             else
             {
                 var w = linear.Weight.ToArray();                              // [out, in]
@@ -53,6 +77,7 @@ internal sealed class DenseStack
             MaxWidth = Math.Max(MaxWidth, outF);
             MacsPerRow += (long)inF * outF;
             WeightBytes += q?.Bytes ?? (long)inF * outF * (wtBf16 is null ? 4 : 2);
+            if (q is not null && wt is not null) _narrowCopyBytes += 4L * inF * outF;
         }
         InFeatures = _layers[0].In;
         OutFeatures = _layers[^1].Out;
@@ -69,10 +94,14 @@ internal sealed class DenseStack
     public long WeightBytes { get; }
 
     /// <summary>Bytes of every weight held: the matrices in their serving format and the float32 biases.</summary>
-    public long HeldBytes => WeightBytes + 4L * _layers.Sum(l => (long)l.Bias.Length);
+    public long HeldBytes => WeightBytes + _narrowCopyBytes + 4L * _layers.Sum(l => (long)l.Bias.Length);
 
-    /// <summary>Float32 and bf16 products change a row's bits with the row count only across m = 16; int8 never does.</summary>
-    public RangeRule RangeRuleFor(int rows) => _format == WeightFormat.Int8 ? RangeRule.Any : RangeRule.SgemmRows(rows);
+    private readonly long _narrowCopyBytes;   // the float32 copies of narrow int8 layers
+
+    /// <summary>Float32 and bf16 products change a row's bits with the row count only across m = 16; int8 never does,
+    /// unless a narrow layer switches to its float32 copy above 16 rows.</summary>
+    public RangeRule RangeRuleFor(int rows) =>
+        _format == WeightFormat.Int8 && !_hasNarrowInt8 ? RangeRule.Any : RangeRule.SgemmRows(rows);
 
     public long ScratchFloats(int rows) => 2L * rows * MaxWidth;
 
@@ -88,10 +117,12 @@ internal sealed class DenseStack
             var layer = _layers[i];
             y = (i % 2 == 0 ? ping : pong).Slice(0, rows * layer.Out);        // y [rows, out]
             InferenceKernels.FillRows(y, layer.Out, layer.Bias, 0, rows);
-            // y [rows, out] = x [rows, in] · Wᵀ [in, out] + bias (pre-filled, beta = 1)
-            if (layer.WeightT is { } wt) Sgemm.Multiply(false, false, rows, layer.Out, layer.In, 1f, input, wt, 1f, y);
+            // y [rows, out] = x [rows, in] · Wᵀ [in, out] + bias (pre-filled, beta = 1); a narrow int8 layer holds both
+            // forms and takes the int8 one at ≤ 16 rows.
+            if (layer.Int8 is { } q && (layer.WeightT is null || rows <= Sgemm.SmallM)) Int8Gemm.Multiply(input, rows, q, y, accumulate: true);
+            else if (layer.WeightT is { } wt) Sgemm.Multiply(false, false, rows, layer.Out, layer.In, 1f, input, wt, 1f, y);
             else if (layer.WeightTBf16 is { } wb) Bf16Gemm.Multiply(rows, layer.Out, layer.In, input, wb, y, accumulate: true);
-            else Int8Gemm.Multiply(input, rows, layer.Int8!, y, accumulate: true);
+            else throw new InvalidOperationException("DenseStack: a layer without weights.");
             InferenceStage.Activate(y, _activation);
             input = y;
         }

@@ -95,8 +95,11 @@ public class PredictorThreadsAndPrecisionTests
         Assert.That(dnn.RangesFor(20, 2), Is.EqualTo(1), "17–33 rows cannot split into two ranges of > 16");
         Assert.That(dnn.RangesFor(34, 2), Is.EqualTo(2));
         Assert.That(dnn.RangesFor(1000, 1), Is.EqualTo(1), "one thread, one range");
-        var int8 = new Predictor(Random(Config(ModelKind.Dnn), fields, seed: 1), precision: ServingPrecision.Int8);
-        Assert.That(int8.RangesFor(20, 2), Is.EqualTo(2), "int8 rows are exact whatever the range");
+        var wide = new Predictor(Random(Config(ModelKind.Dnn) with { Dnn = [64, 64] }, fields, seed: 1), precision: ServingPrecision.Int8);
+        Assert.That(wide.RangesFor(20, 2), Is.EqualTo(2), "int8 rows are exact whatever the range");
+        var narrow = new Predictor(Random(Config(ModelKind.Dnn), fields, seed: 1), precision: ServingPrecision.Int8);
+        Assert.That(narrow.RangesFor(20, 2), Is.EqualTo(1), "a narrow int8 layer runs its float32 copy above 16 rows: the float32 rule");
+        Assert.That(narrow.RangesFor(16, 2), Is.EqualTo(2));
         Predictor.MinMacsPerWeightByte = 8;
         Assert.That(dnn.RangesFor(16, 2), Is.EqualTo(1), "too little arithmetic per weight byte for a range of its own");
     }
@@ -145,18 +148,7 @@ public class PredictorThreadsAndPrecisionTests
         foreach (var (name, model, fields) in Models())
         {
             var int8 = new Predictor(model, precision: ServingPrecision.Int8);
-            var dequantised = Copy(model, fields);
-            foreach (var matrix in dequantised.Parts.SelectMany(p => p.ServingMatrices))
-            {
-                int n = matrix.Shape[0], k = matrix.Shape[1];
-                Int8Weights.Quantize(matrix.ToArray(), n, k).Dequantize().CopyTo(matrix.AsSpan());
-            }
-            foreach (var table in dequantised.Embedding?.Tables ?? [])
-            {
-                var s = table.AsSpan();
-                for (int i = 0; i < s.Length; i++) s[i] = Bf16.ToFloat(Bf16.FromFloat(s[i]));
-            }
-            var reference = new Predictor(dequantised);
+            var reference = new Predictor(Dequantised(model, fields));
             var fp32 = new Predictor(model);
             foreach (int batch in new[] { 1, 40 })
             {
@@ -175,6 +167,50 @@ public class PredictorThreadsAndPrecisionTests
                 if (model.Parts.Any(p => p.ServingMatrices.Any()))
                     Assert.That(q, Is.Not.EqualTo(f), $"{name}: int8 must actually change something");
             }
+        }
+    }
+
+    /// <summary>The model the int8 preset serves up to the activations' rounding: every serving matrix quantised and
+    /// dequantised (s_j · q), the embedding tables rounded to bf16.</summary>
+    private static ZooModel Dequantised(ZooModel model, InputField[] fields)
+    {
+        var dequantised = Copy(model, fields);
+        foreach (var matrix in dequantised.Parts.SelectMany(p => p.ServingMatrices))
+        {
+            int n = matrix.Shape[0], k = matrix.Shape[1];
+            Int8Weights.Quantize(matrix.ToArray(), n, k).Dequantize().CopyTo(matrix.AsSpan());
+        }
+        foreach (var table in dequantised.Embedding?.Tables ?? [])
+        {
+            var s = table.AsSpan();
+            for (int i = 0; i < s.Length; i++) s[i] = Bf16.ToFloat(Bf16.FromFloat(s[i]));
+        }
+        return dequantised;
+    }
+
+    [Test]
+    public void Narrow_int8_layers_run_their_float_copy_above_16_rows_and_int8_at_or_below()
+    {
+        var fields = Fields(6);
+        // DNN [9, 6]: both layers narrower than 64 outputs. Above 16 rows nothing is quantised on the fly, so the int8
+        // predictor is the float predictor of the dequantised weights bit for bit; at ≤ 16 rows the activations' uint8
+        // rounding shows. DNN [64, 64]: int8 at every batch.
+        var narrowModel = Random(Config(ModelKind.Dnn), fields, seed: 6);
+        var narrow = new Predictor(narrowModel, precision: ServingPrecision.Int8);
+        var narrowReference = new Predictor(Dequantised(narrowModel, fields));
+        var wideModel = Random(Config(ModelKind.Dnn) with { Dnn = [64, 64] }, fields, seed: 6, scale: 0.3f);
+        var wide = new Predictor(wideModel, precision: ServingPrecision.Int8);
+        var wideReference = new Predictor(Dequantised(wideModel, fields));
+        Predictor.MinMacsPerWeightByte = 0;
+        foreach (int threads in new[] { 1, 2, 3 })
+        {
+            foreach (int batch in new[] { 17, 40, 300 })
+            {
+                Assert.That(Score(narrow, fields, batch, threads), Is.EqualTo(Score(narrowReference, fields, batch, threads)), $"narrow, batch {batch}, {threads} threads");
+                Assert.That(Score(wide, fields, batch, threads), Is.Not.EqualTo(Score(wideReference, fields, batch, threads)), $"wide, batch {batch}: int8 products");
+            }
+            foreach (int batch in new[] { 1, 16 })
+                Assert.That(Score(narrow, fields, batch, threads), Is.Not.EqualTo(Score(narrowReference, fields, batch, threads)), $"narrow, batch {batch}: int8 products");
         }
     }
 
