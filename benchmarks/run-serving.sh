@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every serving measurement of docs/benchmarks.md and docs/serving.md in one command, for a quiet machine:
 #   bash benchmarks/run-serving.sh            # ≈ 60–75 min on 2 quiet cores
+#   bash benchmarks/run-serving.sh --reduced  # ≈ 12–15 min (estimated): the targets only — peers inference (step 2 without the
+#                                             # training suites) and the precision suite on the student (step 3)
 #   bash benchmarks/run-serving.sh --quick    # smoke test (short jobs, 2 training epochs): proves every step runs, numbers not for the write-up
 # Steps (each prints the 1-minute load average before it; the results land under BenchmarkDotNet.Artifacts/serving/):
 #  1. Predictor, old vs new: benchmarks/predictor-before-after.sh — the BenchmarkDotNet InferenceBenchmarks suite (WDL and
@@ -17,9 +19,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=""
 job="--job short --buildTimeout 1200"
+peers_filter=()
 if [[ "${1:-}" == "--quick" ]]; then
   quick="--quick"
   job="--job dry --buildTimeout 1200"
+fi
+if [[ "${1:-}" == "--reduced" ]]; then
+  # Peers: the inference suite only (the report keeps whatever training results are already under
+  # BenchmarkDotNet.Artifacts/results, or leaves the training table out). Precision: the distilled student only.
+  peers_filter=(--filter '*PeerInference*')
+  export KDENGINE_PRECISION_MODELS=student
+  STEPS=${STEPS:-"2 3"}
 fi
 BASE=${BASE:-938a46c}
 STEPS=${STEPS:-"1 2 3 4"}
@@ -39,7 +49,7 @@ fi
 
 if [[ " $STEPS " == *" 2 "* ]]; then
   load "step 2: peers (run-peers.sh)"
-  bash benchmarks/run-peers.sh $quick
+  bash benchmarks/run-peers.sh $quick "${peers_filter[@]}"
 fi
 
 if [[ " $STEPS " == *" 3 "* ]]; then

@@ -17,12 +17,20 @@ namespace KdEngine.Benchmarks;
 /// </list>
 /// Allocated must read 0 B / "-". Target: int8/bf16 ≥ 1.5× fp32 at batch 1 and 1,000 (Ratio column, baseline fp32).
 /// Run: <c>dotnet run -c Release --project benchmarks/KdEngine.Benchmarks -- --filter '*ServingPrecisionBenchmarks*' --job short</c>
+/// (<c>KDENGINE_PRECISION_MODELS=student</c> for the student only).
 /// </summary>
 [MemoryDiagnoser]
 public class ServingPrecisionBenchmarks
 {
-    [Params("student", "wdl-bench", "xdeepfm-bench")]
+    [ParamsSource(nameof(Models))]
     public string Model { get; set; } = "student";
+
+    /// <summary>Every model, or the comma-separated list in KDENGINE_PRECISION_MODELS (e.g. <c>student</c> for the
+    /// reduced run of benchmarks/run-serving.sh).</summary>
+    public static IEnumerable<string> Models() =>
+        Environment.GetEnvironmentVariable("KDENGINE_PRECISION_MODELS") is { Length: > 0 } list
+            ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            : ["student", "wdl-bench", "xdeepfm-bench"];
 
     [Params(1, 100, 1000)]
     public int Batch { get; set; }
