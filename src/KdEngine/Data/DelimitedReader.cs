@@ -30,14 +30,18 @@ public sealed class DelimitedReader : RecordReader
     private string[] _columnNames = [];  // for messages
     private bool _headerConsumed;
 
+    /// <summary>A reader of the delimited file at <paramref name="path"/> with the fields of <paramref name="schema"/>
+    /// (the file is opened on each enumeration, not here).</summary>
     public DelimitedReader(string path, Schema schema, DelimitedOptions? delimited = null, ReaderOptions? options = null)
         : base(path, schema, options)
     {
         _delimited = delimited ?? new DelimitedOptions();
     }
 
+    /// <inheritdoc/>
     protected override bool HasHeaderLine => _headerConsumed;
 
+    /// <inheritdoc/>
     protected override void Begin(LineSource lines)
     {
         _headerConsumed = false;
@@ -78,6 +82,7 @@ public sealed class DelimitedReader : RecordReader
         }
     }
 
+    /// <inheritdoc/>
     protected override RawRecord ParseRow(string line, long lineNumber)
     {
         Split(line, lineNumber);

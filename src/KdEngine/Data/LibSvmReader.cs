@@ -15,6 +15,11 @@ public readonly record struct IndexRange(string Field, long Start, long End);
 /// </summary>
 public sealed class LibSvmOptions
 {
+    /// <summary>
+    /// The ranges of every input field of <paramref name="schema"/>. Each input field needs exactly one range; ranges
+    /// must be non-empty, non-negative and must not overlap, and name input fields of the schema — otherwise an
+    /// <see cref="ArgumentException"/> naming the range.
+    /// </summary>
     public LibSvmOptions(Schema schema, IEnumerable<IndexRange> ranges)
     {
         ArgumentNullException.ThrowIfNull(schema);
@@ -40,6 +45,7 @@ public sealed class LibSvmOptions
         RangeFieldIndex = list.Select(r => schema.IndexOf(r.Field)).ToArray();
     }
 
+    /// <summary>The schema whose input fields the ranges cover.</summary>
     public Schema Schema { get; }
 
     /// <summary>The ranges sorted by start.</summary>
@@ -89,16 +95,19 @@ public abstract class SparseReader : RecordReader
 {
     private readonly char[] _separators = [' ', '\t'];
 
+    /// <summary>A reader of <paramref name="path"/> with the fields of <paramref name="schema"/>.</summary>
     protected SparseReader(string path, Schema schema, ReaderOptions? options) : base(path, schema, options) { }
 
     /// <summary>Number of colon-separated parts of a feature token (2 for libSVM, 3 for libFFM).</summary>
     protected abstract int Parts { get; }
 
+    /// <summary>The format's name for messages (<c>libSVM</c>, <c>libFFM</c>).</summary>
     protected abstract string FormatName { get; }
 
     /// <summary>Schema field index of a feature, or −1 when it belongs to no field.</summary>
     protected abstract int FieldOf(long field, long index, out string problem);
 
+    /// <inheritdoc/>
     protected override RawRecord ParseRow(string line, long lineNumber)
     {
         var tokens = line.Split(_separators, StringSplitOptions.RemoveEmptyEntries);
@@ -161,16 +170,20 @@ public sealed class LibSvmReader : SparseReader
 {
     private readonly LibSvmOptions _ranges;
 
+    /// <summary>A reader of the libSVM/libFM file at <paramref name="path"/>; <paramref name="ranges"/> gives the schema and each field's index range.</summary>
     public LibSvmReader(string path, LibSvmOptions ranges, ReaderOptions? options = null)
         : base(path, (ranges ?? throw new ArgumentNullException(nameof(ranges))).Schema, options)
     {
         _ranges = ranges;
     }
 
+    /// <inheritdoc/>
     protected override int Parts => 2;
 
+    /// <inheritdoc/>
     protected override string FormatName => "libSVM";
 
+    /// <inheritdoc/>
     protected override int FieldOf(long field, long index, out string problem)
     {
         int f = _ranges.FieldOf(index);
@@ -185,12 +198,16 @@ public sealed class LibSvmReader : SparseReader
 /// </summary>
 public sealed class LibFfmReader : SparseReader
 {
+    /// <summary>A reader of the libFFM file at <paramref name="path"/> with the fields of <paramref name="schema"/>.</summary>
     public LibFfmReader(string path, Schema schema, ReaderOptions? options = null) : base(path, schema, options) { }
 
+    /// <inheritdoc/>
     protected override int Parts => 3;
 
+    /// <inheritdoc/>
     protected override string FormatName => "libFFM";
 
+    /// <inheritdoc/>
     protected override int FieldOf(long field, long index, out string problem)
     {
         if (field >= Schema.InputIndices.Count)

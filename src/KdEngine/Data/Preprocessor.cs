@@ -20,6 +20,7 @@ public sealed class EncodedRow
     private readonly int[][] _multi;
     private readonly int[] _multiCount;
 
+    /// <summary>An empty row for <paramref name="space"/>, with room for its fields (multi-valued buffers grow on demand).</summary>
     public EncodedRow(FeatureSpace space)
     {
         ArgumentNullException.ThrowIfNull(space);
@@ -31,8 +32,10 @@ public sealed class EncodedRow
         _multiCount = new int[_multi.Length];
     }
 
+    /// <summary>The fields this row is encoded for.</summary>
     public FeatureSpace Space { get; }
 
+    /// <summary>0 or 1.</summary>
     public float Label { get; set; }
 
     /// <summary>User id for gAUC (−1 when the schema has none or the value is missing).</summary>
@@ -93,8 +96,10 @@ public sealed class Preprocessor
         FeatureSpace = new FeatureSpace(fields, schema.UserIdIndex >= 0);
     }
 
+    /// <summary>The schema the preprocessor was fitted for (the fields it reads from raw records).</summary>
     public Schema Schema { get; }
 
+    /// <summary>The encoded fields and their cardinalities: what models over this preprocessing are built from.</summary>
     public FeatureSpace FeatureSpace { get; }
 
     /// <summary>The fitted vocabulary of a vocabulary field (entry i has id i + 2), or null for hashed/dense fields.</summary>

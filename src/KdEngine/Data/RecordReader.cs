@@ -14,6 +14,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
 {
     private readonly List<DataFormatException> _skippedErrors = new();
 
+    /// <summary>A reader of <paramref name="path"/> with the fields of <paramref name="schema"/> (the file is opened on each enumeration).</summary>
     protected RecordReader(string path, Schema schema, ReaderOptions? options)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -24,13 +25,16 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         Options = options ?? ReaderOptions.Default;
     }
 
+    /// <summary>The path as given.</summary>
     public string FilePath { get; }
 
     /// <summary>The file name used in error messages.</summary>
     public string FileName { get; }
 
+    /// <summary>The fields each record is read into.</summary>
     public Schema Schema { get; }
 
+    /// <summary>Bad-row policy and line-length limit.</summary>
     public ReaderOptions Options { get; }
 
     /// <summary>Rows skipped by the last (or current) enumeration under <see cref="BadRowPolicy.Skip"/>.</summary>
@@ -42,6 +46,10 @@ public abstract class RecordReader : IEnumerable<RawRecord>
     /// <summary>The first <see cref="ReaderOptions.KeepSkippedErrors"/> errors of skipped rows.</summary>
     public IReadOnlyList<DataFormatException> SkippedErrors => _skippedErrors;
 
+    /// <summary>
+    /// Opens the file and reads it row by row. Throws <see cref="FileNotFoundException"/> for a missing file and
+    /// <see cref="DataFormatException"/> for an empty file, a file without data rows, or a bad row (unless skipped).
+    /// </summary>
     public IEnumerator<RawRecord> GetEnumerator()
     {
         SkippedRows = 0;
@@ -85,6 +93,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
     /// <summary>Parses one non-blank line; throws <see cref="DataFormatException"/> (with <c>line</c>) on a bad row.</summary>
     protected abstract RawRecord ParseRow(string line, long lineNumber);
 
+    /// <summary>A <see cref="DataFormatException"/> for this file at <paramref name="line"/> and <paramref name="column"/> (1-based), field <paramref name="key"/>.</summary>
     protected DataFormatException RowError(long line, int? column, string? key, string problem) =>
         new(problem, FileName, line, column, key);
 
@@ -100,6 +109,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         throw RowError(line, column, key, $"label {text} is outside the allowed set {{0, 1}} or {{-1, 1}}");
     }
 
+    /// <summary>Parses a finite number (invariant culture); anything else is a bad row naming <paramref name="line"/>, <paramref name="column"/> and field <paramref name="key"/>.</summary>
     protected double ParseNumber(ReadOnlySpan<char> text, long line, int column, string key)
     {
         if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
@@ -109,7 +119,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
 
     /// <summary>
     /// Reads non-blank lines and counts line numbers (1-based, blank lines included). Line ends are LF, CR or CRLF
-    /// (as <see cref="TextReader.ReadLine"/>). A line longer than <paramref name="maxLineLength"/> characters is
+    /// (as <see cref="TextReader.ReadLine"/>). A line longer than the limit given at construction (<c>maxLineLength</c>) is
     /// a <see cref="DataFormatException"/> raised after reading at most that many characters of it, so a file
     /// without line breaks (binary data, a wrong delimiter setting) cannot make the reader allocate without bound.
     /// </summary>
@@ -125,6 +135,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         private string? _last;
         private bool _pushedBack;
 
+        /// <summary>Lines of <paramref name="reader"/>, each at most <paramref name="maxLineLength"/> characters; <paramref name="fileName"/> names the file in errors.</summary>
         public LineSource(TextReader reader, int maxLineLength = ReaderOptions.DefaultMaxLineLength, string? fileName = null)
         {
             if (maxLineLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLineLength), maxLineLength, "the line length limit must be ≥ 1.");
@@ -136,10 +147,13 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         /// <summary>Makes the next <see cref="Next"/> return the last line again (a first line that is data, not a header).</summary>
         public void PushBack() => _pushedBack = _last is not null;
 
+        /// <summary>1-based number of the line last returned (blank lines counted).</summary>
         public long LineNumber { get; private set; }
 
+        /// <summary>Lines consumed so far (= <see cref="LineNumber"/>).</summary>
         public long LinesRead => LineNumber;
 
+        /// <summary>The next non-blank line (without its line end); false at the end of the input.</summary>
         public bool Next(out string line)
         {
             if (_pushedBack) { _pushedBack = false; line = _last!; return true; }

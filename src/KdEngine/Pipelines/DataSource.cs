@@ -32,17 +32,22 @@ public enum DataFormat
 /// </remarks>
 public sealed record DataSource
 {
+    /// <summary>Checkpoint metadata key of the resolved format (<see cref="ToMetadata"/>).</summary>
     public const string FormatKey = "data.format";
+    /// <summary>Checkpoint metadata key of the libSVM ranges (<see cref="FormatRanges"/> text).</summary>
     public const string RangesKey = "data.ranges";
 
+    /// <summary>A source for the file at <paramref name="path"/>: format detected from the extension, the format's default schema.</summary>
     public DataSource(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Path = path;
     }
 
+    /// <summary>The data file.</summary>
     public string Path { get; init; }
 
+    /// <summary>The file's format; <see cref="DataFormat.Auto"/> decides from the extension (<c>.svm</c>/<c>.libfm</c> → libSVM, <c>.ffm</c> → libFFM, else Criteo, or CSV when a schema is given).</summary>
     public DataFormat Format { get; init; } = DataFormat.Auto;
 
     /// <summary>The schema; null uses the format's default (see the remarks).</summary>
@@ -51,6 +56,7 @@ public sealed record DataSource
     /// <summary>libSVM only: which index range makes up which field.</summary>
     public IReadOnlyList<IndexRange>? Ranges { get; init; }
 
+    /// <summary>Bad-row policy and line-length limit of the reader; null = <see cref="KdEngine.Data.ReaderOptions.Default"/>.</summary>
     public ReaderOptions? ReaderOptions { get; init; }
 
     /// <summary>The file name, for messages and cache metadata.</summary>
@@ -115,6 +121,7 @@ public sealed record DataSource
         _ => throw new ArgumentException($"unknown data format '{text}' (expected criteo|csv|libsvm|libffm|auto)."),
     };
 
+    /// <summary>The lower-case name of a format, as <see cref="ParseFormat"/> reads it and checkpoints store it.</summary>
     public static string FormatName(DataFormat format) => format switch
     {
         DataFormat.Criteo => "criteo",
@@ -153,6 +160,7 @@ public sealed record DataSource
         return result;
     }
 
+    /// <summary>The ranges as <see cref="ParseRanges"/> reads them: <c>name=start-end,…</c>.</summary>
     public static string FormatRanges(IEnumerable<IndexRange> ranges) =>
         string.Join(",", ranges.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Field}={r.Start}-{r.End}")));
 

@@ -123,10 +123,15 @@ public readonly record struct FeatureTable(float[] Table, int RowFloats);
 /// </summary>
 public readonly ref struct StageBatch(int rows, ReadOnlySpan<float> x0, ReadOnlySpan<int> featureRows, Span<float> logits, Span<float> scratch)
 {
+    /// <summary>Samples in this call.</summary>
     public int Rows { get; } = rows;
+    /// <summary>[Rows, F·D] the looked-up embeddings of every field, row-major (empty when the model has no embedding).</summary>
     public ReadOnlySpan<float> X0 { get; } = x0;
+    /// <summary>[Rows, F] each sample's row in the concatenated tables (<see cref="PlanLayout.RowOffsets"/>[f] + id).</summary>
     public ReadOnlySpan<int> FeatureRows { get; } = featureRows;
+    /// <summary>[Rows] logits; a stage adds its term.</summary>
     public Span<float> Logits { get; } = logits;
+    /// <summary>This stage's scratch, as large as it asked for at this batch size.</summary>
     public Span<float> Scratch { get; } = scratch;
 }
 
@@ -136,6 +141,9 @@ public readonly ref struct StageBatch(int rows, ReadOnlySpan<float> x0, ReadOnly
 /// </summary>
 public sealed class PlanLayout
 {
+    /// <summary>The layout of <paramref name="fields"/> with embedding width <paramref name="embeddingDim"/>, served in
+    /// <paramref name="precision"/> (float32 when null), with int8 matrices read from a checkpoint in
+    /// <paramref name="storedInt8"/> (quantised here when null).</summary>
     public PlanLayout(IReadOnlyList<InputField> fields, int embeddingDim, ServingPrecision? precision = null, StoredInt8Weights? storedInt8 = null)
     {
         Fields = fields.ToArray();
@@ -154,10 +162,15 @@ public sealed class PlanLayout
         TotalRows = rows;
     }
 
+    /// <summary>The model's input fields, in model order.</summary>
     public IReadOnlyList<InputField> Fields { get; }
+    /// <summary>F: number of fields.</summary>
     public int FieldCount => Fields.Count;
+    /// <summary>D: embedding width.</summary>
     public int EmbeddingDim { get; }
+    /// <summary>[F] first row of field f in the concatenated tables.</summary>
     public IReadOnlyList<int> RowOffsets { get; }
+    /// <summary>ΣV: rows of the concatenated tables.</summary>
     public long TotalRows { get; }
 
     /// <summary>The precision the stages compile their dense weights (and the predictor its embedding table) into.</summary>

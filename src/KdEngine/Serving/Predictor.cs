@@ -143,6 +143,7 @@ public sealed class Predictor
         return new Predictor(loaded.Model, loaded.Preprocessor, precision ?? loaded.Precision, loaded.StoredInt8);
     }
 
+    /// <summary>The kind of model the predictor was compiled from.</summary>
     public ModelKind Kind { get; }
 
     /// <summary>The saved preprocessing (null when the predictor was built without one: only <see cref="Predict"/> works).</summary>
@@ -350,7 +351,7 @@ public sealed class Predictor
 
     /// <summary>Samples [start, end): check ids, form feature rows, gather x0 and the gather-phase terms, then every batch
     /// stage on the range with <paramref name="stageScratch"/>. Returns false (recording the bad id in the workspace) on
-    /// an id outside its table when <paramref name="recordErrors"/>; else throws.</summary>
+    /// an id outside its table at slot <paramref name="rangeIndex"/> when it is ≥ 0; else throws.</summary>
     private bool RunRange(ReadOnlySpan<int> ids, int batch, Span<float> logit, Workspace ws, int start, int end, Span<float> stageScratch,
         int rangeIndex = -1)
     {
