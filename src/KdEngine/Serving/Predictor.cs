@@ -388,7 +388,7 @@ public sealed class Predictor
                     if (pTable != null)
                         for (int f = 0; f < _f; f++) InferenceKernels.CopyRow(pTable + (long)featureRows[f] * _d, xb + f * _d, _d);
                     else if (pTableBf16 != null)
-                        for (int f = 0; f < _f; f++) Bf16.Widen(pTableBf16 + (long)featureRows[f] * _d, xb + f * _d, _d);
+                        for (int f = 0; f < _f; f++) InferenceKernels.WidenRow(pTableBf16 + (long)featureRows[f] * _d, xb + f * _d, _d);
                     if (_gatherStages.Length == 0)
                     {
                         logit[b] = 0;

@@ -33,12 +33,13 @@ public class PredictorThreadsAndPrecisionTests
     }
 
     /// <summary>The serving-test zoo plus CINs whose tile rule matters: D = 16 (one sample fills the 16-row small path) and
-    /// D = 3 (a tile of 85 samples; ranges of fewer than 6 samples would cross the 16-row line).</summary>
+    /// D = 3 (a tile of 85 samples; ranges of fewer than 6 samples would cross the 16-row line); and D = 10, whose bf16
+    /// embedding rows widen as one 8-wide vector plus an overlapping one for the last 2 values.</summary>
     private static IEnumerable<(string Name, ZooModel Model, InputField[] Fields)> Models()
     {
         var fields = Fields(6);
         foreach (var kind in Kinds) yield return (kind.ToString(), Random(Config(kind), fields, seed: 3), fields);
-        foreach (int d in new[] { 16, 3 })
+        foreach (int d in new[] { 16, 3, 10 })
         {
             var config = new ModelConfig
             {
