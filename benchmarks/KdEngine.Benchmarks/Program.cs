@@ -5,6 +5,11 @@ if (args is ["predictor-probe", ..])
     KdEngine.Benchmarks.PredictorProbe.Run(args[1..]);
     return;
 }
+if (args is ["serving-tradeoff", ..])
+{
+    KdEngine.Benchmarks.ServingTradeoff.Run(args[1..]);
+    return;
+}
 if (args is ["sgemm-probe", ..])
 {
     KdEngine.Benchmarks.SgemmProbe.Run(args[1..]);

@@ -41,6 +41,7 @@ public static class CliApp
         TrainVerb.Create(),
         EvalVerb.Create(),
         PredictVerb.Create(),
+        QuantizeVerb.Create(),
         ServeVerb.Create(),
         SynthVerb.Create(),
         CacheLogitsVerb.Create(),

@@ -54,7 +54,7 @@ internal static class PredictVerb
         if (KdEngine.Backends.DefaultBackend<float>.Current is not KdEngine.Backends.CpuBackend<float>
             || loaded.Model.Fields.Any(f => f.IsMultiValued || f.ScaleByValue))
             return CtrPipeline.Logits(loaded, data); // applies the saved calibration
-        var predictor = new Predictor(loaded.Model, loaded.Preprocessor, loaded.Calibration);
+        var predictor = Predictor.FromLoaded(loaded);
         var logits = new float[data.Count];
         int c = data.FieldCount;
         for (int b0 = 0; b0 < data.Count; b0 += Batch)

@@ -35,7 +35,7 @@ public static class ModelLoader
         var preprocessor = loaded.Preprocessor
             ?? throw new ModelRefusedException($"model '{name}': '{path}' was saved without its preprocessing; the service encodes raw values and needs it.");
         Predictor predictor;
-        try { predictor = new Predictor(loaded.Model, preprocessor, loaded.Calibration); } // with the saved calibration, as predict scores
+        try { predictor = Predictor.FromLoaded(loaded); } // with the saved calibration and precision, as predict scores
         catch (Exception e) when (e is NotSupportedException or ArgumentException)
         {
             throw new ModelRefusedException($"model '{name}': '{path}' cannot be compiled for serving: {e.Message}", e);

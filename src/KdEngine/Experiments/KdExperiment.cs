@@ -68,6 +68,8 @@ public sealed record KdExperimentOptions
     /// frozen teachers averaged, no gate: the baseline the gate must beat).
     /// </summary>
     public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble", "average"];
+    /// <summary>Called with every trained model and its test result (e.g. to serve it afterwards); optional.</summary>
+    public Action<KdRun, ZooModel>? OnTrained { get; init; }
 
     /// <summary>
     /// Reads options from strict JSON (camelCase keys of this record, unknown keys rejected naming them); keys left out keep
@@ -249,6 +251,7 @@ public static class KdExperiment
         var trainer = new Trainer(new TrainerOptions { Epochs = o.Epochs, BatchSize = o.BatchSize, Patience = o.Patience, Seed = seed, Metric = metric });
         var report = trainer.Fit(objective, optimizer, data.Train, data.Validation);
         var run = Evaluate(method, seed, role, model, data, sw.Elapsed.TotalSeconds);
+        o.OnTrained?.Invoke(run, model);
         log?.WriteLine($"{data.Name} seed {seed} {method,-28} {role,-8} test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s, " +
             $"{report.Steps} steps, best at epoch {report.Best?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "-"})");
         return run;

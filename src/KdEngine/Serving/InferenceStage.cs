@@ -20,10 +20,9 @@ namespace KdEngine.Serving;
 /// Stages run in part order and each adds (+=) its term, so the logit is summed in the training forward's order.</item>
 /// <item><b>Samples are independent.</b> A stage's term for sample b depends only on sample b's inputs (x0 row b, feature
 /// rows b). So a caller may split a batch into ranges of samples and run the ranges on different threads, each with its
-/// own scratch. Splitting changes only the shapes of the dense products (a range of m rows instead of B): logits agree
-/// with the unsplit call to float rounding, and bit for bit where the SGEMM takes the same path for both shapes (its
-/// contract is bit-identity across thread counts for one shape). Work inside one range (e.g. a GEMM's column blocks) is
-/// the stage's own business.</item>
+/// own scratch. Where a stage's products change a row's bits with their row count (the float32 SGEMM across 16 rows, the
+/// CIN's tiles), <see cref="RangeRuleFor"/> says which splits keep them, and the predictor only makes those. Work inside
+/// one range (e.g. a GEMM's column blocks) is the stage's own business.</item>
 /// <item><b>Scratch.</b> <see cref="Run"/> gets <see cref="ScratchFloats"/>(rows) floats of its own scratch for the call,
 /// uninitialised, and must not keep it; it allocates nothing. The predictor keeps one arena per thread, so concurrent
 /// calls never share scratch.</item>
@@ -53,6 +52,23 @@ public abstract class InferenceStage
     public virtual void Run(in StageBatch batch) =>
         throw new NotSupportedException($"{GetType().Name} has no batch phase.");
 
+    /// <summary>
+    /// Which splits of a batch of <paramref name="batch"/> samples into ranges keep this stage's bits (contract item 2):
+    /// every range at least <see cref="RangeRule.MinRows"/> samples and starting at a multiple of
+    /// <see cref="RangeRule.Alignment"/>. Default: any split (the stage's term for a sample never depends on its range).
+    /// </summary>
+    public virtual RangeRule RangeRuleFor(int batch) => RangeRule.Any;
+
+    /// <summary>Multiply-adds per sample in the batch phase (0 when negligible): with <see cref="WeightBytes"/>, tells the
+    /// predictor whether a range of samples has enough arithmetic per weight byte to be worth its own thread.</summary>
+    public virtual long MacsPerRow => 0;
+
+    /// <summary>Bytes of weights the batch phase reads per call (dense matrices; 0 when negligible).</summary>
+    public virtual long WeightBytes => 0;
+
+    /// <summary>Bytes of every weight this stage holds (for the serving table's "bytes of weights").</summary>
+    public virtual long HeldBytes => WeightBytes;
+
     /// <summary>In-place hidden-layer activation, the same functions as <see cref="Mlp.Activate"/>.</summary>
     protected internal static void Activate(Span<float> x, Activation activation)
     {
@@ -63,6 +79,29 @@ public abstract class InferenceStage
             case Activation.Sigmoid: TensorPrimitives.Sigmoid(x, x); break;
         }
     }
+}
+
+/// <summary>A condition on ranges of samples: at least <paramref name="MinRows"/> samples each, each starting at a multiple of
+/// <paramref name="Alignment"/> (the last range may be shorter than the alignment but not than MinRows).</summary>
+public readonly record struct RangeRule(int MinRows, int Alignment)
+{
+    /// <summary>Any split.</summary>
+    public static RangeRule Any => new(1, 1);
+
+    /// <summary>The rule both rules allow: the larger minimum, the least common multiple of the alignments.</summary>
+    public RangeRule And(RangeRule other)
+    {
+        static int Gcd(int a, int b) { while (b != 0) (a, b) = (b, a % b); return a; }
+        int lcm = Alignment / Gcd(Alignment, other.Alignment) * other.Alignment;
+        return new RangeRule(Math.Max(MinRows, other.MinRows), lcm);
+    }
+
+    /// <summary>
+    /// The rule of products whose row results depend only on whether m ≤ <see cref="Kernels.Cpu.Sgemm.SmallM"/> (the
+    /// float32 SGEMM: one FMA chain per element on its small path, K-sliced chains above it). A batch of
+    /// <paramref name="rows"/> &gt; 16 rows must split into ranges of more than 16 rows; a batch of ≤ 16 may split freely.
+    /// </summary>
+    public static RangeRule SgemmRows(int rows) => new(rows > Kernels.Cpu.Sgemm.SmallM ? Kernels.Cpu.Sgemm.SmallM + 1 : 1, 1);
 }
 
 /// <summary>The phases of an <see cref="InferenceStage"/>.</summary>
@@ -102,11 +141,16 @@ public readonly ref struct StageBatch(int rows, ReadOnlySpan<float> x0, ReadOnly
 /// </summary>
 public sealed class PlanLayout
 {
-    /// <summary>The layout of <paramref name="fields"/> with embedding width <paramref name="embeddingDim"/>.</summary>
-    public PlanLayout(IReadOnlyList<InputField> fields, int embeddingDim)
+    /// <summary>The layout of <paramref name="fields"/> with embedding width <paramref name="embeddingDim"/>, served in
+    /// <paramref name="precision"/> (float32 when null), with int8 matrices read from a checkpoint in
+    /// <paramref name="storedInt8"/> (quantised here when null).</summary>
+    public PlanLayout(IReadOnlyList<InputField> fields, int embeddingDim, ServingPrecision? precision = null, StoredInt8Weights? storedInt8 = null)
     {
         Fields = fields.ToArray();
         EmbeddingDim = embeddingDim;
+        Precision = precision ?? ServingPrecision.Float32;
+        Precision.Validate();
+        StoredInt8 = storedInt8;
         var offsets = new int[Fields.Count];
         long rows = 0;
         for (int f = 0; f < offsets.Length; f++)
@@ -128,6 +172,25 @@ public sealed class PlanLayout
     public IReadOnlyList<int> RowOffsets { get; }
     /// <summary>ΣV: rows of the concatenated tables.</summary>
     public long TotalRows { get; }
+
+    /// <summary>The precision the stages compile their dense weights (and the predictor its embedding table) into.</summary>
+    public ServingPrecision Precision { get; }
+
+    /// <summary>Int8 weights read from a checkpoint (served as stored instead of quantised again), or null.</summary>
+    public StoredInt8Weights? StoredInt8 { get; }
+
+    /// <summary>The int8 form of weight W [n, k] ([out, in]): the checkpoint's own integers and scales when it stored
+    /// them, else quantised per output channel from the float weights.</summary>
+    public Kernels.Cpu.Int8Weights Int8For(Tensor weight, int n, int k)
+    {
+        if (StoredInt8 is not null && StoredInt8.TryGet(weight, out var stored))
+        {
+            if (stored.N != n || stored.K != k)
+                throw new ArgumentException($"Predictor: stored int8 weights are [{stored.N}, {stored.K}], the layer is [{n}, {k}].");
+            return stored;
+        }
+        return Kernels.Cpu.Int8Weights.Quantize(weight.ToArray(), n, k);
+    }
 
     /// <summary>
     /// Per-field tables [V_f, width] concatenated into one array [ΣV, width] (on huge pages where large: rows are read at

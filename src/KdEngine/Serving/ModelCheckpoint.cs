@@ -9,10 +9,20 @@ namespace KdEngine.Serving;
 
 /// <summary>
 /// A model loaded from a checkpoint, with the preprocessing it was trained with (null when saved without) and its post-hoc
-/// calibration (null: none; apply it to the model's logits, as <see cref="Predictor"/> does).
+/// calibration (null: none; apply it to the model's logits, as <see cref="Predictor"/> does). A checkpoint written with a
+/// serving precision also gives that <see cref="Precision"/> and, for int8, the stored integers and scales
+/// (<see cref="StoredInt8"/>) that <see cref="Predictor.Load"/> serves as they are; <see cref="Model"/> holds the
+/// dequantised weights (what the quantised layers compute with, up to the activations' own rounding).
 /// </summary>
 public sealed record LoadedModel(ZooModel Model, Preprocessor? Preprocessor, IReadOnlyDictionary<string, string> Metadata,
-    KdEngine.Metrics.LogitCalibration? Calibration = null);
+    KdEngine.Metrics.LogitCalibration? Calibration = null)
+{
+    /// <summary>The serving precision the checkpoint was written in (float32 for a plain checkpoint).</summary>
+    public ServingPrecision Precision { get; init; } = ServingPrecision.Float32;
+
+    /// <summary>The int8 weights as stored (null unless the checkpoint holds I8 tensors).</summary>
+    public StoredInt8Weights? StoredInt8 { get; init; }
+}
 
 /// <summary>
 /// One file holds a model, its config, its input fields and its fitted preprocessing: a safetensors file
@@ -36,6 +46,10 @@ public static class ModelCheckpoint
     public const string PreprocessingKey = "preprocessing";
     /// <summary>Metadata key of the post-hoc calibration JSON (<see cref="KdEngine.Metrics.LogitCalibration"/>), when one was fitted.</summary>
     public const string CalibrationKey = "calibration";
+    /// <summary>Metadata key of a checkpoint written with a serving precision (<see cref="ServingPrecision.ToString"/>).</summary>
+    public const string PrecisionKey = "serving.precision";
+    /// <summary>Suffix of the per-output-channel scales [out] stored beside an I8 weight [out, in].</summary>
+    public const string ScaleSuffix = "_scale";
     /// <summary>The value of <see cref="TypeKey"/> in every zoo-model checkpoint.</summary>
     public const string ModelType = "kdengine.zoo";
 
@@ -46,12 +60,56 @@ public static class ModelCheckpoint
     /// </summary>
     public static void Save(string path, ZooModel model, Preprocessor? preprocessor = null, IReadOnlyDictionary<string, string>? extra = null,
         KdEngine.Metrics.LogitCalibration? calibration = null)
+        => Save(path, model, preprocessor, extra, precision: null, calibration);
+
+    /// <summary>
+    /// Writes the checkpoint. With a <paramref name="precision"/> other than float32, the serving matrices
+    /// (<see cref="Models.Parts.ModelPart.ServingMatrices"/>: DNN and CIN layers) are stored as I8 [out, in] with F32
+    /// scales <c>{name}_scale</c> [out], or as BF16, and the embedding tables as BF16 when asked; every other tensor stays
+    /// F32; the metadata records <see cref="PrecisionKey"/>. Loading such a file gives the dequantised model, and
+    /// <see cref="Predictor.Load"/> serves the stored values exactly.
+    /// </summary>
+    public static void Save(string path, ZooModel model, Preprocessor? preprocessor, IReadOnlyDictionary<string, string>? extra, ServingPrecision? precision,
+        KdEngine.Metrics.LogitCalibration? calibration = null)
     {
         if (RowSharding.Of(model) is { } sharding)
             throw new InvalidOperationException($"{path}: the model's tables are row-sharded over {sharding.Group.Size} rank(s); save it with the collective " +
                 "ModelCheckpoint.Save(path, model, preprocessor, extra, group) on every rank, which gathers the rows into one file.");
+        precision ??= ServingPrecision.Float32;
+        precision.Validate();
         var metadata = Metadata(model, preprocessor, extra, calibration);
-        var tensors = model.Parameters().Select(p => NamedArray.Float32(p.Name, p.Tensor.ToArray(), p.Tensor.Shape.ToArray()));
+        if (!precision.IsFloat32)
+        {
+            if (metadata.ContainsKey(PrecisionKey)) throw new ArgumentException($"checkpoint metadata key '{PrecisionKey}' is reserved.");
+            metadata[PrecisionKey] = precision.ToString();
+        }
+        var matrices = new HashSet<Tensors.Tensor<float>>(model.Parts.SelectMany(part => part.ServingMatrices), ReferenceEqualityComparer.Instance);
+        var tables = new HashSet<Tensors.Tensor<float>>(model.Embedding?.Tables ?? [], ReferenceEqualityComparer.Instance);
+        var tensors = new List<NamedArray>();
+        foreach (var p in model.Parameters())
+        {
+            int[] shape = p.Tensor.Shape.ToArray();
+            var format = matrices.Contains(p.Tensor) ? precision.DenseWeights
+                : tables.Contains(p.Tensor) ? precision.Embeddings : WeightFormat.Float32;
+            var values = p.Tensor.ToArray();
+            switch (format)
+            {
+                case WeightFormat.Int8:
+                    // W [out, in] per output channel: q = round(W / s), s = max |W_row| / 127 (Int8Weights.Quantize).
+                    var q = Kernels.Cpu.Int8Weights.Quantize(values, shape[0], values.Length / shape[0]);
+                    tensors.Add(NamedArray.Int8(p.Name, q.Values.ToArray(), shape));
+                    tensors.Add(NamedArray.Float32(p.Name + ScaleSuffix, (float[])q.Scales.Clone(), shape[0]));
+                    break;
+                case WeightFormat.BFloat16:
+                    var bf = new ushort[values.Length];
+                    Kernels.Cpu.Bf16.FromFloat(values, bf);
+                    tensors.Add(NamedArray.BFloat16(p.Name, bf, shape));
+                    break;
+                default:
+                    tensors.Add(NamedArray.Float32(p.Name, values, shape));
+                    break;
+            }
+        }
         SafeTensorsFile.Write(path, tensors, metadata);
     }
 
@@ -124,7 +182,7 @@ public static class ModelCheckpoint
     }
 
     /// <summary>
-    /// Reads a checkpoint written by <see cref="Save(string, ZooModel, Preprocessor?, IReadOnlyDictionary{string, string}?)"/>: rebuilds the model from its config and fields and loads every
+    /// Reads a checkpoint written by <see cref="Save(string, ZooModel, Preprocessor?, IReadOnlyDictionary{string, string}?, ServingPrecision?, KdEngine.Metrics.LogitCalibration?)"/>: rebuilds the model from its config and fields and loads every
     /// parameter. A missing, truncated or mismatched file is a <see cref="CheckpointFormatException"/> naming the file and
     /// the tensor or key.
     /// </summary>
@@ -138,13 +196,40 @@ public static class ModelCheckpoint
         if (TablePlacement.Current is { Mode: EmbeddingSharding.Row } placement) return LoadSharded(path, placement.Sharding!);
         var content = SafeTensorsFile.Read(path);
         var (model, preprocessor, absent) = Build(path, content.Metadata, content.Header);
+        var precision = PrecisionOf(path, content.Metadata);
+        StoredInt8Weights? stored = null;
         foreach (var p in model.Parameters())
         {
-            if (absent.Contains(p.Name)) p.Tensor.Backend.Fill(p.Tensor.Storage, 0f);
-            else p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);
+            if (absent.Contains(p.Name)) { p.Tensor.Backend.Fill(p.Tensor.Storage, 0f); continue; }
+            int[] shape = p.Tensor.Shape.ToArray();
+            switch (content.DTypeOf(p.Name))
+            {
+                case TensorDType.BF16:
+                    var bf = content.GetBFloat16(p.Name, shape);
+                    var widened = new float[bf.Length];
+                    Kernels.Cpu.Bf16.ToFloat(bf, widened);
+                    p.Tensor.Backend.Upload(widened, p.Tensor.Storage);
+                    break;
+                case TensorDType.I8:
+                    var q = ReadInt8(path, content, p.Name, shape);
+                    p.Tensor.Backend.Upload(q.Dequantize(), p.Tensor.Storage);
+                    (stored ??= new StoredInt8Weights()).Add(p.Tensor, q);
+                    break;
+                default:
+                    p.Tensor.Backend.Upload(content.GetFloat32(p.Name, shape), p.Tensor.Storage);
+                    break;
+            }
         }
         model.Training = false;
-        return new LoadedModel(model, preprocessor, content.Metadata, CalibrationOf(path, content.Metadata));
+        return new LoadedModel(model, preprocessor, content.Metadata, CalibrationOf(path, content.Metadata)) { Precision = precision, StoredInt8 = stored };
+    }
+
+    /// <summary>The serving precision recorded in the metadata (float32 when absent).</summary>
+    private static ServingPrecision PrecisionOf(string path, IReadOnlyDictionary<string, string> meta)
+    {
+        if (!meta.TryGetValue(PrecisionKey, out var precisionText)) return ServingPrecision.Float32;
+        try { return ServingPrecision.Parse(precisionText); }
+        catch (FormatException e) { throw new CheckpointFormatException(path, $"metadata '{PrecisionKey}': {e.Message}"); }
     }
 
     private static LoadedModel LoadSharded(string path, RowSharding sharding)
@@ -230,7 +315,10 @@ public static class ModelCheckpoint
         // as many weights as the file holds. A checkpoint is untrusted, so a header that claims a huge vocabulary
         // or DNN must fail here, bounded by the file's own size, and a config of another model kind
         // (e.g. xdeepfm over a dnn's tensors) is named as such.
-        long fileWeights = header.Tensors.Sum(e => e.ElementCount);
+        // An I8 weight's scales ride beside it; they are not model weights.
+        bool IsScaleOfInt8(string n) => n.EndsWith(ScaleSuffix, StringComparison.Ordinal)
+            && header.TryGet(n[..^ScaleSuffix.Length], out var w) && w.DType == TensorDType.I8;
+        long fileWeights = header.Tensors.Where(e => !IsScaleOfInt8(e.Name)).Sum(e => e.ElementCount);
         // Tensors a part gained after older checkpoints were written (the DNN's output bias) may be absent: zero.
         var absent = ZooModel.AbsentInOlderCheckpoints(config.Model).Where(t => !header.TryGet(t.Name, out _)).Select(t => t.Name).ToArray();
         long configWeights = ZooModel.ParameterCount(config, fields) - ZooModel.AbsentInOlderCheckpoints(config.Model).Where(t => absent.Contains(t.Name)).Sum(t => t.Weights);
@@ -248,11 +336,24 @@ public static class ModelCheckpoint
         var expected = model.Parameters();
         var names = new HashSet<string>(expected.Select(p => p.Name), StringComparer.Ordinal);
         foreach (var entry in header.Tensors)
-            if (!names.Contains(entry.Name))
+            if (!names.Contains(entry.Name) && !IsScaleOfInt8(entry.Name))
                 throw new CheckpointFormatException(path, $"tensor '{entry.Name}' does not belong to a {config.Model} model with this config.");
         foreach (var p in expected)
             if (!header.TryGet(p.Name, out _) && !absent.Contains(p.Name))
                 throw new CheckpointFormatException(path, $"tensor '{p.Name}' {NamedArray.FormatShape(ShardedFiles.GlobalShape(p.Tensor))} is missing.");
         return (model, preprocessor, absent);
+    }
+
+    /// <summary>An I8 weight [out, in] and its scales <c>{name}_scale</c> F32 [out], checked (scales finite and ≥ 0, no −128).</summary>
+    private static Kernels.Cpu.Int8Weights ReadInt8(string path, SafeTensorsContent content, string name, int[] shape)
+    {
+        if (shape.Length != 2)
+            throw new CheckpointFormatException(path, $"tensor '{name}' is I8 but has shape {NamedArray.FormatShape(shape)}; int8 weights are matrices [out, in].");
+        var values = content.GetInt8(name, shape);
+        if (!content.Contains(name + ScaleSuffix))
+            throw new CheckpointFormatException(path, $"tensor '{name}' is I8 but its scales '{name}{ScaleSuffix}' [{shape[0]}] are missing.");
+        var scales = content.GetFloat32(name + ScaleSuffix, [shape[0]]);
+        try { return Kernels.Cpu.Int8Weights.FromQuantized(values, scales, shape[0], shape[1]); }
+        catch (ArgumentException e) { throw new CheckpointFormatException(path, $"tensor '{name}': {e.Message}"); }
     }
 }

@@ -13,6 +13,11 @@ public enum TensorDType
     I32,
     /// <summary>Signed 64-bit integer (ids, counters).</summary>
     I64,
+    /// <summary>bfloat16: the upper 16 bits of a binary32 (quantised serving weights and embedding tables), held as
+    /// <see cref="ushort"/> bit patterns.</summary>
+    BF16,
+    /// <summary>Signed 8-bit integer (int8-quantised serving weights).</summary>
+    I8,
 }
 
 /// <summary>Helpers for <see cref="TensorDType"/>.</summary>
@@ -23,6 +28,8 @@ public static class TensorDTypes
     {
         TensorDType.F32 or TensorDType.I32 => 4,
         TensorDType.F64 or TensorDType.I64 => 8,
+        TensorDType.BF16 => 2,
+        TensorDType.I8 => 1,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
     };
 
@@ -33,10 +40,12 @@ public static class TensorDTypes
         TensorDType.F64 => "F64",
         TensorDType.I32 => "I32",
         TensorDType.I64 => "I64",
+        TensorDType.BF16 => "BF16",
+        TensorDType.I8 => "I8",
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
     };
 
-    /// <summary>Parses the exact, case-sensitive safetensors spelling; other dtypes (BF16, U8, ...) are not supported.</summary>
+    /// <summary>Parses the exact, case-sensitive safetensors spelling; other dtypes (F16, U8, ...) are not supported.</summary>
     public static bool TryParse(string text, out TensorDType dtype)
     {
         switch (text)
@@ -45,6 +54,8 @@ public static class TensorDTypes
             case "F64": dtype = TensorDType.F64; return true;
             case "I32": dtype = TensorDType.I32; return true;
             case "I64": dtype = TensorDType.I64; return true;
+            case "BF16": dtype = TensorDType.BF16; return true;
+            case "I8": dtype = TensorDType.I8; return true;
             default: dtype = default; return false;
         }
     }
@@ -86,6 +97,10 @@ public sealed class NamedArray
     public static NamedArray Int32(string name, int[] data, params int[] shape) => new(name, TensorDType.I32, data ?? throw new ArgumentNullException(nameof(data)), shape);
     /// <summary>An int64 array; <paramref name="shape"/>'s product must equal data.Length (the array is kept, not copied).</summary>
     public static NamedArray Int64(string name, long[] data, params int[] shape) => new(name, TensorDType.I64, data ?? throw new ArgumentNullException(nameof(data)), shape);
+    /// <summary>bfloat16 bit patterns (see <see cref="Kernels.Cpu.Bf16"/>).</summary>
+    public static NamedArray BFloat16(string name, ushort[] data, params int[] shape) => new(name, TensorDType.BF16, data ?? throw new ArgumentNullException(nameof(data)), shape);
+    /// <summary>An int8 array (quantised weights); <paramref name="shape"/>'s product must equal data.Length (the array is kept, not copied).</summary>
+    public static NamedArray Int8(string name, sbyte[] data, params int[] shape) => new(name, TensorDType.I8, data ?? throw new ArgumentNullException(nameof(data)), shape);
 
     /// <summary>An array of <paramref name="count"/> zeroed elements to be filled by the reader.</summary>
     internal static NamedArray Allocate(string name, TensorDType dtype, int[] shape, int count) => dtype switch
@@ -94,6 +109,8 @@ public sealed class NamedArray
         TensorDType.F64 => new NamedArray(name, dtype, new double[count], shape),
         TensorDType.I32 => new NamedArray(name, dtype, new int[count], shape),
         TensorDType.I64 => new NamedArray(name, dtype, new long[count], shape),
+        TensorDType.BF16 => new NamedArray(name, dtype, new ushort[count], shape),
+        TensorDType.I8 => new NamedArray(name, dtype, new sbyte[count], shape),
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
@@ -116,6 +133,10 @@ public sealed class NamedArray
     public ReadOnlySpan<int> AsInt32() => _data as int[] ?? throw WrongType(TensorDType.I32);
     /// <summary>The elements of an I64 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
     public ReadOnlySpan<long> AsInt64() => _data as long[] ?? throw WrongType(TensorDType.I64);
+    /// <summary>The bit patterns of a BF16 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
+    public ReadOnlySpan<ushort> AsBFloat16() => _data as ushort[] ?? throw WrongType(TensorDType.BF16);
+    /// <summary>The elements of an I8 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
+    public ReadOnlySpan<sbyte> AsInt8() => _data as sbyte[] ?? throw WrongType(TensorDType.I8);
 
     /// <summary>The elements as bytes in this machine's byte order.</summary>
     internal Span<byte> NativeBytes() => DType switch
@@ -124,6 +145,8 @@ public sealed class NamedArray
         TensorDType.F64 => MemoryMarshal.AsBytes(((double[])_data).AsSpan()),
         TensorDType.I32 => MemoryMarshal.AsBytes(((int[])_data).AsSpan()),
         TensorDType.I64 => MemoryMarshal.AsBytes(((long[])_data).AsSpan()),
+        TensorDType.BF16 => MemoryMarshal.AsBytes(((ushort[])_data).AsSpan()),
+        TensorDType.I8 => MemoryMarshal.AsBytes(((sbyte[])_data).AsSpan()),
         _ => throw new InvalidOperationException(),
     };
 

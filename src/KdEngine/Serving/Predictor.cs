@@ -1,7 +1,9 @@
 using System.Numerics.Tensors;
 using KdEngine.Data;
+using KdEngine.Kernels.Cpu;
 using KdEngine.Models;
 using KdEngine.Nn;
+using KdEngine.Tensors;
 
 namespace KdEngine.Serving;
 
@@ -18,7 +20,11 @@ namespace KdEngine.Serving;
 /// <para><b>Threading.</b> One predictor may be called from many threads at once: its weights are read-only and all
 /// scratch lives in a per-thread workspace (<see cref="ThreadStaticAttribute"/>, grown on demand, never shrunk), so a
 /// call's result depends only on its input — concurrent callers get exactly the scores single-threaded scoring gives
-/// for the same batches. Intra-op parallelism is the SGEMM's own (its thread setting); the rest runs on the caller.</para>
+/// for the same batches. Within a call, up to <see cref="CpuParallel.ThreadCount"/> threads work (see
+/// <see cref="RangesFor"/>): a batch large enough is split into static ranges of samples, each range gathered and run
+/// through every stage by one thread with its own scratch; a smaller batch runs as one range whose products split
+/// their columns (or row tiles) among the threads. Ranges are chosen so that every sample gets exactly the bits one
+/// thread gives (the stages' <see cref="InferenceStage.RangeRuleFor"/>), so scores are the same on any thread count.</para>
 /// <para><b>Allocation.</b> After one warm-up call at a batch size (or any larger one) on a thread, <see cref="Predict"/>
 /// allocates nothing on that thread. The raw-row overloads allocate nothing either for single-valued fields (the
 /// preprocessor's encoder is allocation-free for them); multi-valued fields split their text (allocates) although the
@@ -35,15 +41,26 @@ public sealed class Predictor
     private readonly int[] _cardinality;   // [F]
     private readonly int[] _rowOffset;     // [F] first row of field f in the concatenated tables
     private readonly string[] _fieldNames;
-    private readonly float[]? _embedding;  // [ΣV, D]
+    private readonly float[]? _embedding;  // [ΣV, D] float32, or …
+    private readonly ushort[]? _embeddingBf16; // … [ΣV, D] bfloat16 (ServingPrecision.Embeddings)
 
     private readonly InferenceStage[] _gatherStages, _batchStages;
     private readonly FeatureTable[] _prefetch; // every table read by feature row: the embedding's, then the stages'
 
     /// <summary>Compiles an in-memory model (evaluation semantics: no dropout). <paramref name="preprocessor"/> (optional)
-    /// enables the raw-row overloads; it must produce the id columns the model reads. <paramref name="calibration"/>
-    /// (optional, as fitted on validation and stored in the checkpoint) maps every logit z to a·z + b before it is returned.</summary>
-    public Predictor(ZooModel model, Preprocessor? preprocessor = null, KdEngine.Metrics.LogitCalibration? calibration = null)
+    /// enables the raw-row overloads; it must produce the id columns the model reads. <paramref name="precision"/>
+    /// (default float32) quantises the dense weights and/or the embedding table (<see cref="ServingPrecision"/>).
+    /// <paramref name="calibration"/> (optional, as fitted on validation and stored in the checkpoint) maps every logit z
+    /// to a·z + b before it is returned.</summary>
+    public Predictor(ZooModel model, Preprocessor? preprocessor = null, ServingPrecision? precision = null, KdEngine.Metrics.LogitCalibration? calibration = null)
+        : this(model, preprocessor, precision, storedInt8: null, calibration)
+    {
+    }
+
+    /// <summary>As the public constructor, serving <paramref name="storedInt8"/> (a checkpoint's own int8 weights) where
+    /// the precision asks for int8.</summary>
+    internal Predictor(ZooModel model, Preprocessor? preprocessor, ServingPrecision? precision, StoredInt8Weights? storedInt8,
+        KdEngine.Metrics.LogitCalibration? calibration = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (model.ParameterTensors().FirstOrDefault(t => t.RowShard is not null) is { } sharded)
@@ -57,7 +74,8 @@ public sealed class Predictor
         model.ApplyDeferredRows(); // lazily decayed rows an optimizer still owes the tables (its weights are copied below)
         Preprocessor = preprocessor;
         Calibration = calibration ?? KdEngine.Metrics.LogitCalibration.Identity;
-        var layout = new PlanLayout(model.Fields, config.EmbeddingDim);
+        Precision = precision ?? ServingPrecision.Float32;
+        var layout = new PlanLayout(model.Fields, config.EmbeddingDim, Precision, storedInt8);
         _f = layout.FieldCount;
         _d = config.EmbeddingDim;
         _readColumns = model.Columns.ToArray();
@@ -81,7 +99,17 @@ public sealed class Predictor
         }
 
         // The model's own tables (shared embeddings may carry another module's names); gathered at random: huge pages.
-        if (model.Embedding is { } embedding) _embedding = layout.Concatenate(embedding.Tables, _d, "embedding table");
+        if (model.Embedding is { } embedding)
+        {
+            _embedding = layout.Concatenate(embedding.Tables, _d, "embedding table");
+            if (Precision.Embeddings == WeightFormat.BFloat16)
+            {
+                // [ΣV, D] bf16: half the bytes of the largest array; rows are widened exactly as they are gathered.
+                _embeddingBf16 = HugePageArrays.Allocate<ushort>(_embedding.LongLength);
+                Bf16.FromFloat(_embedding, _embeddingBf16);
+                _embedding = null;
+            }
+        }
         var stages = model.Parts.Select(part => part.Compile(layout)).ToArray();
         _gatherStages = stages.Where(s => s.Phases.HasFlag(StagePhases.Gather)).ToArray();
         _batchStages = stages.Where(s => s.Phases.HasFlag(StagePhases.Batch)).ToArray();
@@ -89,13 +117,45 @@ public sealed class Predictor
         if (_embedding is not null) prefetch.Add(new FeatureTable(_embedding, _d));
         foreach (var stage in _gatherStages) prefetch.AddRange(stage.FeatureTables);
         _prefetch = prefetch.ToArray();
+        long tableBytesForPrefetch = prefetch.Sum(t => 4L * t.Table.LongLength) + 2L * (_embeddingBf16?.LongLength ?? 0);
+        _prefetchRows = tableBytesForPrefetch > PrefetchMinTableBytes;
+        foreach (var stage in stages)
+        {
+            _macsPerRow += stage.MacsPerRow;
+            _weightBytes += stage.WeightBytes;
+        }
+        long tableBytes = _embedding is not null ? 4L * _embedding.LongLength : _embeddingBf16 is not null ? 2L * _embeddingBf16.LongLength : 0;
+        WeightBytes = tableBytes + stages.Sum(st => st.HeldBytes + st.FeatureTables.Sum(t => 4L * t.Table.LongLength));
     }
 
-    /// <summary>Loads a checkpoint written by <see cref="ModelCheckpoint.Save(string, Models.ZooModel, Data.Preprocessor?, IReadOnlyDictionary{string, string}?)"/> (with its preprocessing, when saved).</summary>
-    public static Predictor Load(string path)
+    private readonly long _macsPerRow, _weightBytes;
+    private readonly bool _prefetchRows;
+
+    /// <summary>Tables smaller than this (all together) stay in cache between samples, so the gather does not prefetch
+    /// their rows (at the Criteo student's 460 KB the prefetch loop was pure overhead).</summary>
+    private const long PrefetchMinTableBytes = 8L << 20;
+
+    /// <summary>The precision this predictor serves with.</summary>
+    public ServingPrecision Precision { get; }
+
+    /// <summary>Bytes of weights the predictor holds: the embedding table (float32 or bf16), every stage's dense weights in
+    /// their serving format, biases, output vectors and per-field tables.</summary>
+    public long WeightBytes { get; }
+
+    /// <summary>Loads a checkpoint written by <see cref="ModelCheckpoint.Save(string, ZooModel, Preprocessor?, IReadOnlyDictionary{string, string}?, ServingPrecision?, KdEngine.Metrics.LogitCalibration?)"/>
+    /// (with its preprocessing and calibration, when saved), serving it in the precision the checkpoint was written in (its int8 weights
+    /// exactly as stored), or in <paramref name="precision"/> when given.</summary>
+    public static Predictor Load(string path, ServingPrecision? precision = null)
     {
-        var loaded = ModelCheckpoint.Load(path);
-        return new Predictor(loaded.Model, loaded.Preprocessor, loaded.Calibration);
+        return FromLoaded(ModelCheckpoint.Load(path), precision);
+    }
+
+    /// <summary>Compiles a loaded checkpoint as <see cref="Load"/> does: its preprocessing and calibration, in the precision
+    /// it was written in (its int8 weights exactly as stored), or in <paramref name="precision"/> when given.</summary>
+    public static Predictor FromLoaded(LoadedModel loaded, ServingPrecision? precision = null)
+    {
+        ArgumentNullException.ThrowIfNull(loaded);
+        return new Predictor(loaded.Model, loaded.Preprocessor, precision ?? loaded.Precision, loaded.StoredInt8, loaded.Calibration);
     }
 
     /// <summary>The kind of model the predictor was compiled from.</summary>
@@ -211,13 +271,38 @@ public sealed class Predictor
 
     // ---------------------------------------------------------------- plan execution
 
-    /// <summary>Floats of per-thread scratch a batch of <paramref name="batch"/> needs: x0 [B, F·D], then the largest
-    /// batch-phase stage scratch (stages run one after another, so they share it).</summary>
-    internal long ScratchFloats(int batch)
+    /// <summary>
+    /// Arithmetic per weight byte below which a range of samples is not worth a thread of its own (benchmark hook): its
+    /// products would mostly wait on weights, which a column split of one range halves instead. 8 multiply-adds per byte:
+    /// the bench WDL (2.3 MB of float32 layers, 0.57 M multiply-adds per sample) splits from 32 samples per range,
+    /// the bench xDeepFM (CIN and DNN: 16 MB, 31 M) from 5.
+    /// </summary>
+    internal static double MinMacsPerWeightByte { get; set; } = 8;
+
+    /// <summary>
+    /// The static ranges a batch of <paramref name="batch"/> samples splits into (count ≤ threads): as many as the threads
+    /// and the arithmetic allow, each a multiple of every stage's <see cref="RangeRule.Alignment"/> long and at least its
+    /// <see cref="RangeRule.MinRows"/>, so a sample's bits never depend on the split. One range when one thread is
+    /// allowed or the batch is too small to split. Boundaries depend only on the batch, the threads and the model.
+    /// </summary>
+    internal int RangesFor(int batch, int threads)
     {
-        long stages = 0;
-        foreach (var stage in _batchStages) stages = Math.Max(stages, stage.ScratchFloats(batch));
-        return (_embedding is null ? 0 : (long)batch * _f * _d) + stages;
+        if (threads <= 1 || batch < 2 || _batchStages.Length == 0) return 1;
+        var rule = RangeRule.Any;
+        foreach (var stage in _batchStages) rule = rule.And(stage.RangeRuleFor(batch));
+        long useful = _macsPerRow == 0 ? 1 : (long)Math.Ceiling(MinMacsPerWeightByte * _weightBytes / _macsPerRow);
+        int minRows = (int)Math.Clamp(Math.Max(useful, rule.MinRows), 1, int.MaxValue);
+        for (int ranges = Math.Min(threads, batch / minRows); ranges > 1; ranges--)
+        {
+            bool ok = true;
+            for (int i = 0; i < ranges && ok; i++)
+            {
+                var (start, end) = CpuParallel.Range(batch, ranges, i, rule.Alignment);
+                ok = end - start >= minRows;
+            }
+            if (ok) return ranges;
+        }
+        return 1;
     }
 
     /// <summary>The calibration's affine map on the logits, then σ when probabilities are asked for.</summary>
@@ -227,38 +312,170 @@ public sealed class Predictor
         if (probabilities) TensorPrimitives.Sigmoid(destination, destination);
     }
 
+    /// <summary>Floats of x0 [B, F·D] at the front of the per-thread scratch.</summary>
+    private long X0Floats(int batch) => _embedding is null && _embeddingBf16 is null ? 0 : (long)batch * _f * _d;
+
+    /// <summary>Floats of stage scratch one range of a batch of <paramref name="batch"/> split into
+    /// <paramref name="ranges"/> needs: the largest batch-phase stage scratch for the longest range (stages run one after
+    /// another within a range, so they share it).</summary>
+    private long RangeScratchFloats(int batch, int ranges)
+    {
+        int rows = batch;
+        if (ranges > 1)
+        {
+            var rule = RangeRule.Any;
+            foreach (var stage in _batchStages) rule = rule.And(stage.RangeRuleFor(batch));
+            rows = 0;
+            for (int i = 0; i < ranges; i++)
+            {
+                var (start, end) = CpuParallel.Range(batch, ranges, i, rule.Alignment);
+                rows = Math.Max(rows, end - start);
+            }
+        }
+        long perRange = 0;
+        foreach (var stage in _batchStages) perRange = Math.Max(perRange, stage.ScratchFloats(rows));
+        return perRange;
+    }
+
+    /// <summary>Floats of per-thread scratch a batch of <paramref name="batch"/> split into <paramref name="ranges"/>
+    /// needs: x0 [B, F·D], then one stage scratch per range.</summary>
+    internal long ScratchFloats(int batch, int ranges = 1) => X0Floats(batch) + ranges * RangeScratchFloats(batch, ranges);
+
     private void Run(ReadOnlySpan<int> ids, int batch, Span<float> logit, Workspace ws)
     {
-        int fd = _embedding is null ? 0 : _f * _d;
+        int ranges = ws.Ranges;
+        if (ranges == 1)
+        {
+            RunRange(ids, batch, logit, ws, 0, batch, ws.Floats.AsSpan((int)X0Floats(batch), (int)ws.PerRangeFloats));
+            return;
+        }
+        // Several ranges: each gathers and runs every stage on its samples with its own scratch. A bad id stops its range
+        // and is recorded; the first one in the batch is reported after all ranges finish (the same error one thread gives).
+        unsafe
+        {
+            fixed (int* pIds = ids)
+            fixed (float* pLogit = logit)
+            {
+                var job = ws.Job;
+                job.Set(this, pIds, ids.Length, pLogit, batch, ranges);
+                try
+                {
+                    // Pinned: range i runs on the same thread every call, so the per-thread scratch its kernels grew
+                    // (SGEMM packing, int8 activation buffers) is warm after one call and nothing is allocated later.
+                    CpuParallel.ForPinned(ranges, job);
+                }
+                finally
+                {
+                    job.Clear();
+                }
+            }
+        }
+        for (int i = 0; i < ranges; i++)
+            if (ws.BadRow[i] >= 0) throw BadId(ws.BadRow[i], ws.BadField[i], ids);
+    }
+
+    /// <summary>Samples [start, end): check ids, form feature rows, gather x0 and the gather-phase terms, then every batch
+    /// stage on the range with <paramref name="stageScratch"/>. Returns false (recording the bad id in the workspace) on
+    /// an id outside its table at slot <paramref name="rangeIndex"/> when it is ≥ 0; else throws.</summary>
+    private bool RunRange(ReadOnlySpan<int> ids, int batch, Span<float> logit, Workspace ws, int start, int end, Span<float> stageScratch,
+        int rangeIndex = -1)
+    {
+        int fd = _embedding is null && _embeddingBf16 is null ? 0 : _f * _d;
         var x0 = ws.Floats.AsSpan(0, batch * fd);                     // x0 [B, F, D] = flat [B, F·D]
         var rows = ws.FeatureRows.AsSpan(0, batch * _f);              // [B, F] rows in the concatenated tables
 
-        for (int b = 0; b < batch; b++)
+        // Per sample: check the ids and form the feature rows, copy (or widen) the embedding rows into x0, then the gather
+        // stages while the rows are in cache; the next sample's rows are prefetched first. Raw pointers: this loop copies
+        // F rows of D floats per sample (39 000 rows at batch 1,000), so per-row overhead is most of its cost.
+        unsafe
         {
-            if (b + 1 < batch) PrefetchRows(ids.Slice((b + 1) * _columns, _columns));
-            var row = ids.Slice(b * _columns, _columns);
-            var featureRows = rows.Slice(b * _f, _f);
-            for (int f = 0; f < _f; f++)
-            {
-                int id = row[_readColumns[f]];
-                if ((uint)id >= (uint)_cardinality[f])
-                    throw new ArgumentOutOfRangeException(nameof(ids),
-                        $"Predictor: row {b}, column {_readColumns[f]} (field '{_fieldNames[f]}'): id {id} is outside [0, {_cardinality[f]}).");
-                featureRows[f] = _rowOffset[f] + id;
-            }
-            if (_embedding is not null)
-            {
-                var xb = x0.Slice(b * fd, fd);
-                for (int f = 0; f < _f; f++) _embedding.AsSpan(featureRows[f] * _d, _d).CopyTo(xb.Slice(f * _d, _d));
-            }
-            float z = 0;
-            foreach (var stage in _gatherStages) stage.GatherSample(featureRows, ref z);
-            logit[b] = z;
+            fixed (int* pIds = ids, pRead = _readColumns, pCard = _cardinality, pOffset = _rowOffset, pRows = rows)
+            fixed (float* pX0 = x0, pTable = _embedding)
+            fixed (ushort* pTableBf16 = _embeddingBf16)
+                for (int b = start; b < end; b++)
+                {
+                    if (_prefetchRows && b + 1 < end) PrefetchRows(ids.Slice((b + 1) * _columns, _columns));
+                    int* row = pIds + (nint)b * _columns;
+                    int* featureRows = pRows + (nint)b * _f;
+                    for (int f = 0; f < _f; f++)
+                    {
+                        int id = row[pRead[f]];
+                        if ((uint)id >= (uint)pCard[f])
+                        {
+                            if (rangeIndex < 0) throw BadId(b, f, ids);
+                            ws.BadRow[rangeIndex] = b;
+                            ws.BadField[rangeIndex] = f;
+                            return false;
+                        }
+                        featureRows[f] = pOffset[f] + id;
+                    }
+                    float* xb = pX0 + (nint)b * fd;
+                    if (pTable != null)
+                        for (int f = 0; f < _f; f++) InferenceKernels.CopyRow(pTable + (long)featureRows[f] * _d, xb + f * _d, _d);
+                    else if (pTableBf16 != null)
+                        for (int f = 0; f < _f; f++) InferenceKernels.WidenRow(pTableBf16 + (long)featureRows[f] * _d, xb + f * _d, _d);
+                    if (_gatherStages.Length == 0)
+                    {
+                        logit[b] = 0;
+                        continue;
+                    }
+                    float z = 0;
+                    var sampleRows = new ReadOnlySpan<int>(featureRows, _f);
+                    foreach (var stage in _gatherStages) stage.GatherSample(sampleRows, ref z);
+                    logit[b] = z;
+                }
         }
 
-        var scratch = ws.Floats.AsSpan(batch * fd);
+        int n = end - start;
+        var rangeRows = rows.Slice(start * _f, n * _f);
+        var rangeX0 = x0.Slice(start * fd, n * fd);
+        var rangeLogit = logit.Slice(start, n);
         foreach (var stage in _batchStages)
-            stage.Run(new StageBatch(batch, x0, rows, logit, scratch.Slice(0, (int)stage.ScratchFloats(batch))));
+            stage.Run(new StageBatch(n, rangeX0, rangeRows, rangeLogit, stageScratch.Slice(0, (int)stage.ScratchFloats(n))));
+        return true;
+    }
+
+    private ArgumentOutOfRangeException BadId(int b, int f, ReadOnlySpan<int> ids) =>
+        new(nameof(ids), $"Predictor: row {b}, column {_readColumns[f]} (field '{_fieldNames[f]}'): id {ids[b * _columns + _readColumns[f]]} is outside [0, {_cardinality[f]}).");
+
+    /// <summary>The parallel loop over ranges of one call (one per calling thread, reused; pointers valid during the loop).</summary>
+    private sealed unsafe class RangeJob(Workspace ws) : IParallelWork
+    {
+        private Predictor? _predictor;
+        private int* _ids;
+        private int _idCount, _batch, _ranges, _alignment;
+        private float* _logit;
+
+        public void Set(Predictor predictor, int* ids, int idCount, float* logit, int batch, int ranges)
+        {
+            _predictor = predictor;
+            _ids = ids;
+            _idCount = idCount;
+            _logit = logit;
+            _batch = batch;
+            _ranges = ranges;
+            var rule = RangeRule.Any;
+            foreach (var stage in predictor._batchStages) rule = rule.And(stage.RangeRuleFor(batch));
+            _alignment = rule.Alignment;
+            for (int i = 0; i < ranges; i++) ws.BadRow[i] = -1;
+        }
+
+        public void Clear()
+        {
+            _predictor = null;
+            _ids = null;
+            _logit = null;
+        }
+
+        public void Execute(int index)
+        {
+            var p = _predictor!;
+            var (start, end) = CpuParallel.Range(_batch, _ranges, index, _alignment);
+            if (end <= start) return;
+            long perRange = ws.PerRangeFloats;
+            var scratch = ws.Floats.AsSpan((int)(p.X0Floats(_batch) + index * perRange), (int)perRange);
+            p.RunRange(new ReadOnlySpan<int>(_ids, _idCount), _batch, new Span<float>(_logit, _batch), ws, start, end, scratch, index);
+        }
     }
 
     /// <summary>
@@ -271,6 +488,15 @@ public sealed class Predictor
     private unsafe void PrefetchRows(ReadOnlySpan<int> row)
     {
         if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        if (_embeddingBf16 is not null)
+            fixed (ushort* data = _embeddingBf16)
+                for (int f = 0; f < _f; f++)
+                {
+                    int id = row[_readColumns[f]];
+                    if ((uint)id >= (uint)_cardinality[f]) continue;
+                    ushort* first = data + (long)(_rowOffset[f] + id) * _d;
+                    for (int line = 0; line < _d; line += 32) System.Runtime.Intrinsics.X86.Sse.Prefetch0(first + line);
+                }
         foreach (var table in _prefetch)
             fixed (float* data = table.Table)
             {
@@ -297,10 +523,19 @@ public sealed class Predictor
         private EncodedRow? _encoded;
         private RawRecord? _record;
 
+        /// <summary>This call's split (<see cref="RangesFor"/>) and per-range stage scratch in floats.</summary>
+        public int Ranges;
+        public long PerRangeFloats;
+        public readonly int[] BadRow = new int[64], BadField = new int[64];
+        public RangeJob Job => _job ??= new RangeJob(this);
+        private RangeJob? _job;
+
         public static Workspace For(Predictor p, int batch)
         {
             var ws = t_current ??= new Workspace();
-            long need = p.ScratchFloats(batch);
+            ws.Ranges = p.RangesFor(batch, Math.Min(CpuParallel.ThreadCount, 64));
+            ws.PerRangeFloats = p.RangeScratchFloats(batch, ws.Ranges);
+            long need = p.X0Floats(batch) + ws.Ranges * ws.PerRangeFloats;
             if (need > Array.MaxLength)
                 throw new ArgumentException($"Predictor: batch {batch} needs {need} floats of scratch, more than one array holds; score it in smaller batches.");
             if (ws.Floats.Length < need) ws.Floats = new float[need];

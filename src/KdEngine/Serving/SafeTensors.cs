@@ -205,7 +205,13 @@ public static partial class SafeTensorsFile
 
     private static void ReverseElements(Span<byte> bytes, int size)
     {
-        if (size == 4)
+        if (size == 1) return;
+        if (size == 2)
+        {
+            var v = MemoryMarshal.Cast<byte, short>(bytes);
+            BinaryPrimitives.ReverseEndianness(v, v);
+        }
+        else if (size == 4)
         {
             var v = MemoryMarshal.Cast<byte, int>(bytes);
             BinaryPrimitives.ReverseEndianness(v, v);
@@ -359,7 +365,7 @@ public static partial class SafeTensorsFile
         foreach (var r in raw)
         {
             if (!TensorDTypes.TryParse(r.DType, out var dtype))
-                throw new CheckpointFormatException(path, $"tensor '{r.Name}' has dtype '{Truncate(r.DType)}'; supported dtypes are F32, F64, I32, I64.");
+                throw new CheckpointFormatException(path, $"tensor '{r.Name}' has dtype '{Truncate(r.DType)}'; supported dtypes are F32, F64, I32, I64, BF16, I8.");
             if (r.Shape.Count > MaxRank)
                 throw new CheckpointFormatException(path, $"tensor '{r.Name}' has rank {r.Shape.Count}; at most {MaxRank} dimensions are supported.");
             var shape = new int[r.Shape.Count];
@@ -663,6 +669,16 @@ public sealed class SafeTensorsContent
     /// <summary>The I64 tensor <paramref name="name"/>, checked against <paramref name="expectedShape"/> when given.</summary>
     /// <exception cref="CheckpointFormatException">Missing, of another dtype, or of another shape.</exception>
     public ReadOnlySpan<long> GetInt64(string name, int[]? expectedShape = null) => Checked(name, TensorDType.I64, expectedShape).AsInt64();
+
+    /// <summary>The BF16 tensor <paramref name="name"/> as bit patterns (see <see cref="GetFloat32"/>).</summary>
+    public ReadOnlySpan<ushort> GetBFloat16(string name, int[]? expectedShape = null) => Checked(name, TensorDType.BF16, expectedShape).AsBFloat16();
+
+    /// <summary>The I8 tensor <paramref name="name"/> (see <see cref="GetFloat32"/>).</summary>
+    public ReadOnlySpan<sbyte> GetInt8(string name, int[]? expectedShape = null) => Checked(name, TensorDType.I8, expectedShape).AsInt8();
+
+    /// <summary>The dtype of tensor <paramref name="name"/>.</summary>
+    /// <exception cref="CheckpointFormatException">Missing.</exception>
+    public TensorDType DTypeOf(string name) => Get(name).DType;
 
     private NamedArray Checked(string name, TensorDType dtype, int[]? expectedShape)
     {

@@ -93,7 +93,7 @@ public class CliTests
     [Test]
     public void EveryVerbHasHelp()
     {
-        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "tune", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
+        foreach (var verb in new[] { "train", "eval", "predict", "serve", "quantize", "synth", "cache-logits", "distill", "tune", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
         {
             var o = Ok([.. verb.Split(' '), "--help"]);
             Assert.That(o, Does.Contain("Usage:").And.Contain("kdengine " + verb + " ["), verb);
@@ -101,7 +101,7 @@ public class CliTests
             Assert.That(o, Does.Not.Contain("epoch   1"), verb);
         }
         var overview = Ok("--help");
-        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "tune", "quickstart", "experiment", "demo" })
+        foreach (var verb in new[] { "train", "eval", "predict", "serve", "quantize", "synth", "cache-logits", "distill", "tune", "quickstart", "experiment", "demo" })
             Assert.That(overview, Does.Contain("  " + verb + " "), verb);
         Assert.That(Ok("help", "train"), Is.EqualTo(Ok("train", "--help")));
         Assert.That(Ok("train", "-h"), Is.EqualTo(Ok("train", "--help")));
@@ -148,6 +148,23 @@ public class CliTests
         // @FILE anywhere but after --ranges is a response file: its lines are arguments.
         var rsp = Write("eval.rsp", $"--model {Path.Combine(_dir, "nope.kde")}\n# a comment\n--data {_criteo}\n");
         Assert.That(Fails("eval", "@" + rsp), Does.Contain("nope.kde"));
+    }
+
+    [Test]
+    public void QuantizeWritesAServingCheckpointAndMeasuresItsAuc()
+    {
+        var model = Path.Combine(_dir, "criteo-q.kde");
+        Ok("train", "--model", "dnn", "--config", _small, "--data", _criteo, "--epochs", "2", "--out", model);
+        var int8 = Path.Combine(_dir, "criteo-q.int8.kde");
+        var o = Ok("quantize", "--model", model, "--precision", "int8", "--data", _criteo, "--out", int8);
+        Assert.That(o, Does.Contain($"wrote {int8}: int8").And.Contain("300 rows"));
+        double fp32Auc = Number(o, @"fp32: AUC ([0-9.]+)"), int8Auc = Number(o, @"int8: AUC ([0-9.]+)");
+        Assert.That(Math.Abs(int8Auc - fp32Auc), Is.LessThan(0.01));
+        var served = KdEngine.Serving.Predictor.Load(int8);
+        Assert.That(served.Precision, Is.EqualTo(KdEngine.Serving.ServingPrecision.Int8));
+        Assert.That(Ok("eval", "--model", int8, "--data", _criteoTest), Does.Contain(": 30 rows"), "eval runs the dequantised model");
+        Assert.That(Fails("quantize", "--model", int8, "--out", Path.Combine(_dir, "again.kde")), Does.Contain("already stored in int8"));
+        Assert.That(Fails("quantize", "--model", model, "--precision", "int4", "--out", Path.Combine(_dir, "x.kde")), Does.Contain("--precision").And.Contain("int4"));
     }
 
     [Test]

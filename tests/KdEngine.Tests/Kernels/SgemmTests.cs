@@ -72,6 +72,35 @@ public class SgemmTests
     }
 
     [Test]
+    public void Small_products_split_by_columns_match_one_thread_bit_for_bit()
+    {
+        // m ≤ 16 with enough work splits C's columns in whole 32-column panels: batch-1 and batch-16 layers, the CIN's
+        // batch-1 product (16 × 3900 · 3900 × 208), a ragged right edge, B transposed, and a product below the work
+        // threshold (lowered here so that 3 × 17 · 17 × 70 also splits).
+        long savedMin = Sgemm.SmallParallelMinMacs;
+        try
+        {
+            foreach (var (m, k, n, tb, lowered) in new[] { (1, 624, 400, false, false), (16, 624, 400, false, false), (16, 390, 208, false, false),
+                         (13, 500, 301, false, false), (7, 300, 250, true, false), (3, 17, 70, false, true), (1, 33, 100, false, true) })
+            {
+                Sgemm.SmallParallelMinMacs = lowered ? 1 : savedMin;
+                var (a, b, _) = Random(m, k, n, seed: 17);
+                float[] one = Run(1, m, k, n, a, b, tb);
+                foreach (int threads in new[] { 2, 3, 5 })
+                {
+                    float[] split = Run(threads, m, k, n, a, b, tb);
+                    Assert.That(split, Is.EqualTo(one), $"{m}x{k}x{n} tB={tb}: one vs {threads} threads");
+                }
+                CheckAgainstOracle(m, k, n, false, tb, 1f, 1f, seed: 4);
+            }
+        }
+        finally
+        {
+            Sgemm.SmallParallelMinMacs = savedMin;
+        }
+    }
+
+    [Test]
     public void Threads_that_pack_their_own_B_panels_match_one_thread_bit_for_bit()
     {
         // B transposed is packed: with several threads each owns a range of panels over all rows and packs only
@@ -158,7 +187,7 @@ public class SgemmTests
         CpuParallel.ThreadCount = threads;
         try
         {
-            foreach (var (m, k, n, tb) in new[] { (16, 400, 400, true), (1, 624, 400, false), (256, 624, 400, false), (200, 300, 100, true) })
+            foreach (var (m, k, n, tb) in new[] { (16, 400, 400, true), (1, 624, 400, false), (16, 624, 400, false), (256, 624, 400, false), (200, 300, 100, true) })
             {
                 var (a, b, c) = Random(m, k, n, seed: 1);
                 for (int i = 0; i < 3; i++) Sgemm.Multiply(false, tb, m, n, k, 1f, a, b, 0f, c);

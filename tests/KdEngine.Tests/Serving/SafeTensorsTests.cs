@@ -65,6 +65,8 @@ public class SafeTensorsTests
             NamedArray.Int64("counts", [long.MaxValue, long.MinValue], 2),
             NamedArray.Float32("scalar", [42f]),
             NamedArray.Float32("empty", [], 0, 5),
+            NamedArray.BFloat16("embedding.C1.weight", [0x3F80, 0x7FC0, 0x8000, 0xFF80, 0x0001, 0x1234], 3, 2),
+            NamedArray.Int8("dnn.1.weight", [-127, 127, 0, 1, -1, 5, 99], 7),
         ];
     }
 
@@ -73,6 +75,8 @@ public class SafeTensorsTests
         TensorDType.F32 => a.AsFloat32().ToArray().SelectMany(BitConverter.GetBytes).ToArray(),
         TensorDType.F64 => a.AsFloat64().ToArray().SelectMany(BitConverter.GetBytes).ToArray(),
         TensorDType.I32 => a.AsInt32().ToArray().SelectMany(BitConverter.GetBytes).ToArray(),
+        TensorDType.BF16 => a.AsBFloat16().ToArray().SelectMany(BitConverter.GetBytes).ToArray(),
+        TensorDType.I8 => a.AsInt8().ToArray().Select(x => (byte)x).ToArray(),
         _ => a.AsInt64().ToArray().SelectMany(BitConverter.GetBytes).ToArray(),
     };
 
@@ -98,6 +102,9 @@ public class SafeTensorsTests
         Assert.That(c.GetFloat32("dnn.0.weight", [4, 3]).Length, Is.EqualTo(12));
         Assert.That(c.GetInt64("counts")[1], Is.EqualTo(long.MinValue));
         Assert.That(c.GetFloat32("scalar", []).ToArray(), Is.EqualTo(new[] { 42f }));
+        Assert.That(c.GetBFloat16("embedding.C1.weight", [3, 2])[5], Is.EqualTo((ushort)0x1234));
+        Assert.That(c.GetInt8("dnn.1.weight", [7])[0], Is.EqualTo((sbyte)-127));
+        Assert.That(c.DTypeOf("dnn.1.weight"), Is.EqualTo(TensorDType.I8));
         Assert.That(Directory.GetFiles(_dir), Is.EqualTo(new[] { p }), "no temporary file left behind");
     }
 
@@ -288,13 +295,14 @@ public class SafeTensorsTests
         Assert.That(ex.Message, Does.Contain("tensor 'a' appears twice"));
     }
 
-    [TestCase("BF16")]
+    [TestCase("F16")]
+    [TestCase("bf16")]
     [TestCase("f32")]
     [TestCase("U8")]
     public void Unknown_dtype(string dtype)
     {
         var ex = ReadFails(HandBuilt("{" + Tensor("a", dtype, "[2]", 0, 4) + "}", new byte[4]));
-        Assert.That(ex.Message, Does.Contain($"tensor 'a' has dtype '{dtype}'; supported dtypes are F32, F64, I32, I64"));
+        Assert.That(ex.Message, Does.Contain($"tensor 'a' has dtype '{dtype}'; supported dtypes are F32, F64, I32, I64, BF16, I8"));
     }
 
     [Test]

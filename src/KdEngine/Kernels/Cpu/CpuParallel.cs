@@ -15,8 +15,8 @@ public interface IParallelWork
 
 /// <summary>
 /// The CPU backend's thread setting and its low-overhead parallel loop: persistent background worker
-/// threads that spin briefly and then sleep, an index counter claimed with compare-and-swap, and no
-/// allocation per call. Work items are numbered; which thread runs an item never changes what the item
+/// threads that poll for <see cref="SpinMicroseconds"/> and then sleep, an index counter claimed with
+/// compare-and-swap, and no allocation per call. Work items are numbered; which thread runs an item never changes what the item
 /// computes, so a kernel that partitions its output by item index is deterministic for any thread count.
 /// </summary>
 /// <remarks>
@@ -27,6 +27,39 @@ public interface IParallelWork
 public static class CpuParallel
 {
     private static int _threadCount = Environment.ProcessorCount;
+    private static long _spinTicks = System.Diagnostics.Stopwatch.Frequency / 10_000; // 100 µs
+
+    /// <summary>
+    /// How long an idle worker keeps polling for the next loop before it parks on a monitor (default 100 µs). A parked
+    /// worker takes tens of microseconds to wake; a model's inference issues one loop per pass with only short serial
+    /// gaps between them, and a serving loop calls back to back, so within this window a loop starts on a polling
+    /// worker. The spin is pause instructions only (no yields: a yield on a busy machine gives the core away for a
+    /// whole time slice). 0 parks at once.
+    /// </summary>
+    public static int SpinMicroseconds
+    {
+        get => (int)(Volatile.Read(ref _spinTicks) * 1_000_000 / System.Diagnostics.Stopwatch.Frequency);
+        set
+        {
+            if (value < 0 || value > 1_000_000)
+                throw new ArgumentOutOfRangeException(nameof(value), value, "CpuParallel.SpinMicroseconds must be in [0, 1,000,000].");
+            Volatile.Write(ref _spinTicks, (long)value * System.Diagnostics.Stopwatch.Frequency / 1_000_000);
+        }
+    }
+
+    /// <summary>
+    /// Item <paramref name="index"/>'s share [start, end) of <paramref name="total"/> units split into
+    /// <paramref name="parts"/> contiguous parts whose boundaries are multiples of <paramref name="align"/> (the last
+    /// part takes the remainder). A static split: it depends only on its arguments, never on timing, so a kernel that
+    /// writes each unit from one part gives the same bits whichever thread runs which part.
+    /// </summary>
+    public static (int Start, int End) Range(int total, int parts, int index, int align = 1)
+    {
+        int units = (total + align - 1) / align;
+        int start = (int)((long)units * index / parts) * align;
+        int end = (int)((long)units * (index + 1) / parts) * align;
+        return (Math.Min(start, total), Math.Min(end, total));
+    }
 
     /// <summary>Threads a CPU kernel may use (the caller included). Default: all cores. Must be ≥ 1.</summary>
     public static int ThreadCount
@@ -48,6 +81,7 @@ public static class CpuParallel
     private static IParallelWork? _work;
     private static int _count;
     private static int _participants;               // workers with id < this take part in the current loop
+    private static bool _pinned;                    // the current loop's items are assigned to threads (ForPinned)
     private static int _generation;                 // bumped per loop, read by workers under Gate
     private static long _ticket;                    // (generation << 32) | next index; claimed by CAS
     private static int _remaining;                  // items not yet finished
@@ -72,7 +106,18 @@ public static class CpuParallel
     /// is one of them) and returns when all have finished. Allocation-free once the workers exist.
     /// An exception from an item is rethrown here after the loop has drained.
     /// </summary>
-    public static void For(int count, IParallelWork work)
+    public static void For(int count, IParallelWork work) => Run(count, work, pinned: false);
+
+    /// <summary>
+    /// As <see cref="For"/>, but item i always runs on the same thread: the caller runs items 0, T, 2T …, worker w
+    /// items w + 1, w + 1 + T … (T = min(<see cref="ThreadCount"/>, count)). For loops whose items keep per-thread state
+    /// warm between calls (a range of a batch and the scratch its thread's kernels grew for it): after one call, every
+    /// thread has met its items. No stealing, so a descheduled worker delays the loop (use <see cref="For"/> where items
+    /// are small and many). When the workers are busy the caller runs every item, in order.
+    /// </summary>
+    public static void ForPinned(int count, IParallelWork work) => Run(count, work, pinned: true);
+
+    private static void Run(int count, IParallelWork work, bool pinned)
     {
         ArgumentNullException.ThrowIfNull(work);
         if (count < 0)
@@ -95,11 +140,17 @@ public static class CpuParallel
                 _work = work;
                 _count = count;
                 _participants = threads - 1;
+                _pinned = pinned;
                 _generation++;
                 Volatile.Write(ref _ticket, (long)_generation << 32);
                 Monitor.PulseAll(Gate);
             }
-            RunItems(_generation, work, count);
+            if (pinned) RunPinned(work, count, 0, threads);
+            else RunItems(_generation, work, count);
+            // The caller's own items are done; the workers' finish about now: poll before blocking.
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + Volatile.Read(ref _spinTicks);
+            while (Volatile.Read(ref _remaining) != 0 && System.Diagnostics.Stopwatch.GetTimestamp() < until)
+                Thread.SpinWait(20);
             Done.Wait();
             _work = null;
             _failure?.Throw();
@@ -121,6 +172,23 @@ public static class CpuParallel
             try
             {
                 work.Execute((int)t);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _failure, ExceptionDispatchInfo.Capture(e), null);
+            }
+            if (Interlocked.Decrement(ref _remaining) == 0) Done.Set();
+        }
+    }
+
+    /// <summary>Runs items first, first + stride, … of a pinned loop.</summary>
+    private static void RunPinned(IParallelWork work, int count, int first, int stride)
+    {
+        for (int i = first; i < count; i += stride)
+        {
+            try
+            {
+                work.Execute(i);
             }
             catch (Exception e)
             {
@@ -152,21 +220,27 @@ public static class CpuParallel
         lock (Gate) seen = _generation;
         while (true)
         {
-            // Spin a little first: GEMM issues loops back to back (pack B, then compute), and a sleeping
-            // thread takes tens of microseconds to wake.
-            var spinner = new SpinWait();
-            for (int s = 0; s < 100 && Volatile.Read(ref _generation) == seen; s++) spinner.SpinOnce(-1);
+            // Poll first (see SpinMicroseconds): GEMM issues loops back to back (pack B, then compute), inference one
+            // per pass, and a parked thread takes tens of microseconds to wake.
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + Volatile.Read(ref _spinTicks);
+            while (Volatile.Read(ref _generation) == seen && System.Diagnostics.Stopwatch.GetTimestamp() < until)
+                Thread.SpinWait(20);
             IParallelWork? work;
-            int count, generation;
+            int count, generation, participants;
+            bool pinned;
             lock (Gate)
             {
                 while (_generation == seen) Monitor.Wait(Gate);
                 seen = generation = _generation;
                 work = _work;
                 count = _count;
+                participants = _participants;
+                pinned = _pinned;
                 if (id >= _participants) work = null;
             }
-            if (work is not null) RunItems(generation, work, count);
+            if (work is null) continue;
+            if (pinned) RunPinned(work, count, id + 1, participants + 1);
+            else RunItems(generation, work, count);
         }
     }
 }

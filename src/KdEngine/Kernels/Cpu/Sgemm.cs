@@ -23,8 +23,9 @@ internal enum SgemmIsa { Scalar, Vector256, Vector512 }
 /// collide in a few L1 sets) and on AVX2, whose 6×NR tile runs over MC×KC blocks of A packed into 6-row
 /// panels ([kc][6]) in L2 (MC ≤ 288). Skipping the copies saves ~5 % on 1024×624·624×400 and ~12 % on
 /// 128×624·624×400, where packing is a larger share (docs/benchmarks.md, SGEMM section).</para>
-/// <para>Small products (m ≤ 16, the batch-1/16 inference case) skip packing and threading: a direct 6×NR tile
-/// reads A and B in place (dot-product tiles when B is transposed; axpy form for m == 1).</para>
+/// <para>Small products (m ≤ 16, the batch-1/16 inference case) skip packing: a direct 6×NR tile reads A and B in
+/// place (dot-product tiles when B is transposed; axpy form for m == 1). With enough work (k·n large) their columns
+/// are split among threads in whole NR-wide panels.</para>
 /// <para>Determinism: every C element is one FMA chain over k in ascending order, split at the same KC
 /// boundaries whatever the thread count, and the threads split C by whole tiles, so results are
 /// bit-identical run to run and between 1 and N threads.</para>
@@ -33,7 +34,7 @@ internal enum SgemmIsa { Scalar, Vector256, Vector512 }
 /// </remarks>
 internal static unsafe class Sgemm
 {
-    /// <summary>Products with m at or below this skip packing and threading.</summary>
+    /// <summary>Products with m at or below this skip packing (and split only their columns among threads).</summary>
     public const int SmallM = 16;
     /// <summary>
     /// Largest K slice (benchmark hook). 400 keeps a 12-row tile of A (≤ 19 KiB) in L1 beside the B stream and
@@ -53,6 +54,12 @@ internal static unsafe class Sgemm
     private const long DirectBlockBytes = 512 << 10;
     /// <summary>Below this many multiply-adds a product runs on one thread (waking a worker costs ~10 µs).</summary>
     private const long ParallelMinMacs = 1 << 22;
+    /// <summary>
+    /// Small products (m ≤ 16) at or above this many multiply-adds split their columns among threads (benchmark hook).
+    /// A batch-1 layer of 624 × 400 (250k multiply-adds) streams 1 MB of weights from L3, so half the columns per core
+    /// halves the bytes each core reads; below this the hand-off costs more than it saves.
+    /// </summary>
+    internal static long SmallParallelMinMacs { get; set; } = 1 << 17;
 
     public static readonly SgemmIsa HardwareIsa =
         Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? SgemmIsa.Vector512
@@ -124,7 +131,20 @@ internal static unsafe class Sgemm
         int firstMode = FirstMode(beta);
         if (m <= SmallM)
         {
-            SmallProduct<TS, TV>(ta, tb, m, n, k, alpha, a, b, beta, c, firstMode);
+            // Few rows but much work (a batch-1/16 layer of large k·n): split C's columns into whole NR-wide panels
+            // among threads. Each element is computed by the same kernel as on one thread, so the bits do not change.
+            int panelCount = (n + 2 * TS.Width - 1) / (2 * TS.Width);
+            int columnChunks = (long)m * n * k >= SmallParallelMinMacs ? Math.Min(Math.Min(CpuParallel.ThreadCount, 64), panelCount) : 1;
+            if (columnChunks > 1)
+            {
+                var small = Workspace.Current;
+                small.PrepareSmall(ta, tb, m, n, k, alpha, a, b, beta, c, firstMode, 2 * TS.Width,
+                    typeof(TV) == typeof(Vector512<float>) ? SgemmIsa.Vector512 : SgemmIsa.Vector256, columnChunks);
+                CpuParallel.For(columnChunks, small);
+                small.Clear();
+                return;
+            }
+            SmallProduct<TS, TV>(ta, tb, m, n, k, alpha, a, b, n, beta, c, n, firstMode);
             return;
         }
         var ws = Workspace.Current;
@@ -180,9 +200,13 @@ internal static unsafe class Sgemm
         ws.Clear();
     }
 
-    /// <summary>m ≤ 16: no packing, no threads.</summary>
+    /// <summary>
+    /// m ≤ 16: no packing. C[m, n] with row stride <paramref name="ldc"/>; B row-major [k, n] with row stride
+    /// <paramref name="ldb"/>, or transposed (stored [n, k], row stride k). A column range of a wider product is this
+    /// call on b + j0 (transposed: b + j0·k) and c + j0 with the full product's strides.
+    /// </summary>
     private static void SmallProduct<TS, TV>(bool ta, bool tb, int m, int n, int k, float alpha, float* a, float* b,
-        float beta, float* c, int mode)
+        nint ldb, float beta, float* c, nint ldc, int mode)
         where TS : struct, ISimdF32<TV> where TV : struct
     {
         // A element (i, p): row-major a[i·k + p]; transposed a[p·m + i].
@@ -201,12 +225,12 @@ internal static unsafe class Sgemm
             for (int i = 0; i < m; i += 4)
             for (int j = 0; j < n; j += 4)
                 Dot4x4<TS, TV>(k, arow + (nint)i * k, k, Math.Min(4, m - i), b + (nint)j * k, k, Math.Min(4, n - j),
-                    c + (nint)i * n + j, n, mode, alpha, beta);
+                    c + (nint)i * ldc + j, ldc, mode, alpha, beta);
             return;
         }
         if (m == 1)
         {
-            Row1<TS, TV>(k, a, aps, b, n, n, c, Workspace.Current.Scratch(n), mode, alpha, beta);
+            Row1<TS, TV>(k, a, aps, b, ldb, n, c, Workspace.Current.Scratch(n), mode, alpha, beta);
             return;
         }
         int nr = 2 * w;
@@ -220,7 +244,7 @@ internal static unsafe class Sgemm
             tailB = Workspace.Current.Scratch((long)k * nr + MR * nr);
             for (int p = 0; p < k; p++)
             {
-                float* src = b + (nint)p * n + jFull, dst = tailB + (nint)p * nr;
+                float* src = b + (nint)p * ldb + jFull, dst = tailB + (nint)p * nr;
                 for (int q = 0; q < tail; q++) dst[q] = src[q];
                 for (int q = tail; q < nr; q++) dst[q] = 0f;
             }
@@ -236,24 +260,24 @@ internal static unsafe class Sgemm
             int i = 0;
             if (twelve)
             {
-                Tile12x2<TS, TV>(k, a, ars, aps, b + j, n, c + j, n, mode == Accumulate);
+                Tile12x2<TS, TV>(k, a, ars, aps, b + j, ldb, c + j, ldc, mode == Accumulate);
                 i = 12;
             }
             for (; i < m; i += MR)
-                Tile6x2<TS, TV>(k, a + i * ars, ars, aps, Math.Min(MR, m - i), b + j, n, c + (nint)i * n + j, n, mode, alpha, beta);
+                Tile6x2<TS, TV>(k, a + i * ars, ars, aps, Math.Min(MR, m - i), b + j, ldb, c + (nint)i * ldc + j, ldc, mode, alpha, beta);
         }
         for (int i = 0; i < m && tail != 0; i += MR)
         {
             int rows = Math.Min(MR, m - i);
             float* ai = a + i * ars;
-            float* ci = c + (nint)i * n;
+            float* ci = c + (nint)i * ldc;
             if (tail == w)
-                Tile6x1<TS, TV>(k, ai, ars, aps, rows, b + jFull, n, ci + jFull, n, mode, alpha, beta);
+                Tile6x1<TS, TV>(k, ai, ars, aps, rows, b + jFull, ldb, ci + jFull, ldc, mode, alpha, beta);
             else
             {
                 if (tail <= w) Tile6x1<TS, TV>(k, ai, ars, aps, rows, tailB, nr, tile, nr, Raw, 1f, 0f);
                 else Tile6x2<TS, TV>(k, ai, ars, aps, rows, tailB, nr, tile, nr, Raw, 1f, 0f);
-                MergeTile(tile, nr, ci + jFull, n, rows, tail, mode, alpha, beta);
+                MergeTile(tile, nr, ci + jFull, ldc, rows, tail, mode, alpha, beta);
             }
         }
     }
@@ -336,7 +360,7 @@ internal static unsafe class Sgemm
     /// </summary>
     private sealed class Workspace : IParallelWork
     {
-        public const int PackBPhase = 0, ComputePhase = 1, PackAndComputeOwnPanelsPhase = 2;
+        public const int PackBPhase = 0, ComputePhase = 1, PackAndComputeOwnPanelsPhase = 2, SmallColumnsPhase = 3;
 
         [ThreadStatic] private static Workspace? _current;
         public static Workspace Current => _current ??= new Workspace();
@@ -384,6 +408,31 @@ internal static unsafe class Sgemm
             // row/column split sums each element over the same blocks.
             int blocks = (k + KcMax - 1) / KcMax;
             _kc = (k + blocks - 1) / blocks;
+        }
+
+        /// <summary>
+        /// A small product (m ≤ 16) split into <paramref name="chunks"/> column ranges of whole NR-wide panels; item i
+        /// runs <see cref="SmallProduct{TS,TV}"/> on its range with the full product's strides.
+        /// </summary>
+        public void PrepareSmall(bool ta, bool tb, int m, int n, int k, float alpha, float* a, float* b, float beta,
+            float* c, int firstMode, int nr, SgemmIsa isa, int chunks)
+        {
+            (_ta, _tb, _m, _n, _k, _alpha, _beta, Nr, _firstMode, _isa, _chunks) =
+                (ta, tb, m, n, k, alpha, beta, nr, firstMode, isa, chunks);
+            _a = a;
+            _b = b;
+            _c = c;
+            Phase = SmallColumnsPhase;
+        }
+
+        private void ExecuteSmall<TS, TV>(int index) where TS : struct, ISimdF32<TV> where TV : struct
+        {
+            int nr = Nr, panels = (_n + nr - 1) / nr;
+            int j0 = (int)((long)panels * index / _chunks) * nr;
+            int j1 = Math.Min(_n, (int)((long)panels * (index + 1) / _chunks) * nr);
+            if (j1 <= j0) return;
+            float* b = _tb ? _b + (nint)j0 * _k : _b + j0;
+            SmallProduct<TS, TV>(_ta, _tb, _m, j1 - j0, _k, _alpha, _a, b, _n, _beta, _c + j0, _n, _firstMode);
         }
 
         /// <summary>The K slice length of the current product (balanced, ≤ <see cref="KcMax"/>).</summary>
@@ -455,6 +504,11 @@ internal static unsafe class Sgemm
 
         private void Execute<TS, TV>(int index) where TS : struct, ISimdF32<TV> where TV : struct
         {
+            if (Phase == SmallColumnsPhase)
+            {
+                ExecuteSmall<TS, TV>(index);
+                return;
+            }
             int blockPanels = _q1 - _q0;
             if (Phase == PackAndComputeOwnPanelsPhase)
             {

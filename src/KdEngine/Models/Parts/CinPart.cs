@@ -65,7 +65,10 @@ public sealed class CinPart : ModelPart
     }
 
     /// <inheritdoc/>
-    public override InferenceStage Compile(PlanLayout layout) => new CinStage(_cin, _out, layout.FieldCount, layout.EmbeddingDim);
+    public override IEnumerable<Tensor> ServingMatrices => Enumerable.Range(0, _cin.LayerSizes.Count).Select(_cin.Weight);
+
+    /// <inheritdoc/>
+    public override InferenceStage Compile(PlanLayout layout) => new CinStage(_cin, _out, layout);
 
     /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
@@ -130,7 +133,7 @@ public sealed class CinPart : ModelPart
     /// With the weights as the GEMM's B operand the batch-1 product has m = D ≤ 16 rows, which the SGEMM runs
     /// without packing.
     /// </summary>
-    private sealed class CinStage : InferenceStage
+    private sealed unsafe class CinStage : InferenceStage
     {
         /// <summary>Rows (sample × embedding position) per CIN tile: enough rows that the GEMM's per-call packing of the
         /// constant weight operand ([H·F, K], 3 MB at the bench config) is amortised (≈ 5 %), few enough that the Z tile
@@ -138,14 +141,17 @@ public sealed class CinPart : ModelPart
         private const int TileRows = 256;
 
         private readonly int _f, _d, _tile, _outputWidth, _maxChannels, _maxMaps;
+        private readonly long _widenedFloats;          // bf16: Σ_k channels_k · stride_k, the layers widened for a call
         private readonly Layer[] _layers;
         private readonly Activation _activation;
+        private readonly WeightFormat _format;
         private readonly float[] _out;  // [Σ output maps]
 
-        public CinStage(Cin cin, Linear output, int fields, int dim)
+        public CinStage(Cin cin, Linear output, PlanLayout layout)
         {
-            _f = fields;
-            _d = dim;
+            _f = layout.FieldCount;
+            _d = layout.EmbeddingDim;
+            _format = layout.Precision.DenseWeights;
             _activation = cin.ActivationKind;
             var sizes = cin.LayerSizes;
             _layers = new Layer[sizes.Count];
@@ -154,24 +160,41 @@ public sealed class CinPart : ModelPart
             {
                 int h = sizes[k], channels = prevMaps * _f;
                 bool last = k == sizes.Count - 1;
-                var w = cin.Weight(k).ToArray();                                   // [H_k, H_{k−1}·F]
                 // Wᵀ [H_{k−1}·F, stride], stride = H_k rounded up to 16 with zero columns: the SGEMM then reads the
                 // weights in place (a row-major B of whole 512-bit vectors) instead of packing 6.2 MB per tile and layer
                 // at the bench config (measured on the CIN's GEMMs at batch 1024: 379 → 345 ms on 1 thread, 286 → 207 ms
-                // on 2). The padded maps come out as 0·x + 0 = 0 and are never read.
+                // on 2). The padded maps come out as 0·x + 0 = 0 and are never read. Int8 keeps W [H_k, H_{k−1}·F] per
+                // output map (Int8Weights packs it) and writes Y with the same padded stride.
                 int stride = (h + 15) / 16 * 16;
-                var wt = new float[channels * stride];
-                for (int o = 0; o < h; o++)
-                    for (int c = 0; c < channels; c++) wt[c * stride + o] = w[o * channels + c];
+                float[]? wt = null;
+                ushort[]? wtBf16 = null;
+                Int8Weights? q = null;
+                if (_format == WeightFormat.Int8) q = layout.Int8For(cin.Weight(k), h, channels);
+                else
+                {
+                    var w = cin.Weight(k).ToArray();                               // [H_k, H_{k−1}·F]
+                    wt = new float[channels * stride];
+                    for (int o = 0; o < h; o++)
+                        for (int c = 0; c < channels; c++) wt[c * stride + o] = w[o * channels + c];
+                    if (_format == WeightFormat.BFloat16)
+                    {
+                        wtBf16 = new ushort[wt.Length];
+                        Bf16.FromFloat(wt, wtBf16);
+                        wt = null;
+                        _widenedFloats += (long)channels * stride;
+                    }
+                }
                 var bias = new float[stride];
                 cin.Bias(k).ToArray().CopyTo(bias, 0);
                 int next = cin.SplitHalf && !last ? h / 2 : h;
                 int outFirst = cin.SplitHalf && !last ? next : 0;
                 bool toOutput = cin.DirectConnections || last;
-                _layers[k] = new Layer(prevMaps, h, stride, wt, bias, toOutput ? outFirst : h, _outputWidth);
+                _layers[k] = new Layer(prevMaps, h, stride, wt, wtBf16, q, bias, toOutput ? outFirst : h, _outputWidth);
                 if (toOutput) _outputWidth += h - outFirst;
                 _maxChannels = Math.Max(_maxChannels, channels);
                 _maxMaps = Math.Max(_maxMaps, stride);
+                MacsPerRow += (long)h * channels * _d;
+                WeightBytes += q?.Bytes ?? (long)channels * stride * (wtBf16 is null ? 4 : 2);
                 prevMaps = next;
             }
             _out = output.Weight.ToArray();
@@ -180,12 +203,31 @@ public sealed class CinPart : ModelPart
 
         public override StagePhases Phases => StagePhases.Batch;
 
-        /// <summary>x0t [Bt·D, F], Z [Bt·D, max H·F], two Y [Bt·D, max stride], pooled [Bt, maps]: ≈ 4.3 MB at the bench
-        /// config whatever the batch.</summary>
+        public override long MacsPerRow { get; }
+        public override long WeightBytes { get; }
+        public override long HeldBytes => WeightBytes + 4L * (_layers.Sum(l => (long)l.Bias.Length) + _out.Length);
+
+        /// <summary>
+        /// Float32 and bf16 tiles change a row's bits with the tile's row count only across 16 rows (the SGEMM's small path),
+        /// so ranges keep the bits when they start at tile boundaries (then every tile is the whole batch's tile) or, for a
+        /// batch of one tile, when each range's tile stays on the same side of 16 rows. Int8 tiles are exact per row.
+        /// </summary>
+        public override RangeRule RangeRuleFor(int batch)
+        {
+            if (_format == WeightFormat.Int8) return RangeRule.Any;
+            if (batch > _tile) return new RangeRule(1, _tile);
+            return (long)batch * _d > Sgemm.SmallM ? new RangeRule(Sgemm.SmallM / _d + 1, 1) : RangeRule.Any;
+        }
+
+        /// <summary>x0t [Bt·D, F], Z [Bt·D, max H·F] (int8: as bytes, with a scale and a zero point per row), two Y
+        /// [Bt·D, max stride], pooled [Bt, maps] — ≈ 4.3 MB at the bench config whatever the batch — and, with bf16 weights
+        /// on tiles above 16 rows, the layers widened to float32 once per call.</summary>
         public override long ScratchFloats(int rows)
         {
             long bt = Math.Min(_tile, rows), r = bt * _d;
-            return r * _f + r * _maxChannels + 2 * r * _maxMaps + bt * _outputWidth;
+            long z = _format == WeightFormat.Int8 ? (r * Int8Gemm.PaddedK(_maxChannels) + 3) / 4 + 2 * r : r * _maxChannels;
+            long widened = _format == WeightFormat.BFloat16 && r > Sgemm.SmallM ? _widenedFloats : 0;
+            return r * _f + z + 2 * r * _maxMaps + bt * _outputWidth + widened;
         }
 
         public override void Run(in StageBatch batch)
@@ -193,62 +235,79 @@ public sealed class CinPart : ModelPart
             int bt = Math.Min(_tile, batch.Rows), rows = bt * _d;
             var scratch = batch.Scratch;
             int at = 0;
-            Span<float> Take(Span<float> s, int count) { var r = s.Slice(at, count); at += count; return r; }
+            Span<float> Take(Span<float> s, long count) { var r = s.Slice(at, (int)count); at += (int)count; return r; }
             var x0t = Take(scratch, rows * _f);
-            var z = Take(scratch, rows * _maxChannels);
+            var z = Take(scratch, _format == WeightFormat.Int8 ? ((long)rows * Int8Gemm.PaddedK(_maxChannels) + 3) / 4 + 2L * rows : (long)rows * _maxChannels);
             var y0 = Take(scratch, rows * _maxMaps);
             var y1 = Take(scratch, rows * _maxMaps);
             var pooled = Take(scratch, bt * _outputWidth);
+            var widened = _format == WeightFormat.BFloat16 && rows > Sgemm.SmallM ? Take(scratch, _widenedFloats) : default;
+            if (!widened.IsEmpty)
+            {
+                // bf16 above 16 rows: widen every layer once for the whole call (k·n work, against the tiles' m·k·n).
+                long offset = 0;
+                foreach (var layer in _layers)
+                {
+                    int count = layer.WeightTBf16!.Length;
+                    Bf16.ToFloat(layer.WeightTBf16, widened.Slice((int)offset, count));
+                    offset += count;
+                }
+            }
             for (int b0 = 0; b0 < batch.Rows; b0 += bt)
-                RunTile(batch.X0, b0, Math.Min(bt, batch.Rows - b0), x0t, z, y0, y1, pooled, batch.Logits);
+                RunTile(batch.X0, b0, Math.Min(bt, batch.Rows - b0), x0t, z, y0, y1, pooled, widened, batch.Logits);
         }
 
         private void RunTile(ReadOnlySpan<float> x0, int b0, int n, Span<float> x0t, Span<float> zBuf, Span<float> yA, Span<float> yB,
-            Span<float> pooled, Span<float> logit)
+            Span<float> pooled, Span<float> widened, Span<float> logit)
         {
-            int f = _f, d = _d, fd = f * d, rows = n * d, outW = _outputWidth;
-            // x0t [n·D, F]: x0t[t·D + dd, j] = x0[b0 + t, j, dd]
-            for (int t = 0; t < n; t++)
-            {
-                var xs = x0.Slice((b0 + t) * fd, fd);
-                for (int j = 0; j < f; j++)
-                    for (int dd = 0; dd < d; dd++) x0t[(t * d + dd) * f + j] = xs[j * d + dd];
-            }
+            int f = _f, d = _d, rows = n * d, outW = _outputWidth;
+            InferenceKernels.CinTransposeX0(x0, b0, f, d, x0t, 0, n);          // x0t [n·D, F]: x0t[t·D + dd, j] = x0[b0 + t, j, dd]
             pooled = pooled.Slice(0, n * outW);
             pooled.Clear();
             ReadOnlySpan<float> prev = x0t.Slice(0, rows * f);
             int prevStride = f;
+            long widenedAt = 0;
             for (int k = 0; k < _layers.Length; k++)
             {
                 var layer = _layers[k];
                 int channels = layer.InMaps * f, maps = layer.Maps, stride = layer.Stride;
-                var z = zBuf.Slice(0, rows * channels);
-                for (int r = 0; r < rows; r++)
-                {
-                    var xr = x0t.Slice(r * f, f);
-                    var hr = prev.Slice(r * prevStride, layer.InMaps);
-                    var zr = z.Slice(r * channels, channels);
-                    for (int i = 0; i < hr.Length; i++) TensorPrimitives.Multiply(xr, hr[i], zr.Slice(i * f, f));
-                }
                 var y = (k % 2 == 0 ? yA : yB).Slice(0, rows * stride);   // Y [n·D, stride]: maps H_k, then zero padding
-                for (int r = 0; r < rows; r++) layer.Bias.CopyTo(y.Slice(r * stride, stride));
-                Sgemm.Multiply(false, false, rows, stride, channels, 1f, z, layer.WeightT, 1f, y); // Y = Z · Wᵀ + bias
+                InferenceKernels.FillRows(y, stride, layer.Bias, 0, rows);
+                if (layer.Int8 is { } q)
+                {
+                    // Z straight to uint8 [n·D, PaddedK(H·F)] with a scale and a zero point per row, then Y += Z·Wᵀ in int32.
+                    int kp = Int8Gemm.PaddedK(channels);
+                    var zBytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(zBuf);
+                    fixed (byte* zq = zBytes)
+                    fixed (float* py = y)
+                    {
+                        float* scales = (float*)(zq + ((long)rows * kp + 3) / 4 * 4);
+                        int* zeros = (int*)(scales + rows);
+                        InferenceKernels.CinOuterRowsQuantized(x0t, f, prev, prevStride, layer.InMaps, zq, scales, zeros, 0, rows);
+                        Int8Gemm.Multiply(rows, zq, scales, zeros, q, py, stride, accumulate: true);
+                    }
+                }
+                else
+                {
+                    var z = zBuf.Slice(0, rows * channels);
+                    InferenceKernels.CinOuterRows(x0t, f, prev, prevStride, layer.InMaps, z, 0, rows);
+                    if (layer.WeightT is { } wt) Sgemm.Multiply(false, false, rows, stride, channels, 1f, z, wt, 1f, y); // Y = Z · Wᵀ + bias
+                    else if (widened.IsEmpty) Bf16Gemm.Multiply(rows, stride, channels, z, layer.WeightTBf16!, y, accumulate: true);
+                    else Sgemm.Multiply(false, false, rows, stride, channels, 1f, z, widened.Slice((int)widenedAt, channels * stride), 1f, y);
+                    widenedAt += (long)channels * stride;
+                }
                 Activate(y, _activation);
                 int width = maps - layer.OutFirst;
-                if (width > 0)
-                    for (int t = 0; t < n; t++)
-                    {
-                        var dst = pooled.Slice(t * outW + layer.OutOffset, width);
-                        for (int dd = 0; dd < d; dd++) TensorPrimitives.Add(dst, y.Slice((t * d + dd) * stride + layer.OutFirst, width), dst);
-                    }
+                if (width > 0) InferenceKernels.CinPool(y, stride, d, layer.OutFirst, width, pooled, outW, layer.OutOffset, 0, n);
                 prev = y;
                 prevStride = stride;
             }
-            for (int t = 0; t < n; t++) logit[b0 + t] += TensorPrimitives.Dot(pooled.Slice(t * outW, outW), _out);
+            InferenceKernels.AddRowDots(pooled, _out, logit.Slice(b0, n), 0, n);
         }
 
-        /// <summary>One layer: WeightT [InMaps·F, Stride] and Bias [Stride] zero-padded past Maps; maps [OutFirst, Maps) go
-        /// to the pooled output at OutOffset.</summary>
-        private sealed record Layer(int InMaps, int Maps, int Stride, float[] WeightT, float[] Bias, int OutFirst, int OutOffset);
+        /// <summary>One layer: WeightT [InMaps·F, Stride] (float32 or bf16) or Int8 (W [Maps, InMaps·F] per output map), and
+        /// Bias [Stride] zero-padded past Maps; maps [OutFirst, Maps) go to the pooled output at OutOffset.</summary>
+        private sealed record Layer(int InMaps, int Maps, int Stride, float[]? WeightT, ushort[]? WeightTBf16, Int8Weights? Int8, float[] Bias,
+            int OutFirst, int OutOffset);
     }
 }

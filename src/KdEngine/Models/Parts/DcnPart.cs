@@ -62,7 +62,10 @@ public sealed class DcnPart : ModelPart
     }
 
     /// <inheritdoc/>
-    public override InferenceStage Compile(PlanLayout layout) => new DcnStage(new DenseStack(_mlp), _cross, _out);
+    public override IEnumerable<Tensor> ServingMatrices => _mlp.Layers.Select(l => l.Weight);
+
+    /// <inheritdoc/>
+    public override InferenceStage Compile(PlanLayout layout) => new DcnStage(new DenseStack(_mlp, layout), _cross, _out);
 
     /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
@@ -106,6 +109,11 @@ public sealed class DcnPart : ModelPart
 
         /// <summary>The MLP's ping-pong, then x_l [n] and a temporary [n].</summary>
         public override long ScratchFloats(int rows) => _mlp.ScratchFloats(rows) + 2L * _n;
+
+        public override RangeRule RangeRuleFor(int batch) => _mlp.RangeRuleFor(batch);
+        public override long MacsPerRow => _mlp.MacsPerRow + 2L * _w.Length * _n;
+        public override long WeightBytes => _mlp.WeightBytes;
+        public override long HeldBytes => _mlp.HeldBytes + 4L * (2L * _w.Length * _n + _out.Length + 1);
 
         public override void Run(in StageBatch batch)
         {

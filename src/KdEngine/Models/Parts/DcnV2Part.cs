@@ -66,7 +66,10 @@ public sealed class DcnV2Part : ModelPart
     }
 
     /// <inheritdoc/>
-    public override InferenceStage Compile(PlanLayout layout) => new DcnV2Stage(_cross, new DenseStack(_mlp), _out, _stacked);
+    public override IEnumerable<Tensor> ServingMatrices => _mlp.Layers.Select(l => l.Weight);
+
+    /// <inheritdoc/>
+    public override InferenceStage Compile(PlanLayout layout) => new DcnV2Stage(_cross, new DenseStack(_mlp, layout), _out, _stacked);
 
     /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
@@ -151,6 +154,20 @@ public sealed class DcnV2Part : ModelPart
         }
 
         public override StagePhases Phases => StagePhases.Batch;
+
+        /// <summary>The cross layers are float32 SGEMMs over the range's rows (their bits change across 16 rows), as is the MLP.</summary>
+        public override RangeRule RangeRuleFor(int batch) => RangeRule.SgemmRows(batch).And(_mlp.RangeRuleFor(batch));
+
+        /// <summary>Per sample: each cross layer's products (full rank n·n; per expert n·r twice, plus the gate n·K) and the MLP.</summary>
+        public override long MacsPerRow => _mlp.MacsPerRow + _layers.Sum(CrossMacs) + _out.Length;
+
+        /// <summary>The MLP's weights in its serving format and the cross layers' float32 matrices.</summary>
+        public override long WeightBytes => _mlp.WeightBytes + 4L * _layers.Sum(CrossMacs);
+
+        public override long HeldBytes => _mlp.HeldBytes + 4L * (_layers.Sum(CrossMacs) + _layers.Sum(l => (long)l.Bias.Length) + _out.Length + 1);
+
+        private long CrossMacs(Layer l) =>
+            (l.WeightT?.LongLength ?? 0) + l.V.Sum(v => v.LongLength) + l.UT.Sum(u => u.LongLength) + (l.GateT?.LongLength ?? 0);
 
         /// <summary>X [B, n], Y [B, n], for a mixture E [B, n] and gates [B, K], T [B, r], then the MLP's ping-pong.</summary>
         public override long ScratchFloats(int rows) =>

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using KdEngine.Kernels.Cpu;
 using KdEngine.Nn;
 using KdEngine.Serving;
 using KdEngine.Tensors;
@@ -68,8 +69,11 @@ public sealed class DnnPart : ModelPart
         _out.Forward(_mlp.Forward(input.Flat!, hidden));            // [B, width] → [B, 1]
 
     /// <inheritdoc/>
+    public override IEnumerable<Tensor> ServingMatrices => _mlp.Layers.Select(l => l.Weight);
+
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) =>
-        new DnnStage(new DenseStack(_mlp), _out.Weight.ToArray(), _out.Bias?.ToArray()[0]);
+        new DnnStage(new DenseStack(_mlp, layout), _out.Weight.ToArray(), _out.Bias?.ToArray()[0]);
 
     /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
@@ -97,15 +101,17 @@ public sealed class DnnPart : ModelPart
     {
         public override StagePhases Phases => StagePhases.Batch;
         public override long ScratchFloats(int rows) => mlp.ScratchFloats(rows);
+        public override RangeRule RangeRuleFor(int batch) => mlp.RangeRuleFor(batch);
+        public override long MacsPerRow => mlp.MacsPerRow;
+        public override long WeightBytes => mlp.WeightBytes;
+        public override long HeldBytes => mlp.HeldBytes + 4L * outWeight.Length;
 
         public override void Run(in StageBatch batch)
         {
             var deep = mlp.Run(batch.X0, batch.Rows, batch.Scratch);
-            int w = outWeight.Length;
+            InferenceKernels.AddRowDots(deep, outWeight, batch.Logits, 0, batch.Rows);
             if (outBias is { } bias)
-                for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += TensorPrimitives.Dot(deep.Slice(b * w, w), outWeight) + bias;
-            else
-                for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += TensorPrimitives.Dot(deep.Slice(b * w, w), outWeight);
+                for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += bias;
         }
     }
 }

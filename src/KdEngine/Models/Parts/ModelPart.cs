@@ -45,6 +45,10 @@ public abstract class ModelPart : Module
     /// <summary>The inference face: a compiled, read-only snapshot of this part's weights (evaluation semantics).</summary>
     public abstract InferenceStage Compile(PlanLayout layout);
 
+    /// <summary>The weight matrices this part's stage serves in <see cref="ServingPrecision.DenseWeights"/> (DNN layers, the
+    /// CIN's layers), each [out, in]: a checkpoint written with a serving precision stores exactly these quantised.</summary>
+    public virtual IEnumerable<Tensor<float>> ServingMatrices => [];
+
     /// <summary>The export face: writes this part's nodes and returns the name of its logit term [B, 1].</summary>
     public abstract string EmitOnnx(IOnnxGraph graph, in OnnxPartInput input);
 }

@@ -59,6 +59,7 @@ public sealed class WidePart : ModelPart
 
         public override StagePhases Phases => StagePhases.Gather;
         public override IReadOnlyList<FeatureTable> FeatureTables => _tables;
+        public override long HeldBytes => 4;   // the bias (the table is counted as a feature table)
 
         public override void GatherSample(ReadOnlySpan<int> featureRows, ref float logit)
         {
