@@ -317,7 +317,7 @@ public static class ShardedScenarios
         ZooModel model;
         using (placement.Use()) model = CtrPipeline.BuildModel(Wdl, data.Fields);
         var objective = new SupervisedObjective(model);
-        return (objective, settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), data);
+        return (objective, (Optimizer)settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), data);
     }
 
     /// <summary>An objective whose rank kills its own process (SIGKILL, no cleanup) when it reaches a given step.</summary>
@@ -388,7 +388,7 @@ public static class ShardedScenarios
                 optimizer.Step();
             }
         long tables = model.Parameters().Where(p => p.Tensor.HasSparseGradient).Sum(p => (long)p.Tensor.Length * sizeof(float));
-        long state = tables * optimizer.SlotCount;
+        long state = tables * ((Optimizer)optimizer).SlotCount;
         Console.Out.WriteLine($"rank {g.Rank}: memory {mode} N={g.Size}: tables {tables} B, optimizer state {state} B, total {tables + state} B " +
             $"(budget {cap} B; whole tables with state {placement.FullTableAndOptimizerBytes} B); working sets {placement.Sharding?.WorkingSetBytes ?? 0} B; " +
             $"peak RSS {System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1e6:F0} MB");

@@ -124,7 +124,7 @@ public static class ModelCheckpoint
     }
 
     /// <summary>
-    /// Reads a checkpoint written by <see cref="Save(string, ZooModel, Preprocessor?, IReadOnlyDictionary{string, string}?)"/>: rebuilds the model from its config and fields and loads every
+    /// Reads a checkpoint written by <see cref="Save(string, ZooModel, Preprocessor?, IReadOnlyDictionary{string, string}?, KdEngine.Metrics.LogitCalibration?)"/>: rebuilds the model from its config and fields and loads every
     /// parameter. A missing, truncated or mismatched file is a <see cref="CheckpointFormatException"/> naming the file and
     /// the tensor or key.
     /// </summary>

@@ -91,7 +91,7 @@ public sealed class Predictor
         _prefetch = prefetch.ToArray();
     }
 
-    /// <summary>Loads a checkpoint written by <see cref="ModelCheckpoint.Save(string, Models.ZooModel, Data.Preprocessor?, IReadOnlyDictionary{string, string}?)"/> (with its preprocessing, when saved).</summary>
+    /// <summary>Loads a checkpoint written by <see cref="ModelCheckpoint.Save(string, Models.ZooModel, Data.Preprocessor?, IReadOnlyDictionary{string, string}?, KdEngine.Metrics.LogitCalibration?)"/> (with its preprocessing, when saved).</summary>
     public static Predictor Load(string path)
     {
         var loaded = ModelCheckpoint.Load(path);

@@ -485,6 +485,7 @@ public abstract class Optimizer : IOptimizer
     /// <summary>Whether some table's row updates are deferred (row clocks are part of the state).</summary>
     internal bool DefersAnyRows => _rowClock.Any(c => c is not null);
 
+    /// <summary>Starts or stops deferring each table's row updates as the rule's settings now require (a table that stops syncs first).</summary>
     protected void RefreshDeferral()
     {
         for (int i = 0; i < _parameters.Length; i++)
