@@ -88,10 +88,13 @@ public sealed record TrainingSettings
     /// <summary>Budget of one rank for embedding-table weights plus their optimizer state, in bytes; 0 = no limit.</summary>
     public long MaxTableBytesPerRank { get; init; }
 
-    /// <summary>Per-weight state buffers the configured optimizer keeps (Adam 2, Adagrad 1, SGD with momentum 1, plain SGD 0).</summary>
-    public int OptimizerSlots => Optimizer switch
+    /// <summary>Per-weight state buffers the configured optimizers keep (Adam 2, FTRL 2 — z and n —, Adagrad 1, SGD with
+    /// momentum 1, plain SGD 0; with a separate wide-part optimizer, the larger of the two).</summary>
+    public int OptimizerSlots => Math.Max(SlotsOf(Optimizer), WideOptimizer is { } wide ? SlotsOf(wide) : 0);
+
+    private int SlotsOf(OptimizerKind kind) => kind switch
     {
-        OptimizerKind.Adam => 2,
+        OptimizerKind.Adam or OptimizerKind.Ftrl => 2,
         OptimizerKind.Adagrad => 1,
         _ => Momentum > 0 ? 1 : 0,
     };
