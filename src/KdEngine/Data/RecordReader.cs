@@ -1,14 +1,16 @@
 using System.Globalization;
-using System.Text;
 
 namespace KdEngine.Data;
 
 /// <summary>
-/// Base of all readers: a re-enumerable stream of <see cref="RawRecord"/>s. Each enumeration reopens the file and
-/// reads it line by line (never the whole file), so a file larger than memory can be read any number of times.
-/// Lines may end in LF or CRLF; a trailing newline and blank lines are ignored. A file with no data row (empty, or
-/// header only) is an error. Malformed rows throw <see cref="DataFormatException"/> with file, line and column, or
-/// are skipped and counted under <see cref="BadRowPolicy.Skip"/>.
+/// Base of all readers: a re-enumerable stream of <see cref="RawRecord"/>s. Each enumeration reopens the file (plain or
+/// gzip) and reads it chunk by chunk (never the whole file), so a file larger than memory can be read any number of
+/// times. Lines may end in LF, CRLF or CR; a trailing newline and blank lines are ignored. A file with no data row
+/// (empty, or header only) is an error. Malformed rows throw <see cref="DataFormatException"/> with file, line and
+/// column, or are skipped and counted under <see cref="BadRowPolicy.Skip"/>.
+/// <para>The parsing itself is a <see cref="TextFormat"/> over UTF-8 bytes (<see cref="Format"/>);
+/// <see cref="Rows"/> yields the reused span-based <see cref="RawRow"/> without a string per cell, while enumerating
+/// <see cref="RawRecord"/>s copies each row into strings (convenient for small files and tests).</para>
 /// </summary>
 public abstract class RecordReader : IEnumerable<RawRecord>
 {
@@ -33,6 +35,9 @@ public abstract class RecordReader : IEnumerable<RawRecord>
 
     public ReaderOptions Options { get; }
 
+    /// <summary>The span parser behind this reader (also used by the parallel pipeline).</summary>
+    public abstract TextFormat Format { get; }
+
     /// <summary>Rows skipped by the last (or current) enumeration under <see cref="BadRowPolicy.Skip"/>.</summary>
     public long SkippedRows { get; private set; }
 
@@ -44,155 +49,43 @@ public abstract class RecordReader : IEnumerable<RawRecord>
 
     public IEnumerator<RawRecord> GetEnumerator()
     {
-        SkippedRows = 0;
-        RowsRead = 0;
-        _skippedErrors.Clear();
-        if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
-        using var reader = new StreamReader(FilePath, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
-        var lines = new LineSource(reader, Options.MaxLineLength, FileName);
-        Begin(lines);
-        bool anyLine = lines.LinesRead > 0;
-        while (lines.Next(out var line))
-        {
-            anyLine = true;
-            RawRecord? record;
-            try
-            {
-                record = ParseRow(line, lines.LineNumber);
-            }
-            catch (DataFormatException e) when (Options.BadRows == BadRowPolicy.Skip && e.Line is not null)
-            {
-                SkippedRows++;
-                if (_skippedErrors.Count < Options.KeepSkippedErrors) _skippedErrors.Add(e);
-                continue;
-            }
-            RowsRead++;
-            yield return record;
-        }
-        if (!anyLine) throw new DataFormatException("the file is empty", FileName);
-        if (RowsRead == 0 && SkippedRows == 0)
-            throw new DataFormatException(HasHeaderLine ? "the file has a header but no data rows" : "the file has no data rows", FileName);
+        foreach (var row in Rows()) yield return row.ToRecord();
     }
 
     System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 
-    /// <summary>Whether this reader consumed a header line in <see cref="Begin"/>.</summary>
-    protected virtual bool HasHeaderLine => false;
-
-    /// <summary>Called once per enumeration before the rows (reads a header, if any).</summary>
-    protected virtual void Begin(LineSource lines) { }
-
-    /// <summary>Parses one non-blank line; throws <see cref="DataFormatException"/> (with <c>line</c>) on a bad row.</summary>
-    protected abstract RawRecord ParseRow(string line, long lineNumber);
-
-    protected DataFormatException RowError(long line, int? column, string? key, string problem) =>
-        new(problem, FileName, line, column, key);
-
-    /// <summary>Parses a label: 1 → 1; 0 and −1 → 0; anything else is a bad row.</summary>
-    protected float ParseLabel(ReadOnlySpan<char> text, long line, int column)
-    {
-        string key = Schema[Schema.LabelIndex].Name;
-        if (text.IsEmpty) throw RowError(line, column, key, "missing label");
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
-            throw RowError(line, column, key, $"non-numeric label '{text}'");
-        if (v == 1) return 1f;
-        if (v == 0 || v == -1) return 0f;
-        throw RowError(line, column, key, $"label {text} is outside the allowed set {{0, 1}} or {{-1, 1}}");
-    }
-
-    protected double ParseNumber(ReadOnlySpan<char> text, long line, int column, string key)
-    {
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
-            throw RowError(line, column, key, $"non-numeric value '{text}' in a numeric field");
-        return v;
-    }
-
     /// <summary>
-    /// Reads non-blank lines and counts line numbers (1-based, blank lines included). Line ends are LF, CR or CRLF
-    /// (as <see cref="TextReader.ReadLine"/>). A line longer than <paramref name="maxLineLength"/> characters is
-    /// a <see cref="DataFormatException"/> raised after reading at most that many characters of it, so a file
-    /// without line breaks (binary data, a wrong delimiter setting) cannot make the reader allocate without bound.
+    /// The rows as one reused <see cref="RawRow"/> (overwritten by the next row): the allocation-free way to read.
+    /// Same checks and counts as enumerating records.
     /// </summary>
-    protected sealed class LineSource
+    public IEnumerable<RawRow> Rows()
     {
-        private readonly TextReader _reader;
-        private readonly int _maxLineLength;
-        private readonly string? _fileName;
-        private readonly char[] _buffer = new char[1 << 14];
-        private readonly System.Text.StringBuilder _line = new();
-        private int _pos, _len;
-        private bool _eof;
-        private string? _last;
-        private bool _pushedBack;
+        SkippedRows = 0;
+        RowsRead = 0;
+        _skippedErrors.Clear();
+        if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
+        return Iterate();
+    }
 
-        public LineSource(TextReader reader, int maxLineLength = ReaderOptions.DefaultMaxLineLength, string? fileName = null)
+    private IEnumerable<RawRow> Iterate()
+    {
+        using var reader = new TextRowReader(FilePath, Format, Options);
+        var row = new RawRow(Schema);
+        while (true)
         {
-            if (maxLineLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLineLength), maxLineLength, "the line length limit must be ≥ 1.");
-            _reader = reader;
-            _maxLineLength = maxLineLength;
-            _fileName = fileName;
-        }
-
-        /// <summary>Makes the next <see cref="Next"/> return the last line again (a first line that is data, not a header).</summary>
-        public void PushBack() => _pushedBack = _last is not null;
-
-        public long LineNumber { get; private set; }
-
-        public long LinesRead => LineNumber;
-
-        public bool Next(out string line)
-        {
-            if (_pushedBack) { _pushedBack = false; line = _last!; return true; }
-            while (true)
+            bool more;
+            try { more = reader.Next(row); }
+            finally
             {
-                var l = ReadLine();
-                if (l is null) { line = ""; return false; }
-                LineNumber++;
-                if (l.Length == 0 || string.IsNullOrWhiteSpace(l)) continue;
-                line = _last = l;
-                return true;
+                SkippedRows = reader.SkippedRows;
+                for (int i = _skippedErrors.Count; i < reader.SkippedErrors.Count; i++) _skippedErrors.Add(reader.SkippedErrors[i]);
             }
+            if (!more) break;
+            RowsRead = reader.RowsRead;
+            yield return row;
         }
-
-        private string? ReadLine()
-        {
-            _line.Clear();
-            while (true)
-            {
-                if (_pos == _len)
-                {
-                    if (_eof || (_len = _reader.Read(_buffer, 0, _buffer.Length)) == 0)
-                    {
-                        _eof = true;
-                        _pos = _len = 0;
-                        return _line.Length > 0 ? _line.ToString() : null;
-                    }
-                    _pos = 0;
-                }
-                var chunk = _buffer.AsSpan(_pos, _len - _pos);
-                int end = chunk.IndexOfAny('\n', '\r');
-                int take = end < 0 ? chunk.Length : end;
-                if (_line.Length + take > _maxLineLength)
-                    throw new DataFormatException(
-                        $"line is longer than {_maxLineLength} characters (ReaderOptions.MaxLineLength); is this a text file with line breaks and the right delimiter?",
-                        _fileName, LineNumber + 1);
-                _line.Append(chunk[..take]);
-                _pos += take;
-                if (end < 0) continue;
-                // A line end: consume CR, LF or CRLF (the LF may be in the next buffer).
-                char c = _buffer[_pos++];
-                if (c == '\r')
-                {
-                    if (_pos == _len && !_eof)
-                    {
-                        _len = _reader.Read(_buffer, 0, _buffer.Length);
-                        _pos = 0;
-                        if (_len == 0) _eof = true;
-                    }
-                    if (_pos < _len && _buffer[_pos] == '\n') _pos++;
-                }
-                return _line.ToString();
-            }
-        }
+        if (!reader.AnyLine) throw new DataFormatException("the file is empty", FileName);
+        if (RowsRead == 0 && SkippedRows == 0)
+            throw new DataFormatException(reader.HeaderSeen ? "the file has a header but no data rows" : "the file has no data rows", FileName);
     }
 }
