@@ -17,6 +17,8 @@ public enum DataFormat
     LibSvm,
     /// <summary>libFFM (<c>label field:idx:val …</c>).</summary>
     LibFfm,
+    /// <summary>Parquet (columns by schema field name; read by the <c>KdEngine.Data.Parquet</c> assembly, see <see cref="DataSource.RegisterFormat"/>).</summary>
+    Parquet,
 }
 
 /// <summary>
@@ -39,9 +41,23 @@ public sealed record DataSource
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Path = path;
+        Patterns = [path];
     }
 
+    /// <summary>A source of several files: each pattern a file, a glob (<c>day_*.tsv.gz</c>) or a brace range (<c>day_{0..20}.tsv.gz</c>).</summary>
+    public DataSource(IEnumerable<string> patterns)
+    {
+        ArgumentNullException.ThrowIfNull(patterns);
+        Patterns = patterns.ToArray();
+        if (Patterns.Count == 0 || Patterns.Any(string.IsNullOrEmpty)) throw new ArgumentException("a data source needs at least one non-empty file pattern.");
+        Path = Patterns[0];
+    }
+
+    /// <summary>The first pattern (the file, for a single-file source).</summary>
     public string Path { get; init; }
+
+    /// <summary>The file patterns (one entry, <see cref="Path"/>, for a single file).</summary>
+    public IReadOnlyList<string> Patterns { get; init; }
 
     public DataFormat Format { get; init; } = DataFormat.Auto;
 
@@ -53,22 +69,83 @@ public sealed record DataSource
 
     public ReaderOptions? ReaderOptions { get; init; }
 
-    /// <summary>The file name, for messages and cache metadata.</summary>
-    public string FileName => System.IO.Path.GetFileName(Path);
+    /// <summary>The file name (or the patterns, for several), for messages and cache metadata.</summary>
+    public string FileName => Patterns.Count == 1 ? System.IO.Path.GetFileName(Path) : string.Join(" ", Patterns.Select(System.IO.Path.GetFileName));
 
-    /// <summary>The format after resolving <see cref="DataFormat.Auto"/>.</summary>
+    /// <summary>The format after resolving <see cref="DataFormat.Auto"/> (from the first pattern's extension, a <c>.gz</c> suffix ignored).</summary>
     public DataFormat ResolvedFormat
     {
         get
         {
             if (Format != DataFormat.Auto) return Format;
-            var ext = System.IO.Path.GetExtension(Path).ToLowerInvariant();
+            var name = Path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? Path[..^3] : Path;
+            var ext = System.IO.Path.GetExtension(name).ToLowerInvariant();
             return ext switch
             {
                 ".svm" or ".libsvm" or ".libfm" or ".fm" => DataFormat.LibSvm,
                 ".ffm" or ".libffm" => DataFormat.LibFfm,
+                ".parquet" or ".pq" => DataFormat.Parquet,
                 _ => Schema is null ? DataFormat.Criteo : DataFormat.Csv,
             };
+        }
+    }
+
+    private static readonly Dictionary<DataFormat, Func<DataSource, IReadOnlyList<string>, RowFileFormat>> External = new();
+
+    /// <summary>
+    /// Registers the reader of a format that lives outside the core (Parquet: <c>KdEngine.Data.Parquet.ParquetFormat.Register()</c>,
+    /// which the kdengine CLI calls at startup). The factory gets the source and its expanded files.
+    /// </summary>
+    public static void RegisterFormat(DataFormat format, Func<DataSource, IReadOnlyList<string>, RowFileFormat> factory)
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        lock (External) External[format] = factory;
+    }
+
+    /// <summary>
+    /// The files of this source as an <see cref="InputSet"/> for the streaming pipeline (patterns expanded; plain or gzip
+    /// text, or a registered format such as Parquet).
+    /// </summary>
+    public InputSet OpenInput(long unitBytes = InputSet.DefaultUnitBytes)
+    {
+        var files = InputFiles.Expand(Patterns);
+        return new InputSet(files, FileFormat(files), unitBytes);
+    }
+
+    /// <summary>The streaming reader of this source's format (text formats as <see cref="TextFileFormat"/>).</summary>
+    public RowFileFormat FileFormat(IReadOnlyList<string> files)
+    {
+        var format = ResolvedFormat;
+        if (format is DataFormat.Criteo or DataFormat.Csv or DataFormat.LibSvm or DataFormat.LibFfm) return new TextFileFormat(TextFormatFor(files[0]));
+        Func<DataSource, IReadOnlyList<string>, RowFileFormat>? factory;
+        lock (External) External.TryGetValue(format, out factory);
+        if (factory is null)
+            throw new ArgumentException($"{FileName}: reading {FormatName(format)} needs the KdEngine.Data.Parquet assembly (the kdengine command line includes it; a program registers it with ParquetFormat.Register()).");
+        return factory(this, files);
+    }
+
+    /// <summary>The span parser of a text format (the schema and header rules of <see cref="Open"/>).</summary>
+    public TextFormat TextFormatFor(string firstFile)
+    {
+        switch (ResolvedFormat)
+        {
+            case DataFormat.Criteo:
+                return new DelimitedFormat(Schema ?? KdEngine.Data.Schema.Criteo(), new DelimitedOptions { DetectHeader = true });
+            case DataFormat.Csv:
+                if (Schema is null)
+                    throw new ArgumentException($"{FileName}: a CSV file needs a schema (--schema FILE) saying which column is the label and what the others are.");
+                return new DelimitedFormat(Schema, new DelimitedOptions { HasHeader = true });
+            case DataFormat.LibSvm:
+            {
+                if (Ranges is null || Ranges.Count == 0)
+                    throw new ArgumentException($"{FileName}: a libSVM file needs its field index ranges (--ranges, e.g. 'C1=0-1000,C2=1000-1500' or '10x1000').");
+                var schema = Schema ?? DefaultSchema(Ranges.Select(r => r.Field));
+                return new SparseFormat(new LibSvmOptions(schema, Ranges));
+            }
+            case DataFormat.LibFfm:
+                return new SparseFormat(Schema ?? LibFfmReader.UniformSchema(CountFfmFields(firstFile), scaleByValue: false));
+            default:
+                throw new ArgumentException($"{FileName}: {FormatName(ResolvedFormat)} is not a text format.");
         }
     }
 
@@ -95,6 +172,8 @@ public sealed record DataSource
             }
             case DataFormat.LibFfm:
                 return new LibFfmReader(Path, Schema ?? LibFfmReader.UniformSchema(CountFfmFields(Path), scaleByValue: false), ReaderOptions);
+            case DataFormat.Parquet:
+                throw new ArgumentException($"{FileName}: Parquet files are read by the streaming pipeline (StreamingPipeline), not as records.");
             default:
                 throw new ArgumentOutOfRangeException(nameof(Format), Format, "unknown data format");
         }
@@ -112,7 +191,8 @@ public sealed record DataSource
         "csv" or "tsv" => DataFormat.Csv,
         "libsvm" or "libfm" or "svm" => DataFormat.LibSvm,
         "libffm" or "ffm" => DataFormat.LibFfm,
-        _ => throw new ArgumentException($"unknown data format '{text}' (expected criteo|csv|libsvm|libffm|auto)."),
+        "parquet" => DataFormat.Parquet,
+        _ => throw new ArgumentException($"unknown data format '{text}' (expected criteo|csv|libsvm|libffm|parquet|auto)."),
     };
 
     public static string FormatName(DataFormat format) => format switch
@@ -121,6 +201,7 @@ public sealed record DataSource
         DataFormat.Csv => "csv",
         DataFormat.LibSvm => "libsvm",
         DataFormat.LibFfm => "libffm",
+        DataFormat.Parquet => "parquet",
         _ => "auto",
     };
 

@@ -60,7 +60,14 @@ public sealed record TrainerOptions
 public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss);
 
 /// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
-public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly);
+public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly)
+{
+    /// <summary>Time spent waiting for the next training batch (reading, parsing, shuffling): the input's share of <see cref="Elapsed"/>.</summary>
+    public TimeSpan InputTime { get; init; }
+
+    /// <summary>Time spent on validation.</summary>
+    public TimeSpan ValidationTime { get; init; }
+}
 
 /// <summary>Training stopped because a loss or a gradient became NaN or infinite.</summary>
 public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
@@ -99,7 +106,7 @@ public sealed class Trainer
     }
 
     public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
-        Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, new TrainerPosition());
+        Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, null, new TrainerPosition());
 
     /// <summary>
     /// Trains on batches that stream from a file (e.g. <see cref="Streaming.Batches"/> with a seeded shuffle buffer),
@@ -113,7 +120,20 @@ public sealed class Trainer
     {
         if (_group.Size > 1)
             throw new NotSupportedException($"Trainer.FitStream: streamed batches have no known count per rank, so {_group.Size} ranks cannot agree on the steps of an epoch; train data-parallel from in-memory shards (Fit).");
-        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, new TrainerPosition());
+        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, null, new TrainerPosition());
+    }
+
+    /// <summary>
+    /// <see cref="FitStream(IObjective, Optimizer, Func{int, IEnumerable{Batch}}, EncodedDataset?, long)"/> with a validation
+    /// set that streams too: <paramref name="validationBatches"/>(batchSize) yields one pass over it (only its logits and
+    /// labels, 8 bytes per row, are kept for the metrics).
+    /// </summary>
+    public TrainingReport FitStream(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch,
+        Func<int, IEnumerable<Batch>>? validationBatches, long stepsPerEpoch = 0)
+    {
+        if (_group.Size > 1)
+            throw new NotSupportedException($"Trainer.FitStream: streamed batches have no known count per rank, so {_group.Size} ranks cannot agree on the steps of an epoch; train data-parallel from in-memory shards (Fit).");
+        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, null, validationBatches, new TrainerPosition());
     }
 
     private Func<int, IEnumerable<Batch>> InMemory(EncodedDataset train) =>
@@ -134,12 +154,14 @@ public sealed class Trainer
     public TrainingReport Resume(string path, IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation)
     {
         var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer);
-        return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, position);
+        return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, null, position);
     }
 
     private TrainingReport Run(IObjective objective, Optimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch, long stepsPerEpoch,
-        EncodedDataset? validation, TrainerPosition state)
+        EncodedDataset? validation, Func<int, IEnumerable<Batch>>? validationStream, TrainerPosition state)
     {
+        bool validates = validation is not null || validationStream is not null;
+        long inputTicks = 0, validationTicks = 0;
         var o = _options;
         var stopwatch = Stopwatch.StartNew();
         var history = state.History;
@@ -163,8 +185,15 @@ public sealed class Trainer
             int skip = epoch == state.Epoch ? state.BatchInEpoch : 0; // batches a resumed epoch already trained on
             state.Epoch = epoch;
             state.BatchInEpoch = 0;
-            foreach (var batch in batchesOfEpoch(epoch))
+            var epochClock = Stopwatch.StartNew();
+            using var batches = batchesOfEpoch(epoch).GetEnumerator();
+            while (true)
             {
+                long waitStart = Stopwatch.GetTimestamp();
+                bool more = batches.MoveNext();
+                inputTicks += Stopwatch.GetTimestamp() - waitStart;
+                if (!more) break;
+                var batch = batches.Current;
                 if (parallel && state.BatchInEpoch >= stepsPerEpoch) break; // another rank's shard has no batch left
                 if (state.BatchInEpoch < skip) { state.BatchInEpoch++; continue; }
                 long step = state.Step;
@@ -197,14 +226,14 @@ public sealed class Trainer
                 if (_progress is not null && (stopwatch.Elapsed - lastReport).TotalSeconds >= (_interactive ? 0.2 : 5))
                 {
                     lastReport = stopwatch.Elapsed;
-                    Report(step, totalSteps, examples, state.LossSum / state.LossCount, stopwatch.Elapsed);
+                    Report(epoch, state.BatchInEpoch, stepsPerEpoch, step, totalSteps, examples, state.LossSum / state.LossCount, stopwatch.Elapsed, epochClock.Elapsed);
                 }
-                bool validateNow = validation is not null && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
+                bool validateNow = validates && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
                 if (validateNow && Validate(step, epoch)) { stoppedEarly = true; break; }
                 if (o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0 && _group.Rank == 0)
                     TrainingCheckpoint.Save(o.CheckpointPath!, o, parameters, optimizer, state);
             }
-            if (validation is not null && o.EvaluateEvery == 0 && Validate(state.Step, epoch)) stoppedEarly = true;
+            if (validates && o.EvaluateEvery == 0 && Validate(state.Step, epoch)) stoppedEarly = true;
         }
         if (_interactive && _progress is not null) _progress.WriteLine();
         if (o.RestoreBest && state.BestWeights is not null)
@@ -213,16 +242,26 @@ public sealed class Trainer
             optimizer.ReloadDeviceParameters(); // device parameters have a host mirror in the optimizer
         }
         objective.Trainable.Training = false;
-        return new TrainingReport(history, state.Best, state.Step, stopwatch.Elapsed, stoppedEarly);
+        return new TrainingReport(history, state.Best, state.Step, stopwatch.Elapsed, stoppedEarly)
+        {
+            InputTime = TimeSpan.FromSeconds(inputTicks / (double)Stopwatch.Frequency),
+            ValidationTime = TimeSpan.FromSeconds(validationTicks / (double)Stopwatch.Frequency),
+        };
 
         // Validates, records, tracks the best weights; true when training should stop.
         bool Validate(long atStep, int epoch)
         {
-            var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024), _group);
-            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss ? ObjectiveLoss(objective, validation!, o.BatchSize, _group) : double.NaN;
+            long validationStart = Stopwatch.GetTimestamp();
+            var evaluated = validation is not null
+                ? Evaluate(objective.Predictor, validation, Math.Max(o.BatchSize, 1024), _group).Result
+                : Evaluate(objective.Predictor, validationStream!(Math.Max(o.BatchSize, 1024))).Result;
+            double objectiveLoss = o.Metric != StoppingMetric.ObjectiveLoss ? double.NaN
+                : validation is not null ? ObjectiveLoss(objective, validation, o.BatchSize, _group)
+                : ObjectiveLoss(objective, validationStream!(o.BatchSize));
+            validationTicks += Stopwatch.GetTimestamp() - validationStart;
             Span<double> trainLoss = [state.LossSum, state.LossCount];
             _group.AllReduceSum(trainLoss); // every rank reports (and decides on) the same numbers
-            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1]);
+            var point = new ValidationPoint(atStep, epoch, evaluated.Auc, evaluated.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1]);
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;
@@ -247,11 +286,14 @@ public sealed class Trainer
         _ => a.ObjectiveLoss < b.ObjectiveLoss,
     };
 
-    private void Report(long step, long total, long examples, double loss, TimeSpan elapsed)
+    private void Report(int epoch, long stepInEpoch, long stepsPerEpoch, long step, long total, long examples, double loss, TimeSpan elapsed, TimeSpan epochElapsed)
     {
         double rate = examples / Math.Max(elapsed.TotalSeconds, 1e-9);
-        double eta = step == 0 ? 0 : elapsed.TotalSeconds / step * (total - step);
-        string line = $"step {step,7}/{(total > 0 ? total.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?")}  {rate,9:F0} ex/s  loss {loss:F5}  ETA {TimeSpan.FromSeconds(Math.Max(eta, 0)):hh\\:mm\\:ss}";
+        string Eta(double seconds) => TimeSpan.FromSeconds(Math.Max(seconds, 0)).ToString(@"hh\:mm\:ss", System.Globalization.CultureInfo.InvariantCulture);
+        // ETA of this epoch from its own pace; of the whole run from the pace so far (unknown when the epoch size is).
+        string epochEta = stepsPerEpoch > 0 && stepInEpoch > 0 ? Eta(epochElapsed.TotalSeconds / stepInEpoch * (stepsPerEpoch - stepInEpoch)) : "?";
+        string totalEta = total > 0 && step > 0 ? Eta(elapsed.TotalSeconds / step * (total - step)) : "?";
+        string line = $"epoch {epoch}/{_options.Epochs}  step {step,7}/{(total > 0 ? total.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?")}  {rate,9:F0} ex/s  loss {loss:F5}  epoch ETA {epochEta}  ETA {totalEta}";
         if (_interactive) _progress!.Write("\r" + line);
         else _progress!.WriteLine(line);
     }
@@ -309,6 +351,62 @@ public sealed class Trainer
         var logits = group.AllGatherInterleaved(local);
         var labels = group.AllGatherInterleaved(shard.Labels);
         return (CtrMetrics.EvaluateLogits(logits, labels), logits);
+    }
+
+    /// <summary>
+    /// Scores a stream of batches (one pass; no tape, evaluation mode) and computes AUC/logloss/calibration over all of them.
+    /// Keeps a logit and a label per row (8 bytes), which exact AUC needs.
+    /// </summary>
+    public static (EvaluationResult Result, float[] Logits, float[] Labels) Evaluate(CtrModel model, IEnumerable<Batch> batches)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(batches);
+        bool was = model.Training;
+        model.Training = false;
+        var logits = new List<float>();
+        var labels = new List<float>();
+        var scratch = new BatchScratch();
+        float[] buffer = [];
+        try
+        {
+            using var tape = Tape<float>.NoGrad();
+            foreach (var batch in batches)
+            {
+                tape.Reset();
+                var z = model.Forward(scratch.From(batch)).Logits;
+                if (buffer.Length < batch.Size) buffer = new float[batch.Size];
+                z.Backend.Download(z.Storage, buffer.AsSpan(0, batch.Size));
+                for (int i = 0; i < batch.Size; i++) logits.Add(buffer[i]);
+                foreach (var l in batch.Labels) labels.Add(l);
+            }
+        }
+        finally { model.Training = was; }
+        var logitArray = logits.ToArray();
+        var labelArray = labels.ToArray();
+        if (logitArray.Length == 0) throw new ArgumentException("Evaluate: the data has no rows.");
+        return (CtrMetrics.EvaluateLogits(logitArray, labelArray), logitArray, labelArray);
+    }
+
+    /// <summary>The objective's mean loss over a stream of batches (evaluation mode, no tape).</summary>
+    public static double ObjectiveLoss(IObjective objective, IEnumerable<Batch> batches)
+    {
+        bool was = objective.Trainable.Training;
+        objective.Trainable.Training = false;
+        double sum = 0;
+        long n = 0;
+        var scratch = new BatchScratch();
+        try
+        {
+            using var tape = Tape<float>.NoGrad();
+            foreach (var batch in batches)
+            {
+                tape.Reset();
+                sum += objective.Loss(scratch.From(batch), long.MaxValue, null).Item() * batch.Size;
+                n += batch.Size;
+            }
+        }
+        finally { objective.Trainable.Training = was; }
+        return sum / Math.Max(n, 1);
     }
 
     /// <summary>Scores a dataset with a model (no tape, evaluation mode) and computes AUC/logloss/calibration.</summary>

@@ -113,6 +113,12 @@ public sealed class GzipReader : Stream
             StartMember(next);
             return;
         }
+        if (_length >= 8)
+        {
+            RandomAccess.Read(_file.SafeFileHandle, trailer, _length - 8);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(trailer[4..]) == (uint)_memberBytes && BinaryPrimitives.ReadUInt32LittleEndian(trailer) != _crc)
+                throw Error($"corrupt gzip data: the CRC-32 in the trailer at byte {_length - 8} does not match the {_memberBytes} bytes of the member starting at byte {_memberStart}");
+        }
         if (to >= _length)
             throw Error($"truncated gzip data: the member starting at byte {_memberStart} has no trailer; the file ends at byte {_length} " +
                 $"after {_totalBytes} uncompressed bytes (an interrupted download or copy?)");

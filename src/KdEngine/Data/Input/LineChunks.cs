@@ -107,6 +107,9 @@ public sealed class LineChunkReader : IDisposable
     /// <summary>Bytes of the file consumed so far (compressed bytes for gzip): for progress.</summary>
     public long BytesRead => _gzip is not null ? _gzip.CompressedPosition : _offset + _carryLength;
 
+    /// <summary>Line number of the next line to be read (after the end: of the line after the range), or 0 when unknown.</summary>
+    public long NextLine => _line;
+
     /// <summary>Size of what <see cref="BytesRead"/> counts towards (the compressed size for gzip).</summary>
     public long BytesTotal => _gzip is not null ? _gzip.CompressedLength : Math.Min(Length, _end == long.MaxValue ? Length : _end);
 

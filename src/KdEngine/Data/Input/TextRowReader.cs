@@ -19,6 +19,7 @@ public sealed class TextRowReader : IDisposable
     private int _pos, _end;          // the current chunk's unread lines: [_pos, _end)
     private long _lineOfPos;         // line number of the line at _pos (0: unknown)
     private long _chunkFirstLine;    // line number of the chunk's first line (0: unknown)
+    private bool _headerPending;
 
     /// <param name="layout">The file's layout when already known (byte ranges after the first: the header is at the
     /// file's start, outside the range). Null: read from the file's first non-blank line (which, when it is a header, is
@@ -37,7 +38,11 @@ public sealed class TextRowReader : IDisposable
             _layout = layout ?? LayoutOf(path, format, _options);
             if (_layout.HeaderConsumed) HeaderSeen = true;
         }
-        else _layout = layout;
+        else
+        {
+            _layout = layout;
+            _headerPending = layout?.HeaderConsumed == true; // a known layout: its header line is still at the start
+        }
         if (_layout is not null) _parser = format.CreateParser(_layout, _fileName);
     }
 
@@ -118,6 +123,7 @@ public sealed class TextRowReader : IDisposable
                         _fileName, lineNumber == 0 ? null : lineNumber), lineStart);
                 if (LineText.IsBlank(line)) continue;
                 AnyLine = true;
+                if (_headerPending) { _headerPending = false; HeaderSeen = true; continue; }
                 if (_parser is null)
                 {
                     // The file's first non-blank line: a header or the first row (an error here is never skipped).
