@@ -10,4 +10,14 @@ if (args is ["sgemm-probe", ..])
     KdEngine.Benchmarks.SgemmProbe.Run(args[1..]);
     return;
 }
+if (args is ["ingest-probe", ..])
+{
+    KdEngine.Benchmarks.IngestProbe.Run(args[1..]);
+    return;
+}
+if (args is ["ingest-stages", ..])
+{
+    KdEngine.Benchmarks.IngestStages.Run(args[1..]);
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -55,40 +55,64 @@ public sealed class PreprocessorCounts
     public void Add(RawRow row)
     {
         ArgumentNullException.ThrowIfNull(row);
+        var plans = Plans;
+        Span<ulong> hashes = plans.Length <= 256 ? stackalloc ulong[plans.Length] : new ulong[plans.Length];
+        Span<byte> present = plans.Length <= 256 ? stackalloc byte[plans.Length] : new byte[plans.Length];
+        Prepare(row, hashes, present);
+        Finish(row, hashes, present);
+    }
+
+    /// <summary>Number of input fields (the length of the <see cref="Prepare"/> buffers).</summary>
+    internal int InputCount => Plans.Length;
+
+    /// <summary>
+    /// First phase of <see cref="Add(RawRow)"/>: value hashes of single-valued vocabulary fields, starting each count
+    /// slot's load (see <see cref="Preprocessor.Prepare"/> for why there are two phases).
+    /// </summary>
+    internal void Prepare(RawRow row, Span<ulong> hashes, Span<byte> present)
+    {
+        var plans = Plans;
+        for (int i = 0; i < plans.Length; i++)
+        {
+            present[i] = 0;
+            var table = _counts[i];
+            if (table is null) continue;
+            var plan = plans[i];
+            int f = plan.SchemaIndex;
+            if (plan.Mode == EncodeMode.Bucketized)
+            {
+                double v = Preprocessor.NumberOf(row, f);
+                if (double.IsNaN(v)) continue;
+                hashes[i] = NumericBuckets.TokenHash(v, plan.Bucketing);
+            }
+            else if (plan.Mode == EncodeMode.Categorical && row.Has(f)) hashes[i] = StableHash.OfValue(row.Value(f));
+            else continue;
+            present[i] = 1;
+            table.Prefetch(hashes[i]);
+        }
+    }
+
+    /// <summary>Second phase of <see cref="Add(RawRow)"/>: the increments, after <see cref="Prepare"/>.</summary>
+    internal void Finish(RawRow row, ReadOnlySpan<ulong> hashes, ReadOnlySpan<byte> present)
+    {
         Rows++;
         var plans = Plans;
         for (int i = 0; i < plans.Length; i++)
         {
             var table = _counts[i];
             if (table is null) continue;
+            if (present[i] != 0) { table.GetOrAdd(hashes[i], out _)++; continue; }
             var plan = plans[i];
-            int f = plan.SchemaIndex;
-            switch (plan.Mode)
+            if (plan.Mode != EncodeMode.Multi || !row.Has(plan.SchemaIndex)) continue;
+            var rest = row.Value(plan.SchemaIndex);
+            var sep = plan.Separator;
+            while (true)
             {
-                case EncodeMode.Bucketized:
-                {
-                    double v = Preprocessor.NumberOf(row, f);
-                    if (!double.IsNaN(v)) table.GetOrAdd(NumericBuckets.TokenHash(v, plan.Bucketing), out _)++;
-                    break;
-                }
-                case EncodeMode.Multi:
-                {
-                    if (!row.Has(f)) break;
-                    var rest = row.Value(f);
-                    var sep = plan.Separator;
-                    while (true)
-                    {
-                        int k = rest.IndexOf(sep);
-                        var part = k < 0 ? rest : rest[..k];
-                        if (!part.IsEmpty) table.GetOrAdd(StableHash.OfValue(part), out _)++;
-                        if (k < 0) break;
-                        rest = rest[(k + sep.Length)..];
-                    }
-                    break;
-                }
-                default:
-                    if (row.Has(f)) table.GetOrAdd(StableHash.OfValue(row.Value(f)), out _)++;
-                    break;
+                int k = rest.IndexOf(sep);
+                var part = k < 0 ? rest : rest[..k];
+                if (!part.IsEmpty) table.GetOrAdd(StableHash.OfValue(part), out _)++;
+                if (k < 0) break;
+                rest = rest[(k + sep.Length)..];
             }
         }
     }

@@ -169,18 +169,59 @@ public static class DataPasses
 
     private sealed record ChunkResult(int File, int Unit, long Bytes, long Rows, long Skipped, DataFormatException[] Errors, EncodedBlock? Block);
 
+    /// <summary>
+    /// Counts rows one behind: a row's slots are prefetched when it arrives and counted when the next one has been
+    /// parsed, so the loads overlap the parsing (see <see cref="Preprocessor.Prepare"/>).
+    /// </summary>
     private sealed class CountSink(PreprocessorCounts counts) : IRowSink
     {
-        public void Row(RawRow row) => counts.Add(row);
+        private readonly ulong[][] _hashes = [new ulong[counts.InputCount], new ulong[counts.InputCount]];
+        private readonly byte[][] _present = [new byte[counts.InputCount], new byte[counts.InputCount]];
+        private RawRow? _pending;
+        private int _slot;
+
+        public void Row(RawRow row)
+        {
+            counts.Prepare(row, _hashes[_slot], _present[_slot]);
+            if (_pending is not null) counts.Finish(_pending, _hashes[_slot ^ 1], _present[_slot ^ 1]);
+            _pending = row;
+            _slot ^= 1;
+        }
+
+        public void Flush()
+        {
+            if (_pending is not null) counts.Finish(_pending, _hashes[_slot ^ 1], _present[_slot ^ 1]);
+            _pending = null;
+        }
     }
 
+    /// <summary>Encodes rows one behind, as <see cref="CountSink"/> counts them.</summary>
     private sealed class EncodeSink(Preprocessor pre, EncodedRow encoded) : IRowSink
     {
+        private readonly ulong[][] _hashes = [new ulong[pre.InputCount], new ulong[pre.InputCount]];
+        private readonly byte[][] _present = [new byte[pre.InputCount], new byte[pre.InputCount]];
+        private RawRow? _pending;
+        private int _slot;
+
         public EncodedBlock Block { get; set; } = null!;
 
         public void Row(RawRow row)
         {
-            pre.Encode(row, encoded);
+            pre.Prepare(row, _hashes[_slot], _present[_slot]);
+            if (_pending is not null) Emit(_slot ^ 1);
+            _pending = row;
+            _slot ^= 1;
+        }
+
+        public void Flush()
+        {
+            if (_pending is not null) Emit(_slot ^ 1);
+            _pending = null;
+        }
+
+        private void Emit(int slot)
+        {
+            pre.Finish(_pending!, _hashes[slot], _present[slot], encoded);
             Block.Add(encoded);
         }
     }

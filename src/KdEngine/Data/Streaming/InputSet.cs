@@ -15,10 +15,18 @@ public sealed record InputUnit(int File, long Start, long End)
     public bool HasRowWindow => RowFrom > 0 || RowTo != long.MaxValue;
 }
 
-/// <summary>Receives the rows of a chunk, in order, on a worker thread.</summary>
+/// <summary>
+/// Receives the rows of a chunk, in order, on a worker thread. A sink may hold on to the last row it received until
+/// the next <see cref="Row"/> or <see cref="Flush"/> (to overlap its table lookups with the next row's parsing): a chunk
+/// fills <see cref="ChunkWorker.Row"/>, then moves on with <see cref="ChunkWorker.Flip"/>, and calls
+/// <see cref="Flush"/> when its rows are done (before its buffers are released).
+/// </summary>
 public interface IRowSink
 {
     void Row(RawRow row);
+
+    /// <summary>Finishes any row still held.</summary>
+    void Flush() { }
 }
 
 /// <summary>
@@ -49,15 +57,26 @@ public sealed class ChunkWorker
 {
     private readonly Dictionary<object, object> _cache = new(ReferenceEqualityComparer.Instance);
 
+    private readonly RawRow[] _rows;
+    private int _current;
+
     public ChunkWorker(Schema schema, ReaderOptions options)
     {
         Options = options;
-        Row = new RawRow(schema);
+        _rows = [new RawRow(schema), new RawRow(schema)];
     }
 
     public ReaderOptions Options { get; }
 
-    public RawRow Row { get; }
+    /// <summary>The row to parse into next.</summary>
+    public RawRow Row => _rows[_current];
+
+    /// <summary>After giving <see cref="Row"/> to a sink: the other of the two rows, to parse the next line into (the sink may still read the first).</summary>
+    public RawRow Flip()
+    {
+        _current ^= 1;
+        return _rows[_current];
+    }
 
     /// <summary>Rows of the current chunk skipped as bad.</summary>
     public long Skipped { get; private set; }

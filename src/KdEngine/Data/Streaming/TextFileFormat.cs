@@ -190,7 +190,9 @@ public sealed class TextFileFormat : RowFileFormat
                 }
                 worker.Rows++;
                 sink.Row(row);
+                row = worker.Flip();
             }
+            sink.Flush();
 
             DataFormatException Located(DataFormatException e, int lineStart)
             {
