@@ -119,9 +119,11 @@ public sealed class RawRow
         Numbers[field] = double.NaN;
     }
 
-    /// <summary>Appends bytes to the value of field <paramref name="field"/>, which must be the last value written to the scratch
-    /// (libSVM multi-valued fields collect indices this way). Starts the value when the field is missing.</summary>
-    internal void AppendToValue(int field, ReadOnlySpan<byte> separator, ReadOnlySpan<byte> utf8)
+    /// <summary>
+    /// Appends <paramref name="separator"/> and <paramref name="utf8"/> to the value of field <paramref name="field"/> (starts the
+    /// value, without a separator, when the field is missing): how a multi-valued field's list is built value by value.
+    /// </summary>
+    public void AppendToValue(int field, ReadOnlySpan<byte> separator, ReadOnlySpan<byte> utf8)
     {
         if (_length[field] < 0 || _start[field] >= 0 || ~_start[field] + _length[field] != _scratchLength)
         {

@@ -81,8 +81,8 @@ public sealed class ChunkWorker
     /// <summary>Rows of the current chunk skipped as bad.</summary>
     public long Skipped { get; private set; }
 
-    /// <summary>Rows of the current chunk given to the sink.</summary>
-    public long Rows { get; internal set; }
+    /// <summary>Rows of the current chunk given to the sink (a chunk counts each row it hands over).</summary>
+    public long Rows { get; set; }
 
     /// <summary>The first errors of skipped rows of the current chunk.</summary>
     public List<DataFormatException> Errors { get; } = new();
