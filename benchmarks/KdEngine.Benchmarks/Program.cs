@@ -20,4 +20,9 @@ if (args is ["ingest-stages", ..])
     KdEngine.Benchmarks.IngestStages.Run(args[1..]);
     return;
 }
+if (args is ["compare-reports", ..])
+{
+    KdEngine.Benchmarks.CompareReports.Run(args[1..]);
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
 using KdEngine.Models;
-using KdEngine.Nn;
-using KdEngine.Tensors;
+using KdEngine.Serving;
 
 namespace KdEngine.Onnx;
 
@@ -12,15 +11,11 @@ namespace KdEngine.Onnx;
 /// <code>
 ///   sel   = Gather(ids, columns, axis 1)                 [B, F]      (only when the model reads a subset/permutation)
 ///   gid   = sel + offsets                                [B, F]      (field f's rows start at offsets[f])
-///   wide  = ReduceSum(Gather(wide_table [ΣV], gid), 1) + b           [B, 1]
-///   x0    = Gather(embedding_table [ΣV, D], gid)         [B, F, D];  flat = Flatten(x0) [B, F·D]
-///   fm    = ½·ReduceSum((Σ_f x0)² − Σ_f x0², 1)           [B, 1]
-///   dnn   = Gemm/activation stack on flat, MatMul(dnn_out)           [B, 1]
-///   cin   = per layer: Mul(Unsqueeze(h, 2) [B,H,1,D], Unsqueeze(x0, 1) [B,1,F,D]) → Reshape [B, H·F, D],
-///           MatMul(W [K, H·F], ·) → [B, K, D], + bias [K, 1], activation, Slice (split-half), ReduceSum over D
-///   dcn   = cross layers x ← x0 ∘ (x·w) + b + x, then Gemm(concat(x, deep), dcn_out)
-///   logit = wide + fm + dnn + cin   (or dcn)
+///   x0    = Gather(embedding_table [ΣV, D], gid)         [B, F, D];  flat = Flatten(x0) [B, F·D]   (when a part reads them)
+///   logit = Σ over the model's parts of the part's own nodes (<see cref="Models.Parts.ModelPart.EmitOnnx"/>), in part order
 /// </code>
+/// The exporter knows nothing of which model it writes: each part emits its term (wide, FM, DNN, CIN, cross …) through
+/// <see cref="IOnnxGraph"/>, which this class implements over its own protobuf writer.
 /// Ids must lie inside their field's table; the graph does not check them (ONNX Gather would read a negative id from
 /// the end of the concatenated table): validate upstream, as <c>Predictor</c> does.
 /// </summary>
@@ -54,123 +49,34 @@ public static class OnnxExporter
             throw new NotSupportedException(
                 $"OnnxExporter: field '{unsupported.Name}' is {(unsupported.IsMultiValued ? "multi-valued" : "scaled by a dense value")}; the ONNX graph takes one int64 id per field only.");
         var config = model.Config;
-        var kind = config.Model;
-        int f = model.Fields.Count, d = config.EmbeddingDim;
+        var layout = new PlanLayout(model.Fields, config.EmbeddingDim);
+        int f = layout.FieldCount, d = config.EmbeddingDim;
         var columns = model.Columns.ToArray();
         int c = inputColumns ?? columns.Max() + 1;
         if (c <= columns.Max())
             throw new ArgumentException($"OnnxExporter: inputColumns = {c}, but the model reads column {columns.Max()}.");
-        var p = model.Parameters().ToDictionary(x => x.Name, x => x.Tensor, StringComparer.Ordinal);
-        Tensor<float> Param(string name) => p.TryGetValue(name, out var t) ? t
-            : throw new ArgumentException($"OnnxExporter: the {kind} model has no parameter '{name}'.");
 
         var g = new Graph();
         // ids [B, C] → gid [B, F]: the model's columns, shifted into the concatenated tables.
         string sel = InputName;
         if (c != f || columns.Where((col, i) => col != i).Any())
             sel = g.Node("Gather", [InputName, g.Int64s("columns", columns.Select(x => (long)x).ToArray(), [f])], ("axis", 1));
-        var offsets = new long[f];
-        long rows = 0;
-        for (int i = 0; i < f; i++) { offsets[i] = rows; rows += model.Fields[i].Cardinality; }
-        string gid = g.Node("Add", [sel, g.Int64s("offsets", offsets, [f])]);
-
-        var terms = new List<string>();
-        bool wide = kind is ModelKind.Lr or ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm;
-        if (wide)
-        {
-            var table = Concat(model.Fields.Select(x => Param($"linear.{x.Name}.weight")), rows);
-            string w = g.Node("Gather", [g.Floats("linear.table", table, [rows]), gid], ("axis", 0));              // [B, F]
-            string sum = g.Node("ReduceSum", [w, g.Int64s("axis1", [1], [1])], ("keepdims", 1));                    // [B, 1]
-            terms.Add(g.Node("Add", [sum, g.Floats("linear.bias", Param("linear.bias").ToArray(), [1])]));
-        }
+        string gid = g.Node("Add", [sel, g.Int64s("offsets", layout.RowOffsets.Select(x => (long)x).ToArray(), [f])]);
         string? x0 = null, flat = null;
-        if (kind != ModelKind.Lr)
+        if (model.Embedding is { } embedding)
         {
-            var table = Concat(model.Embedding!.Tables, rows * d);
-            x0 = g.Node("Gather", [g.Floats("embedding.table", table, [rows, d]), gid], ("axis", 0));             // [B, F, D]
-            flat = g.Node("Flatten", [x0], ("axis", 1));                                                           // [B, F·D]
+            string table = OnnxEmit.Table(g, "embedding.table", layout, embedding.Tables, d);
+            x0 = g.Node("Gather", [table, gid], ("axis", 0));                                                    // [B, F, D]
+            flat = g.Node("Flatten", [x0], ("axis", 1));                                                         // [B, F·D]
         }
-        if (kind is ModelKind.Fm or ModelKind.DeepFm)
+        var input = new OnnxPartInput(gid, x0, flat, layout);
+        string? logit = null;
+        foreach (var part in model.Parts)
         {
-            string axis1 = g.Int64s("axis1", [1], [1]);
-            string s = g.Node("ReduceSum", [x0!, axis1], ("keepdims", 0));                                       // [B, D]
-            string q = g.Node("ReduceSum", [g.Node("Mul", [x0!, x0!]), axis1], ("keepdims", 0));                // [B, D]
-            string diff = g.Node("Sub", [g.Node("Mul", [s, s]), q]);                                              // [B, D]
-            string half = g.Floats("half", [0.5f], []);
-            terms.Add(g.Node("Mul", [g.Node("ReduceSum", [diff, axis1], ("keepdims", 1)), half]));               // [B, 1]
+            string term = part.EmitOnnx(g, input);                                                               // [B, 1]
+            logit = logit is null ? term : g.Node("Add", [logit, term]);
         }
-        string? deep = null;
-        if (kind is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm)
-        {
-            deep = flat!;
-            int prev = f * d;
-            for (int i = 0; i < config.Dnn.Length; i++)
-            {
-                int width = config.Dnn[i];
-                string w = g.Floats($"dnn.{i}.weight", Param($"dnn.{i}.weight").ToArray(), [width, prev]);       // [out, in]
-                string b = g.Floats($"dnn.{i}.bias", Param($"dnn.{i}.bias").ToArray(), [width]);
-                deep = Activate(g, g.Node("Gemm", [deep, w, b], ("transB", 1)), config.DnnActivation);         // [B, out]
-                prev = width;
-            }
-            if (kind != ModelKind.Dcn)
-                terms.Add(g.Node("MatMul", [deep, g.Floats("dnn_out.weight", Param("dnn_out.weight").ToArray(), [prev, 1])])); // [B, 1]
-        }
-        if (kind == ModelKind.XDeepFm)
-        {
-            string axis1 = g.Int64s("axis1", [1], [1]);
-            string axis2 = g.Int64s("axis2", [2], [1]);
-            string x0Row = g.Node("Unsqueeze", [x0!, axis1]);                                                     // [B, 1, F, D]
-            string h = x0!;
-            int hMaps = f;
-            var pooled = new List<string>();
-            for (int k = 0; k < config.Cin.Length; k++)
-            {
-                int maps = config.Cin[k];
-                bool last = k == config.Cin.Length - 1;
-                string z = g.Node("Mul", [g.Node("Unsqueeze", [h, axis2]), x0Row]);                               // [B, H, F, D]
-                z = g.Node("Reshape", [z, g.Int64s($"cin.{k}.shape", [0, hMaps * f, d], [3])]);                   // [B, H·F, D]
-                string w = g.Floats($"cin.{k}.weight", Param($"cin.{k}.weight").ToArray(), [maps, hMaps * f]);
-                string y = g.Node("MatMul", [w, z]);                                                              // [K, H·F]·[B, H·F, D] → [B, K, D]
-                y = g.Node("Add", [y, g.Floats($"cin.{k}.bias", Param($"cin.{k}.bias").ToArray(), [maps, 1])]);
-                y = Activate(g, y, config.CinActivation);
-                string toOutput = y;
-                if (config.CinSplitHalf && !last)
-                {
-                    int half = maps / 2;
-                    h = g.Node("Slice", [y, g.Int64s($"cin.{k}.first", [0], [1]), g.Int64s($"cin.{k}.half", [half], [1]), axis1]);      // [B, H/2, D]
-                    toOutput = g.Node("Slice", [y, g.Int64s($"cin.{k}.half", [half], [1]), g.Int64s($"cin.{k}.end", [maps], [1]), axis1]); // [B, K − H/2, D]
-                    hMaps = half;
-                }
-                else
-                {
-                    h = y;
-                    hMaps = maps;
-                }
-                if (config.CinDirectConnections || last)
-                    pooled.Add(g.Node("ReduceSum", [toOutput, axis2], ("keepdims", 0)));                          // [B, maps]
-            }
-            string all = pooled.Count == 1 ? pooled[0] : g.Node("Concat", pooled.ToArray(), ("axis", 1));
-            var wOut = Param("cin_out.weight");
-            terms.Add(g.Node("MatMul", [all, g.Floats("cin_out.weight", wOut.ToArray(), [wOut.Length, 1])]));  // [B, 1]
-        }
-        if (kind == ModelKind.Dcn)
-        {
-            int n = f * d;
-            string x = flat!;
-            for (int l = 0; l < config.CrossLayers; l++)
-            {
-                string s = g.Node("MatMul", [x, g.Floats($"cross.{l}.weight", Param($"cross.{l}.weight").ToArray(), [n, 1])]); // [B, 1]
-                string t = g.Node("Add", [g.Node("Mul", [flat!, s]), g.Floats($"cross.{l}.bias", Param($"cross.{l}.bias").ToArray(), [n])]);
-                x = g.Node("Add", [t, x]);                                                                        // [B, n]
-            }
-            string cat = g.Node("Concat", [x, deep!], ("axis", 1));                                               // [B, n + width]
-            var w = Param("dcn_out.weight");
-            terms.Add(g.Node("Gemm", [cat, g.Floats("dcn_out.weight", w.ToArray(), [1, w.Length]),
-                g.Floats("dcn_out.bias", Param("dcn_out.bias").ToArray(), [1])], ("transB", 1)));
-        }
-        string logit = terms[0];
-        for (int i = 1; i < terms.Count; i++) logit = g.Node("Add", [logit, terms[i]]);
-        g.Node("Identity", [logit], output: OutputName);
+        g.Node("Identity", [logit!], output: OutputName);
 
         var graph = new ProtoWriter();
         foreach (var node in g.Nodes) graph.Message(OnnxFields.GraphNode, node);
@@ -190,27 +96,6 @@ public static class OnnxExporter
         return modelProto;
     }
 
-    private static string Activate(Graph g, string x, Activation activation) => activation switch
-    {
-        Activation.Relu => g.Node("Relu", [x]),
-        Activation.Tanh => g.Node("Tanh", [x]),
-        Activation.Sigmoid => g.Node("Sigmoid", [x]),
-        _ => x,
-    };
-
-    private static float[] Concat(IEnumerable<Tensor<float>> tables, long total)
-    {
-        var all = new float[total];
-        long at = 0;
-        foreach (var t in tables)
-        {
-            t.AsSpan().CopyTo(all.AsSpan(checked((int)at)));
-            at += t.Length;
-        }
-        if (at != total) throw new ArgumentException($"OnnxExporter: tables hold {at} values; expected {total}.");
-        return all;
-    }
-
     /// <summary>ValueInfoProto of a rank-2 tensor [dimParam, cols].</summary>
     private static ProtoWriter ValueInfo(string name, int elemType, string dimParam, long cols) =>
         new ProtoWriter()
@@ -222,7 +107,7 @@ public static class OnnxExporter
                     .Message(OnnxFields.ShapeDim, dim => dim.Int64(OnnxFields.DimValue, cols)))));
 
     /// <summary>Nodes and initializers in creation (topological) order; constant names are deduplicated.</summary>
-    private sealed class Graph
+    private sealed class Graph : IOnnxGraph
     {
         private readonly HashSet<string> _constants = new(StringComparer.Ordinal);
         private int _next;

@@ -35,7 +35,7 @@ public sealed class CliDistributedOptionTests
         var o = new StringWriter();
         var e = new StringWriter();
         Assert.That(CliApp.Run(TrainArgs("foo"), o, e), Is.EqualTo(1));
-        Assert.That(e.ToString(), Does.Contain("--distributed: unknown mode 'foo' (expected none|mpi)"));
+        Assert.That(e.ToString(), Does.Contain("'--distributed': unknown mode 'foo' (expected none|mpi)"));
     }
 
     [Test]

@@ -22,8 +22,8 @@ public sealed class DoubleDnnObjective : IObjective
     {
         if (student.Embedding is null || !ReferenceEquals(student.Embedding, teacher.Embedding))
             throw new ArgumentException("double-DNN: the student and the teacher must share one embedding module.");
-        if (teacher.Config.Model is not (ModelKind.XDeepFm or ModelKind.Dcn))
-            throw new ArgumentException($"double-DNN: the teacher adds a cross layer, so it must be xdeepfm or dcn (got {teacher.TypeName}).");
+        if (!teacher.Parts.Any(p => p.IsInteractionLayer))
+            throw new ArgumentException($"double-DNN: the teacher adds a feature-interaction layer (a CIN or a cross network), so it must be xdeepfm or dcn (got {teacher.TypeName}).");
         Student = student;
         Teacher = teacher;
         Alpha = alpha;

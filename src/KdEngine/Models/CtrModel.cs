@@ -32,11 +32,4 @@ public abstract class CtrModel : Module
 
     /// <summary>Runs the model on a batch (records on the current tape when training).</summary>
     public abstract ModelOutput Forward(in CtrBatch batch);
-
-    /// <summary>The wide/linear part z = b + Σ_f w_f[id_f]: [B, 1].</summary>
-    protected static Tensor<float> WideLogit(FieldEmbeddings weights, Tensor<float> bias, in CtrBatch batch)
-    {
-        var w = weights.Forward(batch);                      // [B, F, 1]
-        return Op.Add(Op.Reshape(Op.Sum(w, axis: 1), -1, 1), bias); // [B, 1]
-    }
 }

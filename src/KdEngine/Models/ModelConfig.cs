@@ -85,9 +85,7 @@ public sealed record ModelConfig
         if (CinSplitHalf && !CinDirectConnections)
             throw new ConfigException($"{source}: cinSplitHalf needs cinDirectConnections.");
         if (CrossLayers is < 1 or > 64) throw new ConfigException($"{source}: crossLayers = {CrossLayers}; expected 1…64.");
-        bool needsDnn = Model is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm;
-        if (needsDnn && Dnn.Length == 0) throw new ConfigException($"{source}: model {Model} needs at least one dnn layer.");
-        if (Model == ModelKind.XDeepFm && Cin.Length == 0) throw new ConfigException($"{source}: xDeepFM needs at least one cin layer.");
+        foreach (var part in ZooModel.RecipeOf(Model)) part.Validate?.Invoke(this, source);
     }
 }
 

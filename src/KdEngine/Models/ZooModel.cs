@@ -1,3 +1,4 @@
+using KdEngine.Models.Parts;
 using KdEngine.Nn;
 using KdEngine.Ops;
 using KdEngine.Tensors;
@@ -5,33 +6,26 @@ using KdEngine.Tensors;
 namespace KdEngine.Models;
 
 /// <summary>
-/// The model zoo (exact definitions in MISSION.md). Each kind is a sum of parts over shared field embeddings
-/// x0 [B, F, D]:
+/// The model zoo. Each kind is a sum of parts (<see cref="ModelPart"/>) over shared
+/// field embeddings x0 [B, F, D]; the logit is the parts' terms added in this order:
 /// <code>
 ///   LR      = wide                                    wide  = b + Σ_f w_f[id_f]
 ///   FM      = wide + fm                               fm    = ½·Σ_d[(Σ_f x0)² − Σ_f x0²]
 ///   DNN     = dnn                                     dnn   = Linear(MLP(flatten x0), 1)
 ///   WDL     = wide + dnn
 ///   DeepFM  = wide + fm + dnn
-///   DCN     = Linear(concat(cross(flatten x0), MLP(flatten x0)), 1)     (the DCN paper's combination layer)
-///   xDeepFM = wide + Linear(CIN(x0), 1) + dnn
+///   DCN     = dcn                                     dcn   = Linear(concat(cross(flatten x0), MLP(flatten x0)), 1)
+///   xDeepFM = wide + dnn + cin                        cin   = Linear(CIN(x0), 1)
 /// </code>
 /// Parameter names: <c>linear.{field}.weight</c> [V, 1], <c>linear.bias</c> [1], <c>embedding.{field}.weight</c>
 /// [V, D], <c>dnn.{i}.weight</c> [out, in], <c>dnn_out.weight</c> [1, in], <c>cin.{k}.weight</c>
-/// [H_k, H_{k−1}·F], <c>cin_out.weight</c>, <c>cross.{l}.weight</c> [F·D, 1], <c>dcn_out.weight</c>.
+/// [H_k, H_{k−1}·F], <c>cin_out.weight</c>, <c>cross.{l}.weight</c> [F·D, 1], <c>dcn_out.weight</c>; each part
+/// documents its own. <see cref="RecipeOf"/> is the one place that says which parts a kind is made of.
 /// </summary>
 public sealed class ZooModel : CtrModel
 {
-    private readonly FieldEmbeddings? _wide;
-    private readonly Tensor<float>? _wideBias;
+    private readonly ModelPart[] _parts;
     private readonly FieldEmbeddings? _embedding;
-    private readonly Mlp? _mlp;
-    private readonly Linear? _dnnOut;
-    private readonly Cin? _cin;
-    private readonly Linear? _cinOut;
-    private readonly CrossNetwork? _cross;
-    private readonly Linear? _dcnOut;
-    private readonly bool _fm;
 
     /// <param name="sharedEmbedding">Embeddings owned with another model (Rocket Launching, PFD, double-DNN); null builds its own.</param>
     public ZooModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int>? columns = null,
@@ -39,47 +33,58 @@ public sealed class ZooModel : CtrModel
         : base(config, fields, columns ?? Enumerable.Range(0, fields.Count).ToArray())
     {
         var rng = new Random(config.Seed);
-        var kind = config.Model;
-        int f = fields.Count, d = config.EmbeddingDim;
-        bool wide = kind is ModelKind.Lr or ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm;
-        bool deep = kind is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm;
-        _fm = kind is ModelKind.Fm or ModelKind.DeepFm;
-        bool needsEmbedding = kind != ModelKind.Lr;
-
-        if (wide)
+        var context = new PartContext(config, Fields, Columns, rng);
+        var recipe = RecipeOf(config.Model);
+        _parts = new ModelPart[recipe.Length];
+        for (int i = 0; i < recipe.Length; i++)
         {
-            _wide = AddModule("linear", new FieldEmbeddings(fields, Columns, 1, 0f, rng));
-            _wideBias = AddParameter("linear.bias", Tensor<float>.Zeros(1));
-        }
-        if (needsEmbedding)
-        {
-            if (sharedEmbedding is not null)
+            // The embeddings are built just before the first part that reads them, so the seeded draws (and so every
+            // initial weight) come in the order wide, embedding, the other parts.
+            if (recipe[i].ReadsEmbedding && _embedding is null)
             {
-                if (sharedEmbedding.Dim != d)
-                    throw new ConfigException($"shared embedding width {sharedEmbedding.Dim} differs from embeddingDim {d}.");
-                if (!sharedEmbedding.Columns.SequenceEqual(Columns))
-                    throw new ArgumentException("ZooModel: the shared embedding reads other columns than this model.");
+                if (sharedEmbedding is not null)
+                {
+                    if (sharedEmbedding.Dim != config.EmbeddingDim)
+                        throw new ConfigException($"shared embedding width {sharedEmbedding.Dim} differs from embeddingDim {config.EmbeddingDim}.");
+                    if (!sharedEmbedding.Columns.SequenceEqual(Columns))
+                        throw new ArgumentException("ZooModel: the shared embedding reads other columns than this model.");
+                }
+                _embedding = AddModule("embedding", sharedEmbedding ?? new FieldEmbeddings(fields, Columns, config.EmbeddingDim, config.EmbeddingInitStd, rng));
             }
-            _embedding = AddModule("embedding", sharedEmbedding ?? new FieldEmbeddings(fields, Columns, d, config.EmbeddingInitStd, rng));
-        }
-        if (deep)
-        {
-            _mlp = AddModule("dnn", new Mlp(f * d, config.Dnn, config.DnnActivation, config.Dropout, rng));
-            if (kind != ModelKind.Dcn) _dnnOut = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, rng, bias: false));
-        }
-        if (kind == ModelKind.XDeepFm)
-        {
-            _cin = AddModule("cin", new Cin(f, config.Cin, config.CinActivation, config.CinSplitHalf, config.CinDirectConnections, rng));
-            _cinOut = AddModule("cin_out", new Linear(_cin.OutputWidth, 1, rng, bias: false));
-        }
-        if (kind == ModelKind.Dcn)
-        {
-            _cross = AddModule("cross", new CrossNetwork(f * d, config.CrossLayers, rng));
-            _dcnOut = AddModule("dcn_out", new Linear(f * d + _mlp!.OutFeatures, 1, rng));
+            _parts[i] = AddModule("", recipe[i].Build(context));
         }
     }
 
+    /// <summary>The parts each zoo kind is made of, in the order their terms are added.</summary>
+    public static PartRecipe[] RecipeOf(ModelKind kind) => kind switch
+    {
+        ModelKind.Lr => [WidePart.Recipe],
+        ModelKind.Fm => [WidePart.Recipe, FmPart.Recipe],
+        ModelKind.Dnn => [DnnPart.Recipe],
+        ModelKind.Wdl => [WidePart.Recipe, DnnPart.Recipe],
+        ModelKind.DeepFm => [WidePart.Recipe, FmPart.Recipe, DnnPart.Recipe],
+        ModelKind.Dcn => [DcnPart.Recipe],
+        ModelKind.XDeepFm => [WidePart.Recipe, DnnPart.Recipe, CinPart.Recipe],
+        _ => throw new ConfigException($"model = {(int)kind} is not a model kind."),
+    };
+
+    /// <summary>
+    /// The number of weights a model of <paramref name="config"/> over <paramref name="fields"/> has, computed without
+    /// allocating them (in <c>long</c>, so absurd sizes cannot overflow): the parts' recipes plus the shared embeddings.
+    /// A test pins it to <see cref="Module.ParameterCount"/>.
+    /// </summary>
+    public static long ParameterCount(ModelConfig config, IReadOnlyList<InputField> fields)
+    {
+        var recipe = RecipeOf(config.Model);
+        long total = recipe.Sum(r => r.ParameterCount(config, fields));
+        if (recipe.Any(r => r.ReadsEmbedding)) total += fields.Sum(x => (long)x.Cardinality) * config.EmbeddingDim; // embedding.{field}.weight [V, D]
+        return total;
+    }
+
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();
+
+    /// <summary>The parts, in the order their logit terms are added.</summary>
+    public IReadOnlyList<ModelPart> Parts => _parts;
 
     /// <summary>
     /// When true, the model reads sg(x0): its loss trains its own layers but never the (shared) embeddings —
@@ -87,18 +92,13 @@ public sealed class ZooModel : CtrModel
     /// </summary>
     public bool DetachEmbeddingInput { get; set; }
 
-    /// <summary>The field embeddings (null for LR), for sharing with another model.</summary>
+    /// <summary>The field embeddings (null when no part reads them, as in LR), for sharing with another model.</summary>
     public FieldEmbeddings? Embedding => _embedding;
 
     public override ModelOutput Forward(in CtrBatch batch)
     {
         batch.Validate();
         var hidden = new Dictionary<string, Tensor<float>>();
-        Tensor<float>? logit = null;
-        void Plus(Tensor<float> part) => logit = logit is null ? part : Op.Add(logit, part);
-
-        if (_wide is not null) Plus(WideLogit(_wide, _wideBias!, batch));
-
         Tensor<float>? x0 = null, flat = null;
         if (_embedding is not null)
         {
@@ -107,24 +107,12 @@ public sealed class ZooModel : CtrModel
             flat = Op.Flatten(x0);                   // [B, F·D]
             hidden["embedding"] = flat;
         }
-        if (_fm) Plus(FmInteraction.Forward(x0!));
-        Tensor<float>? deep = null;
-        if (_mlp is not null)
+        var input = new PartInput(batch, x0, flat);
+        Tensor<float>? logit = null;
+        foreach (var part in _parts)
         {
-            deep = _mlp.Forward(flat!, hidden);      // [B, width]
-            if (_dnnOut is not null) Plus(_dnnOut.Forward(deep));
-        }
-        if (_cin is not null)
-        {
-            var pooled = _cin.Forward(x0!, hidden);  // [B, maps]
-            hidden["cin.pooled"] = pooled;
-            Plus(_cinOut!.Forward(pooled));
-        }
-        if (_cross is not null)
-        {
-            var crossed = _cross.Forward(flat!);     // [B, F·D]
-            hidden["cross"] = crossed;
-            Plus(_dcnOut!.Forward(Op.Concat([crossed, deep!], axis: 1)));
+            var term = part.Forward(input, hidden);  // [B, 1]
+            logit = logit is null ? term : Op.Add(logit, term);
         }
         return new ModelOutput(logit!, hidden);
     }

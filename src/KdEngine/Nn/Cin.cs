@@ -56,6 +56,12 @@ public sealed class Cin : Module
     public bool DirectConnections { get; }
     public IReadOnlyList<int> LayerSizes => _sizes;
 
+    /// <summary>Layer k's filter W^k [H_k, H_{k−1}·F].</summary>
+    public Tensor<float> Weight(int layer) => _w[layer];
+
+    /// <summary>Layer k's bias [H_k].</summary>
+    public Tensor<float> Bias(int layer) => _b[layer];
+
     /// <summary>Width of the pooled output: the number of maps sent to the output.</summary>
     public int OutputWidth { get; }
 

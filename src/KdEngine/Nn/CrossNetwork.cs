@@ -29,6 +29,12 @@ public sealed class CrossNetwork : Module
     public int Width { get; }
     public int Layers => _w.Length;
 
+    /// <summary>Layer l's weight w_l [n, 1].</summary>
+    public Tensor<float> Weight(int layer) => _w[layer];
+
+    /// <summary>Layer l's bias b_l [n].</summary>
+    public Tensor<float> Bias(int layer) => _b[layer];
+
     /// <summary>x0 [B, n] → [B, n].</summary>
     public Tensor<float> Forward(Tensor<float> x0)
     {

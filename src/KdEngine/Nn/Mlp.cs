@@ -38,6 +38,9 @@ public sealed class Mlp : Module
     public int OutFeatures { get; }
     public int Depth => _layers.Length;
 
+    /// <summary>The Linear layers, input first (their weights are what a compiled predictor snapshots).</summary>
+    public IReadOnlyList<Linear> Layers => _layers;
+
     /// <summary>
     /// x [B, in] → [B, out]. When <paramref name="hidden"/> is given, each layer's post-activation output is
     /// added as <c>{prefix}{i}</c> (the names distillation uses to pick layers).

@@ -59,10 +59,15 @@ public abstract class Module
         return tensor;
     }
 
+    /// <summary>
+    /// Registers a child under <paramref name="name"/> (its parameters become <c>{name}.{their names}</c>). The empty
+    /// name mounts the child at this module's own level: its names are not prefixed (a model part registers the
+    /// model's checkpoint names — <c>dnn.0.weight</c>, <c>dnn_out.weight</c> — itself).
+    /// </summary>
     protected TModule AddModule<TModule>(string name, TModule module) where TModule : Module
     {
         foreach (var (n, _) in _children)
-            if (n == name) throw new InvalidOperationException($"{GetType().Name}: module '{name}' registered twice.");
+            if (n == name && name.Length > 0) throw new InvalidOperationException($"{GetType().Name}: module '{name}' registered twice.");
         _children.Add((name, module));
         return module;
     }
@@ -85,7 +90,7 @@ public abstract class Module
                 result.Add(new NamedParameter(prefix + name, t));
             }
         foreach (var (name, child) in _children)
-            child.Collect(prefix + name + ".", result, seen);
+            child.Collect(name.Length == 0 ? prefix : prefix + name + ".", result, seen);
     }
 
     /// <summary>Number of scalar weights in this module tree.</summary>

@@ -220,9 +220,12 @@ public static class CtrPipeline
     public static float[] Logits(CtrModel model, EncodedDataset data, int batchSize = 1024) => Trainer.Evaluate(model, data, batchSize).Logits;
 
     /// <summary>
-    /// Inference latency per example: <paramref name="batchSize"/> rows of <paramref name="data"/> (cycled) run through
-    /// no-grad forwards; after <paramref name="warmup"/> untimed forwards, a Stopwatch times forwards until at least
-    /// <paramref name="minExamples"/> examples and <paramref name="minSeconds"/> have passed. Returns microseconds per example.
+    /// Inference latency per example: <paramref name="batchSize"/> rows of <paramref name="data"/> (cycled) are scored
+    /// the way the model would be served — a <see cref="ZooModel"/> whose fields the compiled
+    /// <see cref="KdEngine.Serving.Predictor"/> takes (single-valued, unscaled) through
+    /// <see cref="PredictorLatencyMicroseconds"/>, any other model through no-grad forwards. After
+    /// <paramref name="warmup"/> untimed calls, a Stopwatch times calls until at least <paramref name="minExamples"/>
+    /// examples and <paramref name="minSeconds"/> have passed. Returns microseconds per example.
     /// </summary>
     public static double LatencyMicroseconds(CtrModel model, EncodedDataset data, int batchSize, int warmup = 20, long minExamples = 20_000, double minSeconds = 0.5)
     {

@@ -126,7 +126,7 @@ public static class ModelCheckpoint
         // or DNN must fail here, bounded by the file's own size, and a config of another model kind
         // (e.g. xdeepfm over a dnn's tensors) is named as such.
         long fileWeights = content.Names.Sum(n => content.Header.TryGet(n, out var e) ? e.ElementCount : 0);
-        long configWeights = ParameterCount(config, fields);
+        long configWeights = ZooModel.ParameterCount(config, fields);
         if (configWeights != fileWeights)
             throw new CheckpointFormatException(path,
                 $"the config ({config.Model}, embeddingDim {config.EmbeddingDim}, {fields.Length} fields) describes {configWeights} weights but the file holds {fileWeights}; "
@@ -151,50 +151,5 @@ public static class ModelCheckpoint
         }
         model.Training = false;
         return new LoadedModel(model, preprocessor, meta);
-    }
-
-    /// <summary>
-    /// The number of weights <see cref="ZooModel"/> builds for <paramref name="config"/> and <paramref name="fields"/>,
-    /// computed without allocating them (in <c>long</c>, so absurd sizes cannot overflow). Mirrors the constructors of
-    /// ZooModel, FieldEmbeddings, Mlp, Linear, Cin and CrossNetwork; a test pins it to <see cref="Module.ParameterCount"/>.
-    /// </summary>
-    internal static long ParameterCount(ModelConfig config, IReadOnlyList<InputField> fields)
-    {
-        var kind = config.Model;
-        long f = fields.Count, d = config.EmbeddingDim, vocab = 0;
-        foreach (var x in fields) vocab += x.Cardinality;
-        bool wide = kind is ModelKind.Lr or ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm;
-        bool deep = kind is ModelKind.Dnn or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.Dcn or ModelKind.XDeepFm;
-        long total = 0;
-        if (wide) total += vocab + 1;                         // linear.{field}.weight [V, 1], linear.bias [1]
-        if (kind != ModelKind.Lr) total += vocab * d;         // embedding.{field}.weight [V, D]
-        long last = f * d;
-        if (deep)
-        {
-            foreach (int w in config.Dnn) { total += last * w + w; last = w; } // dnn.{i}.weight [w, in], .bias [w]
-            if (kind != ModelKind.Dcn) total += last;         // dnn_out.weight [1, last]
-        }
-        if (kind == ModelKind.XDeepFm)
-        {
-            long prevMaps = f, outputMaps = 0;
-            for (int k = 0; k < config.Cin.Length; k++)
-            {
-                long h = config.Cin[k];
-                bool lastLayer = k == config.Cin.Length - 1;
-                total += h * prevMaps * f + h;                // cin.{k}.weight [H_k, H_{k−1}·F], .bias [H_k]
-                long next = config.CinSplitHalf && !lastLayer ? h / 2 : h;
-                if (config.CinDirectConnections) outputMaps += config.CinSplitHalf && !lastLayer ? h - next : h;
-                else if (lastLayer) outputMaps = h;
-                prevMaps = next;
-            }
-            total += outputMaps;                              // cin_out.weight [1, maps]
-        }
-        if (kind == ModelKind.Dcn)
-        {
-            long n = f * d;
-            total += config.CrossLayers * 2 * n;              // cross.{l}.weight [n, 1], .bias [n]
-            total += n + last + 1;                            // dcn_out [1, n + last] + bias
-        }
-        return total;
     }
 }

@@ -93,12 +93,61 @@ public class CliTests
     [Test]
     public void EveryVerbHasHelp()
     {
-        foreach (var verb in new[] { "train", "eval", "predict", "synth", "cache-logits", "distill", "quickstart", "experiment" })
+        foreach (var verb in new[] { "train", "eval", "predict", "synth", "cache-logits", "distill", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
         {
-            var o = Ok(verb, "--help");
-            Assert.That(o, Does.Contain("usage: kdengine " + verb), verb);
+            var o = Ok([.. verb.Split(' '), "--help"]);
+            Assert.That(o, Does.Contain("Usage:").And.Contain("kdengine " + verb + " ["), verb);
+            // --help prints help and does nothing else (demo would print its losses).
+            Assert.That(o, Does.Not.Contain("epoch   1"), verb);
         }
-        Assert.That(Ok("--help"), Does.Contain("distill"));
+        var overview = Ok("--help");
+        foreach (var verb in new[] { "train", "eval", "predict", "synth", "cache-logits", "distill", "quickstart", "experiment", "demo" })
+            Assert.That(overview, Does.Contain("  " + verb + " "), verb);
+        Assert.That(Ok("help", "train"), Is.EqualTo(Ok("train", "--help")));
+        Assert.That(Ok("train", "-h"), Is.EqualTo(Ok("train", "--help")));
+    }
+
+    [Test]
+    public void HelpShowsTheDefaultsTheCodeUses()
+    {
+        // The defaults in help are the records' defaults, not text of their own.
+        var defaults = new KdEngine.Pipelines.TrainingSettings();
+        var train = Ok("train", "--help");
+        Assert.That(train, Does.Match($@"--epochs <N>\s+maximum epochs \[default: {defaults.Epochs}\]"));
+        Assert.That(train, Does.Match($@"--patience <N>.*\[default: {defaults.Patience}\]"));
+        Assert.That(train, Does.Match($@"--batch-size <N>.*\[default: {defaults.BatchSize}\]"));
+        var quick = Ok("quickstart", "--help");
+        Assert.That(quick, Does.Match($@"--epochs <N>.*patience {defaults.Patience},.*\[default: {defaults.Epochs}\]"));
+        var kd = new KdEngine.Pipelines.DistillConfig();
+        Assert.That(quick, Does.Match($@"--alpha <X>.*\[default: {kd.Alpha.ToString(CultureInfo.InvariantCulture)}\]"));
+        Assert.That(quick, Does.Match($@"--temperature <T>.*\[default: {kd.Temperature.ToString(CultureInfo.InvariantCulture)}\]"));
+        var synth = new SyntheticCtrOptions();
+        Assert.That(Ok("synth", "--help"), Does.Match($@"--vocab <V>.*\[default: {synth.VocabSize}\]").And.Match(@"--zipf <S>.*\[default: 1\.1\]"));
+    }
+
+    [Test]
+    public void BadValuesAreNamedAtParseTime()
+    {
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--epochs", "x", "--out", "x.kde"), Does.Contain("'--epochs'").And.Contain("'x'"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--epochs", "0", "--out", "x.kde"), Does.Contain("'--epochs'").And.Contain("out of range"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--lr", "-1", "--out", "x.kde"), Does.Contain("'--lr'").And.Contain("> 0"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--optimizer", "adamw", "--out", "x.kde"), Does.Contain("'--optimizer'").And.Contain("adamw"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--split", "8:1", "--out", "x.kde"), Does.Contain("'--split'"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--format", "parquet", "--out", "x.kde"), Does.Contain("'--format'").And.Contain("parquet"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--ranges", "@" + Path.Combine(_dir, "none.txt"), "--out", "x.kde"), Does.Contain("none.txt"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--epochs", "2", "--epochs", "3", "--out", "x.kde"), Does.Contain("--epochs"));
+        Assert.That(Fails("distill", "--method", "magic", "--data", _criteo, "--out", "x.kde"), Does.Contain("'--method'").And.Contain("magic"));
+        Assert.That(Fails("train", "stray", "--model", "dnn"), Does.Contain("'stray'"));
+        Assert.That(Fails("experiment"), Does.Contain("zoo|kd"));
+        Assert.That(Fails("experiment", "zo"), Does.Contain("'zo'"));
+    }
+
+    [Test]
+    public void ResponseFilesHoldArguments()
+    {
+        // @FILE anywhere but after --ranges is a response file: its lines are arguments.
+        var rsp = Write("eval.rsp", $"--model {Path.Combine(_dir, "nope.kde")}\n# a comment\n--data {_criteo}\n");
+        Assert.That(Fails("eval", "@" + rsp), Does.Contain("nope.kde"));
     }
 
     [Test]
@@ -293,7 +342,7 @@ public class CliTests
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--learning-rate", "0"), Does.Contain("--learning-rate"));
         Assert.That(Fails("experiment", "kd", "--dataset", "synthetic", "--teacher-dnn", "200,x"), Does.Contain("--teacher-dnn").And.Contain("'x'"));
         var help = Ok("experiment", "kd", "--help");
-        Assert.That(help, Does.Contain("--third-order-scale X").And.Contain("--rocket-lambda LIST").And.Contain("--privileged-fields K"));
+        Assert.That(help, Does.Contain("--third-order-scale <X>").And.Contain("--rocket-lambda <LIST>").And.Contain("--privileged-fields <K>"));
     }
 
     [Test]

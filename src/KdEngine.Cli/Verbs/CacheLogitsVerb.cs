@@ -1,0 +1,33 @@
+using System.CommandLine;
+using KdEngine.Cli.Options;
+using KdEngine.Distillation;
+
+namespace KdEngine.Cli.Verbs;
+
+/// <summary><c>cache-logits</c>: a teacher's logits over a data file, computed once and stored for <c>distill --teacher-logits</c>.</summary>
+internal static class CacheLogitsVerb
+{
+    public static Command Create()
+    {
+        var input = new SavedModelInput("teacher checkpoint (.kde)");
+        var output = CliOptions.Text("--out", "FILE", "cache file (default: DATA.TEACHER.logits.safetensors beside the data)");
+        var command = new Command("cache-logits",
+            "Compute a teacher's logits over every row of a data file once and store them (safetensors, with a fingerprint of the " +
+            "data) for 'distill --teacher-logits'.");
+        input.AddTo(command);
+        command.Options.Add(output);
+        command.SetAction(parse =>
+        {
+            var o = new CliOutput(parse.InvocationConfiguration.Output);
+            string modelPath = parse.GetValue(input.Model)!, dataPath = parse.GetValue(input.Data)!;
+            string outPath = parse.GetValue(output) ?? TeacherLogitCache.DefaultPath(dataPath, modelPath);
+            var loaded = input.Load(parse);
+            var data = input.Encode(parse, loaded);
+            var logits = TeacherLogitCache.Compute(loaded.Model, data);
+            TeacherLogitCache.Save(outPath, logits, data, Path.GetFileName(dataPath), Path.GetFileName(modelPath), loaded.Preprocessor);
+            o.Line($"cached {logits.Length} teacher logits of {Path.GetFileName(modelPath)} over {Path.GetFileName(dataPath)} in {outPath}");
+            return 0;
+        });
+        return command;
+    }
+}

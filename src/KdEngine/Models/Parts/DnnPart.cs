@@ -1,0 +1,84 @@
+using System.Numerics.Tensors;
+using KdEngine.Nn;
+using KdEngine.Serving;
+using KdEngine.Tensors;
+using Tensor = KdEngine.Tensors.Tensor<float>;
+
+namespace KdEngine.Models.Parts;
+
+/// <summary>
+/// The DNN part z = Linear(MLP(flatten x0), 1): parameters <c>dnn.{i}.weight</c> [out, in], <c>dnn.{i}.bias</c> [out],
+/// <c>dnn_out.weight</c> [1, width]. Hidden layers <c>dnn.{i}</c> [B, width_i] (post-activation).
+/// Inference: one SGEMM per layer over the batch (<see cref="DenseStack"/>), then a dot product per sample.
+/// </summary>
+public sealed class DnnPart : ModelPart
+{
+    private readonly Mlp _mlp;
+    private readonly Linear _out;
+
+    public DnnPart(PartContext context)
+    {
+        var c = context.Config;
+        _mlp = AddModule("dnn", new Mlp(context.Fields.Count * c.EmbeddingDim, c.Dnn, c.DnnActivation, c.Dropout, context.Rng));
+        _out = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, context.Rng, bias: false));
+    }
+
+    public static PartRecipe Recipe { get; } = new(
+        ReadsEmbedding: true,
+        ParameterCount: (c, fields) => MlpParameterCount(c, (long)fields.Count * c.EmbeddingDim) + c.Dnn[^1], // + dnn_out.weight [1, width]
+        Build: context => new DnnPart(context),
+        Validate: RequireDnn);
+
+    /// <summary>Weights of <c>dnn.{i}</c> over <paramref name="inFeatures"/> inputs: Σ (in·out + out).</summary>
+    internal static long MlpParameterCount(ModelConfig c, long inFeatures)
+    {
+        long total = 0, last = inFeatures;
+        foreach (int w in c.Dnn) { total += last * w + w; last = w; }
+        return total;
+    }
+
+    internal static void RequireDnn(ModelConfig c, string source)
+    {
+        if (c.Dnn.Length == 0) throw new ConfigException($"{source}: model {c.Model} needs at least one dnn layer.");
+    }
+
+    public override bool ReadsEmbedding => true;
+
+    public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden) =>
+        _out.Forward(_mlp.Forward(input.Flat!, hidden));            // [B, width] → [B, 1]
+
+    public override InferenceStage Compile(PlanLayout layout) => new DnnStage(new DenseStack(_mlp), _out.Weight.ToArray());
+
+    public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
+    {
+        string deep = EmitMlp(g, _mlp, input.Flat!);
+        return g.Node("MatMul", [deep, OnnxEmit.Matrix(g, "dnn_out.weight", _out.Weight, _mlp.OutFeatures, 1)]); // [B, 1]
+    }
+
+    /// <summary>The MLP registered as <c>dnn</c> as Gemm(transB = 1) + activation nodes: [B, in] → [B, width].</summary>
+    internal static string EmitMlp(IOnnxGraph g, Mlp mlp, string x)
+    {
+        for (int i = 0; i < mlp.Depth; i++)
+        {
+            var layer = mlp.Layers[i];
+            string w = OnnxEmit.Matrix(g, $"dnn.{i}.weight", layer.Weight, layer.OutFeatures, layer.InFeatures); // [out, in]
+            string b = OnnxEmit.Vector(g, $"dnn.{i}.bias", layer.Bias!);
+            x = OnnxEmit.Activate(g, g.Node("Gemm", [x, w, b], ("transB", 1)), mlp.ActivationKind);             // [B, out]
+        }
+        return x;
+    }
+
+    /// <summary>deep [B, width] = the compiled MLP of x0; logit += deep_b · w_out.</summary>
+    private sealed class DnnStage(DenseStack mlp, float[] outWeight) : InferenceStage
+    {
+        public override StagePhases Phases => StagePhases.Batch;
+        public override long ScratchFloats(int rows) => mlp.ScratchFloats(rows);
+
+        public override void Run(in StageBatch batch)
+        {
+            var deep = mlp.Run(batch.X0, batch.Rows, batch.Scratch);
+            int w = outWeight.Length;
+            for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += TensorPrimitives.Dot(deep.Slice(b * w, w), outWeight);
+        }
+    }
+}

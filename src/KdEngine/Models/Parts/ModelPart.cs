@@ -1,0 +1,64 @@
+using KdEngine.Nn;
+using KdEngine.Serving;
+using KdEngine.Tensors;
+
+namespace KdEngine.Models.Parts;
+
+/// <summary>
+/// What a part reads in the training forward: the batch (for parts with their own per-feature tables, like the wide
+/// part), the shared field embeddings x0 [B, F, D] and their flattening [B, F·D] (both null when no part of the model
+/// reads them, as in LR).
+/// </summary>
+public readonly record struct PartInput(CtrBatch Batch, Tensor<float>? X0, Tensor<float>? Flat);
+
+/// <summary>
+/// One part of a zoo model (wide, FM, DNN, CIN, cross network …): a single type that owns every face of its math, so
+/// that a new model is one new part plus its tests and nothing outside a part branches on which model it is.
+/// <list type="bullet">
+/// <item><b>Training</b> — <see cref="Forward"/>: the part's logit term [B, 1] from ops on the current tape (any backend,
+/// so this is also the GPU path), with its named hidden layers for distillation.</item>
+/// <item><b>Inference</b> — <see cref="Compile"/>: a snapshot of the weights as an <see cref="InferenceStage"/> (its own
+/// weight layout and scratch; see the stage contract there) that the <see cref="Predictor"/> runs with no tape.</item>
+/// <item><b>Export</b> — <see cref="EmitOnnx"/>: the same term as ONNX nodes (the exporter in KdEngine.Onnx adds them up).</item>
+/// </list>
+/// A part is mounted at its model's root (<see cref="Module"/>'s empty child name), so it registers the model's own
+/// checkpoint names (<c>dnn.0.weight</c>, <c>cin_out.weight</c> …) and the model's parameter order is the parts' order.
+/// The model adds the parts' terms in part order; every face must add in that order too.
+/// </summary>
+public abstract class ModelPart : Module
+{
+    /// <summary>Whether the part reads the model's shared field embeddings x0 (a model builds them only if some part does).</summary>
+    public abstract bool ReadsEmbedding { get; }
+
+    /// <summary>Whether the part is a learned feature-interaction layer over x0 (CIN, a cross network): what a double-DNN
+    /// teacher adds to its student.</summary>
+    public virtual bool IsInteractionLayer => false;
+
+    /// <summary>The training face: this part's logit term [B, 1]; hidden layers are added to <paramref name="hidden"/>
+    /// under the names <see cref="ModelOutput"/> documents.</summary>
+    public abstract Tensor<float> Forward(in PartInput input, IDictionary<string, Tensor<float>> hidden);
+
+    /// <summary>The inference face: a compiled, read-only snapshot of this part's weights (evaluation semantics).</summary>
+    public abstract InferenceStage Compile(PlanLayout layout);
+
+    /// <summary>The export face: writes this part's nodes and returns the name of its logit term [B, 1].</summary>
+    public abstract string EmitOnnx(IOnnxGraph graph, in OnnxPartInput input);
+}
+
+/// <summary>What a part is built from (the model's config, its fields and the batch columns they read, the model's seeded random source).</summary>
+public sealed record PartContext(ModelConfig Config, IReadOnlyList<InputField> Fields, IReadOnlyList<int> Columns, Random Rng);
+
+/// <summary>
+/// How to build one part, and what it weighs before it is built: <see cref="ParameterCount"/> lets a checkpoint loader
+/// check a file's size against its config without allocating the weights (it must equal the built part's
+/// <see cref="Module.ParameterCount"/>; a test pins it for every recipe).
+/// </summary>
+/// <param name="ReadsEmbedding">The built part's <see cref="ModelPart.ReadsEmbedding"/>.</param>
+/// <param name="ParameterCount">Weights of the part for a config and fields, in <c>long</c> (absurd headers cannot overflow).</param>
+/// <param name="Build">Builds the part (drawing its initial weights from the context's random source).</param>
+/// <param name="Validate">Checks the config keys this part reads (throws <see cref="ConfigException"/> naming the key); optional.</param>
+public sealed record PartRecipe(
+    bool ReadsEmbedding,
+    Func<ModelConfig, IReadOnlyList<InputField>, long> ParameterCount,
+    Func<PartContext, ModelPart> Build,
+    Action<ModelConfig, string>? Validate = null);
