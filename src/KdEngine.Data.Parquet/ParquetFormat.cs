@@ -147,6 +147,9 @@ public sealed class ParquetFormat : RowFileFormat
     public override IReadOnlyList<InputUnit> Units(string path, int fileIndex, long unitBytes) =>
         Open(path, r => Enumerable.Range(0, r.RowGroupCount).Select(g => new InputUnit(fileIndex, g, g + 1)).ToArray());
 
+    public override long[]? RowsOfUnits(string path, IReadOnlyList<InputUnit> units) =>
+        Open(path, r => units.Select(u => Enumerable.Range((int)u.Start, (int)(u.End - u.Start)).Sum(g => r.RowGroups[g].RowCount)).ToArray());
+
     public override long UnitBytes(string path, InputUnit unit) =>
         Open(path, r => r.RowGroupCount == 0 ? 0 : new FileInfo(path).Length * (unit.End - unit.Start) / r.RowGroupCount);
 

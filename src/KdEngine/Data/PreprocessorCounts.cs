@@ -40,6 +40,9 @@ public sealed class PreprocessorCounts
     /// <summary>Rows counted.</summary>
     public long Rows { get; private set; }
 
+    /// <summary>Rows counted with label 1 (the click rate is <see cref="Positives"/> / <see cref="Rows"/>).</summary>
+    public long Positives { get; private set; }
+
     /// <summary>Bytes held by the count tables.</summary>
     public long Bytes => _counts.Sum(c => c?.Bytes ?? 0);
 
@@ -96,6 +99,7 @@ public sealed class PreprocessorCounts
     internal void Finish(RawRow row, ReadOnlySpan<ulong> hashes, ReadOnlySpan<byte> present)
     {
         Rows++;
+        if (row.Label == 1) Positives++;
         var plans = Plans;
         for (int i = 0; i < plans.Length; i++)
         {
@@ -137,6 +141,7 @@ public sealed class PreprocessorCounts
         ArgumentNullException.ThrowIfNull(other);
         CheckCompatible(other.Schema, other.Options);
         Rows += other.Rows;
+        Positives += other.Positives;
         for (int i = 0; i < _counts.Length; i++)
         {
             var mine = _counts[i];
@@ -176,7 +181,7 @@ public sealed class PreprocessorCounts
     }
 
     /// <summary>
-    /// Writes the counts (little-endian: magic "KDPC", version 1, rows, then per plan field its entry count and
+    /// Writes the counts (little-endian: magic "KDPC", version 1, rows, positives, then per plan field its entry count and
     /// (hash, count) pairs sorted by hash, so equal counts write equal bytes).
     /// </summary>
     public void WriteTo(Stream stream)
@@ -186,6 +191,7 @@ public sealed class PreprocessorCounts
         w.Write(Magic);
         w.Write(1);
         w.Write(Rows);
+        w.Write(Positives);
         w.Write(_counts.Length);
         foreach (var table in _counts)
         {
@@ -208,6 +214,7 @@ public sealed class PreprocessorCounts
         {
             if (r.ReadUInt32() != Magic || r.ReadInt32() != 1) throw new InvalidDataException("not KdEngine preprocessor counts (version 1)");
             counts.Rows = r.ReadInt64();
+            counts.Positives = r.ReadInt64();
             int fields = r.ReadInt32();
             if (fields != counts._counts.Length) throw new InvalidDataException($"counts of {fields} fields, the schema has {counts._counts.Length} input fields");
             for (int i = 0; i < fields; i++)

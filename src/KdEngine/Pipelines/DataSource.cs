@@ -250,11 +250,16 @@ public sealed record DataSource
     /// of its preprocessing. <paramref name="format"/>/<paramref name="ranges"/> (when given) override the saved recipe.
     /// </summary>
     public static DataSource FromMetadata(string path, IReadOnlyDictionary<string, string> metadata, Schema? schema,
+        DataFormat format = DataFormat.Auto, IReadOnlyList<IndexRange>? ranges = null) =>
+        FromMetadata([path], metadata, schema, format, ranges);
+
+    /// <summary><see cref="FromMetadata(string, IReadOnlyDictionary{string, string}, Schema?, DataFormat, IReadOnlyList{IndexRange}?)"/> for several files or globs.</summary>
+    public static DataSource FromMetadata(IReadOnlyList<string> patterns, IReadOnlyDictionary<string, string> metadata, Schema? schema,
         DataFormat format = DataFormat.Auto, IReadOnlyList<IndexRange>? ranges = null)
     {
         if (format == DataFormat.Auto && metadata.TryGetValue(FormatKey, out var f)) format = ParseFormat(f);
         if (ranges is null && metadata.TryGetValue(RangesKey, out var r)) ranges = ParseRanges(r);
-        return new DataSource(path) { Format = format, Schema = schema, Ranges = ranges };
+        return new DataSource(patterns) { Format = format, Schema = schema, Ranges = ranges };
     }
 
     private static bool FirstLineIsHeader(string path, Schema schema)

@@ -36,7 +36,8 @@ public sealed record StreamingOptions
 
     public bool Interactive { get; init; }
 
-    internal PassOptions Pass(string label) => new()
+    /// <summary>The options of one pass over an input (threads, bad rows, progress under <paramref name="label"/>).</summary>
+    public PassOptions Pass(string label) => new()
     {
         Workers = Math.Max(1, Workers),
         ChunkBytes = ChunkBytes,
@@ -97,6 +98,18 @@ public sealed class StreamedPart : IDisposable
 
     internal void UseMemory(EncodedDataset data) => _memory = data;
 
+    /// <summary>The mean label from the cache or memory (no text pass), or null.</summary>
+    internal double? LabelMean()
+    {
+        if (_memory is not null) return _memory.LabelRate;
+        if (_cache is null) return null;
+        double sum = 0;
+        long n = 0;
+        foreach (var block in _cache.Blocks())
+            for (int i = 0; i < block.Count; i++) { sum += block.Label(i); n++; }
+        return n == 0 ? null : sum / n;
+    }
+
     /// <summary>The encoded rows in <paramref name="unitOrder"/> (null: file order).</summary>
     public IEnumerable<IRowBlock> Blocks(int[]? unitOrder = null)
     {
@@ -150,8 +163,9 @@ public sealed class StreamedPart : IDisposable
 public sealed class StreamedData : IDisposable
 {
     internal StreamedData(DataSource source, Preprocessor preprocessor, StreamedPart train, StreamedPart validation, StreamedPart? test,
-        IReadOnlyList<PassReport> passes)
+        IReadOnlyList<PassReport> passes, double? trainClickRate)
     {
+        TrainClickRate = trainClickRate;
         Source = source;
         Preprocessor = preprocessor;
         Fields = CtrPipeline.InputFields(preprocessor.FeatureSpace);
@@ -176,6 +190,9 @@ public sealed class StreamedData : IDisposable
 
     /// <summary>Reports of the passes over text made while preparing (fit, cache writes).</summary>
     public IReadOnlyList<PassReport> Passes { get; }
+
+    /// <summary>The train part's click rate, when a pass or the cache gave it.</summary>
+    public double? TrainClickRate { get; }
 
     public void Dispose()
     {
@@ -251,6 +268,7 @@ public static class StreamingPipeline
 
         var passes = new List<PassReport>();
         Preprocessor pre;
+        double? clickRate = null;
         EncodedCache? trainCache = null;
         string? trainCachePath = options.CacheDirectory is null ? null : CachePath(options.CacheDirectory, "train", train);
         if (fitted is not null) pre = fitted;
@@ -260,6 +278,7 @@ public static class StreamingPipeline
             var counts = DataPasses.Count(train, preprocessing, options.Pass($"fit {train.Name}"), out var report);
             passes.Add(report);
             pre = Preprocessor.Fit(counts);
+            if (counts.Rows > 0) clickRate = (double)counts.Positives / counts.Rows;
         }
         if (source.Schema is null) source = source with { Format = source.ResolvedFormat, Schema = train.Format.Schema };
         source = source with { Format = source.ResolvedFormat };
@@ -296,7 +315,8 @@ public static class StreamingPipeline
             testPart?.Dispose();
             throw;
         }
-        return new StreamedData(source, pre, trainPart, validPart, testPart, passes);
+        clickRate ??= trainPart.LabelMean();
+        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate);
     }
 
     /// <summary>A validation/test source read like the train source (format, schema, ranges) unless it says otherwise.</summary>

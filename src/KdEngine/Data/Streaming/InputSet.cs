@@ -142,6 +142,9 @@ public abstract class RowFileFormat
     public abstract IEnumerable<RowChunk> ReadUnit(string path, int unitIndex, InputUnit unit, long firstLine, ReaderOptions options,
         int chunkBytes, Action<long>? nextLine);
 
+    /// <summary>Rows of each unit when the file says so without reading the rows (Parquet row groups), else null.</summary>
+    public virtual long[]? RowsOfUnits(string path, IReadOnlyList<InputUnit> units) => null;
+
     /// <summary>Bytes a unit stands for (progress).</summary>
     public virtual long UnitBytes(string path, InputUnit unit) => unit.End == long.MaxValue ? new FileInfo(path).Length - unit.Start : unit.End - unit.Start;
 }
@@ -245,7 +248,28 @@ public sealed class InputSet
     public InputSet[] SplitSequential(IReadOnlyList<double> ratios, ReaderOptions? options = null)
     {
         if (Files.Count != 1) throw new ArgumentException($"a row-count split needs one file; this input has {Files.Count} (give --train/--valid/--test instead).");
-        if (Format is not TextFileFormat text) throw new ArgumentException($"{Name}: a sequential split by rows is supported for text files; give --train/--valid/--test for {Format.Name} files.");
+        if (Format is not TextFileFormat text)
+        {
+            // Formats that know their units' rows (Parquet row groups): each part keeps its rows of the units it overlaps.
+            var unitRows = Format.RowsOfUnits(Files[0], Units)
+                ?? throw new ArgumentException($"{Name}: a sequential split by rows needs row counts; give --train/--valid/--test for {Format.Name} files.");
+            long total = unitRows.Sum();
+            var cuts = DataSplit.Boundaries(total, ratios);
+            var result = new InputSet[ratios.Count];
+            for (int k = 0; k < ratios.Count; k++)
+            {
+                long from = k == 0 ? 0 : cuts[k - 1], to = cuts[k], first = 0;
+                var units = new List<InputUnit>();
+                for (int u = 0; u < Units.Count; u++)
+                {
+                    long a = Math.Max(from, first), b = Math.Min(to, first + unitRows[u]);
+                    if (b > a) units.Add(Units[u] with { RowFrom = a - first, RowTo = b - first });
+                    first += unitRows[u];
+                }
+                result[k] = new InputSet(Files, Format, UnitBytes, units);
+            }
+            return result;
+        }
         options ??= ReaderOptions.Default;
         var file = Files[0];
         var (rows, offsets, lines, gzip) = text.DataRowOffsets(file, options);
