@@ -279,6 +279,13 @@ public static class IngestStages
             GC.KeepAlive(sink);
             var counts = new PreprocessorCounts(schema, new PreprocessorOptions { MinCount = 2 });
             Stage("+ parse + count", bytes, layout, (line, s, n) => { parser.Parse(bytes, s, n, row, line); counts.Add(row); });
+            PreprocessorCounts? fresh = null;
+            Stage("+ count, new tables", bytes, layout, (line, s, n) =>
+            {
+                if (line <= 2) fresh = new PreprocessorCounts(schema, new PreprocessorOptions { MinCount = 2 });
+                parser.Parse(bytes, s, n, row, line);
+                fresh!.Add(row);
+            });
             Stage("+ parse + encode", bytes, layout, (line, s, n) =>
             {
                 parser.Parse(bytes, s, n, row, line);

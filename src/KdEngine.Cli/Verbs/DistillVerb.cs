@@ -17,8 +17,9 @@ internal static class DistillVerb
         var config = CliOptions.Text("--config", "FILE", "kd.json: student/teacher model configs and the method's knobs (unknown keys rejected)");
         var teachers = CliOptions.Repeated("--teacher", "FILE", "pre-trained teacher checkpoint (logits, hint; repeat for a two-stage ensemble)");
         var teacherLogits = CliOptions.Repeated("--teacher-logits", "FILE", "teacher-logit cache from cache-logits (logits; repeat for an ensemble)");
-        var data = new DataOptions();
+        var data = new DataOptions(inputSets: true);
         var split = new SplitOptionsGroup();
+        var streaming = new StreamingOptionsGroup();
         var training = new TrainingOptions();
         var distributed = new DistributedOptions();
         var output = CliOptions.Required("--out", "FILE", "where to save the student checkpoint; eval/predict use it like any model");
@@ -27,23 +28,26 @@ internal static class DistillVerb
             "Distil a teacher into a student (logits|hint|rocket|double-dnn|pfd|ensemble). The student is saved alone (for rocket and pfd: the light net with the shared " +
             "embeddings, nothing of the booster/teacher). logits/hint distil a frozen teacher (--teacher, or --teacher-logits for " +
             "logits); rocket, double-dnn and pfd co-train the teacher from the config; ensemble gates ≥ 2 teachers (two-stage from " +
-            "--teacher/--teacher-logits, or joint from the config). With teachers, the data is encoded with their preprocessing.");
+            "--teacher/--teacher-logits, or joint from the config). With teachers, the data is encoded with their preprocessing. " +
+            "The data streams as for train (--data cut by --split, or --train/--valid/--test; --shuffle-buffer, --cache); " +
+            "--teacher-logits, a random split and --distributed mpi read --data into memory.");
         command.Options.Add(method);
         command.Options.Add(config);
         command.Options.Add(teachers);
         command.Options.Add(teacherLogits);
         data.AddTo(command);
         split.AddTo(command);
+        streaming.AddTo(command);
         training.AddTo(command);
         distributed.AddTo(command);
         command.Options.Add(output);
         command.SetAction(parse => Run(parse, new CliOutput(parse.InvocationConfiguration.Output), parse.GetValue(method), parse.GetValue(config),
-            parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!, data, split, training, distributed, parse.GetValue(output)!));
+            parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!, data, split, streaming, training, distributed, parse.GetValue(output)!));
         return command;
     }
 
     private static int Run(ParseResult parse, CliOutput o, DistillMethod method, string? configPath, string[] teacherPaths, string[] cachePaths,
-        DataOptions dataOptions, SplitOptionsGroup split, TrainingOptions training, DistributedOptions distributed, string output)
+        DataOptions dataOptions, SplitOptionsGroup split, StreamingOptionsGroup streaming, TrainingOptions training, DistributedOptions distributed, string output)
     {
         var config = configPath is not null ? DistillConfig.Load(configPath) : new DistillConfig();
         if (parse.Given(training.Seed))
@@ -82,6 +86,41 @@ internal static class DistillVerb
         });
         if (fixedPre is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
+        bool mpi = parse.GetValue(distributed.Mode) == "mpi";
+        if (!mpi && splitOptions.Mode == SplitMode.Sequential && caches.Length == 0)
+        {
+            // Streamed: the same passes as train, the teachers' preprocessing when they fix it.
+            StreamingInputs inputs;
+            if (dataOptions.HasInputSets(parse))
+            {
+                var (trainSource, validSource, testSource) = dataOptions.InputSets(parse);
+                inputs = StreamingInputs.Separate(Recipe(trainSource), Recipe(validSource), testSource is null ? null : Recipe(testSource));
+            }
+            else inputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios);
+            DataSource Recipe(DataSource s) => fixedPre is null ? s
+                : recipe is null ? s with { Schema = fixedPre.Schema }
+                : DataSource.FromMetadata(s.Patterns, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges)) with { ReaderOptions = s.ReaderOptions };
+            var options = streaming.OptionsFrom(parse, dataOptions.Reader(parse), o.Writer, o.IsTerminal);
+            using var streamed = StreamingPipeline.Prepare(inputs, split.PreprocessingFrom(parse), options, fixedPre);
+            Report.Data(o, streamed);
+            foreach (var pass in streamed.Passes)
+                foreach (var line in pass.SkipSummary()) o.Line(line);
+            var streamTeachers = teacherModels.Select(t => (ITeacher)new ModelTeacher(t.Loaded.Model)).ToList();
+            var streamRun = DistillPipeline.Build(method, config, streamed.Fields, streamed.Privileged, streamTeachers);
+            o.Line($"distill {DistillPipeline.Name(method)}: student {streamRun.Student.TypeName} ({streamRun.Student.ParameterCount():N0} parameters, {streamRun.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            var streamOutcome = o.Progress("distilling " + DistillPipeline.Name(method),
+                (w, interactive) => StreamingPipeline.Fit(streamRun.Objective, streamed, settings, options.ShuffleBuffer, w, interactive));
+            Report.Outcome(o, streamOutcome, "student ", hasTest: streamed.Test is not null);
+            CtrPipeline.Save(output, streamRun.Student, streamed.Preprocessor, streamed.Source, new Dictionary<string, string>
+            {
+                ["distill.method"] = DistillPipeline.Name(method),
+                ["distill.config"] = config.ToJson(),
+            });
+            o.Line($"saved student {output}");
+            return 0;
+        }
+        if (dataOptions.HasInputSets(parse))
+            throw new CliException("--train/--valid/--test stream; --teacher-logits, --split-mode random and --distributed mpi read one --data file into memory.");
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
             PreparedData data;

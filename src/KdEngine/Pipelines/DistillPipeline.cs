@@ -118,12 +118,19 @@ public static class DistillPipeline
 {
     /// <param name="teachers">Frozen pre-trained teachers (models or cached logits): one for logits/hint, ≥ 2 for a
     /// two-stage ensemble, none for the co-trained methods.</param>
-    public static DistillRun Build(DistillMethod method, DistillConfig config, PreparedData data, IReadOnlyList<ITeacher> teachers)
+    public static DistillRun Build(DistillMethod method, DistillConfig config, PreparedData data, IReadOnlyList<ITeacher> teachers) =>
+        Build(method, config, data.Fields, data.Privileged, teachers);
+
+    /// <summary>
+    /// <see cref="Build(DistillMethod, DistillConfig, PreparedData, IReadOnlyList{ITeacher})"/> over the model inputs of any data
+    /// (in memory or streamed): <paramref name="schemaPrivileged"/>[f] says whether input field f is declared privileged.
+    /// </summary>
+    public static DistillRun Build(DistillMethod method, DistillConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<bool> schemaPrivileged,
+        IReadOnlyList<ITeacher> teachers)
     {
         config.Validate("distill config");
-        var fields = data.Fields;
         var columns = ModelInputs.ColumnsOf(fields);
-        var privileged = PrivilegedFlags(method, config, data);
+        var privileged = PrivilegedFlags(method, config, fields, schemaPrivileged);
         var common = Enumerable.Range(0, fields.Count).Where(f => !privileged[f]).ToArray();
         ZooModel StudentOverCommon(ModelConfig c, FieldEmbeddings? shared = null) =>
             new(c, common.Select(f => fields[f]).ToArray(), common.Select(f => columns[f]).ToArray(), shared);
@@ -211,17 +218,17 @@ public static class DistillPipeline
     };
 
     /// <summary>Per input field: teacher-only? PFD takes the config's names when given; otherwise the schema decides.</summary>
-    private static bool[] PrivilegedFlags(DistillMethod method, DistillConfig config, PreparedData data)
+    private static bool[] PrivilegedFlags(DistillMethod method, DistillConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<bool> schemaPrivileged)
     {
-        var flags = data.Privileged.ToArray();
+        var flags = schemaPrivileged.ToArray();
         if (method == DistillMethod.Pfd && config.Privileged.Length > 0)
         {
             Array.Clear(flags);
             foreach (var name in config.Privileged)
             {
                 int i = -1;
-                for (int f = 0; f < data.Fields.Count; f++) if (data.Fields[f].Name == name) i = f;
-                if (i < 0) throw new ConfigException($"distill config: privileged field '{name}' is not an input field (fields: {string.Join(", ", data.Fields.Select(f => f.Name))}).");
+                for (int f = 0; f < fields.Count; f++) if (fields[f].Name == name) i = f;
+                if (i < 0) throw new ConfigException($"distill config: privileged field '{name}' is not an input field (fields: {string.Join(", ", fields.Select(f => f.Name))}).");
                 flags[i] = true;
             }
         }

@@ -182,6 +182,9 @@ public sealed class StreamedData : IDisposable
 
     public IReadOnlyList<InputField> Fields { get; }
 
+    /// <summary>Whether input field i is declared privileged in the schema (teacher-only).</summary>
+    public IReadOnlyList<bool> Privileged => Preprocessor.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
+
     public StreamedPart Train { get; }
 
     public StreamedPart Validation { get; }

@@ -442,4 +442,20 @@ public class CliTests
         Assert.That(Number(Ok("eval", "--model", m1, "--data", back), @"AUC ([0-9.]+)"), Is.EqualTo(Number(Ok("eval", "--model", m1, "--data", _criteo), @"AUC ([0-9.]+)")));
         Assert.That(Fails("convert", "--data", _criteo, "--to", "csv", "--out", back), Does.Contain("--to parquet"));
     }
+
+    [Test]
+    public void DistillStreamsInputSetsWithTheTeachersPreprocessing()
+    {
+        var lines = File.ReadAllLines(_synth);
+        string train = Write("kd_train.tsv", string.Join("\n", lines[..321]) + "\n");
+        string valid = Write("kd_valid.tsv", lines[0] + "\n" + string.Join("\n", lines[321..]) + "\n");
+        string student = Path.Combine(_dir, "kd_streamed.kde");
+        var o = Ok("distill", "--method", "logits", "--teacher", _teacher, "--config", _kd, "--train", train, "--valid", valid,
+            "--epochs", "1", "--shuffle-buffer", "50", "--out", student);
+        // The teachers fix the preprocessing: no fit pass, so the train rows are counted by the first epoch ("?" before).
+        Assert.That(o, Does.Contain("train ? / validation 80").And.Contain("read train kd_train.tsv: 320 rows").And.Contain("student test: no --test files given"));
+        Assert.That(Ok("eval", "--model", student, "--data", valid), Does.Contain(": 80 rows"));
+        Assert.That(Fails("distill", "--method", "logits", "--teacher-logits", Path.Combine(_dir, "none.safetensors"), "--train", train, "--valid", valid, "--out", student),
+            Does.Contain("none.safetensors"));
+    }
 }
