@@ -41,6 +41,7 @@ public static class CliApp
         TrainVerb.Create(),
         EvalVerb.Create(),
         PredictVerb.Create(),
+        ServeVerb.Create(),
         SynthVerb.Create(),
         ConvertVerb.Create(),
         CacheLogitsVerb.Create(),

@@ -33,19 +33,23 @@ internal static class QuickstartVerb
             $"maximum epochs per model; early stopping on validation AUC with patience {Training.Patience}, best weights restored", Training.Epochs, min: 1);
         var alpha = CliOptions.Float("--alpha", "X", "KD weight α in (1−α)·BCE + α·T²·KL", Kd.Alpha);
         var temperature = CliOptions.Float("--temperature", "T", "KD temperature", Kd.Temperature, CliOptions.Positive);
+        var output = CliOptions.Text("--out", "DIR",
+            $"also save the three models there ({TeacherFile}, {AloneFile}, {StudentFile} — the distilled one) for eval, predict and serve");
         var command = new Command("quickstart",
             "The main job: an xDeepFM teacher, a DNN student alone and the student distilled from it, on the Criteo sample. " +
             $"Sequential 8:1:1 split, ⌊ln(v)²⌋ buckets, min-count {MinCount} (fitted on the train part); trains an xDeepFM teacher, " +
             "a DNN student alone and a DNN student distilled from the teacher (logits KD), and prints one " +
             "table: test AUC/logloss, parameters, training time, and the latency of the compiled Predictor (the serving path) per example " +
             "at batch 1 and 1024.");
-        foreach (var option in new Option[] { data, seed, epochs, alpha, temperature }) command.Options.Add(option);
+        foreach (var option in new Option[] { data, seed, epochs, alpha, temperature, output }) command.Options.Add(option);
         command.SetAction(parse => Run(new CliOutput(parse.InvocationConfiguration.Output), parse.GetValue(data), parse.GetValue(seed),
-            parse.GetValue(epochs), parse.GetValue(alpha), parse.GetValue(temperature)));
+            parse.GetValue(epochs), parse.GetValue(alpha), parse.GetValue(temperature), parse.GetValue(output)));
         return command;
     }
 
-    private static int Run(CliOutput o, string? dataPath, int seed, int epochs, float alpha, float temperature)
+    internal const string TeacherFile = "teacher.kde", AloneFile = "student-alone.kde", StudentFile = "student.kde";
+
+    private static int Run(CliOutput o, string? dataPath, int seed, int epochs, float alpha, float temperature, string? outDir)
     {
         var total = Stopwatch.StartNew();
         var settings = Training with { Epochs = epochs, Seed = seed };
@@ -89,6 +93,15 @@ internal static class QuickstartVerb
         o.Table(["model", "test AUC", "test logloss", "parameters", "latency µs/example, batch 1", "latency µs/example, batch 1024", "training"], table);
         o.Line();
         o.Line($"test = the last 10 % of the file ({data.Test.Count} rows); latency = Stopwatch over repeated calls of the compiled, allocation-free Predictor (the serving path), this machine. Total {total.Elapsed.TotalSeconds:F0} s.");
+        if (outDir is not null)
+        {
+            Directory.CreateDirectory(outDir);
+            var source = new DataSource(path) { Format = DataFormat.Criteo };
+            foreach (var (file, (_, model, _)) in new[] { TeacherFile, AloneFile, StudentFile }.Zip(rows))
+                CtrPipeline.Save(Path.Combine(outDir, file), model, data.Preprocessor, source);
+            o.Line($"saved {Path.Combine(outDir, TeacherFile)}, {Path.Combine(outDir, AloneFile)}, {Path.Combine(outDir, StudentFile)} (distilled); " +
+                   $"serve the student with: kdengine serve --model student={Path.Combine(outDir, StudentFile)}");
+        }
         return 0;
     }
 }

@@ -87,12 +87,15 @@ public sealed class Preprocessor
     private readonly Encoder[] _encoders;
     private readonly Dictionary<string, Encoder> _byName;
     [ThreadStatic] private static RawRow? t_bridge;
+    private readonly Encoder?[] _bySchemaIndex;
 
     private Preprocessor(Schema schema, Encoder[] encoders)
     {
         Schema = schema;
         _encoders = encoders;
         _byName = encoders.ToDictionary(e => e.Plan.Name, StringComparer.Ordinal);
+        _bySchemaIndex = new Encoder?[schema.Count];
+        foreach (var e in encoders) _bySchemaIndex[e.Plan.SchemaIndex] = e;
         int single = 0, multi = 0;
         var fields = new List<FeatureField>();
         foreach (var e in encoders)
@@ -288,6 +291,51 @@ public sealed class Preprocessor
         Encode(bridge, row);
     }
 
+    /// <summary>
+    /// The column of <see cref="EncodedRow.Ids"/> that single-valued input field <paramref name="field"/> (a schema index)
+    /// encodes into, or −1 for a multi-valued field, the label or the user id.
+    /// </summary>
+    public int ColumnOf(int field) =>
+        (uint)field < (uint)_bySchemaIndex.Length && _bySchemaIndex[field] is { } e && Schema[field].Kind != FieldKind.Multi ? e.Slot : -1;
+
+    /// <summary>
+    /// The id one raw text value of single-valued input field <paramref name="field"/> (a schema index) encodes to: what
+    /// <see cref="Encode"/> writes into its column for a record holding that text — a category's vocabulary id (OOV when
+    /// unseen) or hash bucket, a numeric field's bucket (the text parsed with the invariant culture). Empty text is a
+    /// missing value, as in the readers. Allocates nothing: a service can encode values straight from its request bytes.
+    /// </summary>
+    /// <exception cref="ArgumentException">The field is not a single-valued input field.</exception>
+    /// <exception cref="DataFormatException">Non-numeric text in a numeric field.</exception>
+    public int EncodeValue(int field, ReadOnlySpan<char> text)
+    {
+        var e = SingleEncoder(field);
+        if (text.IsEmpty) return 0;
+        Span<byte> stack = stackalloc byte[256];
+        int max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        Span<byte> bytes = max <= stack.Length ? stack : new byte[Encoding.UTF8.GetByteCount(text)];
+        int n = Encoding.UTF8.GetBytes(text, bytes);
+        return IdOf(e, bytes[..n]);
+    }
+
+    /// <summary>
+    /// The id a number encodes to in numeric input field <paramref name="field"/>, as <see cref="Encode"/> encodes it
+    /// (NaN = missing). Allocates nothing.
+    /// </summary>
+    public int EncodeValue(int field, double value)
+    {
+        var e = SingleEncoder(field);
+        if (Schema[field].Kind != FieldKind.Numeric)
+            throw new ArgumentException($"Preprocessor.EncodeValue: field '{Schema[field].Name}' is {Schema.KindName(Schema[field].Kind)}, not numeric; give its text.", nameof(field));
+        return IdOfNumber(e, value);
+    }
+
+    private Encoder SingleEncoder(int field)
+    {
+        if ((uint)field >= (uint)_bySchemaIndex.Length || _bySchemaIndex[field] is not { } e || Schema[field].Kind == FieldKind.Multi)
+            throw new ArgumentException($"Preprocessor.EncodeValue: schema field {field} is not a single-valued input field (categorical or numeric).", nameof(field));
+        return e;
+    }
+
     /// <summary>Encodes every record into an in-memory dataset (for samples and tests; streams the input once).</summary>
     public EncodedDataset EncodeAll(IEnumerable<RawRecord> records)
     {
@@ -333,32 +381,34 @@ public sealed class Preprocessor
     }
 
     /// <summary><see cref="IdOf(string, string)"/> of a value given as UTF-8 bytes.</summary>
-    public int IdOf(string field, ReadOnlySpan<byte> utf8)
+    public int IdOf(string field, ReadOnlySpan<byte> utf8) => IdOf(EncoderOf(field), utf8);
+
+    private static int IdOf(Encoder e, ReadOnlySpan<byte> utf8)
     {
-        var e = EncoderOf(field);
         if (utf8.IsEmpty) return 0;
         switch (e.Plan.Mode)
         {
             case EncodeMode.Bucketized:
             case EncodeMode.Dense:
                 if (!NumberText.TryParse(utf8, out double v))
-                    throw new DataFormatException($"non-numeric value '{Encoding.UTF8.GetString(utf8)}' in a numeric field", key: field);
-                return IdOfNumber(field, v);
+                    throw new DataFormatException($"non-numeric value '{Encoding.UTF8.GetString(utf8)}' in a numeric field", key: e.Plan.Name);
+                return IdOfNumber(e, v);
             default:
                 return e.IdOfHash(StableHash.OfValue(utf8));
         }
     }
 
     /// <summary>The id of numeric value <paramref name="value"/> of field <paramref name="field"/> (NaN = missing = 0).</summary>
-    public int IdOfNumber(string field, double value)
+    public int IdOfNumber(string field, double value) => IdOfNumber(EncoderOf(field), value);
+
+    private static int IdOfNumber(Encoder e, double value)
     {
-        var e = EncoderOf(field);
         if (double.IsNaN(value)) return 0;
         return e.Plan.Mode switch
         {
             EncodeMode.Dense => 1,
             EncodeMode.Bucketized => e.IdOfHash(NumericBuckets.TokenHash(value, e.Plan.Bucketing)),
-            _ => throw new ArgumentException($"Preprocessor.IdOfNumber: field '{field}' is {Schema.KindName(e.Plan.Kind)}, not numeric; use IdOf(field, text)."),
+            _ => throw new ArgumentException($"Preprocessor.IdOfNumber: field '{e.Plan.Name}' is {Schema.KindName(e.Plan.Kind)}, not numeric; use IdOf(field, text)."),
         };
     }
 

@@ -19,7 +19,7 @@ public static class StableHash
         return Fnv1a64(text.AsSpan());
     }
 
-    /// <summary>64-bit FNV-1a of the UTF-8 encoding of <paramref name="text"/>.</summary>
+    /// <summary><see cref="Fnv1a64(string)"/> of characters (allocates nothing up to 85 characters).</summary>
     public static ulong Fnv1a64(ReadOnlySpan<char> text)
     {
         Span<byte> stack = stackalloc byte[256];
@@ -65,6 +65,13 @@ public static class StableHash
 
     /// <summary>Bucket in [0, <paramref name="buckets"/>) of <paramref name="text"/>.</summary>
     public static int Bucket(string text, int buckets)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return Bucket(text.AsSpan(), buckets);
+    }
+
+    /// <summary>Bucket in [0, <paramref name="buckets"/>) of <paramref name="text"/>'s characters.</summary>
+    public static int Bucket(ReadOnlySpan<char> text, int buckets)
     {
         if (buckets < 1) throw new ArgumentOutOfRangeException(nameof(buckets), $"StableHash.Bucket: buckets must be ≥ 1, got {buckets}.");
         return (int)(Mix(Fnv1a64(text)) % (ulong)buckets);

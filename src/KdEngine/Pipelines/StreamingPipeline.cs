@@ -6,6 +6,7 @@ using KdEngine.Metrics;
 using KdEngine.Models;
 using KdEngine.Nn;
 using KdEngine.Training;
+using KdEngine.Serving;
 
 namespace KdEngine.Pipelines;
 
@@ -434,9 +435,11 @@ public static class StreamingPipeline
     /// <summary>
     /// Scores every row of <paramref name="input"/> in file order with <paramref name="model"/>, streaming: each batch's
     /// logits go to <paramref name="onBatch"/> (with the batch, for labels) as they are computed. Returns the rows scored.
+    /// With <paramref name="predictor"/> (compiled from <paramref name="model"/>) each batch's ids [B, C] go through it
+    /// instead of the training forward.
     /// </summary>
     public static long Score(CtrModel model, InputSet input, Preprocessor preprocessor, Action<ReadOnlySpan<float>, Batch> onBatch,
-        StreamingOptions? options = null, int batchSize = 1024)
+        StreamingOptions? options = null, int batchSize = 1024, Predictor? predictor = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(onBatch);
@@ -453,9 +456,13 @@ public static class StreamingPipeline
             var blocks = DataPasses.Encode(input, preprocessor, null, options.Pass($"score {input.Name}"));
             foreach (var batch in Streaming.Batches(blocks, preprocessor.FeatureSpace, batchSize, 0))
             {
-                tape.Reset();
-                var z = model.Forward(scratch.From(batch)).Logits;
-                z.Backend.Download(z.Storage, buffer.AsSpan(0, batch.Size));
+                if (predictor is not null) predictor.Predict(batch.Ids, buffer.AsSpan(0, batch.Size));
+                else
+                {
+                    tape.Reset();
+                    var z = model.Forward(scratch.From(batch)).Logits;
+                    z.Backend.Download(z.Storage, buffer.AsSpan(0, batch.Size));
+                }
                 onBatch(buffer.AsSpan(0, batch.Size), batch);
                 rows += batch.Size;
             }
@@ -478,8 +485,14 @@ public static class StreamingPipeline
         return (CtrMetrics.EvaluateLogits(logits.ToArray(), labels.ToArray()), rows);
     }
 
-    /// <summary>Writes one probability per row (header <c>probability</c>), streaming, to a temporary file renamed at the end.</summary>
-    public static long Predict(CtrModel model, InputSet input, Preprocessor preprocessor, string output, StreamingOptions? options = null)
+    /// <summary>
+    /// Writes one probability per row (header <c>probability</c>), streaming, to a temporary file renamed at the end. A
+    /// probability is σ(z) computed in double and rounded once to float (what the service returns), written in the
+    /// shortest text that parses back to it. With <paramref name="predictor"/> the logits are the compiled
+    /// <see cref="Predictor"/>'s over batches of <paramref name="batchSize"/> rows in file order (the service's path).
+    /// </summary>
+    public static long Predict(CtrModel model, InputSet input, Preprocessor preprocessor, string output, StreamingOptions? options = null,
+        Predictor? predictor = null, int batchSize = 1024)
     {
         var tmp = output + ".tmp";
         long rows;
@@ -490,8 +503,8 @@ public static class StreamingPipeline
                 w.Write("probability\n");
                 rows = Score(model, input, preprocessor, (z, _) =>
                 {
-                    foreach (var v in z) { w.Write((1.0 / (1.0 + Math.Exp(-v))).ToString("G9", CultureInfo.InvariantCulture)); w.Write('\n'); }
-                }, options);
+                    foreach (var v in z) { w.Write(((float)(1.0 / (1.0 + Math.Exp(-(double)v)))).ToString("R", CultureInfo.InvariantCulture)); w.Write('\n'); }
+                }, options, batchSize, predictor);
             }
             File.Move(tmp, output, overwrite: true);
         }

@@ -93,7 +93,7 @@ public class CliTests
     [Test]
     public void EveryVerbHasHelp()
     {
-        foreach (var verb in new[] { "train", "eval", "predict", "synth", "cache-logits", "distill", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
+        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "quickstart", "experiment", "experiment zoo", "experiment kd", "demo" })
         {
             var o = Ok([.. verb.Split(' '), "--help"]);
             Assert.That(o, Does.Contain("Usage:").And.Contain("kdengine " + verb + " ["), verb);
@@ -101,7 +101,7 @@ public class CliTests
             Assert.That(o, Does.Not.Contain("epoch   1"), verb);
         }
         var overview = Ok("--help");
-        foreach (var verb in new[] { "train", "eval", "predict", "synth", "cache-logits", "distill", "quickstart", "experiment", "demo" })
+        foreach (var verb in new[] { "train", "eval", "predict", "serve", "synth", "cache-logits", "distill", "quickstart", "experiment", "demo" })
             Assert.That(overview, Does.Contain("  " + verb + " "), verb);
         Assert.That(Ok("help", "train"), Is.EqualTo(Ok("train", "--help")));
         Assert.That(Ok("train", "-h"), Is.EqualTo(Ok("train", "--help")));

@@ -132,6 +132,45 @@ public class PreprocessorTests
     }
 
     [Test]
+    public void Encoding_one_value_gives_what_encoding_the_record_writes_in_its_column()
+    {
+        // Every kind of single-valued field: vocabulary categories (seen, rare → OOV, unseen), hashed categories,
+        // log² and log2 numeric buckets, a dense numeric field; values as text and as numbers; missing values.
+        var fields = Schema.Criteo().Fields.ToList();
+        fields[5] = fields[5] with { Bucketing = Bucketing.Log2 };
+        fields[6] = FieldSpec.DenseNumeric(fields[6].Name);
+        fields[20] = fields[20] with { HashBuckets = 100 };
+        var (schema, rows, parts) = CriteoSample(new Schema(fields));
+        var pre = Preprocessor.Fit(schema, parts[0].Select(i => rows[i]), new PreprocessorOptions { MinCount = 2 });
+        var row = new EncodedRow(pre.FeatureSpace);
+        var columns = schema.InputIndices.Select(pre.ColumnOf).ToArray();
+        Assert.That(columns, Is.EqualTo(Enumerable.Range(0, 39)));
+        Assert.That(pre.ColumnOf(schema.LabelIndex), Is.EqualTo(-1));
+        int checkedValues = 0;
+        foreach (var record in rows.Where((_, i) => i % 7 == 0).Append(new RawRecord(schema) { }))
+        {
+            pre.Encode(record, row);
+            foreach (int f in schema.InputIndices)
+            {
+                string? text = record.Values[f];
+                int expected = row.Ids[pre.ColumnOf(f)];
+                Assert.That(pre.EncodeValue(f, text.AsSpan()), Is.EqualTo(expected), $"{schema[f].Name} = '{text}' as text");
+                if (schema[f].Kind == FieldKind.Numeric)
+                {
+                    double v = text is null ? double.NaN : double.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
+                    Assert.That(pre.EncodeValue(f, v), Is.EqualTo(expected), $"{schema[f].Name} = {v} as a number");
+                }
+                checkedValues++;
+            }
+        }
+        Assert.That(checkedValues, Is.GreaterThan(50_000));
+        Assert.That(pre.EncodeValue(schema.IndexOf("C1"), "never-seen-value"), Is.EqualTo(1), "OOV");
+        Assert.Throws<DataFormatException>(() => pre.EncodeValue(schema.IndexOf("I1"), "twelve"));
+        Assert.Throws<ArgumentException>(() => pre.EncodeValue(schema.LabelIndex, "1"));
+        Assert.Throws<ArgumentException>(() => pre.EncodeValue(schema.IndexOf("C1"), 3.0));
+    }
+
+    [Test]
     public void Json_round_trip_gives_identical_encodings()
     {
         var fields = Schema.Criteo().Fields.ToList();
