@@ -134,6 +134,20 @@ public class StreamingPipelineTests
         StreamingPipeline.Predict(model, input, memory.Preprocessor, scores, options);
         var lines = File.ReadAllLines(scores);
         Assert.That(lines[0], Is.EqualTo("probability"));
-        Assert.That(lines.Skip(1).Select(double.Parse), Is.EqualTo(expected.Select(z => double.Parse((1.0 / (1.0 + Math.Exp(-z))).ToString("G9")))));
+        // σ in double rounded once to float (the service's probability), written so that it parses back to the same float.
+        static float Probability(float z) => (float)(1.0 / (1.0 + Math.Exp(-(double)z)));
+        Assert.That(lines.Skip(1).Select(t => float.Parse(t, System.Globalization.CultureInfo.InvariantCulture)), Is.EqualTo(expected.Select(Probability)));
+
+        // Through the compiled Predictor in batches of 1,024 + 476 rows, as the service scores them.
+        var predictor = new KdEngine.Serving.Predictor(model, memory.Preprocessor);
+        var served = new float[all.Count];
+        for (int b0 = 0; b0 < all.Count; b0 += 1024)
+        {
+            int n = Math.Min(1024, all.Count - b0);
+            predictor.Predict(all.Ids.AsSpan(b0 * all.FieldCount, n * all.FieldCount), served.AsSpan(b0, n));
+        }
+        StreamingPipeline.Predict(model, input, memory.Preprocessor, scores, options, predictor, 1024);
+        Assert.That(File.ReadLines(scores).Skip(1).Select(t => float.Parse(t, System.Globalization.CultureInfo.InvariantCulture)),
+            Is.EqualTo(served.Select(Probability)));
     }
 }
