@@ -4,7 +4,7 @@ using KdEngine.Nn;
 namespace KdEngine.Benchmarks;
 
 /// <summary>
-/// The benchmark configurations of MISSION.md, shared by this project and the peer project
+/// The benchmark configurations of docs/models.md ("Reference configurations"), shared by this project and the peer project
 /// (benchmarks/KdEngine.Peers links this file), so every suite builds exactly the same models and inputs.
 /// <list type="bullet">
 /// <item><b>bench</b>: F = 39, D = 16, 65,536 buckets per field, DNN [400, 400, 400], CIN [200, 200, 200] split-half

@@ -7,7 +7,7 @@ namespace KdEngine.Benchmarks;
 
 /// <summary>
 /// WDL vs xDeepFM inference latency through <see cref="Predictor"/> (the inference-only plan: no tape, no tensors,
-/// zero allocation — the Allocated column must read 0 B / "-"). Configurations from MISSION.md:
+/// zero allocation — the Allocated column must read 0 B / "-"). Configurations from docs/models.md:
 /// <list type="bullet">
 /// <item><b>bench</b>: F = 39, D = 16, 65,536 buckets per field, DNN [400, 400, 400], CIN [200, 200, 200] split-half.</item>
 /// <item><b>paper</b>: F = 39, D = 10, DNN [400, 400, 400], CIN [200, 200, 200] (no split-half, identity activation, as

@@ -15,7 +15,7 @@ public sealed record BenchResult(string Type, string Method, IReadOnlyDictionary
 
 /// <summary>
 /// Turns the BenchmarkDotNet reports of a peer run into the markdown tables of docs/benchmarks.md (KdEngine/peer ratios
-/// against the issue's targets) and the latency-vs-batch chart (ScottPlot, log-log).
+/// against the serving-speed targets stated in the table's header) and the latency-vs-batch chart (ScottPlot, log-log).
 /// </summary>
 public static class Report
 {
@@ -85,7 +85,7 @@ public static class Report
         if (inf.Count > 0)
         {
             sb.AppendLine("Inference latency per batch (median of the BenchmarkDotNet iterations), bench config. Speed-up = peer time / KdEngine time");
-            sb.AppendLine("(above 1: KdEngine is faster). Targets (issue #5): batch 1–16 ≥ 3× TorchSharp and ≥ 1× ONNX Runtime; batch 1024 ≥ 1.5× TorchSharp");
+            sb.AppendLine("(above 1: KdEngine is faster). Targets: batch 1–16 ≥ 3× TorchSharp and ≥ 1× ONNX Runtime; batch 1024 ≥ 1.5× TorchSharp");
             sb.AppendLine("(≥ 2.5× for xDeepFM) and ≥ 1× ONNX Runtime; no target at batch 128. KdEngine alloc = bytes allocated per call (BenchmarkDotNet).");
             sb.AppendLine();
             foreach (var threads in inf.Select(r => r.P("Threads")).Distinct().OrderBy(x => x, StringComparer.Ordinal))

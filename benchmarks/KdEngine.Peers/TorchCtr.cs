@@ -9,7 +9,7 @@ namespace KdEngine.Peers;
 
 /// <summary>
 /// WDL and xDeepFM written in TorchSharp, holding a copy of a KdEngine <see cref="ZooModel"/>'s weights, so the peer
-/// runs exactly the model KdEngine runs (MISSION.md definitions):
+/// runs exactly the model KdEngine runs (the definitions of docs/models.md):
 /// <code>
 ///   gid   = ids + offsets                         one fused embedding table [ΣV, D] (and [ΣV, 1] for the wide part)
 ///   wide  = Σ_f wide[gid_f] + b

@@ -85,6 +85,10 @@ public static class CliApp
         return root;
     }
 
+    /// <summary>
+    /// Runs the command line <paramref name="args"/>, writing output to <paramref name="stdout"/> and errors to
+    /// <paramref name="stderr"/>. Returns the exit code: 0 on success, 1 on any error (printed as one line).
+    /// </summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         bool verbose = args.Contains("--verbose");

@@ -197,7 +197,7 @@ public static class ParquetConvert
         }
     }
 
-    /// <summary>Converts Parquet files (read with <paramref name="format"/>'s schema) to one CSV/TSV file.</summary>
+    /// <summary>Converts Parquet files (read with <paramref name="input"/>'s schema) to one CSV/TSV file.</summary>
     public static long ToCsv(InputSet input, string output, char delimiter = ',', TextWriter? progress = null)
     {
         ArgumentNullException.ThrowIfNull(input);

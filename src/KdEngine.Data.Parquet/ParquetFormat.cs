@@ -27,8 +27,10 @@ public sealed class ParquetFormat : RowFileFormat
     /// <summary>Rows per chunk handed to a worker.</summary>
     public const int ChunkRows = 8192;
 
+    /// <summary>Parquet files read with the fields of <paramref name="schema"/> (columns by field name).</summary>
     public ParquetFormat(Schema schema) : base(schema) { }
 
+    /// <inheritdoc/>
     public override string Name => "parquet";
 
     /// <summary>Makes <see cref="DataSource"/> read <c>.parquet</c> files (and <c>--format parquet</c>) with this assembly.</summary>
@@ -142,17 +144,22 @@ public sealed class ParquetFormat : RowFileFormat
         var n => n,
     };
 
+    /// <inheritdoc/>
     public override void Check(string path) => Open(path, r => Bind(r, Path.GetFileName(path)));
 
+    /// <inheritdoc/>
     public override IReadOnlyList<InputUnit> Units(string path, int fileIndex, long unitBytes) =>
         Open(path, r => Enumerable.Range(0, r.RowGroupCount).Select(g => new InputUnit(fileIndex, g, g + 1)).ToArray());
 
+    /// <inheritdoc/>
     public override long[]? RowsOfUnits(string path, IReadOnlyList<InputUnit> units) =>
         Open(path, r => units.Select(u => Enumerable.Range((int)u.Start, (int)(u.End - u.Start)).Sum(g => r.RowGroups[g].RowCount)).ToArray());
 
+    /// <inheritdoc/>
     public override long UnitBytes(string path, InputUnit unit) =>
         Open(path, r => r.RowGroupCount == 0 ? 0 : new FileInfo(path).Length * (unit.End - unit.Start) / r.RowGroupCount);
 
+    /// <inheritdoc/>
     public override IEnumerable<RowChunk> ReadUnit(string path, int unitIndex, InputUnit unit, long firstLine, ReaderOptions options, int chunkBytes, Action<long>? nextLine)
     {
         string name = Path.GetFileName(path);

@@ -15,6 +15,7 @@ namespace KdEngine.Distributed;
 /// <param name="WaitSeconds">Of that, time spent waiting for communication to complete.</param>
 public sealed record CommunicationStats(long Steps, long DenseBytes, long SparseBytesSent, long SparseBytesReceived, double Seconds, double WaitSeconds)
 {
+    /// <summary><paramref name="total"/> per exchange step (0 before the first step), e.g. <c>PerStep(DenseBytes)</c>.</summary>
     public double PerStep(double total) => Steps == 0 ? 0 : total / Steps;
 }
 

@@ -70,7 +70,9 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         return new MpiProcessGroup(abi, timeout);
     }
 
+    /// <inheritdoc/>
     public int Rank { get; }
+    /// <inheritdoc/>
     public int Size { get; }
 
     /// <summary>How long a collective may wait for the slowest rank before the job is declared stuck.</summary>
@@ -86,6 +88,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
     /// <summary>What the gradient exchange sent, received and waited since the last <see cref="GradientExchange.Reset"/>.</summary>
     public CommunicationStats Stats => _gradients.Stats;
 
+    /// <summary>Zeroes the communication counters of <see cref="Stats"/>.</summary>
     public void ResetStats() => _gradients.Reset();
 
     /// <summary>The library's own version string (MPI_Get_library_version), e.g. "Open MPI v4.1.4, …".</summary>
@@ -100,10 +103,12 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         }
     }
 
+    /// <summary>Which MPI implementation's ABI the handles were resolved for (Open MPI).</summary>
     public string Implementation => _abi.Implementation;
 
     // ---------------------------------------------------------------- collectives
 
+    /// <inheritdoc/>
     public void BroadcastParameters(IReadOnlyList<NamedParameter> parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);
@@ -119,9 +124,11 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public void AverageGradients(IReadOnlyList<NamedParameter> parameters, int localBatchSize) =>
         _gradients.Average(parameters, localBatchSize);
 
+    /// <inheritdoc/>
     public void AllReduceSum(Span<double> values)
     {
         if (values.IsEmpty) return;
@@ -134,6 +141,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public long AllReduceMin(long value)
     {
         nint request;
@@ -143,6 +151,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         return value;
     }
 
+    /// <inheritdoc/>
     public float[] AllGatherInterleaved(ReadOnlySpan<float> local)
     {
         var counts = AllGatherCounts(local.Length, "allgather (counts)");
@@ -170,6 +179,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         return result;
     }
 
+    /// <inheritdoc/>
     public string BroadcastText(string? text)
     {
         if (Rank == 0 && text is null) throw new ArgumentNullException(nameof(text), "BroadcastText: rank 0 must give the text.");
@@ -217,6 +227,7 @@ public sealed unsafe class MpiProcessGroup : IProcessGroup, IDisposable
         MPI_Abort(_comm, errorCode);
     }
 
+    /// <summary>Finalises MPI (once per process; later collectives are invalid).</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -18,6 +18,7 @@ public sealed class DeviceUnavailableException(string message, Exception? inner 
 /// </summary>
 public static class ComputeDevice
 {
+    /// <summary>The device names <see cref="Create"/> accepts.</summary>
     public static readonly IReadOnlyList<string> Names = ["cpu", "cuda", "opencl", "ilgpu-cpu"];
 
     /// <summary>

@@ -10,8 +10,12 @@ public sealed class DeviceIdOutOfRangeException(string op, string table, int id,
         $"{op}: id {id} at position {position} is out of range for table {table} (valid ids are 0..{rows - 1}); " +
         $"detected by the device-side bounds check on '{device}' and reported at the batch boundary (the gathered rows were zero-filled).")
 {
+    /// <summary>The op whose gather read the id (e.g. <c>EmbeddingGather</c>).</summary>
     public string Op { get; } = op;
+    /// <summary>The table's name (its tensor's name).</summary>
     public string Table { get; } = table;
+    /// <summary>The offending id.</summary>
     public int Id { get; } = id;
+    /// <summary>Its position in the launch's id list.</summary>
     public int Position { get; } = position;
 }

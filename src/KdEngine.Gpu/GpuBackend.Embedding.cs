@@ -12,6 +12,7 @@ public sealed partial class GpuBackend
     // Ids come from the host (the batch); each call uploads the ids it reads into a device scratch buffer. Reusing
     // one scratch buffer is safe: the upload is ordered on the stream after the kernels that read the previous ids.
 
+    /// <inheritdoc/>
     public void GatherRows(TensorStorage<float> table, int width, ReadOnlySpan<int> ids, int idStride, int count,
         TensorStorage<float> output, int outputOffset, int outputStride)
     {
@@ -22,6 +23,7 @@ public sealed partial class GpuBackend
         K.Gather(count * width, V(table), table.Length / width, width, idView, V(output), outputOffset, outputStride, _errors.View, slot);
     }
 
+    /// <inheritdoc/>
     public void ScatterAddRows(TensorStorage<float> grad, int gradOffset, int gradStride, int width,
         ReadOnlySpan<int> ids, int idStride, int count, TensorStorage<float> gradTable)
     {
@@ -55,6 +57,7 @@ public sealed partial class GpuBackend
         CpuBackend<float>.Instance.ScatterAddRowsSparse(host, 0, width, width, ids, idStride, count, gradTable);
     }
 
+    /// <inheritdoc/>
     public void BagSum(TensorStorage<float> table, int width, ReadOnlySpan<int> ids, ReadOnlySpan<int> offsets, bool mean, TensorStorage<float> output)
     {
         int bags = offsets.Length - 1;
@@ -66,6 +69,7 @@ public sealed partial class GpuBackend
         K.BagSum(bags * width, V(table), table.Length / width, width, idView, offView, mean ? 1 : 0, V(output), _errors.View, slot);
     }
 
+    /// <inheritdoc/>
     public void BagSumBackward(TensorStorage<float> grad, int width, ReadOnlySpan<int> ids, ReadOnlySpan<int> offsets, bool mean, TensorStorage<float> gradTable)
     {
         int bags = offsets.Length - 1;
@@ -86,6 +90,7 @@ public sealed partial class GpuBackend
         CpuBackend<float>.Instance.BagSumBackwardSparse(host, width, ids, offsets, mean, gradTable);
     }
 
+    /// <inheritdoc/>
     public void UploadRows(TensorStorage<float> table, int width, ReadOnlySpan<int> rows, ReadOnlySpan<float> values)
     {
         if (rows.Length == 0 || width == 0) return;

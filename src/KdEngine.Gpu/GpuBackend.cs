@@ -74,7 +74,9 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         K.FillInt(MaxPendingChecks, _errors.View, int.MaxValue);
     }
 
+    /// <summary>The ILGPU accelerator every kernel of this backend runs on.</summary>
     public Accelerator Accelerator { get; }
+    /// <inheritdoc/>
     public string Name { get; }
 
     /// <summary>True when GEMMs go to cuBLAS (a CUDA accelerator).</summary>
@@ -92,6 +94,7 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
 
     private static ArrayView<float> V(TensorStorage<float> s, int length) => V(s).SubView(0, length);
 
+    /// <inheritdoc/>
     public TensorStorage<float> Allocate(int length, bool clear)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -102,6 +105,7 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         return storage;
     }
 
+    /// <inheritdoc/>
     public void Upload(ReadOnlySpan<float> source, TensorStorage<float> destination)
     {
         if (source.Length > destination.Length)
@@ -109,6 +113,7 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         if (source.Length > 0) V(destination, source.Length).CopyFromCPU(source);
     }
 
+    /// <inheritdoc/>
     public void Download(TensorStorage<float> source, Span<float> destination)
     {
         if (destination.Length > source.Length)
@@ -117,37 +122,44 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         CheckDeviceErrors();
     }
 
+    /// <inheritdoc/>
     public void Copy(TensorStorage<float> source, int sourceOffset, TensorStorage<float> destination, int destinationOffset, int length)
     {
         if (length > 0) V(source).SubView(sourceOffset, length).CopyTo(V(destination).SubView(destinationOffset, length));
     }
 
+    /// <inheritdoc/>
     public void Fill(TensorStorage<float> destination, float value)
     {
         if (destination.Length > 0) K.Fill(destination.Length, V(destination), value);
     }
 
+    /// <inheritdoc/>
     public void Axpy(float alpha, TensorStorage<float> x, TensorStorage<float> y, int length)
     {
         if (length > 0) K.Axpy(length, V(x), V(y), alpha);
     }
 
+    /// <inheritdoc/>
     public void Map<TOp>(TensorStorage<float> x, TensorStorage<float> y, int length, float p) where TOp : IUnaryOperator<float>
     {
         if (length > 0) UnaryKernels<TOp>.For(Accelerator).Map(length, V(x), V(y), p);
     }
 
+    /// <inheritdoc/>
     public void MapBackward<TOp>(TensorStorage<float> x, TensorStorage<float> y, TensorStorage<float> gradY, TensorStorage<float> gradX, int length, float p)
         where TOp : IUnaryOperator<float>
     {
         if (length > 0) UnaryKernels<TOp>.For(Accelerator).Backward(length, V(x), V(y), V(gradY), V(gradX), p);
     }
 
+    /// <inheritdoc/>
     public void Map2<TOp>(TensorStorage<float> a, TensorStorage<float> b, TensorStorage<float> z, int length, int period) where TOp : IBinaryOperator<float>
     {
         if (length > 0) BinaryKernels<TOp>.For(Accelerator).Map(length, V(a), V(b), V(z), period);
     }
 
+    /// <inheritdoc/>
     public void Map2Backward<TOp>(TensorStorage<float> a, TensorStorage<float> b, TensorStorage<float> gradZ,
         TensorStorage<float>? gradA, TensorStorage<float>? gradB, int length, int period) where TOp : IBinaryOperator<float>
     {
@@ -157,28 +169,33 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         if (gradB is not null) k.BackwardB(period, V(a), V(b), V(gradZ), V(gradB), period, length / period);
     }
 
+    /// <inheritdoc/>
     public void SumAxis(TensorStorage<float> x, TensorStorage<float> y, int outer, int axis, int inner, bool accumulate)
     {
         if (outer * inner > 0) K.SumAxis(outer * inner, V(x), V(y), axis, inner, accumulate ? 1 : 0);
     }
 
+    /// <inheritdoc/>
     public void BroadcastAxisAdd(TensorStorage<float> x, TensorStorage<float> y, int outer, int axis, int inner, float scale)
     {
         int n = outer * axis * inner;
         if (n > 0) K.BroadcastAxisAdd(n, V(x), V(y), axis, inner, scale);
     }
 
+    /// <inheritdoc/>
     public void Softmax(TensorStorage<float> x, TensorStorage<float> y, int outer, int axis, int inner, float invTemperature, bool log)
     {
         if (outer * inner > 0 && axis > 0) K.Softmax(outer * inner, V(x), V(y), axis, inner, invTemperature, log ? 1 : 0);
     }
 
+    /// <inheritdoc/>
     public void SoftmaxBackward(TensorStorage<float> y, TensorStorage<float> gradY, TensorStorage<float> gradX,
         int outer, int axis, int inner, float invTemperature, bool log)
     {
         if (outer * inner > 0 && axis > 0) K.SoftmaxBackward(outer * inner, V(y), V(gradY), V(gradX), axis, inner, invTemperature, log ? 1 : 0);
     }
 
+    /// <inheritdoc/>
     public void CopyBlocks(TensorStorage<float> source, int sourceOffset, int sourceStride,
         TensorStorage<float> destination, int destinationOffset, int destinationStride, int blockLength, int blockCount, bool accumulate)
     {
@@ -187,6 +204,7 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
             K.CopyBlocks(n, V(source), sourceOffset, sourceStride, V(destination), destinationOffset, destinationStride, blockLength, accumulate ? 1 : 0);
     }
 
+    /// <inheritdoc/>
     public int FirstNonFinite(TensorStorage<float> x, int length)
     {
         if (length == 0) return -1;
@@ -197,11 +215,13 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         return r[0] == int.MaxValue ? -1 : r[0];
     }
 
+    /// <inheritdoc/>
     public void DropoutMask(TensorStorage<float> mask, int length, double rate, ulong seed)
     {
         if (length > 0) K.DropoutMask(length, V(mask), rate, seed, (float)(1.0 / (1.0 - rate)));
     }
 
+    /// <inheritdoc/>
     public void Gemm(bool transposeA, bool transposeB, int m, int n, int k, float alpha,
         TensorStorage<float> a, TensorStorage<float> b, float beta, TensorStorage<float> c)
     {
@@ -228,6 +248,7 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
             V(a), V(b), V(c), m, n, k, alpha, beta, transposeA ? 1 : 0, transposeB ? 1 : 0, t);
     }
 
+    /// <inheritdoc/>
     public void FieldOuterProduct(TensorStorage<float> h, TensorStorage<float> x0, TensorStorage<float> z, int first, int samples,
         int hRows, int fields, int width, int sampleStride, int rowStride)
     {
@@ -235,6 +256,7 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         if (n > 0) K.OuterProduct(n, V(h), V(x0), V(z), first, hRows, fields, width, sampleStride, rowStride);
     }
 
+    /// <inheritdoc/>
     public void FieldOuterProductBackward(TensorStorage<float> h, TensorStorage<float> x0, TensorStorage<float> gradZ,
         TensorStorage<float>? gradH, TensorStorage<float>? gradX0, int first, int samples,
         int hRows, int fields, int width, int sampleStride, int rowStride)
@@ -248,17 +270,20 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
             K.OuterBackwardX0(samples * fields * width, V(h), V(gradZ), V(gradX0), first, hRows, fields, width, sampleStride, rowStride);
     }
 
+    /// <inheritdoc/>
     public void TransposeBlocks(TensorStorage<float> x, int xOffset, TensorStorage<float> y, int yOffset, int rows, int cols, int inner, bool accumulate)
     {
         int n = rows * cols * inner;
         if (n > 0) K.TransposeBlocks(n, V(x), xOffset, V(y), yOffset, rows, cols, inner, accumulate ? 1 : 0);
     }
 
+    /// <inheritdoc/>
     public void ScaleRows(TensorStorage<float> x, TensorStorage<float> s, TensorStorage<float> y, int rows, int width)
     {
         if (rows * width > 0) K.ScaleRows(rows * width, V(x), V(s), V(y), width);
     }
 
+    /// <inheritdoc/>
     public void ScaleRowsBackward(TensorStorage<float> x, TensorStorage<float> s, TensorStorage<float> gradY,
         TensorStorage<float>? gradX, TensorStorage<float>? gradS, int rows, int width)
     {
@@ -274,8 +299,10 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
         CheckDeviceErrors();
     }
 
+    /// <summary>The backend and accelerator names, for logs.</summary>
     public override string ToString() => $"GpuBackend '{Name}' ({Accelerator.Name})";
 
+    /// <summary>Frees the device memory pool, the cuBLAS handle and the accelerator; tensors of this backend must not be used afterwards.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -21,7 +21,9 @@ public sealed class GpuStorage : TensorStorage<float>
         Length = length;
     }
 
+    /// <inheritdoc/>
     public override int Length { get; }
+    /// <inheritdoc/>
     public override IBackend<float> Backend => _backend;
 
     /// <summary>The first <see cref="Length"/> elements of the device buffer.</summary>
@@ -35,6 +37,7 @@ public sealed class GpuStorage : TensorStorage<float>
         }
     }
 
+    /// <inheritdoc/>
     protected override void Release()
     {
         _backend.Pool.Return(_buffer!);

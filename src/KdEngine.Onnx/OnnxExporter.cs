@@ -21,12 +21,18 @@ namespace KdEngine.Onnx;
 /// </summary>
 public static class OnnxExporter
 {
+    /// <summary>The ONNX operator set the graph uses.</summary>
     public const int Opset = 17;
+    /// <summary>The ONNX IR version written.</summary>
     public const int IrVersion = 8;
+    /// <summary>Name of the graph input: int64 ids [B, C].</summary>
     public const string InputName = "ids";
+    /// <summary>Name of the graph output: float logits [B, 1].</summary>
     public const string OutputName = "logit";
 
     /// <summary>Writes the model to <paramref name="path"/> (replacing it).</summary>
+    /// <param name="model">Any zoo model (a distilled student is one).</param>
+    /// <param name="path">The .onnx file to write.</param>
     /// <param name="inputColumns">Width C of the <c>ids</c> input; default the highest column the model reads + 1.</param>
     public static void Export(ZooModel model, string path, int? inputColumns = null)
     {
@@ -34,6 +40,7 @@ public static class OnnxExporter
         Export(model, stream, inputColumns);
     }
 
+    /// <summary>Writes the model to <paramref name="stream"/> (see the class summary for the graph); <paramref name="inputColumns"/> as in the path overload.</summary>
     public static void Export(ZooModel model, Stream stream, int? inputColumns = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -41,6 +48,7 @@ public static class OnnxExporter
         Build(model, inputColumns).CopyTo(stream);
     }
 
+    /// <summary>The model as ONNX bytes; <paramref name="inputColumns"/> as in <see cref="Export(ZooModel, string, int?)"/>.</summary>
     public static byte[] ToBytes(ZooModel model, int? inputColumns = null) => Build(model, inputColumns).ToArray();
 
     private static ProtoWriter Build(ZooModel model, int? inputColumns)

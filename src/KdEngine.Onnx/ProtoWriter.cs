@@ -42,14 +42,6 @@ internal sealed class ProtoWriter
         return this;
     }
 
-    /// <summary>A packed repeated int64 field (one length-delimited run of varints).</summary>
-    public ProtoWriter PackedInt64(int field, ReadOnlySpan<long> values)
-    {
-        var inner = new ProtoWriter();
-        foreach (long v in values) inner.WriteVarint((ulong)v);
-        return Message(field, inner);
-    }
-
     public ProtoWriter Message(int field, ProtoWriter message)
     {
         Tag(field, LengthDelimited);

@@ -19,11 +19,22 @@ public sealed record GradCheckResult(
 /// </summary>
 public static class GradCheck
 {
+    /// <summary>
+    /// Checks the analytic gradient of <paramref name="fDouble"/> against central finite differences (double), and
+    /// that the float32 run of the same code gives the same loss and gradients within <paramref name="floatTolerance"/>.
+    /// </summary>
     /// <param name="fDouble">The function in double (drives the finite differences).</param>
     /// <param name="fFloat">The same function in float32 (its values and gradients must agree with double's).</param>
     /// <param name="inputs">Input values in double; every input is checked unless listed in <paramref name="constant"/>.</param>
     /// <param name="shapes">The shape of each input.</param>
     /// <param name="constant">Indices of inputs that receive no gradient (data, labels).</param>
+    /// <param name="eps">Step of the central differences (f(x + eps) − f(x − eps)) / 2·eps, in double.</param>
+    /// <param name="rtol">Relative tolerance: an element passes when |analytic − numeric| ≤ atol + rtol·max(|analytic|, |numeric|).</param>
+    /// <param name="atol">Absolute tolerance of the same bound (for gradients near zero).</param>
+    /// <param name="floatTolerance">Largest allowed relative difference between the float32 run and the double run
+    /// (the loss, and each gradient element relative to the largest gradient of its input).</param>
+    /// <param name="seed">Seed of the fixed random weights that reduce a non-scalar output to a scalar.</param>
+    /// <returns>Whether both checks passed, the worst errors, and a report naming every element that failed.</returns>
     public static GradCheckResult Run(
         Func<Tensor<double>[], Tensor<double>> fDouble,
         Func<Tensor<float>[], Tensor<float>> fFloat,

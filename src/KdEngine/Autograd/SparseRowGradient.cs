@@ -15,6 +15,7 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
     private readonly List<int> _rows = new();
     private T[] _values;
 
+    /// <summary>An empty gradient of a table [<paramref name="tableRows"/>, <paramref name="width"/>] (a small buffer is rented; it grows with the touched rows).</summary>
     public SparseRowGradient(int tableRows, int width)
     {
         TableRows = tableRows;
@@ -22,7 +23,9 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
         _values = BufferPool<T>.Rent(Math.Max(width, 1) * 64, clear: true);
     }
 
+    /// <summary>Rows of the table this gradient belongs to (touched row ids lie in [0, TableRows)).</summary>
     public int TableRows { get; }
+    /// <summary>Elements per row (the table's embedding width).</summary>
     public int Width { get; }
 
     /// <summary>Number of distinct touched rows.</summary>
@@ -79,6 +82,7 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
         return dense;
     }
 
+    /// <summary>Forgets every touched row, keeping the buffer for the next step (no allocation in steady state).</summary>
     public void Clear()
     {
         _slotOfRow.Clear();
@@ -94,6 +98,7 @@ public sealed class SparseRowGradient<T> : IDisposable where T : unmanaged, IFlo
         _values = bigger;
     }
 
+    /// <summary>Returns the row buffer to the pool; the gradient must not be used afterwards.</summary>
     public void Dispose()
     {
         BufferPool<T>.Return(_values);

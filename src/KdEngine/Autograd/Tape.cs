@@ -27,6 +27,7 @@ public sealed class Tape<T> : IDisposable where T : unmanaged, IFloatingPointIee
     private bool _disposed;
     private bool _backwardDone;
 
+    /// <summary>A recording tape, current on this thread until disposed (the previous current tape is restored then).</summary>
     public Tape() : this(record: true) { }
 
     private Tape(bool record)
@@ -42,6 +43,7 @@ public sealed class Tape<T> : IDisposable where T : unmanaged, IFloatingPointIee
     /// <summary>The innermost tape of this thread, or null.</summary>
     public static Tape<T>? Current => _current;
 
+    /// <summary>False for a <see cref="NoGrad"/> tape: ops allocate from it but record no nodes.</summary>
     public bool IsRecording { get; }
 
     /// <summary>Number of recorded nodes (for tests and diagnostics).</summary>
@@ -139,6 +141,7 @@ public sealed class Tape<T> : IDisposable where T : unmanaged, IFloatingPointIee
         _backwardDone = false;
     }
 
+    /// <summary>Returns every tensor the tape owns to the pool and restores the previously current tape of this thread.</summary>
     public void Dispose()
     {
         if (_disposed) return;

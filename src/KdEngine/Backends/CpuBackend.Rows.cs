@@ -5,6 +5,7 @@ namespace KdEngine.Backends;
 
 public sealed partial class CpuBackend<T>
 {
+    /// <inheritdoc/>
     public void UploadRows(TensorStorage<T> table, int width, ReadOnlySpan<int> rows, ReadOnlySpan<T> values)
     {
         var t = S(table);

@@ -6,6 +6,7 @@ namespace KdEngine.Backends;
 
 public sealed partial class CpuBackend<T>
 {
+    /// <inheritdoc/>
     public void CopyBlocks(TensorStorage<T> source, int sourceOffset, int sourceStride,
         TensorStorage<T> destination, int destinationOffset, int destinationStride,
         int blockLength, int blockCount, bool accumulate)

@@ -34,6 +34,7 @@ public static class DefaultBackend<T> where T : unmanaged, IFloatingPointIeee754
 
         internal Scope(IBackend<T>? previous) => _previous = previous;
 
+        /// <summary>Restores the backend that was the default before this scope (idempotent).</summary>
         public void Dispose()
         {
             if (_disposed) return;

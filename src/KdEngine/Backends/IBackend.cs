@@ -11,14 +11,19 @@ namespace KdEngine.Backends;
 /// </summary>
 public partial interface IBackend<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <summary>A short name for messages and logs (<c>cpu</c>, <c>cuda</c>, …).</summary>
     string Name { get; }
 
     /// <summary>Allocates storage of <paramref name="length"/> elements, zeroed when <paramref name="clear"/>.</summary>
     TensorStorage<T> Allocate(int length, bool clear);
 
+    /// <summary>Copies host memory into <paramref name="destination"/> (the first <c>source.Length</c> elements).</summary>
     void Upload(ReadOnlySpan<T> source, TensorStorage<T> destination);
+    /// <summary>Copies the first <c>destination.Length</c> elements of <paramref name="source"/> to host memory.</summary>
     void Download(TensorStorage<T> source, Span<T> destination);
+    /// <summary>Copies <paramref name="length"/> elements between two storages of this backend (the ranges may not overlap).</summary>
     void Copy(TensorStorage<T> source, int sourceOffset, TensorStorage<T> destination, int destinationOffset, int length);
+    /// <summary>Sets every element of <paramref name="destination"/> to <paramref name="value"/>.</summary>
     void Fill(TensorStorage<T> destination, T value);
 
     /// <summary>y[i] += alpha · x[i] over the first <paramref name="length"/> elements.</summary>

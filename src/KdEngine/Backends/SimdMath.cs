@@ -5,69 +5,48 @@ using System.Runtime.Intrinsics;
 namespace KdEngine.Backends;
 
 /// <summary>
-/// Generic vector exp/log for operator structs: the BCL's Vector512/Vector256 Exp and Log exist only for
-/// float and double, so these dispatch on typeof(T) (a JIT-time constant — the untaken branch is removed).
-/// Other element types fall back to a lane-by-lane scalar loop.
+/// Vector exp, log, sigmoid and softplus for the operator structs, each written once over <see cref="IVectorOps{T, TV}"/>;
+/// the Vector512/Vector256 overloads the operators call are one-line instantiations. Exp and log use the BCL's vector
+/// functions for float and double (<see cref="Vector512Ops{T}.Exp"/>), lane by lane for other element types.
 /// </summary>
 internal static class SimdMath
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<T> Exp<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float)) return Vector512.Exp(x.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector512.Exp(x.As<T, double>()).As<double, T>();
-        Span<T> v = stackalloc T[Vector512<T>.Count];
-        for (int i = 0; i < v.Length; i++) v[i] = T.Exp(x[i]);
-        return Vector512.Create<T>(v);
-    }
+    public static Vector512<T> Exp<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Vector512Ops<T>.Exp(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<T> Exp<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float)) return Vector256.Exp(x.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector256.Exp(x.As<T, double>()).As<double, T>();
-        Span<T> v = stackalloc T[Vector256<T>.Count];
-        for (int i = 0; i < v.Length; i++) v[i] = T.Exp(x[i]);
-        return Vector256.Create<T>(v);
-    }
+    public static Vector256<T> Exp<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Vector256Ops<T>.Exp(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<T> Log<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float)) return Vector512.Log(x.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector512.Log(x.As<T, double>()).As<double, T>();
-        Span<T> v = stackalloc T[Vector512<T>.Count];
-        for (int i = 0; i < v.Length; i++) v[i] = T.Log(x[i]);
-        return Vector512.Create<T>(v);
-    }
+    public static Vector512<T> Log<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Vector512Ops<T>.Log(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<T> Log<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (typeof(T) == typeof(float)) return Vector256.Log(x.As<T, float>()).As<float, T>();
-        if (typeof(T) == typeof(double)) return Vector256.Log(x.As<T, double>()).As<double, T>();
-        Span<T> v = stackalloc T[Vector256<T>.Count];
-        for (int i = 0; i < v.Length; i++) v[i] = T.Log(x[i]);
-        return Vector256.Create<T>(v);
-    }
+    public static Vector256<T> Log<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Vector256Ops<T>.Log(x);
 
     /// <summary>σ(x) = 1 / (1 + e^(−x)); for x → −∞, e^(−x) → +∞ and the quotient → 0 (never NaN).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<T> Sigmoid<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-        => Vector512<T>.One / (Vector512<T>.One + Exp(-x));
+    public static Vector512<T> Sigmoid<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Sigmoid<T, Vector512<T>, Vector512Ops<T>>(x);
 
+    /// <inheritdoc cref="Sigmoid{T}(Vector512{T})"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<T> Sigmoid<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-        => Vector256<T>.One / (Vector256<T>.One + Exp(-x));
+    public static Vector256<T> Sigmoid<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Sigmoid<T, Vector256<T>, Vector256Ops<T>>(x);
 
     /// <summary>softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^(−|x|)): never evaluates e^(+large).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<T> Softplus<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-        => Vector512.Max(x, Vector512<T>.Zero) + Log(Vector512<T>.One + Exp(-Vector512.Abs(x)));
+    public static Vector512<T> Softplus<T>(Vector512<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Softplus<T, Vector512<T>, Vector512Ops<T>>(x);
+
+    /// <inheritdoc cref="Softplus{T}(Vector512{T})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<T> Softplus<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T> => Softplus<T, Vector256<T>, Vector256Ops<T>>(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<T> Softplus<T>(Vector256<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-        => Vector256.Max(x, Vector256<T>.Zero) + Log(Vector256<T>.One + Exp(-Vector256.Abs(x)));
+    private static TV Sigmoid<T, TV, TS>(TV x) where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TS : IVectorOps<T, TV>
+        => TS.Divide(TS.One, TS.Add(TS.One, TS.Exp(TS.Negate(x))));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TV Softplus<T, TV, TS>(TV x) where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TS : IVectorOps<T, TV>
+        // log(1 + e^(−|x|)) + max(x, 0): the same sum (addition commutes exactly), with the calls first so nothing is live across them.
+        => TS.Add(TS.Log(TS.Add(TS.One, TS.Exp(TS.Negate(TS.Abs(x))))), TS.PositivePart(x));
 
     /// <summary>Scalar σ(x) without overflow for either sign of x.</summary>
     public static T Sigmoid<T>(T x) where T : unmanaged, IFloatingPointIeee754<T>

@@ -32,19 +32,25 @@ public sealed class Batch
         _multiIds = space.MultiFields.Select(_ => new int[capacity * 4]).ToArray();
     }
 
+    /// <summary>The fields the ids are encoded for (column f of <see cref="Ids"/> is single-valued field f).</summary>
     public FeatureSpace Space { get; }
 
     /// <summary>Rows in this batch (B ≤ <see cref="Capacity"/>).</summary>
     public int Size { get; private set; }
 
+    /// <summary>The most rows the buffers hold (the batch size they were made for).</summary>
     public int Capacity { get; }
 
+    /// <summary>F: single-valued fields per row.</summary>
     public int FieldCount => _f;
 
+    /// <summary>[B, F] row-major ids of the single-valued fields.</summary>
     public ReadOnlySpan<int> Ids => _ids.AsSpan(0, Size * _f);
 
+    /// <summary>[B] labels, 0 or 1.</summary>
     public ReadOnlySpan<float> Labels => _labels.AsSpan(0, Size);
 
+    /// <summary>True when the batch carries <see cref="DenseValues"/> (some field scales its embedding by a value).</summary>
     public bool HasDenseValues => _dense is not null;
 
     /// <summary>[B, F] scales; empty when the dataset has none (treat as all ones).</summary>
@@ -53,11 +59,13 @@ public sealed class Batch
     /// <summary>[B] user ids; empty when the dataset has none.</summary>
     public ReadOnlySpan<int> UserIds => _users is null ? default : _users.AsSpan(0, Size);
 
+    /// <summary>[B] the dataset row of each batch row (for streams: the record's 0-based ordinal in the input).</summary>
     public ReadOnlySpan<long> Rows => _rows.AsSpan(0, Size);
 
     /// <summary>[B + 1] starts of each row's ids in <see cref="MultiIds"/> for multi-valued field <paramref name="k"/>.</summary>
     public ReadOnlySpan<int> MultiOffsets(int k) => _multiOffsets[k].AsSpan(0, Size + 1);
 
+    /// <summary>The ids of multi-valued field <paramref name="k"/> for all B rows, row r's at <c>MultiOffsets(k)[r] .. MultiOffsets(k)[r + 1]</c>.</summary>
     public ReadOnlySpan<int> MultiIds(int k) => _multiIds[k].AsSpan(0, _multiOffsets[k][Size]);
 
     internal void Clear()

@@ -6,6 +6,11 @@ namespace KdEngine.Data;
 /// </summary>
 public sealed class DataFormatException : Exception
 {
+    /// <summary>
+    /// A data error; the message is <paramref name="problem"/> prefixed with whichever of <paramref name="file"/>,
+    /// <paramref name="line"/> (1-based), <paramref name="column"/> (1-based) and <paramref name="key"/> (a column name
+    /// or a JSON key path) are given.
+    /// </summary>
     public DataFormatException(string problem, string? file = null, long? line = null, int? column = null,
         string? key = null, Exception? inner = null)
         : base(Format(problem, file, line, column, key), inner)

@@ -29,12 +29,14 @@ public sealed record DelimitedOptions
 /// </summary>
 public sealed class DelimitedReader : RecordReader
 {
+    /// <summary>A reader of the delimited file at <paramref name="path"/> with the fields of <paramref name="schema"/> (the file is opened on each enumeration, not here).</summary>
     public DelimitedReader(string path, Schema schema, DelimitedOptions? delimited = null, ReaderOptions? options = null)
         : base(path, schema, options)
     {
         Format = new DelimitedFormat(schema, delimited);
     }
 
+    /// <inheritdoc/>
     public override TextFormat Format { get; }
 }
 

@@ -12,6 +12,8 @@ public enum SplitMode
 /// <summary>The ids of one multi-valued field: row i's ids are <c>Ids[Offsets[i] .. Offsets[i+1])</c> (CSR layout).</summary>
 public sealed class MultiValuedColumn
 {
+    /// <summary>A column from CSR arrays: <paramref name="offsets"/> [rows + 1] starting at 0 and ending at ids.Length, non-decreasing
+    /// (an <see cref="ArgumentException"/> otherwise).</summary>
     public MultiValuedColumn(int[] offsets, int[] ids)
     {
         ArgumentNullException.ThrowIfNull(offsets);
@@ -27,8 +29,10 @@ public sealed class MultiValuedColumn
     /// <summary>[Count + 1] row starts into <see cref="Ids"/>.</summary>
     public int[] Offsets { get; }
 
+    /// <summary>Every row's ids, concatenated in row order.</summary>
     public int[] Ids { get; }
 
+    /// <summary>The ids of row <paramref name="i"/> (possibly none).</summary>
     public ReadOnlySpan<int> Row(int i) => Ids.AsSpan(Offsets[i], Offsets[i + 1] - Offsets[i]);
 }
 
@@ -106,6 +110,13 @@ public static class DataSplit
 /// </summary>
 public sealed class EncodedDataset
 {
+    /// <summary>
+    /// A dataset over <paramref name="featureSpace"/> of <paramref name="count"/> rows: <paramref name="ids"/> [count, F]
+    /// row-major, <paramref name="labels"/> [count] in [0, 1], optional <paramref name="denseValues"/> [count, F],
+    /// one <paramref name="multi"/> column per multi-valued field and optional <paramref name="userIds"/> [count].
+    /// Every length, id range and label is checked; a violation is an <see cref="ArgumentException"/> naming the row
+    /// and field. The arrays are kept, not copied.
+    /// </summary>
     public EncodedDataset(FeatureSpace featureSpace, int count, int[] ids, float[] labels, float[]? denseValues = null,
         IReadOnlyList<MultiValuedColumn>? multi = null, int[]? userIds = null)
     {
@@ -147,8 +158,10 @@ public sealed class EncodedDataset
         UserIds = userIds;
     }
 
+    /// <summary>The fields and their cardinalities (what a model over this data is built from).</summary>
     public FeatureSpace FeatureSpace { get; }
 
+    /// <summary>Number of rows.</summary>
     public int Count { get; }
 
     /// <summary>F: the number of single-valued fields (columns of <see cref="Ids"/>).</summary>
@@ -224,7 +237,7 @@ public sealed class EncodedDataset
         return new EncodedDataset(FeatureSpace, rows.Length, ids, labels, dense, multi, users);
     }
 
-    /// <summary>Splits by ratio (e.g. [8, 1, 1]); see <see cref="DataSplit.Boundaries"/> for the exact boundaries.</summary>
+    /// <summary>Splits by ratio (e.g. [8, 1, 1]); see <see cref="DataSplit.Boundaries(int, IReadOnlyList{double})"/> for the exact boundaries.</summary>
     public EncodedDataset[] Split(IReadOnlyList<double> ratios, SplitMode mode = SplitMode.Sequential, int seed = 0) =>
         DataSplit.Indices(Count, ratios, mode, seed).Select(Select).ToArray();
 
@@ -267,6 +280,7 @@ public sealed class EncodedDatasetBuilder
     private readonly List<int>[] _multiOffsets;
     private readonly List<int>[] _multiIds;
 
+    /// <summary>An empty builder for rows encoded over <paramref name="space"/>.</summary>
     public EncodedDatasetBuilder(FeatureSpace space)
     {
         ArgumentNullException.ThrowIfNull(space);
@@ -277,8 +291,10 @@ public sealed class EncodedDatasetBuilder
         _multiIds = space.MultiFields.Select(_ => new List<int>()).ToArray();
     }
 
+    /// <summary>Rows added so far.</summary>
     public int Count => _labels.Count;
 
+    /// <summary>Appends a copy of <paramref name="row"/> (the row object can be reused for the next one).</summary>
     public void Add(EncodedRow row)
     {
         ArgumentNullException.ThrowIfNull(row);
@@ -314,6 +330,7 @@ public sealed class EncodedDatasetBuilder
         }
     }
 
+    /// <summary>The dataset of every row added (validated as the <see cref="EncodedDataset"/> constructor does).</summary>
     public EncodedDataset Build() => new(_space, _labels.Count, _ids.ToArray(), _labels.ToArray(), _dense?.ToArray(),
         _multiIds.Select((ids, k) => new MultiValuedColumn(_multiOffsets[k].ToArray(), ids.ToArray())).ToArray(),
         _users?.ToArray());

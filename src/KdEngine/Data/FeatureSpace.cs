@@ -32,6 +32,7 @@ public sealed record FeatureField(
     /// <summary>The field carries a value that scales its embedding (dense numeric, or libSVM values).</summary>
     public bool HasDenseValue { get; init; }
 
+    /// <summary>True for a multi-valued field (a bag of ids per row).</summary>
     public bool IsMultiValued => Kind == FieldKind.Multi;
 
     /// <summary>The id of a missing value, or −1 when the field never has one.</summary>
@@ -44,6 +45,10 @@ public sealed record FeatureField(
 /// <summary>The model-input fields (in schema order) with their cardinalities; what a model is built from.</summary>
 public sealed class FeatureSpace
 {
+    /// <summary>
+    /// A feature space of <paramref name="fields"/> in schema order. Single- and multi-valued fields each need
+    /// consecutive slots from 0, every cardinality ≥ 1; otherwise an <see cref="ArgumentException"/>.
+    /// </summary>
     public FeatureSpace(IEnumerable<FeatureField> fields, bool hasUserIds = false)
     {
         ArgumentNullException.ThrowIfNull(fields);
@@ -74,11 +79,14 @@ public sealed class FeatureSpace
     /// <summary>Whether any single-valued field has a dense value (then datasets carry <see cref="EncodedDataset.DenseValues"/>).</summary>
     public bool HasDenseValues => SingleFields.Any(f => f.HasDenseValue);
 
+    /// <summary>True when datasets over this space carry a user id per row (for gAUC).</summary>
     public bool HasUserIds { get; }
 
+    /// <summary>The field named <paramref name="name"/>; <see cref="KeyNotFoundException"/> when there is none.</summary>
     public FeatureField this[string name] =>
         Fields.FirstOrDefault(f => f.Name == name) ?? throw new KeyNotFoundException($"FeatureSpace has no field '{name}'.");
 
+    /// <summary>Every field with its cardinality (privileged fields starred), for logs.</summary>
     public override string ToString() =>
         $"FeatureSpace({FieldCount} single + {MultiFields.Count} multi: " +
         string.Join(", ", Fields.Select(f => $"{f.Name}[{f.Cardinality}]{(f.Privileged ? "*" : "")}")) + ")";

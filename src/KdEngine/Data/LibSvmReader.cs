@@ -15,6 +15,11 @@ public readonly record struct IndexRange(string Field, long Start, long End);
 /// </summary>
 public sealed class LibSvmOptions
 {
+    /// <summary>
+    /// The ranges of every input field of <paramref name="schema"/>. Each input field needs exactly one range; ranges
+    /// must be non-empty, non-negative and must not overlap, and name input fields of the schema — otherwise an
+    /// <see cref="ArgumentException"/> naming the range.
+    /// </summary>
     public LibSvmOptions(Schema schema, IEnumerable<IndexRange> ranges)
     {
         ArgumentNullException.ThrowIfNull(schema);
@@ -40,6 +45,7 @@ public sealed class LibSvmOptions
         RangeFieldIndex = list.Select(r => schema.IndexOf(r.Field)).ToArray();
     }
 
+    /// <summary>The schema whose input fields the ranges cover.</summary>
     public Schema Schema { get; }
 
     /// <summary>The ranges sorted by start.</summary>
@@ -88,18 +94,21 @@ public sealed class LibSvmOptions
 /// </summary>
 public abstract class SparseReader : RecordReader
 {
+    /// <summary>A reader of <paramref name="path"/> with the fields of <paramref name="schema"/>.</summary>
     protected SparseReader(string path, Schema schema, ReaderOptions? options) : base(path, schema, options) { }
 }
 
 /// <summary>libSVM / libFM reader (<c>label idx:val …</c>); fields come from <see cref="LibSvmOptions"/> index ranges.</summary>
 public sealed class LibSvmReader : SparseReader
 {
+    /// <summary>A reader of the libSVM/libFM file at <paramref name="path"/>; <paramref name="ranges"/> gives the schema and each field's index range.</summary>
     public LibSvmReader(string path, LibSvmOptions ranges, ReaderOptions? options = null)
         : base(path, (ranges ?? throw new ArgumentNullException(nameof(ranges))).Schema, options)
     {
         Format = new SparseFormat(ranges);
     }
 
+    /// <inheritdoc/>
     public override TextFormat Format { get; }
 }
 
@@ -109,11 +118,13 @@ public sealed class LibSvmReader : SparseReader
 /// </summary>
 public sealed class LibFfmReader : SparseReader
 {
+    /// <summary>A reader of the libFFM file at <paramref name="path"/> with the fields of <paramref name="schema"/>.</summary>
     public LibFfmReader(string path, Schema schema, ReaderOptions? options = null) : base(path, schema, options)
     {
         Format = new SparseFormat(schema);
     }
 
+    /// <inheritdoc/>
     public override TextFormat Format { get; }
 
     /// <summary>A schema of <paramref name="fieldCount"/> categorical fields <c>f0…</c> (values scale the embedding) and a label.</summary>

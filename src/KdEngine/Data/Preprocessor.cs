@@ -27,12 +27,13 @@ public sealed record PreprocessorOptions
     }
 }
 
-/// <summary>One encoded row, reused between calls to <see cref="Preprocessor.Encode"/> (no allocation in steady state).</summary>
+/// <summary>One encoded row, reused between calls to <see cref="Preprocessor.Encode(RawRow, EncodedRow)"/> (no allocation in steady state).</summary>
 public sealed class EncodedRow
 {
     private readonly int[][] _multi;
     private readonly int[] _multiCount;
 
+    /// <summary>An empty row for <paramref name="space"/>, with room for its fields (multi-valued buffers grow on demand).</summary>
     public EncodedRow(FeatureSpace space)
     {
         ArgumentNullException.ThrowIfNull(space);
@@ -44,8 +45,10 @@ public sealed class EncodedRow
         _multiCount = new int[_multi.Length];
     }
 
+    /// <summary>The fields this row is encoded for.</summary>
     public FeatureSpace Space { get; }
 
+    /// <summary>0 or 1.</summary>
     public float Label { get; set; }
 
     /// <summary>User id for gAUC (−1 when the schema has none or the value is missing).</summary>
@@ -112,8 +115,10 @@ public sealed class Preprocessor
         FeatureSpace = new FeatureSpace(fields, schema.UserIdIndex >= 0);
     }
 
+    /// <summary>The schema the preprocessor was fitted for (the fields it reads from raw records).</summary>
     public Schema Schema { get; }
 
+    /// <summary>The encoded fields and their cardinalities: what models over this preprocessing are built from.</summary>
     public FeatureSpace FeatureSpace { get; }
 
     /// <summary>The fitted vocabulary of a vocabulary field (entry i has id i + 2), or null for hashed/dense fields and unknown names.</summary>
@@ -300,7 +305,7 @@ public sealed class Preprocessor
 
     /// <summary>
     /// The id one raw text value of single-valued input field <paramref name="field"/> (a schema index) encodes to: what
-    /// <see cref="Encode"/> writes into its column for a record holding that text — a category's vocabulary id (OOV when
+    /// <see cref="Encode(RawRow, EncodedRow)"/> writes into its column for a record holding that text — a category's vocabulary id (OOV when
     /// unseen) or hash bucket, a numeric field's bucket (the text parsed with the invariant culture). Empty text is a
     /// missing value, as in the readers. Allocates nothing: a service can encode values straight from its request bytes.
     /// </summary>
@@ -318,7 +323,7 @@ public sealed class Preprocessor
     }
 
     /// <summary>
-    /// The id a number encodes to in numeric input field <paramref name="field"/>, as <see cref="Encode"/> encodes it
+    /// The id a number encodes to in numeric input field <paramref name="field"/>, as <see cref="Encode(RawRow, EncodedRow)"/> encodes it
     /// (NaN = missing). Allocates nothing.
     /// </summary>
     public int EncodeValue(int field, double value)
@@ -665,6 +670,7 @@ public sealed class FieldVocabulary
         }
     }
 
+    /// <summary>The field's name.</summary>
     public string Field { get; }
 
     /// <summary>Values seen fewer times than this in training are OOV.</summary>
@@ -688,6 +694,7 @@ public sealed class FieldVocabulary
     /// <summary>Whether the value has its own id.</summary>
     public bool Contains(string value) => IdOf(value) >= 2;
 
+    /// <summary>The id of a value given by its hash (<see cref="StableHash.OfValue(ReadOnlySpan{byte})"/>): its vocabulary id, or 1 (OOV).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public int IdOfHash(ulong hash) => _ids.TryGetValue(hash, out int id) ? id : 1;
 

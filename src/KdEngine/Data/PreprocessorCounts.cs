@@ -16,6 +16,7 @@ public sealed class PreprocessorCounts
     private const uint Magic = 0x4B44_5043; // "KDPC"
     private readonly HashMap64<long>?[] _counts; // per plan; null for hashed and dense fields
 
+    /// <summary>Empty counts for the input fields of <paramref name="schema"/> under <paramref name="options"/> (which fix each field's encoding).</summary>
     public PreprocessorCounts(Schema schema, PreprocessorOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(schema);
@@ -28,8 +29,10 @@ public sealed class PreprocessorCounts
         CountsAnything = _counts.Any(c => c is not null);
     }
 
+    /// <summary>The schema counted.</summary>
     public Schema Schema { get; }
 
+    /// <summary>The options the preprocessing will be fitted with.</summary>
     public PreprocessorOptions Options { get; }
 
     internal FieldPlan[] Plans { get; }

@@ -6,6 +6,7 @@ namespace KdEngine.Data;
 /// </summary>
 public sealed class RawRecord
 {
+    /// <summary>An empty record for <paramref name="schema"/>: every value missing.</summary>
     public RawRecord(Schema schema)
     {
         ArgumentNullException.ThrowIfNull(schema);
@@ -15,6 +16,7 @@ public sealed class RawRecord
         Numbers.AsSpan().Fill(double.NaN);
     }
 
+    /// <summary>The fields the arrays are indexed by.</summary>
     public Schema Schema { get; }
 
     /// <summary>0 or 1 (a −1 label was already mapped to 0).</summary>
@@ -32,6 +34,7 @@ public sealed class RawRecord
     /// <summary>File name and 1-based line the row came from (for error messages); null/0 when built in code.</summary>
     public string? File { get; init; }
 
+    /// <summary>1-based line the row came from; 0 when the record was built in code.</summary>
     public long Line { get; init; }
 }
 
@@ -47,6 +50,7 @@ public enum BadRowPolicy
 /// <summary>Options shared by all readers.</summary>
 public sealed record ReaderOptions
 {
+    /// <summary>What to do with a malformed row: throw (the default) or skip and count it.</summary>
     public BadRowPolicy BadRows { get; init; } = BadRowPolicy.Throw;
 
     /// <summary>With <see cref="BadRowPolicy.Skip"/>: how many of the skipped rows' errors to keep for a report.</summary>
@@ -69,5 +73,6 @@ public sealed record ReaderOptions
 
     private readonly int _maxLineLength = DefaultMaxLineLength;
 
+    /// <summary>The default options: throw on a bad row, lines up to <see cref="DefaultMaxLineLength"/> characters.</summary>
     public static ReaderOptions Default { get; } = new();
 }

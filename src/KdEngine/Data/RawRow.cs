@@ -20,6 +20,7 @@ public sealed class RawRow
     private byte[] _scratch = new byte[256];
     private int _scratchLength;
 
+    /// <summary>An empty row (every field missing) of <paramref name="schema"/>.</summary>
     public RawRow(Schema schema)
     {
         ArgumentNullException.ThrowIfNull(schema);
@@ -30,6 +31,7 @@ public sealed class RawRow
         Clear();
     }
 
+    /// <summary>The row's fields.</summary>
     public Schema Schema { get; }
 
     /// <summary>0 or 1 (a −1 label was already mapped to 0).</summary>
@@ -44,6 +46,7 @@ public sealed class RawRow
     /// <summary>File name and 1-based line the row came from (for error messages); null/0 when built in code or unknown.</summary>
     public string? File { get; set; }
 
+    /// <summary>1-based line of the row in <see cref="File"/> (0 = unknown).</summary>
     public long Line { get; set; }
 
     /// <summary>Marks every field missing (labels, numbers and scales reset) and forgets the scratch.</summary>
@@ -113,6 +116,7 @@ public sealed class RawRow
         Numbers[field] = value;
     }
 
+    /// <summary>Marks field <paramref name="field"/> missing.</summary>
     public void SetMissing(int field)
     {
         _length[field] = -1;

@@ -16,6 +16,7 @@ public abstract class RecordReader : IEnumerable<RawRecord>
 {
     private readonly List<DataFormatException> _skippedErrors = new();
 
+    /// <summary>A reader of <paramref name="path"/> with the fields of <paramref name="schema"/> (the file is opened on each enumeration).</summary>
     protected RecordReader(string path, Schema schema, ReaderOptions? options)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -26,13 +27,16 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         Options = options ?? ReaderOptions.Default;
     }
 
+    /// <summary>The path as given.</summary>
     public string FilePath { get; }
 
     /// <summary>The file name used in error messages.</summary>
     public string FileName { get; }
 
+    /// <summary>The fields each record is read into.</summary>
     public Schema Schema { get; }
 
+    /// <summary>Bad-row policy and line-length limit.</summary>
     public ReaderOptions Options { get; }
 
     /// <summary>The span parser behind this reader (also used by the parallel pipeline).</summary>
@@ -47,6 +51,10 @@ public abstract class RecordReader : IEnumerable<RawRecord>
     /// <summary>The first <see cref="ReaderOptions.KeepSkippedErrors"/> errors of skipped rows.</summary>
     public IReadOnlyList<DataFormatException> SkippedErrors => _skippedErrors;
 
+    /// <summary>
+    /// Opens the file and reads it row by row. Throws <see cref="FileNotFoundException"/> for a missing file and
+    /// <see cref="DataFormatException"/> for an empty file, a file without data rows, or a bad row (unless skipped).
+    /// </summary>
     public IEnumerator<RawRecord> GetEnumerator()
     {
         foreach (var row in Rows()) yield return row.ToRecord();

@@ -37,7 +37,13 @@ public enum Bucketing
 }
 
 /// <summary>How a model pools the embeddings of a multi-valued field.</summary>
-public enum Pooling { Sum, Mean }
+public enum Pooling
+{
+    /// <summary>The sum of the ids' embeddings.</summary>
+    Sum,
+    /// <summary>The mean of the ids' embeddings (a row with no id gives zeros).</summary>
+    Mean,
+}
 
 /// <summary>
 /// One typed field of a <see cref="Schema"/>. Options that do not apply to the kind must keep their defaults
@@ -75,15 +81,22 @@ public sealed record FieldSpec(string Name, FieldKind Kind)
     /// <summary>Per-field override of <see cref="PreprocessorOptions.MaxVocab"/> (vocabulary fields; 0 = unlimited).</summary>
     public int? MaxVocab { get; init; }
 
+    /// <summary>True for the kinds a model reads (categorical, numeric, multi-valued); false for the label and the user id.</summary>
     public bool IsInput => Kind is FieldKind.Categorical or FieldKind.Numeric or FieldKind.Multi;
 
+    /// <summary>The label field (0/1, or −1/1).</summary>
     public static FieldSpec Label(string name = "label") => new(name, FieldKind.Label);
+    /// <summary>A categorical field (a vocabulary fitted on the train split).</summary>
     public static FieldSpec Categorical(string name) => new(name, FieldKind.Categorical);
+    /// <summary>A numeric field bucketized with <paramref name="bucketing"/>.</summary>
     public static FieldSpec Numeric(string name, Bucketing bucketing = Bucketing.LogSquared) =>
         new(name, FieldKind.Numeric) { Bucketing = bucketing };
+    /// <summary>A numeric field kept as a value that scales its embedding (no bucketing).</summary>
     public static FieldSpec DenseNumeric(string name) => new(name, FieldKind.Numeric) { Encoding = NumericEncoding.Dense };
+    /// <summary>A multi-valued field: values separated by <paramref name="separator"/>, embeddings pooled by <paramref name="pooling"/>.</summary>
     public static FieldSpec Multi(string name, char separator = '|', Pooling pooling = Pooling.Sum) =>
         new(name, FieldKind.Multi) { Separator = separator, Pooling = pooling };
+    /// <summary>The user id column (for gAUC; never a model input).</summary>
     public static FieldSpec UserId(string name) => new(name, FieldKind.UserId);
 }
 
@@ -97,6 +110,7 @@ public sealed class Schema
     private readonly FieldSpec[] _fields;
     private readonly Dictionary<string, int> _byName;
 
+    /// <summary>A validated schema of <paramref name="fields"/> (see the class summary); a violation is a <see cref="DataFormatException"/> naming the field.</summary>
     public Schema(IEnumerable<FieldSpec> fields) : this(fields, source: null) { }
 
     private Schema(IEnumerable<FieldSpec> fields, string? source)
@@ -156,10 +170,13 @@ public sealed class Schema
         InputIndices = inputs.ToArray();
     }
 
+    /// <summary>The fields in column order.</summary>
     public IReadOnlyList<FieldSpec> Fields => _fields;
 
+    /// <summary>Number of fields.</summary>
     public int Count => _fields.Length;
 
+    /// <summary>Field number <paramref name="index"/>.</summary>
     public FieldSpec this[int index] => _fields[index];
 
     /// <summary>Index of the label field.</summary>

@@ -48,6 +48,7 @@ public sealed record SyntheticCtrOptions
     /// <summary>Buckets (vocabulary) of each privileged field.</summary>
     public int PrivilegedBuckets { get; init; } = 16;
 
+    /// <summary>Seed of the hidden model and of the rows: the same seed gives the same data.</summary>
     public int Seed { get; init; }
 }
 
@@ -68,6 +69,8 @@ public sealed class SyntheticCtr
     private readonly (int A, int B, int C, float[] Fa, float[] Fb, float[] Fc)[] _triples;
     private readonly double _pairScale, _tripleScale;
 
+    /// <summary>Draws the hidden model from <paramref name="options"/> (defaults when null) and calibrates its bias to the base click rate.
+    /// Invalid options are an <see cref="ArgumentException"/> naming the option.</summary>
     public SyntheticCtr(SyntheticCtrOptions? options = null)
     {
         Options = options ?? new SyntheticCtrOptions();
@@ -126,6 +129,7 @@ public sealed class SyntheticCtr
         Bias = Calibrate(new DataRandom(o.Seed ^ 0x0C0FFEE), o.BaseCtr);
     }
 
+    /// <summary>The settings the generator was built with.</summary>
     public SyntheticCtrOptions Options { get; }
 
     /// <summary>label, C1..CF, then privileged P1..PK (all categorical) — the layout of the files written.</summary>
@@ -178,6 +182,7 @@ public sealed class SyntheticCtr
     /// <summary>Streams <paramref name="rows"/> rows as headerless TSV: label, then one 8-hex-digit token per field (Criteo-like).</summary>
     public void WriteCriteoTsv(string path, long rows) => WriteFile(path, w => WriteCriteoTsv(w, rows));
 
+    /// <summary>Writes <paramref name="rows"/> rows to <paramref name="writer"/> as headerless Criteo-like TSV (see the path overload).</summary>
     public void WriteCriteoTsv(TextWriter writer, long rows)
     {
         ArgumentNullException.ThrowIfNull(writer);
@@ -196,6 +201,7 @@ public sealed class SyntheticCtr
     /// <summary>Streams rows as libSVM (<c>label idx:1 …</c>, field f owning indices <see cref="LibSvmOptions"/> ranges); labels 0/1 or −1/1.</summary>
     public void WriteLibSvm(string path, long rows, bool signedLabels = false) => WriteFile(path, w => WriteLibSvm(w, rows, signedLabels));
 
+    /// <summary>Writes <paramref name="rows"/> rows to <paramref name="writer"/> as libSVM (see the path overload).</summary>
     public void WriteLibSvm(TextWriter writer, long rows, bool signedLabels = false)
     {
         ArgumentNullException.ThrowIfNull(writer);

@@ -18,6 +18,11 @@ public sealed class DoubleDnnObjective : IObjective
     private readonly HintLoss[] _hints;
     private readonly ModuleGroup _trainable;
 
+    /// <summary>
+    /// Co-trains <paramref name="student"/> and <paramref name="teacher"/>, which must share one embedding module and
+    /// whose teacher must have a feature-interaction part (xDeepFM's CIN or DCN's cross network); otherwise an
+    /// <see cref="ArgumentException"/>. <paramref name="hints"/> pair student and teacher middle layers, weighted by <paramref name="hintWeight"/>.
+    /// </summary>
     public DoubleDnnObjective(ZooModel student, ZooModel teacher, float alpha, float temperature, IReadOnlyList<HintLoss> hints, float hintWeight)
     {
         if (student.Embedding is null || !ReferenceEquals(student.Embedding, teacher.Embedding))
@@ -35,14 +40,22 @@ public sealed class DoubleDnnObjective : IObjective
         _trainable = new ModuleGroup(children.ToArray());
     }
 
+    /// <summary>The student DNN (what is saved and served).</summary>
     public ZooModel Student { get; }
+    /// <summary>The co-trained teacher with the interaction layer.</summary>
     public ZooModel Teacher { get; }
+    /// <summary>α: the weight of the KD term in the student's loss.</summary>
     public float Alpha { get; }
+    /// <summary>T: the KD temperature.</summary>
     public float Temperature { get; }
+    /// <summary>β: the weight of each middle-layer hint term.</summary>
     public float HintWeight { get; }
+    /// <inheritdoc/>
     public Module Trainable => _trainable;
+    /// <inheritdoc/>
     public CtrModel Predictor => Student;
 
+    /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)
     {
         var y = SupervisedObjective.LabelTensor(batch);

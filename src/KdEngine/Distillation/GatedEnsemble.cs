@@ -15,6 +15,7 @@ public sealed class TeacherGate : Module
 {
     private readonly Linear[] _scorers;
 
+    /// <summary>A gate over <c>inputWidths.Count</c> ≥ 2 teachers; teacher i's gate input has width <paramref name="inputWidths"/>[i] (1 for the logit alone).</summary>
     public TeacherGate(IReadOnlyList<int> inputWidths, Random rng)
     {
         if (inputWidths.Count < 2) throw new ArgumentException($"gate: an ensemble needs at least 2 teachers, got {inputWidths.Count}.");
@@ -23,6 +24,7 @@ public sealed class TeacherGate : Module
             _scorers[i] = AddModule(i.ToString(System.Globalization.CultureInfo.InvariantCulture), new Linear(inputWidths[i], 1, rng));
     }
 
+    /// <summary>K: the number of teachers.</summary>
     public int Teachers => _scorers.Length;
 
     /// <summary>
@@ -81,9 +83,19 @@ public sealed class EnsembleObjective : IObjective
     private readonly HintLoss[] _hints;
     private readonly ModuleGroup _trainable;
 
+    /// <summary>
+    /// The ECKD objective over ≥ 2 teachers. Joint mode needs teacher models (it trains them); gate inputs and hints from
+    /// hidden layers need teacher models too. A violation is an <see cref="ArgumentException"/>.
+    /// </summary>
+    /// <param name="student">The student trained on the gated ensemble's logit.</param>
     /// <param name="teachers">Teacher models (joint mode or frozen two-stage) or cached logits (two-stage).</param>
+    /// <param name="mode">Joint or two-stage.</param>
+    /// <param name="alpha">α: the weight of the KD term.</param>
+    /// <param name="temperature">T: the KD temperature.</param>
     /// <param name="gateHiddenLayers">Per teacher, a hidden layer concatenated to its logit as gate input; null: logits only.</param>
     /// <param name="hints">Optional per-teacher hints (student layer → teacher i's layer); empty for none.</param>
+    /// <param name="hintWeight">β: the weight of the hidden-layer term.</param>
+    /// <param name="seed">Seed of the gate's initial weights.</param>
     public EnsembleObjective(CtrModel student, IReadOnlyList<ITeacher> teachers, EnsembleMode mode, float alpha, float temperature,
         string[]? gateHiddenLayers, IReadOnlyList<HintLoss> hints, float hintWeight, int seed)
     {
@@ -113,15 +125,24 @@ public sealed class EnsembleObjective : IObjective
         _trainable = new ModuleGroup(children.ToArray());
     }
 
+    /// <summary>The student (what is saved and served).</summary>
     public CtrModel Student { get; }
+    /// <summary>Joint or two-stage.</summary>
     public EnsembleMode Mode { get; }
+    /// <summary>α: the weight of the KD term in the student's loss.</summary>
     public float Alpha { get; }
+    /// <summary>T: the KD temperature.</summary>
     public float Temperature { get; }
+    /// <summary>β: the weight of the hidden-layer term.</summary>
     public float HintWeight { get; }
+    /// <summary>The gate network (trained with the student).</summary>
     public TeacherGate Gate => _gate;
+    /// <inheritdoc/>
     public Module Trainable => _trainable;
+    /// <inheritdoc/>
     public CtrModel Predictor => Student;
 
+    /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)
     {
         var y = SupervisedObjective.LabelTensor(batch);

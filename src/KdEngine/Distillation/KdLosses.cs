@@ -32,6 +32,11 @@ public sealed class HintLoss : Module
 {
     private readonly Linear? _projection;
 
+    /// <summary>
+    /// A hint from the student's layer <paramref name="studentLayer"/> (width <paramref name="studentWidth"/>) to the
+    /// teacher's <paramref name="teacherLayer"/> (width <paramref name="teacherWidth"/>); a projection drawn from
+    /// <paramref name="rng"/> is created when the widths differ.
+    /// </summary>
     public HintLoss(string studentLayer, int studentWidth, string teacherLayer, int teacherWidth, Random rng)
     {
         StudentLayer = studentLayer;
@@ -41,11 +46,19 @@ public sealed class HintLoss : Module
         if (studentWidth != teacherWidth) _projection = AddModule("proj", new Linear(studentWidth, teacherWidth, rng, bias: false));
     }
 
+    /// <summary>The student's hidden-layer name (e.g. <c>dnn.1</c>).</summary>
     public string StudentLayer { get; }
+    /// <summary>The teacher's hidden-layer name.</summary>
     public string TeacherLayer { get; }
+    /// <summary>Flattened width of the student's layer.</summary>
     public int StudentWidth { get; }
+    /// <summary>Flattened width of the teacher's layer.</summary>
     public int TeacherWidth { get; }
 
+    /// <summary>
+    /// The hint loss from both models' named hidden layers: mean‖W·h_s − sg(h_t)‖² (a scalar). A missing layer or a
+    /// width other than the one built for is an <see cref="ArgumentException"/> naming the layer.
+    /// </summary>
     public Tensor<float> Forward(IReadOnlyDictionary<string, Tensor<float>> student, IReadOnlyDictionary<string, Tensor<float>> teacher)
     {
         var hs = Pick(student, StudentLayer, "student", StudentWidth);
@@ -65,13 +78,5 @@ public sealed class HintLoss : Module
         if (flat.Shape[1] != width)
             throw new ArgumentException($"hint: {who} layer '{name}' has width {flat.Shape[1]}, expected {width}.");
         return flat;
-    }
-
-    /// <summary>The flattened width of a named hidden representation (for building projections).</summary>
-    public static int WidthOf(IReadOnlyDictionary<string, Tensor<float>> hidden, string name, string who)
-    {
-        if (!hidden.TryGetValue(name, out var h))
-            throw new ArgumentException($"hint: the {who} has no layer '{name}' (it has: {string.Join(", ", hidden.Keys)}).");
-        return h.Length / h.Shape[0];
     }
 }

@@ -18,6 +18,10 @@ public sealed class PfdObjective : IObjective
 {
     private readonly ModuleGroup _trainable;
 
+    /// <summary>
+    /// Co-trains <paramref name="student"/> (without the privileged fields) and <paramref name="teacher"/> (with them),
+    /// distilling with weight <paramref name="lambda"/> ∈ [0, 1] after <paramref name="warmupSteps"/> steps.
+    /// </summary>
     public PfdObjective(ZooModel student, ZooModel teacher, float lambda, long warmupSteps)
     {
         if (lambda is < 0 or > 1) throw new ArgumentException($"PFD: λ = {lambda}; expected 0 ≤ λ ≤ 1.");
@@ -29,16 +33,23 @@ public sealed class PfdObjective : IObjective
         _trainable = new ModuleGroup(("student", student), ("teacher", teacher));
     }
 
+    /// <summary>The student (what is saved and served).</summary>
     public ZooModel Student { get; }
+    /// <summary>The co-trained teacher that sees the privileged fields.</summary>
     public ZooModel Teacher { get; }
+    /// <summary>λ after the warm-up.</summary>
     public float Lambda { get; }
+    /// <summary>Steps trained with λ = 0.</summary>
     public long WarmupSteps { get; }
+    /// <inheritdoc/>
     public Module Trainable => _trainable;
+    /// <inheritdoc/>
     public CtrModel Predictor => Student;
 
     /// <summary>λ in effect at <paramref name="step"/>.</summary>
     public float LambdaAt(long step) => step < WarmupSteps ? 0f : Lambda;
 
+    /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)
     {
         var y = SupervisedObjective.LabelTensor(batch);

@@ -19,6 +19,10 @@ public sealed class RocketLaunchingObjective : IObjective
 {
     private readonly ModuleGroup _trainable;
 
+    /// <summary>
+    /// Co-trains <paramref name="light"/> and <paramref name="booster"/>, which must share one embedding module, with hint
+    /// weight <paramref name="hintWeight"/> (λ ≥ 0); <paramref name="lightInputStopGradient"/> selects EasyRec's variant.
+    /// </summary>
     public RocketLaunchingObjective(ZooModel light, ZooModel booster, float hintWeight, bool lightInputStopGradient = false)
     {
         if (light.Embedding is null || booster.Embedding is null || !ReferenceEquals(light.Embedding, booster.Embedding))
@@ -32,18 +36,26 @@ public sealed class RocketLaunchingObjective : IObjective
         _trainable = new ModuleGroup(("light", light), ("booster", booster));
     }
 
+    /// <summary>The light net (what is saved and served, with the shared embeddings).</summary>
     public ZooModel Light { get; }
+    /// <summary>The booster net (training only).</summary>
     public ZooModel Booster { get; }
+    /// <summary>λ: the weight of the logit-matching hint term.</summary>
     public float HintWeight { get; }
+    /// <summary>True for EasyRec's variant: the light net reads sg(embeddings), so only the booster trains the shared bottom.</summary>
     public bool LightInputStopGradient { get; }
 
     /// <summary>Weights of the two BCE terms (1 in the paper; 0 drops a term entirely — used by tests).</summary>
     public float LightBceWeight { get; init; } = 1f;
+    /// <summary>Weight of the booster's BCE term (1 in the paper).</summary>
     public float BoosterBceWeight { get; init; } = 1f;
 
+    /// <inheritdoc/>
     public Module Trainable => _trainable;
+    /// <inheritdoc/>
     public CtrModel Predictor => Light;
 
+    /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)
     {
         var y = SupervisedObjective.LabelTensor(batch);

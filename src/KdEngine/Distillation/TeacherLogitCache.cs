@@ -21,12 +21,19 @@ public sealed record CachedLogits(float[] Logits, string DataFile, int Rows, str
 /// </summary>
 public static class TeacherLogitCache
 {
+    /// <summary>The value of <see cref="FormatKey"/> in every cache file.</summary>
     public const string FormatTag = "kdengine.teacher-logits";
+    /// <summary>Metadata key marking the file as a teacher-logit cache.</summary>
     public const string FormatKey = "cache.format";
+    /// <summary>Metadata key: the data file's name.</summary>
     public const string DataFileKey = "cache.data_file";
+    /// <summary>Metadata key: the number of rows.</summary>
     public const string RowsKey = "cache.rows";
+    /// <summary>Metadata key: the SHA-256 fingerprint of the encoded rows.</summary>
     public const string FingerprintKey = "cache.fingerprint";
+    /// <summary>Metadata key: the teacher checkpoint's name.</summary>
     public const string TeacherKey = "cache.teacher";
+    /// <summary>Name of the logits tensor [N].</summary>
     public const string LogitsTensor = "logits";
 
     /// <summary>The default cache path beside the data: <c>data.csv.teacher.logits.safetensors</c>.</summary>

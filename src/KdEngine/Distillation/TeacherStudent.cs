@@ -17,8 +17,10 @@ public interface ITeacher
 /// <summary>A pre-trained, frozen teacher model (its parameters are never updated by distillation).</summary>
 public sealed class ModelTeacher(CtrModel model) : ITeacher
 {
+    /// <summary>The teacher model.</summary>
     public CtrModel Model => model;
 
+    /// <summary>Runs the teacher in evaluation mode (no dropout) on the batch; its logits come back under StopGradient.</summary>
     public (Tensor<float>, IReadOnlyDictionary<string, Tensor<float>>) Run(in CtrBatch batch)
     {
         bool was = model.Training;
@@ -34,8 +36,11 @@ public sealed class CachedTeacher(float[] logits) : ITeacher
 {
     private static readonly IReadOnlyDictionary<string, Tensor<float>> NoHidden = new Dictionary<string, Tensor<float>>();
 
+    /// <summary>Rows in the cache.</summary>
     public int Count => logits.Length;
 
+    /// <summary>The cached logits of the batch's rows (by <see cref="CtrBatch.RowIndex"/>) as a constant [B, 1]; no hidden layers.
+    /// A batch without row indices, or a row beyond the cache, is an <see cref="ArgumentException"/>.</summary>
     public (Tensor<float>, IReadOnlyDictionary<string, Tensor<float>>) Run(in CtrBatch batch)
     {
         if (batch.RowIndex.IsEmpty) throw new ArgumentException("cached teacher logits need the batch's row indices.");
@@ -63,6 +68,11 @@ public sealed class TeacherStudentObjective : IObjective
     private readonly HintLoss[] _hints;
     private readonly ModuleGroup _trainable;
 
+    /// <summary>
+    /// Distils <paramref name="teacher"/> into <paramref name="student"/> with KD weight <paramref name="alpha"/> and
+    /// temperature <paramref name="temperature"/>, plus <paramref name="hints"/> weighted by <paramref name="hintWeight"/>
+    /// (hints need a teacher model: a logit cache has no hidden layers).
+    /// </summary>
     public TeacherStudentObjective(CtrModel student, ITeacher teacher, float alpha, float temperature,
         IReadOnlyList<HintLoss>? hints = null, float hintWeight = 1f)
     {
@@ -79,12 +89,18 @@ public sealed class TeacherStudentObjective : IObjective
         _trainable = new ModuleGroup(children.ToArray());
     }
 
+    /// <summary>α: the weight of the KD term.</summary>
     public float Alpha { get; }
+    /// <summary>T: the KD temperature.</summary>
     public float Temperature { get; }
+    /// <summary>β: the weight of each hint term.</summary>
     public float HintWeight { get; }
+    /// <inheritdoc/>
     public Module Trainable => _trainable;
+    /// <inheritdoc/>
     public CtrModel Predictor => _student;
 
+    /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)
     {
         var (zt, teacherHidden) = _teacher.Run(batch);
@@ -120,6 +136,7 @@ public sealed class TeacherStudentObjective : IObjective
 /// <summary>Finds the widths of a model's named hidden representations with a one-row probe.</summary>
 public static class ModelProbe
 {
+    /// <summary>The flattened width of every named hidden layer of <paramref name="model"/>, from one forward pass on a one-row batch of zero ids.</summary>
     public static Dictionary<string, int> HiddenWidths(CtrModel model)
     {
         int cols = 0, bags = 0;

@@ -15,7 +15,9 @@ public sealed record ExperimentData(EncodedDataset Train, EncodedDataset Validat
 /// <summary>Settings of a distillation experiment (every method against the same student trained alone).</summary>
 public sealed record KdExperimentOptions
 {
+    /// <summary>The teacher of logits/hint KD and the co-trained teacher of the other methods (xDeepFM, sample configuration).</summary>
     public ModelConfig Teacher { get; init; } = new() { Model = ModelKind.XDeepFm, EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100] };
+    /// <summary>The student of every method (a DNN [32] at D = 10).</summary>
     public ModelConfig Student { get; init; } = new() { Model = ModelKind.Dnn, EmbeddingDim = 10, Dnn = [32] };
     /// <summary>Extra teachers of the gated ensemble (the main teacher is the first).</summary>
     public ModelConfig[] EnsembleTeachers { get; init; } =
@@ -23,14 +25,23 @@ public sealed record KdExperimentOptions
         new() { Model = ModelKind.Dcn, EmbeddingDim = 10, Dnn = [400, 400], CrossLayers = 3 },
         new() { Model = ModelKind.DeepFm, EmbeddingDim = 10, Dnn = [400, 400] },
     ];
+    /// <summary>Adam's learning rate for every model.</summary>
     public float LearningRate { get; init; } = 1e-3f;
+    /// <summary>Rows per step.</summary>
     public int BatchSize { get; init; } = 256;
+    /// <summary>Most epochs (early stopping on the validation split).</summary>
     public int Epochs { get; init; } = 10;
+    /// <summary>Validations without improvement before stopping.</summary>
     public int Patience { get; init; } = 2;
+    /// <summary>L2 on the touched embedding rows.</summary>
     public float EmbeddingL2 { get; init; }
+    /// <summary>L2 on dense weights.</summary>
     public float DenseL2 { get; init; }
+    /// <summary>α: the KD weight of the logits-based methods.</summary>
     public float Alpha { get; init; } = 0.5f;
+    /// <summary>T: the KD temperature.</summary>
     public float Temperature { get; init; } = 2f;
+    /// <summary>β: the weight of hint terms.</summary>
     public float HintWeight { get; init; } = 0.1f;
     /// <summary>
     /// Rocket Launching hint weights λ to try. With one value that λ is used; with several, each is trained and, per seed,
@@ -40,7 +51,9 @@ public sealed record KdExperimentOptions
     public float[] RocketLambdas { get; init; } = [1f];
     /// <summary>The validation score the λ sweep picks by: <see cref="StoppingMetric.LogLoss"/> or <see cref="StoppingMetric.Auc"/>.</summary>
     public StoppingMetric RocketSelection { get; init; } = StoppingMetric.LogLoss;
+    /// <summary>PFD's λ after the warm-up.</summary>
     public float PfdLambda { get; init; } = 0.5f;
+    /// <summary>PFD's warm-up steps (λ = 0).</summary>
     public long PfdWarmupSteps { get; init; } = 100;
     /// <summary>The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble.</summary>
     public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble"];
@@ -55,6 +68,10 @@ public sealed record KdRun(string Method, int Seed, string Role, double Auc, dou
 /// </summary>
 public static class KdExperiment
 {
+    /// <summary>
+    /// Trains the teacher, the student alone and the student by every method of <c>options.Methods</c> for each seed,
+    /// and returns one run per method, role and seed with its test AUC and logloss; <paramref name="log"/> gets progress.
+    /// </summary>
     public static List<KdRun> Run(ExperimentData data, KdExperimentOptions options, IReadOnlyList<int> seeds, TextWriter? log = null)
     {
         var runs = new List<KdRun>();
@@ -199,8 +216,10 @@ public static class KdExperiment
         return sb.ToString();
     }
 
+    /// <summary>The mean of <paramref name="x"/>.</summary>
     public static double Mean(double[] x) => x.Average();
 
+    /// <summary>The sample standard deviation of <paramref name="x"/> (n − 1 in the denominator; 0 for fewer than 2 values).</summary>
     public static double Std(double[] x)
     {
         if (x.Length < 2) return 0;

@@ -17,6 +17,7 @@ public sealed record ModelOutput(Tensor<float> Logits, IReadOnlyDictionary<strin
 /// </summary>
 public abstract class CtrModel : Module
 {
+    /// <summary>Validates <paramref name="config"/> and records the fields the model embeds and the batch column each reads.</summary>
     protected CtrModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int> columns)
     {
         config.Validate();
@@ -25,9 +26,13 @@ public abstract class CtrModel : Module
         Columns = columns.ToArray();
     }
 
+    /// <summary>The hyper-parameters the model was built with.</summary>
     public ModelConfig Config { get; }
+    /// <summary>The input fields the model reads, in model order.</summary>
     public IReadOnlyList<InputField> Fields { get; }
+    /// <summary>For each field, its column in the batch's id matrix (a student that must not see privileged fields reads a subset).</summary>
     public IReadOnlyList<int> Columns { get; }
+    /// <summary>The model kind's lower-case name (<c>dnn</c>, <c>xdeepfm</c>, …), as checkpoints and the CLI print it.</summary>
     public abstract string TypeName { get; }
 
     /// <summary>Runs the model on a batch (records on the current tape when training).</summary>

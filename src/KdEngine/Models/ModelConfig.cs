@@ -5,7 +5,23 @@ using KdEngine.Nn;
 namespace KdEngine.Models;
 
 /// <summary>The model families of the zoo.</summary>
-public enum ModelKind { Lr, Fm, Dnn, Wdl, DeepFm, Dcn, XDeepFm }
+public enum ModelKind
+{
+    /// <summary>Logistic regression: the wide part alone.</summary>
+    Lr,
+    /// <summary>Factorization machine: wide + FM.</summary>
+    Fm,
+    /// <summary>An MLP over the concatenated embeddings.</summary>
+    Dnn,
+    /// <summary>Wide &amp; Deep: wide + DNN.</summary>
+    Wdl,
+    /// <summary>DeepFM: wide + FM + DNN over shared embeddings.</summary>
+    DeepFm,
+    /// <summary>Deep &amp; Cross Network: cross network and DNN side by side.</summary>
+    Dcn,
+    /// <summary>xDeepFM: wide + DNN + CIN.</summary>
+    XDeepFm,
+}
 
 /// <summary>A configuration value that is missing, misspelt or out of range; the message names the key.</summary>
 public sealed class ConfigException(string message, Exception? inner = null) : Exception(message, inner);
@@ -16,17 +32,29 @@ public sealed class ConfigException(string message, Exception? inner = null) : E
 /// </summary>
 public sealed record ModelConfig
 {
+    /// <summary>Which zoo model (which parts: wide, FM, DNN, CIN, cross network; see <see cref="ZooModel"/>).</summary>
     public ModelKind Model { get; init; } = ModelKind.XDeepFm;
+    /// <summary>D: width of every field embedding (1…4096).</summary>
     public int EmbeddingDim { get; init; } = 10;
+    /// <summary>Standard deviation of the normal initialisation of the embeddings (0 ≤ std &lt; 10; 0 starts them at zero).</summary>
     public float EmbeddingInitStd { get; init; } = 1e-2f;
+    /// <summary>Widths of the DNN's hidden layers, input side first (each 1…65536).</summary>
     public int[] Dnn { get; init; } = [400, 400];
+    /// <summary>Activation after each DNN hidden layer.</summary>
     public Activation DnnActivation { get; init; } = Activation.Relu;
+    /// <summary>Dropout rate after each DNN hidden layer while training, in [0, 1).</summary>
     public float Dropout { get; init; }
+    /// <summary>xDeepFM: the CIN's feature-map counts H_k per layer (each 1…16384, even with <see cref="CinSplitHalf"/>).</summary>
     public int[] Cin { get; init; } = [100, 100];
+    /// <summary>xDeepFM: activation of each CIN layer (identity in the paper's setting).</summary>
     public Activation CinActivation { get; init; } = Activation.Identity;
+    /// <summary>xDeepFM: each hidden CIN layer but the last sends half its maps to the output and half to the next layer (needs <see cref="CinDirectConnections"/>).</summary>
     public bool CinSplitHalf { get; init; } = true;
+    /// <summary>xDeepFM: every layer's maps (not only the last layer's) are pooled into the CIN output.</summary>
     public bool CinDirectConnections { get; init; } = true;
+    /// <summary>DCN: number of cross layers (1…64).</summary>
     public int CrossLayers { get; init; } = 3;
+    /// <summary>Seed of the weight initialisation and of the dropout masks.</summary>
     public int Seed { get; init; } = 1;
 
     internal static readonly JsonSerializerOptions Json = new()
@@ -54,6 +82,7 @@ public sealed record ModelConfig
         return config;
     }
 
+    /// <summary>The config as compact camelCase JSON (what <see cref="FromJson"/> reads back).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     internal static string Describe(JsonException e)

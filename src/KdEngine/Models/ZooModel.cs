@@ -27,6 +27,10 @@ public sealed class ZooModel : CtrModel
     private readonly ModelPart[] _parts;
     private readonly FieldEmbeddings? _embedding;
 
+    /// <summary>Builds the parts of <c>config.Model</c> (see <see cref="RecipeOf"/>), initialised from <c>config.Seed</c>.</summary>
+    /// <param name="config">Kind and hyper-parameters (validated here).</param>
+    /// <param name="fields">The input fields the model embeds.</param>
+    /// <param name="columns">For each field, its column in the batch; null reads columns 0…F−1.</param>
     /// <param name="sharedEmbedding">Embeddings owned with another model (Rocket Launching, PFD, double-DNN); null builds its own.</param>
     public ZooModel(ModelConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<int>? columns = null,
         FieldEmbeddings? sharedEmbedding = null)
@@ -81,6 +85,7 @@ public sealed class ZooModel : CtrModel
         return total;
     }
 
+    /// <inheritdoc/>
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();
 
     /// <summary>The parts, in the order their logit terms are added.</summary>
@@ -95,6 +100,7 @@ public sealed class ZooModel : CtrModel
     /// <summary>The field embeddings (null when no part reads them, as in LR), for sharing with another model.</summary>
     public FieldEmbeddings? Embedding => _embedding;
 
+    /// <inheritdoc/>
     public override ModelOutput Forward(in CtrBatch batch)
     {
         batch.Validate();

@@ -16,6 +16,10 @@ public sealed class Cin : Module
     private readonly Tensor<float>[] _w, _b;
     private readonly int[] _sizes;
 
+    /// <summary>
+    /// A CIN over <paramref name="fields"/> fields with H_k = <paramref name="layerSizes"/>[k] maps per layer. Split-half
+    /// needs direct connections and even hidden sizes. Weights are drawn from <paramref name="rng"/>.
+    /// </summary>
     public Cin(int fields, IReadOnlyList<int> layerSizes, Activation activation, bool splitHalf, bool directConnections, Random rng)
     {
         if (layerSizes.Count == 0) throw new ArgumentException("Cin: at least one layer is needed.");
@@ -50,10 +54,15 @@ public sealed class Cin : Module
         OutputWidth = outputMaps;
     }
 
+    /// <summary>F: the number of fields (rows of X^0).</summary>
     public int Fields { get; }
+    /// <summary>The activation applied to each layer's maps.</summary>
     public Activation ActivationKind { get; }
+    /// <summary>True when each hidden layer but the last sends half its maps to the output.</summary>
     public bool SplitHalf { get; }
+    /// <summary>True when every layer's (output) maps are pooled into the result, not only the last layer's.</summary>
     public bool DirectConnections { get; }
+    /// <summary>H_k: maps per layer.</summary>
     public IReadOnlyList<int> LayerSizes => _sizes;
 
     /// <summary>Layer k's filter W^k [H_k, H_{k−1}·F].</summary>

@@ -11,6 +11,7 @@ public sealed class CrossNetwork : Module
 {
     private readonly Tensor<float>[] _w, _b;
 
+    /// <summary><paramref name="layers"/> cross layers over inputs of width <paramref name="width"/> (F·D); weights uniform in ±1/√width from <paramref name="rng"/>, biases zero.</summary>
     public CrossNetwork(int width, int layers, Random rng)
     {
         if (layers <= 0) throw new ArgumentException($"CrossNetwork: {layers} layers; at least one is needed.");
@@ -26,7 +27,9 @@ public sealed class CrossNetwork : Module
         }
     }
 
+    /// <summary>n: the input width (F·D).</summary>
     public int Width { get; }
+    /// <summary>L: the number of cross layers.</summary>
     public int Layers => _w.Length;
 
     /// <summary>Layer l's weight w_l [n, 1].</summary>

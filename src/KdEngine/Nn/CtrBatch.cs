@@ -13,9 +13,12 @@ public readonly record struct BagColumn(ReadOnlyMemory<int> Offsets, ReadOnlyMem
 public readonly record struct CtrBatch(int Size, int Columns, ReadOnlyMemory<int> Ids, ReadOnlyMemory<float> Labels,
     ReadOnlyMemory<int> RowIndex = default)
 {
+    /// <summary>[Size, Columns] values scaling each column's embedding; empty when no field is scaled.</summary>
     public ReadOnlyMemory<float> DenseValues { get; init; }
+    /// <summary>One bag column per multi-valued field the models read; null when there is none.</summary>
     public IReadOnlyList<BagColumn>? Bags { get; init; }
 
+    /// <summary>Checks that the arrays match <see cref="Size"/> and <see cref="Columns"/>; an <see cref="ArgumentException"/> otherwise.</summary>
     public void Validate()
     {
         if (Size <= 0) throw new ArgumentException($"CtrBatch: size {Size} must be positive.");

@@ -11,8 +11,11 @@ namespace KdEngine.Nn;
 /// </summary>
 public sealed record InputField(string Name, int Cardinality)
 {
+    /// <summary>True when the field reads a bag column (several ids per row) instead of one id column.</summary>
     public bool IsMultiValued { get; init; }
+    /// <summary>Multi-valued fields: how the ids' embeddings combine (sum or mean).</summary>
     public PoolingMode Pooling { get; init; } = PoolingMode.Sum;
+    /// <summary>Single-valued fields: the embedding is multiplied by the batch's dense value for the field's column.</summary>
     public bool ScaleByValue { get; init; }
 }
 
@@ -30,6 +33,7 @@ public sealed class FieldEmbeddings : Module
     /// <param name="columns">For each field, its column in the batch's id matrix.</param>
     /// <param name="dim">Embedding width D (1 for the wide/linear part).</param>
     /// <param name="initStd">Standard deviation of the normal initialiser; 0 initialises to zero.</param>
+    /// <param name="rng">The source of the initial values.</param>
     public FieldEmbeddings(IReadOnlyList<InputField> fields, IReadOnlyList<int> columns, int dim, float initStd, Random rng)
     {
         if (fields.Count == 0) throw new ArgumentException("FieldEmbeddings: no fields.");
@@ -75,10 +79,15 @@ public sealed class FieldEmbeddings : Module
         Fields = fields;
     }
 
+    /// <summary>The embedded fields, in order (field f is row f of x0).</summary>
     public IReadOnlyList<InputField> Fields { get; }
+    /// <summary>For each field, its column in the batch.</summary>
     public IReadOnlyList<int> Columns => _columns;
+    /// <summary>D: the embedding width.</summary>
     public int Dim { get; }
+    /// <summary>F: the number of embedded fields.</summary>
     public int FieldCount => _tables.Length;
+    /// <summary>The tables [V_f, D], one per field.</summary>
     public IReadOnlyList<Tensor<float>> Tables => _tables;
 
     /// <summary>

@@ -6,6 +6,7 @@ namespace KdEngine.Nn;
 /// <summary>The FM second-order term ½·Σ_d[(Σ_f x0_fd)² − Σ_f x0_fd²]: x0 [B, F, D] → [B, 1]. No parameters.</summary>
 public static class FmInteraction
 {
+    /// <summary>x0 [B, F, D] → the FM second-order term [B, 1].</summary>
     public static Tensor<float> Forward(Tensor<float> x0)
     {
         var sum = Op.Sum(x0, axis: 1);                 // [B, D]  Σ_f x0

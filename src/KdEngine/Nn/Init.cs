@@ -14,14 +14,7 @@ public static class Init
         return Tensor<float>.FromArray(data, shape);
     }
 
-    /// <summary>N(0, std²) via Box–Muller (embeddings: std 1e-4 … 1e-2 in CTR practice).</summary>
-    public static Tensor<float> Normal(Random rng, float std, params int[] dims)
-    {
-        var shape = new Shape(dims);
-        return Tensor<float>.FromArray(NormalValues(rng, std, shape.ElementCount), shape);
-    }
-
-    /// <summary><paramref name="count"/> draws of N(0, std²).</summary>
+    /// <summary><paramref name="count"/> draws of N(0, std²) via Box–Muller (embeddings: std 1e-4 … 1e-2 in CTR practice).</summary>
     public static float[] NormalValues(Random rng, float std, int count)
     {
         var data = new float[count];

@@ -6,6 +6,10 @@ namespace KdEngine.Nn;
 /// <summary>y = x·Wᵀ + b, W [out, in], b [out] — PyTorch's Linear layout and default initialisation.</summary>
 public sealed class Linear : Module
 {
+    /// <summary>
+    /// A layer [<paramref name="inFeatures"/> → <paramref name="outFeatures"/>] with weight and bias uniform in
+    /// ±1/√in (PyTorch's default), drawn from <paramref name="rng"/>; <paramref name="bias"/> false leaves the bias out.
+    /// </summary>
     public Linear(int inFeatures, int outFeatures, Random rng, bool bias = true)
     {
         if (inFeatures <= 0 || outFeatures <= 0)
@@ -17,9 +21,13 @@ public sealed class Linear : Module
         Bias = bias ? AddParameter("bias", Init.Uniform(rng, bound, outFeatures)) : null;
     }
 
+    /// <summary>Input width.</summary>
     public int InFeatures { get; }
+    /// <summary>Output width.</summary>
     public int OutFeatures { get; }
+    /// <summary>W [out, in] (parameter <c>weight</c>).</summary>
     public Tensor<float> Weight { get; }
+    /// <summary>b [out] (parameter <c>bias</c>); null without a bias.</summary>
     public Tensor<float>? Bias { get; }
 
     /// <summary>x [B, in] → [B, out].</summary>

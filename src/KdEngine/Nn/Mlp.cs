@@ -4,7 +4,17 @@ using KdEngine.Tensors;
 namespace KdEngine.Nn;
 
 /// <summary>Hidden-layer activation of an MLP or a CIN layer.</summary>
-public enum Activation { Relu, Tanh, Sigmoid, Identity }
+public enum Activation
+{
+    /// <summary>max(x, 0).</summary>
+    Relu,
+    /// <summary>tanh x.</summary>
+    Tanh,
+    /// <summary>σ(x) = 1 / (1 + e^−x).</summary>
+    Sigmoid,
+    /// <summary>x unchanged.</summary>
+    Identity,
+}
 
 /// <summary>
 /// A stack of Linear → activation → dropout blocks: [B, in] → [B, widths[^1]]. The i-th Linear is named
@@ -16,6 +26,10 @@ public sealed class Mlp : Module
     private readonly ulong _dropoutSeed;
     private ulong _callsThisStep;
 
+    /// <summary>
+    /// Hidden layers of the given <paramref name="widths"/> over inputs of width <paramref name="inFeatures"/>, each
+    /// followed by <paramref name="activation"/> and, while training, dropout at rate <paramref name="dropout"/> (in [0, 1)).
+    /// </summary>
     public Mlp(int inFeatures, IReadOnlyList<int> widths, Activation activation, float dropout, Random rng)
     {
         if (widths.Count == 0) throw new ArgumentException("Mlp: at least one hidden width is needed.");
@@ -33,9 +47,13 @@ public sealed class Mlp : Module
         OutFeatures = prev;
     }
 
+    /// <summary>The activation after each layer.</summary>
     public Activation ActivationKind { get; }
+    /// <summary>Dropout rate while training (0 = none).</summary>
     public float Dropout { get; }
+    /// <summary>Width of the last layer (the MLP's output).</summary>
     public int OutFeatures { get; }
+    /// <summary>Number of layers.</summary>
     public int Depth => _layers.Length;
 
     /// <summary>The Linear layers, input first (their weights are what a compiled predictor snapshots).</summary>
@@ -57,6 +75,7 @@ public sealed class Mlp : Module
         return h;
     }
 
+    /// <inheritdoc/>
     protected override void OnRandomStepChanged() => _callsThisStep = 0;
 
     /// <summary>
@@ -73,6 +92,7 @@ public sealed class Mlp : Module
         return x ^ (x >> 31);
     }
 
+    /// <summary>Applies <paramref name="activation"/> to <paramref name="x"/> (identity returns x itself).</summary>
     public static Tensor<float> Activate(Tensor<float> x, Activation activation) => activation switch
     {
         Activation.Relu => Op.Relu(x),

@@ -50,6 +50,7 @@ public abstract class Module
     /// <summary>Called when <see cref="RandomStep"/> changes (a stochastic layer restarts its per-step call count).</summary>
     protected virtual void OnRandomStepChanged() { }
 
+    /// <summary>Registers <paramref name="tensor"/> as a trainable parameter called <paramref name="name"/> (it now requires a gradient) and returns it.</summary>
     protected Tensor<float> AddParameter(string name, Tensor<float> tensor)
     {
         foreach (var (n, _) in _parameters)
@@ -96,6 +97,7 @@ public abstract class Module
     /// <summary>Number of scalar weights in this module tree.</summary>
     public long ParameterCount() => Parameters().Sum(p => (long)p.Tensor.Length);
 
+    /// <summary>Forgets the accumulated gradients of every parameter of the tree (buffers are kept).</summary>
     public void ZeroGrad()
     {
         foreach (var p in Parameters()) p.Tensor.ZeroGrad();

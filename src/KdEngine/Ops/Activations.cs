@@ -11,14 +11,20 @@ namespace KdEngine.Ops;
 /// <summary>LeakyReLU: x for x &gt; 0, p·x otherwise (p = slope); derivative 1 or p.</summary>
 public readonly struct LeakyReluOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => x > T.Zero ? x : p * x;
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => x > T.Zero ? T.One : p;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p)
         => Vector512.ConditionalSelect(Vector512.GreaterThan(x, Vector512<T>.Zero), x, p * x);
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p)
         => Vector512.ConditionalSelect(Vector512.GreaterThan(x, Vector512<T>.Zero), Vector512<T>.One, p);
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p)
         => Vector256.ConditionalSelect(Vector256.GreaterThan(x, Vector256<T>.Zero), x, p * x);
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p)
         => Vector256.ConditionalSelect(Vector256.GreaterThan(x, Vector256<T>.Zero), Vector256<T>.One, p);
 }
@@ -29,11 +35,17 @@ public readonly struct LeakyReluOperator<T> : IUnaryOperator<T> where T : unmana
 /// </summary>
 public readonly struct SigmoidOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => SimdMath.Sigmoid(p * x);
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => p * y * (T.One - y);
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => SimdMath.Sigmoid(p * x);
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => p * y * (Vector512<T>.One - y);
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => SimdMath.Sigmoid(p * x);
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => p * y * (Vector256<T>.One - y);
 }
 
@@ -47,9 +59,12 @@ public readonly struct TanhOperator<T> : IUnaryOperator<T> where T : unmanaged, 
     private static readonly T C3 = T.CreateChecked(-1.0 / 3), C5 = T.CreateChecked(2.0 / 15), C7 = T.CreateChecked(-17.0 / 315),
         C9 = T.CreateChecked(62.0 / 2835), C11 = T.CreateChecked(-1382.0 / 155925), Two = T.CreateChecked(2);
 
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => T.Tanh(x);
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => T.One - y * y;
 
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p)
     {
         var ax = Vector512.Abs(x);
@@ -62,8 +77,10 @@ public readonly struct TanhOperator<T> : IUnaryOperator<T> where T : unmanaged, 
         return Vector512.ConditionalSelect(Vector512.LessThan(ax, Vector512.Create(Small)), poly, big);
     }
 
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => Vector512<T>.One - y * y;
 
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p)
     {
         var ax = Vector256.Abs(x);
@@ -76,53 +93,84 @@ public readonly struct TanhOperator<T> : IUnaryOperator<T> where T : unmanaged, 
         return Vector256.ConditionalSelect(Vector256.LessThan(ax, Vector256.Create(Small)), poly, big);
     }
 
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => Vector256<T>.One - y * y;
 }
 
 /// <summary>e^x; derivative e^x = y.</summary>
 public readonly struct ExpOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => T.Exp(x);
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => y;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => SimdMath.Exp(x);
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => y;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => SimdMath.Exp(x);
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => y;
 }
 
 /// <summary>ln x; derivative 1/x.</summary>
 public readonly struct LogOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => T.Log(x);
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => T.One / x;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => SimdMath.Log(x);
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => Vector512<T>.One / x;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => SimdMath.Log(x);
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => Vector256<T>.One / x;
 }
 
 /// <summary>−x; derivative −1.</summary>
 public readonly struct NegateOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => -x;
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => -T.One;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => -x;
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => -Vector512<T>.One;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => -x;
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => -Vector256<T>.One;
 }
 
 /// <summary>x²; derivative 2x.</summary>
 public readonly struct SquareOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => x * x;
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => x + x;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => x * x;
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => x + x;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => x * x;
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => x + x;
 }
 
+/// <summary>
+/// The differentiable operations, generic over float and double (the double instantiation drives the gradient
+/// checks). Each returns a new tensor; while a recording <see cref="KdEngine.Autograd.Tape{T}"/> is current and an
+/// input requires a gradient, it also records the node its backward runs from. Shapes are checked first and a
+/// mismatch is an <see cref="ArgumentException"/> naming the op, the operands and their shapes.
+/// </summary>
 public static partial class Op
 {
     /// <summary>x for x &gt; 0, slope·x otherwise.</summary>

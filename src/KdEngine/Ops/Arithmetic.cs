@@ -54,30 +54,48 @@ internal sealed class Map2Node<T, TOp> : Node<T>
     }
 }
 
+/// <summary>z = a + b; ∂z/∂a = ∂z/∂b = 1.</summary>
 public readonly struct AddOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T a, T b) => a + b;
+    /// <inheritdoc/>
     public static T DerivativeA(T a, T b) => T.One;
+    /// <inheritdoc/>
     public static T DerivativeB(T a, T b) => T.One;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) => a + b;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> a, Vector256<T> b) => a + b;
 }
 
+/// <summary>z = a − b; ∂z/∂a = 1, ∂z/∂b = −1.</summary>
 public readonly struct SubtractOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T a, T b) => a - b;
+    /// <inheritdoc/>
     public static T DerivativeA(T a, T b) => T.One;
+    /// <inheritdoc/>
     public static T DerivativeB(T a, T b) => -T.One;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) => a - b;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> a, Vector256<T> b) => a - b;
 }
 
+/// <summary>z = a · b; ∂z/∂a = b, ∂z/∂b = a.</summary>
 public readonly struct MultiplyOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T a, T b) => a * b;
+    /// <inheritdoc/>
     public static T DerivativeA(T a, T b) => b;
+    /// <inheritdoc/>
     public static T DerivativeB(T a, T b) => a;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) => a * b;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> a, Vector256<T> b) => a * b;
 }
 

@@ -11,10 +11,15 @@ namespace KdEngine.Ops;
 /// </summary>
 public readonly struct KlTermOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T t, T q) => T.Exp(t) * (t - q);
+    /// <inheritdoc/>
     public static T DerivativeA(T t, T q) => T.Exp(t) * (t - q + T.One);
+    /// <inheritdoc/>
     public static T DerivativeB(T t, T q) => -T.Exp(t);
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> t, Vector512<T> q) => SimdMath.Exp(t) * (t - q);
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> t, Vector256<T> q) => SimdMath.Exp(t) * (t - q);
 }
 
@@ -26,11 +31,16 @@ public readonly struct KlTermOperator<T> : IBinaryOperator<T> where T : unmanage
 /// </summary>
 public readonly struct BernoulliKlOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T a, T b) => SimdMath.Softplus(b) - SimdMath.Softplus(a) - SimdMath.Sigmoid(a) * (b - a);
+    /// <inheritdoc/>
     public static T DerivativeA(T a, T b) { T s = SimdMath.Sigmoid(a); return -s * (T.One - s) * (b - a); }
+    /// <inheritdoc/>
     public static T DerivativeB(T a, T b) => SimdMath.Sigmoid(b) - SimdMath.Sigmoid(a);
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> a, Vector512<T> b)
         => SimdMath.Softplus(b) - SimdMath.Softplus(a) - SimdMath.Sigmoid(a) * (b - a);
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> a, Vector256<T> b)
         => SimdMath.Softplus(b) - SimdMath.Softplus(a) - SimdMath.Sigmoid(a) * (b - a);
 }

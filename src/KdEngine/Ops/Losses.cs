@@ -11,10 +11,14 @@ namespace KdEngine.Ops;
 /// </summary>
 public readonly struct BceWithLogitsOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T z, T y) => T.Max(z, T.Zero) - z * y + T.LogP1(T.Exp(-T.Abs(z)));
+    /// <inheritdoc/>
     public static T DerivativeA(T z, T y) => Sigmoid(z) - y;
+    /// <inheritdoc/>
     public static T DerivativeB(T z, T y) => -z;
 
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> z, Vector512<T> y)
     {
         Span<T> v = stackalloc T[Vector512<T>.Count];
@@ -22,6 +26,7 @@ public readonly struct BceWithLogitsOperator<T> : IBinaryOperator<T> where T : u
         return Vector512.Create<T>(v);
     }
 
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> z, Vector256<T> y)
     {
         Span<T> v = stackalloc T[Vector256<T>.Count];

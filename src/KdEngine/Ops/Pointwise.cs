@@ -40,12 +40,18 @@ internal sealed class MapNode<T, TOp> : Node<T>
 /// <summary>ReLU: max(x, 0); derivative 1 where x &gt; 0, else 0.</summary>
 public readonly struct ReluOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => x > T.Zero ? x : T.Zero;
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => x > T.Zero ? T.One : T.Zero;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => Vector512.Max(x, Vector512<T>.Zero);
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p)
         => Vector512.ConditionalSelect(Vector512.GreaterThan(x, Vector512<T>.Zero), Vector512<T>.One, Vector512<T>.Zero);
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => Vector256.Max(x, Vector256<T>.Zero);
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p)
         => Vector256.ConditionalSelect(Vector256.GreaterThan(x, Vector256<T>.Zero), Vector256<T>.One, Vector256<T>.Zero);
 }
@@ -60,11 +66,17 @@ public static partial class Op
 /// <summary>y = p·x (a constant scale); derivative p.</summary>
 public readonly struct ScaleOperator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T x, T p) => x * p;
+    /// <inheritdoc/>
     public static T Derivative(T x, T y, T p) => p;
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> x, Vector512<T> p) => x * p;
+    /// <inheritdoc/>
     public static Vector512<T> Derivative(Vector512<T> x, Vector512<T> y, Vector512<T> p) => p;
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> x, Vector256<T> p) => x * p;
+    /// <inheritdoc/>
     public static Vector256<T> Derivative(Vector256<T> x, Vector256<T> y, Vector256<T> p) => p;
 }
 

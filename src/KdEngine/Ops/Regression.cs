@@ -8,10 +8,15 @@ namespace KdEngine.Ops;
 /// <summary>ℓ(a, b) = (a − b)²; ∂ℓ/∂a = 2(a − b), ∂ℓ/∂b = −2(a − b).</summary>
 public readonly struct SquaredErrorOperator<T> : IBinaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <inheritdoc/>
     public static T Invoke(T a, T b) { T d = a - b; return d * d; }
+    /// <inheritdoc/>
     public static T DerivativeA(T a, T b) { T d = a - b; return d + d; }
+    /// <inheritdoc/>
     public static T DerivativeB(T a, T b) { T d = b - a; return d + d; }
+    /// <inheritdoc/>
     public static Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) { var d = a - b; return d * d; }
+    /// <inheritdoc/>
     public static Vector256<T> Invoke(Vector256<T> a, Vector256<T> b) { var d = a - b; return d * d; }
 }
 

@@ -5,62 +5,38 @@ using KdEngine.Tensors;
 namespace KdEngine.Ops;
 
 /// <summary>
-/// y = softmax(x/T) along one axis; x viewed as [outer, axis, inner]. Max-subtracted inside the backend's
-/// fused <c>Softmax</c> primitive. Backward (from the output alone): dx += (1/T)·y∘(g − Σ_axis g∘y).
+/// y = softmax(x/T), or with <c>log</c> y = log softmax(x/T) = x/T − max − log Σ exp(x/T − max) (finite for finite x,
+/// however extreme), along one axis; x viewed as [outer, axis, inner]. Max-subtracted inside the backend's fused
+/// <c>Softmax</c> primitive. Backward from the output alone: dx += (1/T)·y∘(g − Σ_axis g∘y) for softmax,
+/// dx += (1/T)·(g − exp(y)·Σ_axis g) for log softmax.
 /// </summary>
 internal sealed class SoftmaxNode<T> : Node<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly Tensor<T> _x;
     private readonly int _outer, _axis, _inner;
     private readonly T _invT;
+    private readonly bool _log;
 
-    private SoftmaxNode(Tensor<T> x, int outer, int axis, int inner, T invT) { _x = x; _outer = outer; _axis = axis; _inner = inner; _invT = invT; }
-
-    public override string OpName => "Softmax";
-
-    public static Tensor<T> Forward(Tensor<T> x, int axis, T? temperature)
+    private SoftmaxNode(Tensor<T> x, int outer, int axis, int inner, T invT, bool log)
     {
-        var (outer, len, inner, invT) = SoftmaxGeometry.Of(x, axis, temperature, "Softmax");
+        _x = x; _outer = outer; _axis = axis; _inner = inner; _invT = invT; _log = log;
+    }
+
+    public override string OpName => _log ? "LogSoftmax" : "Softmax";
+
+    public static Tensor<T> Forward(Tensor<T> x, int axis, T? temperature, bool log)
+    {
+        var (outer, len, inner, invT) = SoftmaxGeometry.Of(x, axis, temperature, log ? "LogSoftmax" : "Softmax");
         var y = Tape<T>.NewTensor(x.Shape, x.Backend, clear: false);
-        x.Backend.Softmax(x.Storage, y.Storage, outer, len, inner, invT, log: false);
-        if (Tape<T>.ShouldRecord(x)) Tape<T>.Record(new SoftmaxNode<T>(x, outer, len, inner, invT), y);
+        x.Backend.Softmax(x.Storage, y.Storage, outer, len, inner, invT, log);
+        if (Tape<T>.ShouldRecord(x)) Tape<T>.Record(new SoftmaxNode<T>(x, outer, len, inner, invT, log), y);
         return y;
     }
 
     protected internal override void Backward(Tensor<T> g, Tape<T> tape)
     {
         if (!_x.RequiresGrad) return;
-        _x.Backend.SoftmaxBackward(Output.Storage, g.Storage, tape.GradOf(_x).Storage, _outer, _axis, _inner, _invT, log: false);
-    }
-}
-
-/// <summary>
-/// y = log softmax(x/T) = x/T − max − log Σ exp(x/T − max) along one axis (finite for finite x, however
-/// extreme). Backward: dx += (1/T)·(g − exp(y)·Σ_axis g).
-/// </summary>
-internal sealed class LogSoftmaxNode<T> : Node<T> where T : unmanaged, IFloatingPointIeee754<T>
-{
-    private readonly Tensor<T> _x;
-    private readonly int _outer, _axis, _inner;
-    private readonly T _invT;
-
-    private LogSoftmaxNode(Tensor<T> x, int outer, int axis, int inner, T invT) { _x = x; _outer = outer; _axis = axis; _inner = inner; _invT = invT; }
-
-    public override string OpName => "LogSoftmax";
-
-    public static Tensor<T> Forward(Tensor<T> x, int axis, T? temperature)
-    {
-        var (outer, len, inner, invT) = SoftmaxGeometry.Of(x, axis, temperature, "LogSoftmax");
-        var y = Tape<T>.NewTensor(x.Shape, x.Backend, clear: false);
-        x.Backend.Softmax(x.Storage, y.Storage, outer, len, inner, invT, log: true);
-        if (Tape<T>.ShouldRecord(x)) Tape<T>.Record(new LogSoftmaxNode<T>(x, outer, len, inner, invT), y);
-        return y;
-    }
-
-    protected internal override void Backward(Tensor<T> g, Tape<T> tape)
-    {
-        if (!_x.RequiresGrad) return;
-        _x.Backend.SoftmaxBackward(Output.Storage, g.Storage, tape.GradOf(_x).Storage, _outer, _axis, _inner, _invT, log: true);
+        _x.Backend.SoftmaxBackward(Output.Storage, g.Storage, tape.GradOf(_x).Storage, _outer, _axis, _inner, _invT, _log);
     }
 }
 
@@ -85,9 +61,9 @@ public static partial class Op
     /// subtracted first, so logits of ±1000 are fine. <paramref name="temperature"/> defaults to 1.
     /// </summary>
     public static Tensor<T> Softmax<T>(Tensor<T> x, int axis = -1, T? temperature = null) where T : unmanaged, IFloatingPointIeee754<T>
-        => SoftmaxNode<T>.Forward(x, axis, temperature);
+        => SoftmaxNode<T>.Forward(x, axis, temperature, log: false);
 
     /// <summary>log softmax(x/T) along <paramref name="axis"/>: finite for finite x (never log of an underflowed 0).</summary>
     public static Tensor<T> LogSoftmax<T>(Tensor<T> x, int axis = -1, T? temperature = null) where T : unmanaged, IFloatingPointIeee754<T>
-        => LogSoftmaxNode<T>.Forward(x, axis, temperature);
+        => SoftmaxNode<T>.Forward(x, axis, temperature, log: true);
 }

@@ -14,6 +14,7 @@ public sealed record SplitOptions
 {
     /// <summary>Three positive ratios (train, validation, test); 8:1:1 by default.</summary>
     public IReadOnlyList<double> Ratios { get; init; } = [8, 1, 1];
+    /// <summary>Sequential (the file's order: time-ordered data) or random (a seeded permutation).</summary>
     public SplitMode Mode { get; init; } = SplitMode.Sequential;
     /// <summary>Seed of the permutation (random mode only).</summary>
     public int Seed { get; init; }
@@ -30,6 +31,7 @@ public sealed record SplitOptions
         return ratios;
     }
 
+    /// <summary>Parses <c>sequential</c> or <c>random</c> (case-insensitive); anything else is an <see cref="ArgumentException"/>.</summary>
     public static SplitMode ParseMode(string text) => text.ToLowerInvariant() switch
     {
         "sequential" => SplitMode.Sequential,
@@ -108,6 +110,10 @@ public static class CtrPipeline
     /// <see cref="PreparedData.All"/> is this rank's rows of all three parts. Every rank reads (parses) the whole file:
     /// twice, rank 0 three times. With a group of one this is <see cref="Prepare"/>.
     /// </summary>
+    /// <param name="source">The data file and how to read it; every rank must name the same file.</param>
+    /// <param name="group">The processes training together; this process is rank <c>group.Rank</c> of <c>group.Size</c>.</param>
+    /// <param name="split">How the file is cut (default sequential 8:1:1).</param>
+    /// <param name="preprocessing">Fitting options (min-count, hashing) when <paramref name="fitted"/> is null.</param>
     /// <param name="fitted">An already fitted preprocessor (a teacher's) to encode with instead of fitting one.</param>
     public static PreparedData PrepareShard(DataSource source, IProcessGroup group, SplitOptions? split = null,
         PreprocessorOptions? preprocessing = null, Preprocessor? fitted = null)

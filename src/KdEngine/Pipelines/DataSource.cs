@@ -34,9 +34,12 @@ public enum DataFormat
 /// </remarks>
 public sealed record DataSource
 {
+    /// <summary>Checkpoint metadata key of the resolved format (<see cref="ToMetadata"/>).</summary>
     public const string FormatKey = "data.format";
+    /// <summary>Checkpoint metadata key of the libSVM ranges (<see cref="FormatRanges"/> text).</summary>
     public const string RangesKey = "data.ranges";
 
+    /// <summary>A source for the file at <paramref name="path"/>: format detected from the extension, the format's default schema.</summary>
     public DataSource(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -59,6 +62,7 @@ public sealed record DataSource
     /// <summary>The file patterns (one entry, <see cref="Path"/>, for a single file).</summary>
     public IReadOnlyList<string> Patterns { get; init; }
 
+    /// <summary>The files' format; <see cref="DataFormat.Auto"/> decides from the first pattern's extension (<c>.svm</c>/<c>.libfm</c> → libSVM, <c>.ffm</c> → libFFM, <c>.parquet</c> → Parquet, else Criteo, or CSV when a schema is given; a <c>.gz</c> suffix ignored).</summary>
     public DataFormat Format { get; init; } = DataFormat.Auto;
 
     /// <summary>The schema; null uses the format's default (see the remarks).</summary>
@@ -67,6 +71,7 @@ public sealed record DataSource
     /// <summary>libSVM only: which index range makes up which field.</summary>
     public IReadOnlyList<IndexRange>? Ranges { get; init; }
 
+    /// <summary>Bad-row policy and line-length limit of the reader; null = <see cref="KdEngine.Data.ReaderOptions.Default"/>.</summary>
     public ReaderOptions? ReaderOptions { get; init; }
 
     /// <summary>The file name (or the patterns, for several), for messages and cache metadata.</summary>
@@ -195,6 +200,7 @@ public sealed record DataSource
         _ => throw new ArgumentException($"unknown data format '{text}' (expected criteo|csv|libsvm|libffm|parquet|auto)."),
     };
 
+    /// <summary>The lower-case name of a format, as <see cref="ParseFormat"/> reads it and checkpoints store it.</summary>
     public static string FormatName(DataFormat format) => format switch
     {
         DataFormat.Criteo => "criteo",
@@ -234,6 +240,7 @@ public sealed record DataSource
         return result;
     }
 
+    /// <summary>The ranges as <see cref="ParseRanges"/> reads them: <c>name=start-end,…</c>.</summary>
     public static string FormatRanges(IEnumerable<IndexRange> ranges) =>
         string.Join(",", ranges.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Field}={r.Start}-{r.End}")));
 

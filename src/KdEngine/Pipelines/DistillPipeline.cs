@@ -6,8 +6,22 @@ using KdEngine.Training;
 
 namespace KdEngine.Pipelines;
 
-/// <summary>The distillation methods of MISSION.md.</summary>
-public enum DistillMethod { Logits, Hint, Rocket, DoubleDnn, Pfd, Ensemble }
+/// <summary>The distillation methods (defined in docs/models.md).</summary>
+public enum DistillMethod
+{
+    /// <summary>Logits KD from a frozen teacher (or its cached logits).</summary>
+    Logits,
+    /// <summary>Logits KD plus hidden-layer hints from a frozen teacher.</summary>
+    Hint,
+    /// <summary>Rocket Launching: light and booster nets co-trained on shared embeddings.</summary>
+    Rocket,
+    /// <summary>iQIYI's double DNN: a student and an interaction-layer teacher co-trained on shared embeddings.</summary>
+    DoubleDnn,
+    /// <summary>Privileged-features distillation: a co-trained teacher sees fields the student does not.</summary>
+    Pfd,
+    /// <summary>ECKD: a gated ensemble of teachers distilled into one student.</summary>
+    Ensemble,
+}
 
 /// <summary>A (student layer → teacher layer) pair for hint distillation, e.g. <c>{"student":"dnn.1","teacher":"dnn.1"}</c>.</summary>
 public sealed record HintPair(string Student, string Teacher);
@@ -32,34 +46,41 @@ public sealed record DistillConfig
 {
     /// <summary>The student: a small DNN (D = 10, [64, 32]) by default.</summary>
     public ModelConfig Student { get; init; } = new() { Model = ModelKind.Dnn, Dnn = [64, 32] };
-    /// <summary>The co-trained teacher / booster (rocket, doubleDnn, pfd): xDeepFM with the anchor sizes by default.</summary>
+    /// <summary>The co-trained teacher / booster (rocket, doubleDnn, pfd): xDeepFM with the sample configuration's sizes (docs/models.md) by default.</summary>
     public ModelConfig Teacher { get; init; } = new() { Model = ModelKind.XDeepFm };
     /// <summary>Joint-mode ensemble teachers: xDeepFM and DCN by default.</summary>
     public ModelConfig[] Teachers { get; init; } = [new() { Model = ModelKind.XDeepFm, Seed = 11 }, new() { Model = ModelKind.Dcn, Seed = 12 }];
     /// <summary>Weight of the KD term: (1−α)·BCE + α·T²·KL.</summary>
     public float Alpha { get; init; } = 0.5f;
+    /// <summary>T: the KD temperature (&gt; 0).</summary>
     public float Temperature { get; init; } = 2f;
+    /// <summary>Hint pairs (hint, doubleDnn; one per teacher for the ensemble); empty: the method's default.</summary>
     public HintPair[] Hints { get; init; } = [];
+    /// <summary>β: the weight of each hint term.</summary>
     public float HintWeight { get; init; } = 1f;
     /// <summary>Rocket Launching's hint weight λ (on the mean squared logit gap) and PFD's distillation weight λ.</summary>
     public float Lambda { get; init; } = 0.5f;
+    /// <summary>Rocket Launching: EasyRec's variant (the light net reads sg(embeddings)).</summary>
     public bool LightInputStopGradient { get; init; }
     /// <summary>PFD: steps with λ = 0 before distillation starts.</summary>
     public long WarmupSteps { get; init; }
     /// <summary>PFD: names of the teacher-only fields (empty: the schema's privileged fields).</summary>
     public string[] Privileged { get; init; } = [];
+    /// <summary>Ensemble: two-stage (frozen teachers, the default) or joint.</summary>
     public EnsembleMode EnsembleMode { get; init; } = EnsembleMode.TwoStage;
     /// <summary>Ensemble: per teacher, a hidden layer fed to the gate with its logit (null: logits only).</summary>
     public string[]? GateHiddenLayers { get; init; }
     /// <summary>Seed of the hint projections and the gate.</summary>
     public int Seed { get; init; } = 1;
 
+    /// <summary>Reads and validates a config file; a missing file is a <see cref="FileNotFoundException"/>, a bad key a <see cref="ConfigException"/> naming it.</summary>
     public static DistillConfig Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{Path.GetFileName(path)}: config file not found ({Path.GetFullPath(path)}).", path);
         return FromJson(File.ReadAllText(path), Path.GetFileName(path));
     }
 
+    /// <summary>Parses and validates config JSON; <paramref name="source"/> names it in errors.</summary>
     public static DistillConfig FromJson(string json, string source = "kd.json")
     {
         var c = TrainingSettings.ParseStrict<DistillConfig>(json, source);
@@ -67,8 +88,10 @@ public sealed record DistillConfig
         return c;
     }
 
+    /// <summary>The config as indented JSON.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, TrainingSettings.Json);
 
+    /// <summary>Checks every value and model config; a problem is a <see cref="ConfigException"/> naming the key, prefixed with <paramref name="source"/>.</summary>
     public void Validate(string source = "kd.json")
     {
         if (Student is null) throw new ConfigException($"{source}: student must be a model config.");
@@ -93,6 +116,7 @@ public sealed record DistillConfig
         if (Privileged is null) throw new ConfigException($"{source}: privileged must be a list of field names.");
     }
 
+    /// <summary>Parses a method name (<c>logits</c>, <c>hint</c>, <c>rocket</c>, <c>double-dnn</c>, <c>pfd</c>, <c>ensemble</c>; case-insensitive); anything else is an <see cref="ArgumentException"/>.</summary>
     public static DistillMethod ParseMethod(string text) => text.ToLowerInvariant() switch
     {
         "logits" => DistillMethod.Logits,
@@ -116,6 +140,13 @@ public sealed record DistillRun(IObjective Objective, ZooModel Student);
 /// </summary>
 public static class DistillPipeline
 {
+    /// <summary>
+    /// The objective and the student of <paramref name="method"/> over <paramref name="data"/>'s fields, configured by
+    /// <paramref name="config"/> (validated here; a problem is a <see cref="ConfigException"/>).
+    /// </summary>
+    /// <param name="method">The distillation method.</param>
+    /// <param name="config">Model configs and the method's knobs.</param>
+    /// <param name="data">The prepared data (its fields, and the schema's privileged flags).</param>
     /// <param name="teachers">Frozen pre-trained teachers (models or cached logits): one for logits/hint, ≥ 2 for a
     /// two-stage ensemble, none for the co-trained methods.</param>
     public static DistillRun Build(DistillMethod method, DistillConfig config, PreparedData data, IReadOnlyList<ITeacher> teachers) =>
@@ -211,6 +242,7 @@ public static class DistillPipeline
         }
     }
 
+    /// <summary>The method's CLI name (<c>double-dnn</c>, else the lower-case enum name).</summary>
     public static string Name(DistillMethod method) => method switch
     {
         DistillMethod.DoubleDnn => "double-dnn",

@@ -31,10 +31,13 @@ public sealed record StreamingOptions
     /// <summary>Validation and test parts up to this many source bytes are encoded into memory once; larger ones stream on each pass.</summary>
     public long InMemoryBytes { get; init; } = 256L << 20;
 
+    /// <summary>Bad-row policy and line-length limit.</summary>
     public ReaderOptions Reader { get; init; } = ReaderOptions.Default;
 
+    /// <summary>Where progress lines go (null: silent).</summary>
     public TextWriter? Progress { get; init; }
 
+    /// <summary>Whether <see cref="Progress"/> is a terminal (one redrawn line instead of a plain line every 5 s).</summary>
     public bool Interactive { get; init; }
 
     /// <summary>The options of one pass over an input (threads, bad rows, progress under <paramref name="label"/>).</summary>
@@ -48,6 +51,7 @@ public sealed record StreamingOptions
         Label = label,
     };
 
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     public void Validate()
     {
         if (ShuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(ShuffleBuffer), ShuffleBuffer, "the shuffle buffer must be ≥ 0 rows.");
@@ -76,10 +80,13 @@ public sealed class StreamedPart : IDisposable
         _options = options;
     }
 
+    /// <summary>The part's name (train, validation, test).</summary>
     public string Name { get; }
 
+    /// <summary>The part's input (files, units, row windows).</summary>
     public InputSet Input { get; }
 
+    /// <summary>The preprocessing the part is encoded with.</summary>
     public Preprocessor Preprocessor { get; }
 
     /// <summary>Where the rows come from: "cache FILE", "memory" or "text".</summary>
@@ -141,6 +148,7 @@ public sealed class StreamedPart : IDisposable
     public IEnumerable<Batch> OrderedBatches(int batchSize) =>
         _memory is not null ? _memory.Batches(batchSize) : Streaming.Batches(Blocks(), Preprocessor.FeatureSpace, batchSize, 0);
 
+    /// <summary>Closes the part's cache, if any.</summary>
     public void Dispose()
     {
         _cache?.Dispose();
@@ -179,17 +187,22 @@ public sealed class StreamedData : IDisposable
     /// <summary>How the data was read (format, ranges: saved with a model).</summary>
     public DataSource Source { get; }
 
+    /// <summary>The preprocessing fitted on the train part (or read from its cache, or given).</summary>
     public Preprocessor Preprocessor { get; }
 
+    /// <summary>The model-input fields (from the preprocessing's feature space).</summary>
     public IReadOnlyList<InputField> Fields { get; }
 
     /// <summary>Whether input field i is declared privileged in the schema (teacher-only).</summary>
     public IReadOnlyList<bool> Privileged => Preprocessor.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
 
+    /// <summary>The rows trained on.</summary>
     public StreamedPart Train { get; }
 
+    /// <summary>The rows validated on every epoch.</summary>
     public StreamedPart Validation { get; }
 
+    /// <summary>The rows evaluated once at the end (null: none).</summary>
     public StreamedPart? Test { get; }
 
     /// <summary>Reports of the passes over text made while preparing (fit, cache writes).</summary>
@@ -198,6 +211,7 @@ public sealed class StreamedData : IDisposable
     /// <summary>The train part's click rate, when a pass or the cache gave it.</summary>
     public double? TrainClickRate { get; }
 
+    /// <summary>Closes the parts' caches.</summary>
     public void Dispose()
     {
         Train.Dispose();
@@ -217,9 +231,13 @@ public sealed record StreamingInputs
     public static StreamingInputs SplitOf(DataSource file, IReadOnlyList<double> ratios) =>
         new() { Train = file, Ratios = ratios };
 
+    /// <summary>The train source (with <see cref="Ratios"/>: the one file that is split).</summary>
     public DataSource Train { get; init; } = null!;
+    /// <summary>The validation source (null when <see cref="Ratios"/> split <see cref="Train"/>).</summary>
     public DataSource? Validation { get; init; }
+    /// <summary>The test source (optional).</summary>
     public DataSource? Test { get; init; }
+    /// <summary>Ratios of a sequential split of <see cref="Train"/> (e.g. 8:1:1), or null for separate sources.</summary>
     public IReadOnlyList<double>? Ratios { get; init; }
 }
 

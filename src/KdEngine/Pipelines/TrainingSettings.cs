@@ -7,18 +7,30 @@ using KdEngine.Training;
 namespace KdEngine.Pipelines;
 
 /// <summary>The optimizers a pipeline can build.</summary>
-public enum OptimizerKind { Adam, Adagrad, Sgd }
+public enum OptimizerKind
+{
+    /// <summary>Adam (β₁ 0.9, β₂ 0.999); the default.</summary>
+    Adam,
+    /// <summary>Adagrad: per-coordinate steps shrinking with the summed squared gradients.</summary>
+    Adagrad,
+    /// <summary>Plain SGD, with optional momentum.</summary>
+    Sgd,
+}
 
 /// <summary>
-/// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart). Defaults are the
-/// issue's anchors: Adam 1e-3, batch 256, early stopping on validation AUC. JSON keys are camelCase; unknown keys
+/// Trainer and optimizer settings in one typed record (CLI flags, experiment JSON, quickstart). Defaults are those of the
+/// experiments (docs/models.md): Adam 1e-3, batch 256, early stopping on validation AUC. JSON keys are camelCase; unknown keys
 /// are rejected naming the key.
 /// </summary>
 public sealed record TrainingSettings
 {
+    /// <summary>Most passes over the train part (early stopping may end sooner).</summary>
     public int Epochs { get; init; } = 10;
+    /// <summary>Rows per optimizer step.</summary>
     public int BatchSize { get; init; } = 256;
+    /// <summary>The optimizer <see cref="BuildOptimizer"/> makes.</summary>
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
+    /// <summary>The optimizer's step size (&gt; 0).</summary>
     public float LearningRate { get; init; } = 1e-3f;
     /// <summary>L2 on the touched embedding rows (ĝ = g + λ·w).</summary>
     public float L2Embedding { get; init; }
@@ -32,12 +44,14 @@ public sealed record TrainingSettings
     public int Patience { get; init; } = 2;
     /// <summary>Validate every N steps; 0 = once per epoch.</summary>
     public int EvaluateEvery { get; init; }
+    /// <summary>What early stopping and best-weight restoring watch on the validation part (AUC by default).</summary>
     public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
     /// <summary>Shuffling seed of the trainer.</summary>
     public int Seed { get; init; } = 1;
     /// <summary>Shuffle the training rows each epoch (false: file order, e.g. to compare runs row for row).</summary>
     public bool Shuffle { get; init; } = true;
 
+    /// <summary>Checks every setting; a bad one is a <see cref="ConfigException"/> naming it, prefixed with <paramref name="source"/>.</summary>
     public void Validate(string source = "training")
     {
         if (Epochs < 1) throw new ConfigException($"{source}: epochs = {Epochs}; expected ≥ 1.");
@@ -51,6 +65,7 @@ public sealed record TrainingSettings
         if (EvaluateEvery < 0) throw new ConfigException($"{source}: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
     }
 
+    /// <summary>The trainer's part of the settings (epochs, batch size, validation, stopping, seed, shuffling).</summary>
     public TrainerOptions ToTrainerOptions() => new()
     {
         Epochs = Epochs,
@@ -79,6 +94,7 @@ public sealed record TrainingSettings
         return opt;
     }
 
+    /// <summary>Parses <c>adam</c>, <c>adagrad</c> or <c>sgd</c> (case-insensitive); anything else is an <see cref="ArgumentException"/>.</summary>
     public static OptimizerKind ParseOptimizer(string text) => text.ToLowerInvariant() switch
     {
         "adam" => OptimizerKind.Adam,

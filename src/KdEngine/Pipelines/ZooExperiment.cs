@@ -6,22 +6,28 @@ namespace KdEngine.Pipelines;
 /// <summary>
 /// Hyper-parameters of the model-zoo experiment (strict JSON, camelCase, unknown keys rejected):
 /// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
-/// A model left out of <c>models</c> gets the issue's anchor config (D = 10, DNN [400, 400], CIN [100, 100] split-half).
+/// A model left out of <c>models</c> gets the "sample" reference configuration of docs/models.md (D = 10, DNN [400, 400], CIN [100, 100] split-half).
 /// </summary>
 public sealed record ZooExperimentConfig
 {
+    /// <summary>Training settings of every model.</summary>
     public TrainingSettings Training { get; init; } = new();
+    /// <summary>Categories seen fewer times in the train part map to the OOV id.</summary>
     public int MinCount { get; init; } = 2;
+    /// <summary>Per-model configs by name (<see cref="ModelNames"/>); a model left out gets the sample reference configuration.</summary>
     public Dictionary<string, ModelConfig> Models { get; init; } = new();
 
+    /// <summary>The zoo's model names, in table order.</summary>
     public static readonly string[] ModelNames = ["lr", "fm", "dnn", "wdl", "deepfm", "dcn", "xdeepfm"];
 
+    /// <summary>Reads and validates a config file; a missing file is a <see cref="FileNotFoundException"/>, a bad one a <see cref="ConfigException"/> naming the key.</summary>
     public static ZooExperimentConfig Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{Path.GetFileName(path)}: config file not found ({Path.GetFullPath(path)}).", path);
         return FromJson(File.ReadAllText(path), Path.GetFileName(path));
     }
 
+    /// <summary>Parses and validates config JSON; <paramref name="source"/> names it in errors.</summary>
     public static ZooExperimentConfig FromJson(string json, string source = "zoo.json")
     {
         var c = TrainingSettings.ParseStrict<ZooExperimentConfig>(json, source);
@@ -29,6 +35,7 @@ public sealed record ZooExperimentConfig
         return c;
     }
 
+    /// <summary>Checks the training settings, minCount and every model config; a problem is a <see cref="ConfigException"/> naming the key.</summary>
     public void Validate(string source = "zoo.json")
     {
         if (Training is null) throw new ConfigException($"{source}: training must be an object.");
@@ -44,11 +51,12 @@ public sealed record ZooExperimentConfig
         }
     }
 
-    /// <summary>The config of model <paramref name="name"/> (the file's, or the anchor default) with the given seed.</summary>
+    /// <summary>The config of model <paramref name="name"/> (the file's, or the sample reference configuration) with the given seed.</summary>
     public ModelConfig ConfigFor(string name, int seed) =>
         (Models.TryGetValue(name, out var c) ? c : new ModelConfig { Model = KindOf(name), EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true })
         with { Seed = seed };
 
+    /// <summary>The model kind of a zoo name (<c>lr</c> … <c>xdeepfm</c>); an unknown name is a <see cref="ConfigException"/>.</summary>
     public static ModelKind KindOf(string name) => name switch
     {
         "lr" => ModelKind.Lr,
@@ -61,6 +69,7 @@ public sealed record ZooExperimentConfig
         _ => throw new ConfigException($"unknown model '{name}' (expected {string.Join("|", ModelNames)})."),
     };
 
+    /// <summary>The config as indented JSON (what <see cref="FromJson"/> reads back).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, TrainingSettings.Json);
 }
 
@@ -70,6 +79,14 @@ public sealed record ZooRun(string Model, int Seed, double TestAuc, double TestL
 /// <summary>Trains every requested zoo model for every seed on the same prepared data and collects test metrics.</summary>
 public static class ZooExperiment
 {
+    /// <summary>
+    /// Trains each of <paramref name="models"/> once per seed on <paramref name="data"/> (early stopping on the
+    /// validation part) and evaluates it on the test part; runs are in model-major order.
+    /// </summary>
+    /// <param name="data">The prepared file (split and preprocessing fixed for every run).</param>
+    /// <param name="config">Training settings and per-model configs.</param>
+    /// <param name="models">Zoo names (<see cref="ZooExperimentConfig.ModelNames"/>) to train.</param>
+    /// <param name="seeds">Seeds of the model initialisation and the shuffling, one run each.</param>
     /// <param name="onRun">Called after each run (progress).</param>
     public static IReadOnlyList<ZooRun> Run(PreparedData data, ZooExperimentConfig config, IReadOnlyList<string> models, IReadOnlyList<int> seeds, Action<ZooRun>? onRun = null)
     {

@@ -7,6 +7,7 @@ namespace KdEngine.Serving;
 /// </summary>
 public sealed class CheckpointFormatException : Exception
 {
+    /// <summary>A checkpoint error; the message is <c><paramref name="filePath"/>: <paramref name="problem"/></c>.</summary>
     public CheckpointFormatException(string filePath, string problem, Exception? innerException = null)
         : base($"{filePath}: {problem}", innerException)
     {

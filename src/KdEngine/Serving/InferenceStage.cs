@@ -83,10 +83,15 @@ public readonly record struct FeatureTable(float[] Table, int RowFloats);
 /// </summary>
 public readonly ref struct StageBatch(int rows, ReadOnlySpan<float> x0, ReadOnlySpan<int> featureRows, Span<float> logits, Span<float> scratch)
 {
+    /// <summary>Samples in this call.</summary>
     public int Rows { get; } = rows;
+    /// <summary>[Rows, F·D] the looked-up embeddings of every field, row-major (empty when the model has no embedding).</summary>
     public ReadOnlySpan<float> X0 { get; } = x0;
+    /// <summary>[Rows, F] each sample's row in the concatenated tables (<see cref="PlanLayout.RowOffsets"/>[f] + id).</summary>
     public ReadOnlySpan<int> FeatureRows { get; } = featureRows;
+    /// <summary>[Rows] logits; a stage adds its term.</summary>
     public Span<float> Logits { get; } = logits;
+    /// <summary>This stage's scratch, as large as it asked for at this batch size.</summary>
     public Span<float> Scratch { get; } = scratch;
 }
 
@@ -96,6 +101,7 @@ public readonly ref struct StageBatch(int rows, ReadOnlySpan<float> x0, ReadOnly
 /// </summary>
 public sealed class PlanLayout
 {
+    /// <summary>The layout of <paramref name="fields"/> with embedding width <paramref name="embeddingDim"/>.</summary>
     public PlanLayout(IReadOnlyList<InputField> fields, int embeddingDim)
     {
         Fields = fields.ToArray();
@@ -111,10 +117,15 @@ public sealed class PlanLayout
         TotalRows = rows;
     }
 
+    /// <summary>The model's input fields, in model order.</summary>
     public IReadOnlyList<InputField> Fields { get; }
+    /// <summary>F: number of fields.</summary>
     public int FieldCount => Fields.Count;
+    /// <summary>D: embedding width.</summary>
     public int EmbeddingDim { get; }
+    /// <summary>[F] first row of field f in the concatenated tables.</summary>
     public IReadOnlyList<int> RowOffsets { get; }
+    /// <summary>ΣV: rows of the concatenated tables.</summary>
     public long TotalRows { get; }
 
     /// <summary>

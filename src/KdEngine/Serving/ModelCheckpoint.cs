@@ -17,13 +17,23 @@ public sealed record LoadedModel(ZooModel Model, Preprocessor? Preprocessor, IRe
 /// </summary>
 public static class ModelCheckpoint
 {
+    /// <summary>Metadata key of the model type (<see cref="ModelType"/>).</summary>
     public const string TypeKey = "model.type";
+    /// <summary>Metadata key of the <see cref="KdEngine.Models.ModelConfig"/> JSON.</summary>
     public const string ConfigKey = "model.config";
+    /// <summary>Metadata key of the model's input fields (name, cardinality, kind).</summary>
     public const string FieldsKey = "model.fields";
+    /// <summary>Metadata key of the batch column each field reads.</summary>
     public const string ColumnsKey = "model.columns";
+    /// <summary>Metadata key of the fitted <see cref="Preprocessor"/> JSON.</summary>
     public const string PreprocessingKey = "preprocessing";
+    /// <summary>The value of <see cref="TypeKey"/> in every zoo-model checkpoint.</summary>
     public const string ModelType = "kdengine.zoo";
 
+    /// <summary>
+    /// Writes <paramref name="model"/> (parameters and config), its input fields, <paramref name="preprocessor"/> (when
+    /// given) and the <paramref name="extra"/> metadata entries to <paramref name="path"/>, through a temporary file and a rename.
+    /// </summary>
     public static void Save(string path, ZooModel model, Preprocessor? preprocessor = null, IReadOnlyDictionary<string, string>? extra = null)
     {
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
@@ -72,6 +82,11 @@ public static class ModelCheckpoint
         };
     }
 
+    /// <summary>
+    /// Reads a checkpoint written by <see cref="Save"/>: rebuilds the model from its config and fields and loads every
+    /// parameter. A missing, truncated or mismatched file is a <see cref="CheckpointFormatException"/> naming the file and
+    /// the tensor or key.
+    /// </summary>
     public static LoadedModel Load(string path)
     {
         var content = SafeTensorsFile.Read(path);

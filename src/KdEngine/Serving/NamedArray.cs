@@ -78,9 +78,13 @@ public sealed class NamedArray
         _shape = (int[])shape.Clone();
     }
 
+    /// <summary>A float32 array; <paramref name="shape"/>'s product must equal data.Length (the array is kept, not copied).</summary>
     public static NamedArray Float32(string name, float[] data, params int[] shape) => new(name, TensorDType.F32, data ?? throw new ArgumentNullException(nameof(data)), shape);
+    /// <summary>A float64 array; <paramref name="shape"/>'s product must equal data.Length (the array is kept, not copied).</summary>
     public static NamedArray Float64(string name, double[] data, params int[] shape) => new(name, TensorDType.F64, data ?? throw new ArgumentNullException(nameof(data)), shape);
+    /// <summary>An int32 array; <paramref name="shape"/>'s product must equal data.Length (the array is kept, not copied).</summary>
     public static NamedArray Int32(string name, int[] data, params int[] shape) => new(name, TensorDType.I32, data ?? throw new ArgumentNullException(nameof(data)), shape);
+    /// <summary>An int64 array; <paramref name="shape"/>'s product must equal data.Length (the array is kept, not copied).</summary>
     public static NamedArray Int64(string name, long[] data, params int[] shape) => new(name, TensorDType.I64, data ?? throw new ArgumentNullException(nameof(data)), shape);
 
     /// <summary>An array of <paramref name="count"/> zeroed elements to be filled by the reader.</summary>
@@ -93,15 +97,24 @@ public sealed class NamedArray
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
+    /// <summary>The tensor's name in the file.</summary>
     public string Name { get; }
+    /// <summary>The element type.</summary>
     public TensorDType DType { get; }
+    /// <summary>The dimensions, outermost first.</summary>
     public IReadOnlyList<int> Shape => _shape;
+    /// <summary>Number of elements.</summary>
     public int ElementCount => _data.Length;
+    /// <summary>Size of the data in bytes.</summary>
     public long ByteLength => (long)_data.Length * TensorDTypes.SizeOf(DType);
 
+    /// <summary>The elements of an F32 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
     public ReadOnlySpan<float> AsFloat32() => _data as float[] ?? throw WrongType(TensorDType.F32);
+    /// <summary>The elements of an F64 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
     public ReadOnlySpan<double> AsFloat64() => _data as double[] ?? throw WrongType(TensorDType.F64);
+    /// <summary>The elements of an I32 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
     public ReadOnlySpan<int> AsInt32() => _data as int[] ?? throw WrongType(TensorDType.I32);
+    /// <summary>The elements of an I64 array; <see cref="InvalidOperationException"/> for another dtype.</summary>
     public ReadOnlySpan<long> AsInt64() => _data as long[] ?? throw WrongType(TensorDType.I64);
 
     /// <summary>The elements as bytes in this machine's byte order.</summary>
@@ -121,5 +134,6 @@ public sealed class NamedArray
 
     internal static string FormatShape(IReadOnlyList<int> shape) => "[" + string.Join(", ", shape) + "]";
 
+    /// <summary>Name, dtype and shape, for messages.</summary>
     public override string ToString() => $"{Name} {TensorDTypes.Name(DType)} {FormatShape(_shape)}";
 }

@@ -92,6 +92,7 @@ public sealed class Predictor
         return new Predictor(loaded.Model, loaded.Preprocessor);
     }
 
+    /// <summary>The kind of model the predictor was compiled from.</summary>
     public ModelKind Kind { get; }
 
     /// <summary>The saved preprocessing (null when the predictor was built without one: only <see cref="Predict"/> works).</summary>

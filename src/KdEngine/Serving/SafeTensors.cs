@@ -568,13 +568,20 @@ public sealed class TensorEntry
     }
 
     internal int[] ShapeArray { get; }
+    /// <summary>The tensor's name (PyTorch-style for model parameters, e.g. <c>dnn.0.weight</c>).</summary>
     public string Name { get; }
+    /// <summary>The element type.</summary>
     public TensorDType DType { get; }
+    /// <summary>The dimensions, outermost first.</summary>
     public IReadOnlyList<int> Shape => ShapeArray;
+    /// <summary>Start of the tensor's bytes, relative to the data section.</summary>
     public long DataBegin { get; }
+    /// <summary>End (exclusive) of the tensor's bytes, relative to the data section.</summary>
     public long DataEnd { get; }
+    /// <summary>Number of elements (product of the shape).</summary>
     public long ElementCount { get; }
 
+    /// <summary>Name, dtype, shape and byte range, for messages.</summary>
     public override string ToString() => $"{Name} {TensorDTypes.Name(DType)} {NamedArray.FormatShape(ShapeArray)} [{DataBegin}, {DataEnd}]";
 }
 
@@ -605,8 +612,10 @@ public sealed class SafeTensorsHeader
     /// <summary>File offset of the data section (8 + header length).</summary>
     public long DataOffset { get; }
 
+    /// <summary>Length in bytes of the data section.</summary>
     public long DataLength { get; }
 
+    /// <summary>The entry of tensor <paramref name="name"/>, when the file has one.</summary>
     public bool TryGet(string name, out TensorEntry entry) => _byName.TryGetValue(name, out entry!);
 }
 
@@ -622,13 +631,17 @@ public sealed class SafeTensorsContent
         Names = header.Tensors.Select(t => t.Name).ToArray();
     }
 
+    /// <summary>The validated header (names, dtypes, shapes, offsets, metadata).</summary>
     public SafeTensorsHeader Header { get; }
+    /// <summary>The file as the caller named it.</summary>
     public string Path => Header.Path;
+    /// <summary>All <c>__metadata__</c> entries.</summary>
     public IReadOnlyDictionary<string, string> Metadata => Header.Metadata;
 
     /// <summary>Tensor names sorted by ordinal order.</summary>
     public IReadOnlyList<string> Names { get; }
 
+    /// <summary>True when the file holds a tensor called <paramref name="name"/>.</summary>
     public bool Contains(string name) => _arrays.ContainsKey(name);
 
     /// <summary>The tensor called <paramref name="name"/>.</summary>
@@ -641,10 +654,12 @@ public sealed class SafeTensorsContent
     /// <exception cref="CheckpointFormatException">Missing, of another dtype, or of another shape.</exception>
     public ReadOnlySpan<float> GetFloat32(string name, int[]? expectedShape = null) => Checked(name, TensorDType.F32, expectedShape).AsFloat32();
 
-    public ReadOnlySpan<double> GetFloat64(string name, int[]? expectedShape = null) => Checked(name, TensorDType.F64, expectedShape).AsFloat64();
-
+    /// <summary>The I32 tensor <paramref name="name"/>, checked against <paramref name="expectedShape"/> when given.</summary>
+    /// <exception cref="CheckpointFormatException">Missing, of another dtype, or of another shape.</exception>
     public ReadOnlySpan<int> GetInt32(string name, int[]? expectedShape = null) => Checked(name, TensorDType.I32, expectedShape).AsInt32();
 
+    /// <summary>The I64 tensor <paramref name="name"/>, checked against <paramref name="expectedShape"/> when given.</summary>
+    /// <exception cref="CheckpointFormatException">Missing, of another dtype, or of another shape.</exception>
     public ReadOnlySpan<long> GetInt64(string name, int[]? expectedShape = null) => Checked(name, TensorDType.I64, expectedShape).AsInt64();
 
     private NamedArray Checked(string name, TensorDType dtype, int[]? expectedShape)

@@ -48,6 +48,7 @@ public static class BufferPool<T> where T : unmanaged, IFloatingPointIeee754<T>
         return array;
     }
 
+    /// <summary>Gives a rented array back for reuse; an array the pool did not hand out (not a power-of-two length) is left to the GC.</summary>
     public static void Return(T[] array)
     {
         if (array.Length == 0) return;

@@ -9,6 +9,7 @@ public sealed class CpuStorage<T> : TensorStorage<T> where T : unmanaged, IFloat
     private T[] _array;
     private readonly bool _pooled;
 
+    /// <summary>Rents an array of at least <paramref name="length"/> elements from the pool, zeroed when <paramref name="clear"/>.</summary>
     public CpuStorage(int length, bool clear = true)
     {
         _array = BufferPool<T>.Rent(length, clear);
@@ -24,9 +25,12 @@ public sealed class CpuStorage<T> : TensorStorage<T> where T : unmanaged, IFloat
         _pooled = false;
     }
 
+    /// <inheritdoc/>
     public override int Length { get; }
+    /// <inheritdoc/>
     public override IBackend<T> Backend => CpuBackend<T>.Instance;
 
+    /// <summary>The first <see cref="Length"/> elements. Throws <see cref="ObjectDisposedException"/> after disposal.</summary>
     public Span<T> Span
     {
         get
@@ -36,6 +40,7 @@ public sealed class CpuStorage<T> : TensorStorage<T> where T : unmanaged, IFloat
         }
     }
 
+    /// <summary>The underlying array (pooled arrays are longer than <see cref="Length"/>: only the first Length elements are the storage's). Throws <see cref="ObjectDisposedException"/> after disposal.</summary>
     public T[] Array
     {
         get
@@ -45,6 +50,7 @@ public sealed class CpuStorage<T> : TensorStorage<T> where T : unmanaged, IFloat
         }
     }
 
+    /// <inheritdoc/>
     protected override void Release()
     {
         if (_pooled) BufferPool<T>.Return(_array);

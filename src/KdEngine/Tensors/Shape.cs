@@ -7,6 +7,7 @@ public readonly struct Shape : IEquatable<Shape>
 {
     private readonly int[]? _dims;
 
+    /// <summary>A shape with these dimensions (copied). Throws <see cref="ArgumentException"/> for a negative dimension or more than int.MaxValue elements.</summary>
     public Shape(params int[] dims)
     {
         ArgumentNullException.ThrowIfNull(dims);
@@ -23,15 +24,19 @@ public readonly struct Shape : IEquatable<Shape>
         ElementCount = (int)count;
     }
 
+    /// <summary>The rank-0 shape of a single value.</summary>
     public static Shape Scalar => new(Array.Empty<int>());
 
+    /// <summary>Number of dimensions (0 for a scalar).</summary>
     public int Rank => _dims?.Length ?? 0;
 
     /// <summary>Number of elements (1 for a scalar).</summary>
     public int ElementCount { get; }
 
+    /// <summary>The size of dimension <paramref name="axis"/>; a negative axis counts from the end (-1 is the last).</summary>
     public int this[int axis] => _dims![axis < 0 ? axis + Rank : axis];
 
+    /// <summary>The dimensions, outermost first.</summary>
     public ReadOnlySpan<int> Dims => _dims;
 
     /// <summary>Product of the dimensions before <paramref name="axis"/>.</summary>
@@ -49,6 +54,7 @@ public readonly struct Shape : IEquatable<Shape>
         return a;
     }
 
+    /// <summary>A copy of this shape with dimension <paramref name="axis"/> set to <paramref name="size"/>.</summary>
     public Shape With(int axis, int size)
     {
         var d = (int[])_dims!.Clone();
@@ -56,6 +62,7 @@ public readonly struct Shape : IEquatable<Shape>
         return new Shape(d);
     }
 
+    /// <summary>A copy of this shape without dimension <paramref name="axis"/> (rank − 1).</summary>
     public Shape Without(int axis)
     {
         var d = new int[Rank - 1];
@@ -63,13 +70,20 @@ public readonly struct Shape : IEquatable<Shape>
         return new Shape(d);
     }
 
+    /// <summary>The dimensions as a new array.</summary>
     public int[] ToArray() => _dims is null ? Array.Empty<int>() : (int[])_dims.Clone();
 
+    /// <summary>True when both shapes have the same dimensions.</summary>
     public bool Equals(Shape other) => Dims.SequenceEqual(other.Dims);
+    /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is Shape s && Equals(s);
+    /// <inheritdoc/>
     public override int GetHashCode() { var h = new HashCode(); foreach (var d in Dims) h.Add(d); return h.ToHashCode(); }
+    /// <summary>True when both shapes have the same dimensions.</summary>
     public static bool operator ==(Shape a, Shape b) => a.Equals(b);
+    /// <summary>True when the shapes differ in rank or in any dimension.</summary>
     public static bool operator !=(Shape a, Shape b) => !a.Equals(b);
+    /// <summary>The dimensions as <c>[2, 3]</c>.</summary>
     public override string ToString() => Format(Dims);
 
     private static string Format(ReadOnlySpan<int> dims) => "[" + string.Join(", ", dims.ToArray()) + "]";

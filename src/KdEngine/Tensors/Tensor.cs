@@ -12,7 +12,7 @@ namespace KdEngine.Tensors;
 /// <remarks>
 /// Ownership: a tensor made by an op while a <see cref="Tape{T}"/> is current belongs to that tape and is
 /// returned to the pool when the tape is disposed; reading it afterwards throws. A tensor made with a
-/// factory method (<see cref="Zeros"/>, <see cref="FromArray(T[], int[])"/>) belongs to its creator, who
+/// factory method (<see cref="Zeros(int[])"/>, <see cref="FromArray(T[], int[])"/>) belongs to its creator, who
 /// disposes it (or lets the GC collect it). A view (<see cref="Ops.Op.Reshape{T}"/>) never owns its storage.
 /// </remarks>
 public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
@@ -29,11 +29,17 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
         Name = name;
     }
 
+    /// <summary>The dimensions (row-major).</summary>
     public Shape Shape { get; }
+    /// <summary>The memory holding the values (possibly larger than <see cref="Length"/>; possibly shared with a view).</summary>
     public TensorStorage<T> Storage { get; }
+    /// <summary>The backend the storage lives on; every kernel on this tensor runs there.</summary>
     public IBackend<T> Backend => Storage.Backend;
+    /// <summary>False for a view (e.g. a reshape), whose disposal leaves the storage to its owner.</summary>
     public bool OwnsStorage { get; }
+    /// <summary>Number of elements (the shape's element count).</summary>
     public int Length => Shape.ElementCount;
+    /// <summary>Number of dimensions.</summary>
     public int Rank => Shape.Rank;
 
     /// <summary>A name used in error messages and checkpoints (e.g. <c>dnn.0.weight</c>).</summary>
@@ -56,6 +62,7 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
     /// <summary>The node that produced this tensor on a tape; null for leaves.</summary>
     internal Node<T>? Creator { get; set; }
 
+    /// <summary>True for tensors no recorded op produced (parameters, inputs); gradients accumulate on leaves.</summary>
     public bool IsLeaf => Creator is null;
 
     /// <summary>
@@ -106,14 +113,17 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
         SparseGrad?.Clear();
     }
 
+    /// <summary>A zero-filled tensor of the given dimensions on the current default backend, owned by the caller.</summary>
     public static Tensor<T> Zeros(params int[] dims) => Zeros(new Shape(dims));
 
+    /// <summary>A zero-filled tensor of <paramref name="shape"/> on <paramref name="backend"/> (default: <see cref="DefaultBackend{T}.Current"/>), owned by the caller.</summary>
     public static Tensor<T> Zeros(Shape shape, IBackend<T>? backend = null, string? name = null)
     {
         backend ??= DefaultBackend<T>.Current;
         return new Tensor<T>(shape, backend.Allocate(shape.ElementCount, clear: true), ownsStorage: true, name);
     }
 
+    /// <summary>Copies <paramref name="data"/> into a new tensor of the given dimensions (their product must equal data.Length) on the current default backend.</summary>
     public static Tensor<T> FromArray(T[] data, params int[] dims) => FromArray(data, new Shape(dims));
 
     /// <summary>Copies <paramref name="data"/> into a new tensor of the given shape on <paramref name="backend"/>.</summary>
@@ -127,6 +137,7 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
         return new Tensor<T>(shape, storage, ownsStorage: true, name);
     }
 
+    /// <summary>A rank-0 tensor holding <paramref name="value"/>.</summary>
     public static Tensor<T> Scalar(T value, IBackend<T>? backend = null) => FromArray([value], Shape.Scalar, backend);
 
     /// <summary>Copies the values to a new host array.</summary>
@@ -169,10 +180,13 @@ public sealed class Tensor<T> : IDisposable where T : unmanaged, IFloatingPointI
         Backend.Copy(source.Storage, 0, Storage, 0, Length);
     }
 
+    /// <summary>The name and shape for messages: <c>'dnn.0.weight' [64, 390]</c>, or the shape alone for an unnamed tensor.</summary>
     public string Describe() => Name is null ? $"{Shape}" : $"'{Name}' {Shape}";
 
+    /// <summary>The element type and <see cref="Describe"/>.</summary>
     public override string ToString() => $"Tensor<{typeof(T).Name}>{Describe()}";
 
+    /// <summary>Releases the storage (when this tensor owns it) and the gradient buffers; reading the tensor afterwards throws.</summary>
     public void Dispose()
     {
         if (OwnsStorage) Storage.Dispose();

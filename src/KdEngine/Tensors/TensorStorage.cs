@@ -10,13 +10,17 @@ namespace KdEngine.Tensors;
 /// </summary>
 public abstract class TensorStorage<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <summary>Number of elements of the storage.</summary>
     public abstract int Length { get; }
+    /// <summary>The backend whose kernels read and write this memory.</summary>
     public abstract IBackend<T> Backend { get; }
+    /// <summary>True once <see cref="Dispose"/> has released the memory.</summary>
     public bool IsDisposed { get; private set; }
 
     /// <summary>The name of the tensor that owns this storage, when it has one (for errors raised by device-side checks).</summary>
     public string? Label { get; set; }
 
+    /// <summary>Releases the memory (idempotent).</summary>
     public void Dispose()
     {
         if (IsDisposed) return;

@@ -27,9 +27,12 @@ public interface IObjective
 /// <summary>Plain supervised training: BCE(y, z).</summary>
 public sealed class SupervisedObjective(CtrModel model) : IObjective
 {
+    /// <inheritdoc/>
     public Module Trainable => model;
+    /// <inheritdoc/>
     public CtrModel Predictor => model;
 
+    /// <inheritdoc/>
     public Tensor<float> Loss(in CtrBatch batch, long step, IDictionary<string, float>? terms)
     {
         var z = model.Forward(batch).Logits;

@@ -51,17 +51,26 @@ public interface IProcessGroup
 /// <summary>One process training alone: rank 0 of 1.</summary>
 public sealed class SingleProcess : IProcessGroup
 {
+    /// <summary>The one single-process group.</summary>
     public static readonly SingleProcess Instance = new();
 
     private SingleProcess() { }
 
+    /// <inheritdoc/>
     public int Rank => 0;
+    /// <inheritdoc/>
     public int Size => 1;
+    /// <inheritdoc/>
     public void BroadcastParameters(IReadOnlyList<NamedParameter> parameters) { }
+    /// <inheritdoc/>
     public void AverageGradients(IReadOnlyList<NamedParameter> parameters, int localBatchSize) { }
+    /// <inheritdoc/>
     public void AllReduceSum(Span<double> values) { }
+    /// <inheritdoc/>
     public long AllReduceMin(long value) => value;
+    /// <inheritdoc/>
     public float[] AllGatherInterleaved(ReadOnlySpan<float> local) => local.ToArray();
+    /// <inheritdoc/>
     public string BroadcastText(string? text) => text ?? throw new ArgumentNullException(nameof(text), "BroadcastText: rank 0 must give the text.");
 }
 

@@ -22,16 +22,21 @@ public enum StoppingMetric
 /// <summary>Trainer settings; every value is validated with a message naming it.</summary>
 public sealed record TrainerOptions
 {
+    /// <summary>Most passes over the training rows.</summary>
     public int Epochs { get; init; } = 1;
+    /// <summary>Rows per step (per rank when training data-parallel).</summary>
     public int BatchSize { get; init; } = 256;
     /// <summary>Validate every N steps; 0 validates once per epoch.</summary>
     public int EvaluateEvery { get; init; }
+    /// <summary>What early stopping and best-weight restoring watch.</summary>
     public StoppingMetric Metric { get; init; } = StoppingMetric.Auc;
     /// <summary>Stop after this many validations without improvement; 0 never stops early.</summary>
     public int Patience { get; init; } = 2;
     /// <summary>At the end, put back the weights of the best validation.</summary>
     public bool RestoreBest { get; init; } = true;
+    /// <summary>Shuffle the training rows each epoch (seeded by <see cref="Seed"/> + epoch).</summary>
     public bool Shuffle { get; init; } = true;
+    /// <summary>Seed of the shuffling.</summary>
     public int Seed { get; init; } = 1;
     /// <summary>Optional learning-rate schedule, applied before every step.</summary>
     public LearningRateSchedule? Schedule { get; init; }
@@ -44,6 +49,7 @@ public sealed record TrainerOptions
     /// <summary>Write a checkpoint every N optimizer steps (needs <see cref="CheckpointPath"/>); 0 = never.</summary>
     public int CheckpointEvery { get; init; }
 
+    /// <summary>Checks every option; a bad one is an <see cref="ArgumentException"/> naming it.</summary>
     public void Validate()
     {
         if (Epochs < 1) throw new ArgumentException($"trainer: epochs = {Epochs}; expected ≥ 1.");
@@ -93,6 +99,7 @@ public sealed class Trainer
     private readonly bool _interactive;
     private readonly IProcessGroup _group;
 
+    /// <param name="options">Epochs, batch size, validation, early stopping (validated here).</param>
     /// <param name="progress">Where progress goes (null: silent).</param>
     /// <param name="interactive">Redraw one status line (a terminal) instead of printing plain lines.</param>
     /// <param name="group">The processes training together (see the class remarks); null: this process alone.</param>
@@ -105,11 +112,16 @@ public sealed class Trainer
         _group = group ?? SingleProcess.Instance;
     }
 
+    /// <summary>
+    /// Trains <paramref name="objective"/> with <paramref name="optimizer"/> on <paramref name="train"/> (in memory),
+    /// validating on <paramref name="validation"/> (null: no validation, no early stopping) per the options.
+    /// Throws <see cref="TrainingDivergedException"/> when a loss, gradient or weight becomes NaN or infinite.
+    /// </summary>
     public TrainingReport Fit(IObjective objective, Optimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
         Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, null, new TrainerPosition());
 
     /// <summary>
-    /// Trains on batches that stream from a file (e.g. <see cref="Streaming.Batches"/> with a seeded shuffle buffer),
+    /// Trains on batches that stream from a file (e.g. <see cref="Streaming.Batches(IEnumerable{IRowBlock}, FeatureSpace, int, int, int, bool)"/> with a seeded shuffle buffer),
     /// so data larger than memory trains without being loaded: <paramref name="batchesOfEpoch"/>(epoch) yields
     /// epoch's batches (one pass each; re-open the reader per epoch, with seed + epoch for a new order). Validation,
     /// early stopping, NaN detection and checkpoints work as in <see cref="Fit"/>; <paramref name="stepsPerEpoch"/>
@@ -468,6 +480,7 @@ public sealed class BatchScratch
     private int[][] _bagOffsets = [];
     private int[][] _bagIds = [];
 
+    /// <summary>The batch as a <see cref="CtrBatch"/> over this scratch's arrays (valid until the next call).</summary>
     public CtrBatch From(Batch batch)
     {
         int n = batch.Size, f = batch.FieldCount;

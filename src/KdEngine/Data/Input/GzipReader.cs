@@ -30,6 +30,7 @@ public sealed class GzipReader : Stream
     private long _totalBytes;
     private bool _done;
 
+    /// <summary>Opens the gzip file at <paramref name="path"/> (read through a buffer of <paramref name="bufferSize"/> bytes).</summary>
     public GzipReader(string path, int bufferSize = 1 << 16)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -49,18 +50,29 @@ public sealed class GzipReader : Stream
     /// <summary>The compressed file's length.</summary>
     public long CompressedLength => _length;
 
+    /// <inheritdoc/>
     public override bool CanRead => true;
+    /// <inheritdoc/>
     public override bool CanSeek => false;
+    /// <inheritdoc/>
     public override bool CanWrite => false;
+    /// <inheritdoc/>
     public override long Length => throw new NotSupportedException();
+    /// <inheritdoc/>
     public override long Position { get => _totalBytes; set => throw new NotSupportedException(); }
+    /// <inheritdoc/>
     public override void Flush() { }
+    /// <inheritdoc/>
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    /// <inheritdoc/>
     public override void SetLength(long value) => throw new NotSupportedException();
+    /// <inheritdoc/>
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
+    /// <inheritdoc/>
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
+    /// <inheritdoc/>
     public override int Read(Span<byte> destination)
     {
         while (!_done)
@@ -184,6 +196,7 @@ public sealed class GzipReader : Stream
 
     private DataFormatException Error(string problem, Exception? inner = null) => new(problem, _fileName, inner: inner);
 
+    /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
         if (disposing)

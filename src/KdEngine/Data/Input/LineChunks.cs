@@ -9,10 +9,13 @@ namespace KdEngine.Data;
 /// </summary>
 public sealed class LineChunk
 {
+    /// <summary>A chunk whose buffer starts at <paramref name="capacity"/> bytes (it grows for a line longer than that).</summary>
     public LineChunk(int capacity = LineChunkReader.DefaultChunkBytes) => Buffer = new byte[Math.Max(capacity, 64)];
 
+    /// <summary>The chunk's bytes: whole lines in [0, <see cref="Length"/>).</summary>
     public byte[] Buffer { get; internal set; }
 
+    /// <summary>Bytes of whole lines in <see cref="Buffer"/>.</summary>
     public int Length { get; internal set; }
 
     /// <summary>1-based number of the chunk's first line in its file (blank lines and the header counted), or 0 when unknown
@@ -22,6 +25,7 @@ public sealed class LineChunk
     /// <summary>Offset of <see cref="Buffer"/>[0] in the (uncompressed) file.</summary>
     public long FileOffset { get; internal set; }
 
+    /// <summary>The chunk's lines: <see cref="Buffer"/>[0, <see cref="Length"/>).</summary>
     public ReadOnlySpan<byte> Bytes => Buffer.AsSpan(0, Length);
 }
 
@@ -58,6 +62,8 @@ public sealed class LineChunkReader : IDisposable
     /// <param name="end">End of the byte range (exclusive; <see cref="long.MaxValue"/> = the end of the file).</param>
     /// <param name="firstLine">Line number of the range's first line when the caller knows it; 0 = unknown
     /// (computed by <see cref="LineNumberAt"/> only when an error needs it). Ignored (1) when <paramref name="start"/> is 0.</param>
+    /// <param name="chunkBytes">Bytes per chunk (a chunk holds whole lines only, so it can be a line longer).</param>
+    /// <param name="maxLineLength">Longest line accepted (bytes); a longer one is a <see cref="DataFormatException"/>.</param>
     public LineChunkReader(string path, long start = 0, long end = long.MaxValue, long firstLine = 0,
         int chunkBytes = DefaultChunkBytes, int maxLineLength = ReaderOptions.DefaultMaxLineLength)
     {
@@ -95,13 +101,16 @@ public sealed class LineChunkReader : IDisposable
         if (start == 0) SkipByteOrderMark();
     }
 
+    /// <summary>The file read.</summary>
     public string FilePath { get; }
 
+    /// <summary>Whether the file is gzip (it starts with the gzip magic bytes).</summary>
     public bool IsGzip { get; }
 
     /// <summary>Plain files: the file length; gzip: unknown (−1).</summary>
     public long Length { get; } = -1;
 
+    /// <summary>Start of the byte range read (0 for a whole file).</summary>
     public long StartOffset { get; }
 
     /// <summary>Bytes of the file consumed so far (compressed bytes for gzip): for progress.</summary>
@@ -278,6 +287,7 @@ public sealed class LineChunkReader : IDisposable
         $"line is longer than {_maxLineLength} bytes (ReaderOptions.MaxLineLength); is this a text file with line breaks and the right delimiter?",
         _fileName, line > 0 ? line : null);
 
+    /// <summary>Closes the file.</summary>
     public void Dispose() => _stream.Dispose();
 }
 
@@ -331,6 +341,7 @@ public ref struct LineCursor
     private readonly ReadOnlySpan<byte> _data;
     private int _pos;
 
+    /// <summary>A cursor over <paramref name="data"/> (whole lines) whose first line has number <paramref name="firstLine"/>.</summary>
     public LineCursor(ReadOnlySpan<byte> data, long firstLine)
     {
         _data = data;

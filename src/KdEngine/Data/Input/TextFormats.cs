@@ -21,12 +21,14 @@ public class TextLayout
 /// </summary>
 public abstract class TextFormat
 {
+    /// <summary>A format reading the fields of <paramref name="schema"/>.</summary>
     protected TextFormat(Schema schema)
     {
         ArgumentNullException.ThrowIfNull(schema);
         Schema = schema;
     }
 
+    /// <summary>The fields read.</summary>
     public Schema Schema { get; }
 
     /// <summary>Name for messages (csv, libSVM, libFFM).</summary>
@@ -37,12 +39,14 @@ public abstract class TextFormat
     /// <param name="fileName">The file name for messages.</param>
     public abstract TextLayout Inspect(ReadOnlySpan<byte> firstLine, long lineNumber, string fileName);
 
+    /// <summary>A parser for one file of layout <paramref name="layout"/> (one per thread; <paramref name="fileName"/> names the file in errors).</summary>
     public abstract TextRowParser CreateParser(TextLayout layout, string fileName);
 }
 
 /// <summary>Parses one non-blank line of one file into a <see cref="RawRow"/>; bad rows throw <see cref="DataFormatException"/>.</summary>
 public abstract class TextRowParser
 {
+    /// <summary>A parser of rows of <paramref name="schema"/> from file <paramref name="fileName"/> (for messages).</summary>
     protected TextRowParser(Schema schema, string fileName)
     {
         Schema = schema;
@@ -50,16 +54,24 @@ public abstract class TextRowParser
         LabelName = schema[schema.LabelIndex].Name;
     }
 
+    /// <summary>The fields parsed.</summary>
     public Schema Schema { get; }
 
+    /// <summary>The file name, for messages.</summary>
     public string FileName { get; }
 
+    /// <summary>The label field's name (for messages).</summary>
     protected string LabelName { get; }
 
     /// <summary>Parses <paramref name="buffer"/>[start, start + length) (one line) into <paramref name="row"/>.</summary>
+    /// <param name="buffer">The bytes holding the line.</param>
+    /// <param name="start">The line's first byte in <paramref name="buffer"/>.</param>
+    /// <param name="length">The line's length in bytes, without its line end.</param>
+    /// <param name="row">The reused row to fill (every field is set: values, missing or numbers).</param>
     /// <param name="line">The line number for messages (0 = unknown: the caller fills it in).</param>
     public abstract void Parse(byte[] buffer, int start, int length, RawRow row, long line);
 
+    /// <summary>A bad-row error naming this file, <paramref name="line"/> (0 = unknown), <paramref name="column"/> (1-based) and field <paramref name="key"/>.</summary>
     protected DataFormatException RowError(long line, int? column, string? key, string problem) =>
         new(problem, FileName, line > 0 ? line : null, column, key);
 
@@ -145,25 +157,32 @@ public static class NumberText
 /// </summary>
 public sealed class DelimitedFormat : TextFormat
 {
+    /// <summary>Delimited text with the fields of <paramref name="schema"/>; <paramref name="options"/>: delimiter (null = tab when the first line has one, else comma) and header.</summary>
     public DelimitedFormat(Schema schema, DelimitedOptions? options = null) : base(schema)
     {
         Options = options ?? new DelimitedOptions();
     }
 
+    /// <summary>Delimiter and header options.</summary>
     public DelimitedOptions Options { get; }
 
+    /// <inheritdoc/>
     public override string Name => "csv";
 
     /// <summary>The layout of one delimited file.</summary>
     public sealed class Layout : TextLayout
     {
+        /// <summary>The delimiter byte (ASCII).</summary>
         public required byte Delimiter { get; init; }
+        /// <summary>Columns every row must have.</summary>
         public required int ColumnCount { get; init; }
         /// <summary>Schema field → column index.</summary>
         public required int[] ColumnOfField { get; init; }
+        /// <summary>Column names (from the header, or the schema's field names), for messages.</summary>
         public required string[] ColumnNames { get; init; }
     }
 
+    /// <inheritdoc/>
     public override TextLayout Inspect(ReadOnlySpan<byte> firstLine, long lineNumber, string fileName)
     {
         char delimiterChar = Options.Delimiter ?? (firstLine.Contains((byte)'\t') ? '\t' : ',');
@@ -200,6 +219,7 @@ public sealed class DelimitedFormat : TextFormat
         return new Layout { HeaderConsumed = false, Delimiter = delimiter, ColumnCount = Schema.Count, ColumnOfField = columnOfField, ColumnNames = Schema.Fields.Select(x => x.Name).ToArray() };
     }
 
+    /// <inheritdoc/>
     public override TextRowParser CreateParser(TextLayout layout, string fileName) => new Parser(this, (Layout)layout, fileName);
 
     private sealed class Parser : TextRowParser
@@ -419,12 +439,16 @@ public sealed class SparseFormat : TextFormat
     /// <summary>libFFM: field number k is the k-th input field of <paramref name="schema"/>.</summary>
     public SparseFormat(Schema schema) : base(schema) { }
 
+    /// <summary>libFFM (field numbers in the tokens) rather than libSVM (fields from index ranges).</summary>
     public bool IsFieldAware => _ranges is null;
 
+    /// <inheritdoc/>
     public override string Name => IsFieldAware ? "libFFM" : "libSVM";
 
+    /// <inheritdoc/>
     public override TextLayout Inspect(ReadOnlySpan<byte> firstLine, long lineNumber, string fileName) => new() { HeaderConsumed = false };
 
+    /// <inheritdoc/>
     public override TextRowParser CreateParser(TextLayout layout, string fileName) => new Parser(this, fileName);
 
     /// <summary>Schema field of a feature, or −1 with the problem.</summary>

@@ -4,7 +4,7 @@ namespace KdEngine.Data;
 /// Reads the data rows of one text file, or of a byte range of a plain file (see <see cref="LineChunkReader"/> for the
 /// range rule), one at a time into a reused <see cref="RawRow"/>: blank lines skipped, a header consumed, bad rows
 /// thrown or skipped and counted by <see cref="ReaderOptions.BadRows"/>. Single-threaded; the parallel pipeline
-/// (<see cref="ParallelRows"/>) runs the same parsers over chunks.
+/// (<see cref="DataPasses"/>) runs the same parsers over chunks.
 /// </summary>
 public sealed class TextRowReader : IDisposable
 {
@@ -21,6 +21,13 @@ public sealed class TextRowReader : IDisposable
     private long _chunkFirstLine;    // line number of the chunk's first line (0: unknown)
     private bool _headerPending;
 
+    /// <param name="path">The file (plain or gzip).</param>
+    /// <param name="format">How its lines are parsed.</param>
+    /// <param name="options">Bad-row policy and line-length limit (null = <see cref="ReaderOptions.Default"/>).</param>
+    /// <param name="start">Start of the byte range (plain files; 0 = the whole file).</param>
+    /// <param name="end">End of the byte range (exclusive; <see cref="long.MaxValue"/> = the end of the file).</param>
+    /// <param name="firstLine">Line number of the range's first line when known (0 = unknown).</param>
+    /// <param name="chunkBytes">Bytes read per chunk.</param>
     /// <param name="layout">The file's layout when already known (byte ranges after the first: the header is at the
     /// file's start, outside the range). Null: read from the file's first non-blank line (which, when it is a header, is
     /// consumed); for a range starting past 0 it is read from the start of the file.</param>
@@ -46,6 +53,7 @@ public sealed class TextRowReader : IDisposable
         if (_layout is not null) _parser = format.CreateParser(_layout, _fileName);
     }
 
+    /// <summary>The file read.</summary>
     public string FilePath { get; }
 
     /// <summary>The file's layout (known after the first non-blank line).</summary>
@@ -69,6 +77,7 @@ public sealed class TextRowReader : IDisposable
     /// <summary>Bytes of the file consumed (compressed bytes for gzip) and their total: for progress.</summary>
     public long BytesRead => _chunks.BytesRead;
 
+    /// <summary>Bytes of the file or range to read (compressed bytes for gzip).</summary>
     public long BytesTotal => _chunks.BytesTotal;
 
     /// <summary>The layout of <paramref name="path"/> from its first non-blank line (reads only that line).</summary>
@@ -169,5 +178,6 @@ public sealed class TextRowReader : IDisposable
         return new DataFormatException(e.Problem, e.File ?? _fileName, line, e.Column, e.Key, e.InnerException);
     }
 
+    /// <summary>Closes the file.</summary>
     public void Dispose() => _chunks.Dispose();
 }

@@ -15,6 +15,7 @@ public sealed record PassOptions
     /// <summary>Chunks read ahead of the consumer at most (bounds memory: chunks + encoded blocks).</summary>
     public int MaxInFlight { get; init; } = 4 * Environment.ProcessorCount + 4;
 
+    /// <summary>Bad-row policy and line-length limit.</summary>
     public ReaderOptions Reader { get; init; } = ReaderOptions.Default;
 
     /// <summary>Where reading progress goes (null: silent).</summary>

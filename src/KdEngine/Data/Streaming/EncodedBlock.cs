@@ -13,8 +13,10 @@ public interface IRowBlock
     /// <summary>Ordinal of the block's first row in its input (its <see cref="Batch.Rows"/> value).</summary>
     long FirstRow { get; }
 
+    /// <summary>[F] ids of row <paramref name="row"/>.</summary>
     ReadOnlySpan<int> RowIds(int row);
 
+    /// <summary>The label of row <paramref name="row"/>.</summary>
     float Label(int row);
 
     /// <summary>[F] scales of the row; empty when the feature space has no dense values.</summary>
@@ -23,6 +25,7 @@ public interface IRowBlock
     /// <summary>The row's user id (−1 when none).</summary>
     int UserId(int row);
 
+    /// <summary>The ids of multi-valued field <paramref name="field"/> in row <paramref name="row"/>.</summary>
     ReadOnlySpan<int> MultiIds(int field, int row);
 }
 
@@ -42,6 +45,7 @@ public sealed class EncodedBlock : IRowBlock
     private readonly int[][] _multiOffsets;
     private readonly int[][] _multiIds;
 
+    /// <summary>An empty block for rows of <paramref name="space"/>, with room for <paramref name="capacity"/> rows before it grows.</summary>
     public EncodedBlock(FeatureSpace space, int capacity = 1024)
     {
         ArgumentNullException.ThrowIfNull(space);
@@ -56,15 +60,19 @@ public sealed class EncodedBlock : IRowBlock
         _multiIds = space.MultiFields.Select(_ => new int[capacity * 2]).ToArray();
     }
 
+    /// <summary>The feature space of the rows.</summary>
     public FeatureSpace Space { get; }
 
+    /// <inheritdoc/>
     public int Count { get; private set; }
 
+    /// <inheritdoc/>
     public long FirstRow { get; set; }
 
     /// <summary>[Count, F] ids (row-major).</summary>
     public ReadOnlySpan<int> Ids => _ids.AsSpan(0, Count * _f);
 
+    /// <summary>[Count] labels.</summary>
     public ReadOnlySpan<float> Labels => _labels.AsSpan(0, Count);
 
     /// <summary>[Count, F] scales, or empty.</summary>
@@ -73,10 +81,13 @@ public sealed class EncodedBlock : IRowBlock
     /// <summary>[Count] user ids, or empty.</summary>
     public ReadOnlySpan<int> Users => _users is null ? default : _users.AsSpan(0, Count);
 
+    /// <summary>[Count + 1] starts of each row's ids of multi-valued field <paramref name="field"/> in <see cref="MultiIdsOf"/>.</summary>
     public ReadOnlySpan<int> MultiOffsets(int field) => _multiOffsets[field].AsSpan(0, Count + 1);
 
+    /// <summary>Every row's ids of multi-valued field <paramref name="field"/>, one after another.</summary>
     public ReadOnlySpan<int> MultiIdsOf(int field) => _multiIds[field].AsSpan(0, _multiOffsets[field][Count]);
 
+    /// <summary>Empties the block (its buffers are kept).</summary>
     public void Clear()
     {
         Count = 0;
@@ -127,14 +138,19 @@ public sealed class EncodedBlock : IRowBlock
         for (int k = 0; k < _multiOffsets.Length; k++) Array.Resize(ref _multiOffsets[k], capacity + 1);
     }
 
+    /// <inheritdoc/>
     public ReadOnlySpan<int> RowIds(int row) => _ids.AsSpan(row * _f, _f);
 
+    /// <inheritdoc/>
     public float Label(int row) => _labels[row];
 
+    /// <inheritdoc/>
     public ReadOnlySpan<float> RowDense(int row) => _dense is null ? default : _dense.AsSpan(row * _f, _f);
 
+    /// <inheritdoc/>
     public int UserId(int row) => _users is null ? -1 : _users[row];
 
+    /// <inheritdoc/>
     public ReadOnlySpan<int> MultiIds(int field, int row) =>
         _multiIds[field].AsSpan(_multiOffsets[field][row], _multiOffsets[field][row + 1] - _multiOffsets[field][row]);
 
@@ -150,13 +166,23 @@ public sealed class EncodedBlock : IRowBlock
 /// <summary>Rows [Start, Start + Count) of another block (a unit's share of a cache row group).</summary>
 public sealed class RowBlockSlice(IRowBlock block, int start, int count) : IRowBlock
 {
+    /// <summary>The block sliced.</summary>
     public IRowBlock Block { get; } = block;
+    /// <summary>The slice's first row in <see cref="Block"/>.</summary>
     public int Start { get; } = start;
+    /// <inheritdoc/>
     public int Count { get; } = count;
+    /// <inheritdoc/>
     public long FirstRow => Block.FirstRow + Start;
+    /// <inheritdoc/>
     public ReadOnlySpan<int> RowIds(int row) => Block.RowIds(Start + row);
+    /// <inheritdoc/>
     public float Label(int row) => Block.Label(Start + row);
+    /// <inheritdoc/>
     public ReadOnlySpan<float> RowDense(int row) => Block.RowDense(Start + row);
+    /// <inheritdoc/>
     public int UserId(int row) => Block.UserId(Start + row);
+    /// <inheritdoc/>
+    /// <inheritdoc/>
     public ReadOnlySpan<int> MultiIds(int field, int row) => Block.MultiIds(field, Start + row);
 }

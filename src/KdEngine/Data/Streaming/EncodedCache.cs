@@ -20,6 +20,7 @@ public sealed class StaleCacheException(string message) : Exception(message);
 /// </summary>
 public sealed unsafe class EncodedCache : IDisposable
 {
+    /// <summary>The cache files' extension.</summary>
     public const string Extension = ".kdcache";
     private const ulong Magic = 0x4548_4341_4345_444B; // "KDECACHE" little-endian
     private const int PreambleBytes = 64;
@@ -49,12 +50,15 @@ public sealed unsafe class EncodedCache : IDisposable
         }
     }
 
+    /// <summary>The cache file.</summary>
     public string Path { get; }
 
+    /// <summary>The feature space of the cached rows.</summary>
     public FeatureSpace Space { get; }
 
     internal CacheHeader Header { get; }
 
+    /// <summary>Encoded rows in the cache.</summary>
     public long Rows => Header.Rows;
 
     /// <summary>The preprocessing the rows were encoded with (JSON), when the cache stores it.</summary>
@@ -334,6 +338,7 @@ public sealed unsafe class EncodedCache : IDisposable
     /// <summary>The rows of each unit as the cache records them (for shuffling units and progress).</summary>
     public long[] UnitRows => Header.Source.Units.Select(u => u.Rows).ToArray();
 
+    /// <summary>Unmaps and closes the file.</summary>
     public void Dispose()
     {
         _view.SafeMemoryMappedViewHandle.ReleasePointer();

@@ -8,10 +8,13 @@ namespace KdEngine.Data;
 /// </summary>
 public sealed record InputUnit(int File, long Start, long End)
 {
+    /// <summary>First data row of the unit kept (0 = from its start).</summary>
     public long RowFrom { get; init; }
 
+    /// <summary>Data row of the unit where keeping stops (exclusive; <see cref="long.MaxValue"/> = to its end).</summary>
     public long RowTo { get; init; } = long.MaxValue;
 
+    /// <summary>Whether the unit keeps only some of its rows.</summary>
     public bool HasRowWindow => RowFrom > 0 || RowTo != long.MaxValue;
 }
 
@@ -23,6 +26,7 @@ public sealed record InputUnit(int File, long Start, long End)
 /// </summary>
 public interface IRowSink
 {
+    /// <summary>Takes the next row (reused by the caller after the following call).</summary>
     void Row(RawRow row);
 
     /// <summary>Finishes any row still held.</summary>
@@ -60,12 +64,14 @@ public sealed class ChunkWorker
     private readonly RawRow[] _rows;
     private int _current;
 
+    /// <summary>A worker parsing rows of <paramref name="schema"/> under <paramref name="options"/>.</summary>
     public ChunkWorker(Schema schema, ReaderOptions options)
     {
         Options = options;
         _rows = [new RawRow(schema), new RawRow(schema)];
     }
 
+    /// <summary>Bad-row policy and line-length limit.</summary>
     public ReaderOptions Options { get; }
 
     /// <summary>The row to parse into next.</summary>
@@ -119,12 +125,14 @@ public sealed class ChunkWorker
 /// </summary>
 public abstract class RowFileFormat
 {
+    /// <summary>A file format reading the fields of <paramref name="schema"/>.</summary>
     protected RowFileFormat(Schema schema)
     {
         ArgumentNullException.ThrowIfNull(schema);
         Schema = schema;
     }
 
+    /// <summary>The fields read.</summary>
     public Schema Schema { get; }
 
     /// <summary>Name for messages.</summary>
@@ -137,7 +145,12 @@ public abstract class RowFileFormat
     public abstract IReadOnlyList<InputUnit> Units(string path, int fileIndex, long unitBytes);
 
     /// <summary>Reads one unit as chunks, in order (called on the reading thread).</summary>
+    /// <param name="path">The file.</param>
+    /// <param name="unitIndex">The unit's index in its input set (for ordering and messages).</param>
+    /// <param name="unit">The unit.</param>
     /// <param name="firstLine">Line number of the unit's first line when known (0: unknown; text formats).</param>
+    /// <param name="options">Bad-row policy and line-length limit.</param>
+    /// <param name="chunkBytes">Bytes per chunk (text formats).</param>
     /// <param name="nextLine">Called with the line number after the unit once it is read (text formats; for the next unit).</param>
     public abstract IEnumerable<RowChunk> ReadUnit(string path, int unitIndex, InputUnit unit, long firstLine, ReaderOptions options,
         int chunkBytes, Action<long>? nextLine);
@@ -163,6 +176,7 @@ public sealed class InputSet
     private readonly long[] _unitRows;
     private readonly long[] _unitFirstLine;
 
+    /// <summary>An input set of <paramref name="files"/> (which must exist) in <paramref name="format"/>, cut into units of about <paramref name="unitBytes"/> bytes, or into <paramref name="units"/> when given.</summary>
     public InputSet(IReadOnlyList<string> files, RowFileFormat format, long unitBytes = DefaultUnitBytes, IReadOnlyList<InputUnit>? units = null)
     {
         ArgumentNullException.ThrowIfNull(files);
@@ -191,12 +205,16 @@ public sealed class InputSet
     public static InputSet Open(IEnumerable<string> patterns, RowFileFormat format, long unitBytes = DefaultUnitBytes) =>
         new(InputFiles.Expand(patterns), format, unitBytes);
 
+    /// <summary>The files, in order.</summary>
     public IReadOnlyList<string> Files { get; }
 
+    /// <summary>How the files are read.</summary>
     public RowFileFormat Format { get; }
 
+    /// <summary>The unit size plain files are cut at.</summary>
     public long UnitBytes { get; }
 
+    /// <summary>The units, in file order.</summary>
     public IReadOnlyList<InputUnit> Units { get; }
 
     /// <summary>"day_0.tsv.gz" or "21 files (day_0.tsv.gz … day_20.tsv.gz)".</summary>
@@ -242,7 +260,7 @@ public sealed class InputSet
     /// <summary>
     /// Cuts a single-file input into consecutive parts by data-row count (e.g. 8:1:1 → train, validation, test) without
     /// loading it: one fast pass finds the lines (no parsing), the boundaries are ⌊n·cumulative ratio⌋ as in
-    /// <see cref="DataSplit.Boundaries"/>. Plain files are cut at the byte offsets of the boundary rows (each part
+    /// <see cref="DataSplit.Boundaries(long, IReadOnlyList{double})"/>. Plain files are cut at the byte offsets of the boundary rows (each part
     /// reads only its bytes); a gzip file is read whole by each part, keeping only its rows.
     /// </summary>
     public InputSet[] SplitSequential(IReadOnlyList<double> ratios, ReaderOptions? options = null)
@@ -293,5 +311,6 @@ public sealed class InputSet
         return parts;
     }
 
+    /// <inheritdoc/>
     public override string ToString() => Name;
 }

@@ -23,6 +23,9 @@ internal sealed class OrderedPipeline<TItem, TResult> : IDisposable where TResul
     private bool _stopping;
 
     /// <param name="items">Enumerated on the producer thread.</param>
+    /// <param name="workers">Worker threads (≥ 1).</param>
+    /// <param name="maxInFlight">Items handed out and not yet taken by the consumer, at most (bounds memory).</param>
+    /// <param name="name">Thread name prefix.</param>
     /// <param name="process">(item, worker index) → result, on a worker thread.</param>
     public OrderedPipeline(IEnumerable<TItem> items, Func<TItem, int, TResult> process, int workers, int maxInFlight, string name = "kdengine-data")
     {

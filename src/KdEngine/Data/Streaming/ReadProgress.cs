@@ -17,6 +17,7 @@ public sealed class ReadProgress
     private TimeSpan _last;
     private bool _drewLine;
 
+    /// <summary>Progress of a pass labelled <paramref name="label"/> over <paramref name="totalBytes"/> bytes (0 = unknown) to <paramref name="output"/> (null = silent): one redrawn line when <paramref name="interactive"/>, else a plain line every 5 s.</summary>
     public ReadProgress(TextWriter? output, bool interactive, string label, long totalBytes)
     {
         _out = output;
@@ -25,10 +26,13 @@ public sealed class ReadProgress
         _totalBytes = totalBytes;
     }
 
+    /// <summary>Bytes read so far.</summary>
     public long Bytes { get; private set; }
 
+    /// <summary>Rows read so far.</summary>
     public long Rows { get; private set; }
 
+    /// <summary>Time since the pass started.</summary>
     public TimeSpan Elapsed => _clock.Elapsed;
 
     /// <summary>Adds what one chunk read.</summary>

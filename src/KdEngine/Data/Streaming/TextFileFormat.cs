@@ -12,21 +12,26 @@ public sealed class TextFileFormat : RowFileFormat
     private readonly ConcurrentDictionary<string, TextLayout> _layouts = new(StringComparer.Ordinal);
     private readonly ConcurrentBag<LineChunk> _pool = new();
 
+    /// <summary>Files of text in <paramref name="format"/> (plain or gzip).</summary>
     public TextFileFormat(TextFormat format) : base((format ?? throw new ArgumentNullException(nameof(format))).Schema)
     {
         Text = format;
     }
 
+    /// <summary>The text format of every file.</summary>
     public TextFormat Text { get; }
 
+    /// <inheritdoc/>
     public override string Name => Text.Name;
 
     /// <summary>The layout of a file (read from its first non-blank line once).</summary>
     public TextLayout LayoutOf(string path, ReaderOptions options) =>
         _layouts.GetOrAdd(Path.GetFullPath(path), _ => TextRowReader.LayoutOf(path, Text, options));
 
+    /// <inheritdoc/>
     public override void Check(string path) => LayoutOf(path, ReaderOptions.Default);
 
+    /// <inheritdoc/>
     public override IReadOnlyList<InputUnit> Units(string path, int fileIndex, long unitBytes)
     {
         long length = new FileInfo(path).Length;
@@ -36,6 +41,7 @@ public sealed class TextFileFormat : RowFileFormat
         return units;
     }
 
+    /// <inheritdoc/>
     public override IEnumerable<RowChunk> ReadUnit(string path, int unitIndex, InputUnit unit, long firstLine, ReaderOptions options,
         int chunkBytes, Action<long>? nextLine)
     {
@@ -90,6 +96,7 @@ public sealed class TextFileFormat : RowFileFormat
         nextLine?.Invoke(reader.NextLine);
     }
 
+    /// <inheritdoc/>
     public override long UnitBytes(string path, InputUnit unit) => unit.End - unit.Start;
 
     private LineChunk Rent(int bytes)

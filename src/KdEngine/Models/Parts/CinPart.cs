@@ -17,6 +17,7 @@ public sealed class CinPart : ModelPart
     private readonly Cin _cin;
     private readonly Linear _out;
 
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>).</summary>
     public CinPart(PartContext context)
     {
         var c = context.Config;
@@ -24,6 +25,7 @@ public sealed class CinPart : ModelPart
         _out = AddModule("cin_out", new Linear(_cin.OutputWidth, 1, context.Rng, bias: false));
     }
 
+    /// <summary>How a model builds, counts (before building) and validates this part.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: ParameterCount,
@@ -49,9 +51,12 @@ public sealed class CinPart : ModelPart
         return total + outputMaps;                        // cin_out.weight [1, maps]
     }
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+    /// <inheritdoc/>
     public override bool IsInteractionLayer => true;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden)
     {
         var pooled = _cin.Forward(input.X0!, hidden);  // [B, maps]
@@ -59,8 +64,10 @@ public sealed class CinPart : ModelPart
         return _out.Forward(pooled);                    // [B, 1]
     }
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) => new CinStage(_cin, _out, layout.FieldCount, layout.EmbeddingDim);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         // Per layer: Mul(Unsqueeze(h, 2) [B,H,1,D], Unsqueeze(x0, 1) [B,1,F,D]) → Reshape [B, H·F, D],

@@ -21,6 +21,7 @@ public sealed class DcnPart : ModelPart
     private readonly CrossNetwork _cross;
     private readonly Linear _out;
 
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>).</summary>
     public DcnPart(PartContext context)
     {
         var c = context.Config;
@@ -30,6 +31,7 @@ public sealed class DcnPart : ModelPart
         _out = AddModule("dcn_out", new Linear(n + _mlp.OutFeatures, 1, context.Rng));
     }
 
+    /// <summary>How a model builds, counts (before building) and validates this part.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: (c, fields) =>
@@ -42,9 +44,12 @@ public sealed class DcnPart : ModelPart
         Build: context => new DcnPart(context),
         Validate: DnnPart.RequireDnn);
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+    /// <inheritdoc/>
     public override bool IsInteractionLayer => true;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden)
     {
         var deep = _mlp.Forward(input.Flat!, hidden);  // [B, width]
@@ -53,8 +58,10 @@ public sealed class DcnPart : ModelPart
         return _out.Forward(Op.Concat([crossed, deep], axis: 1)); // [B, n + width] → [B, 1]
     }
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) => new DcnStage(new DenseStack(_mlp), _cross, _out);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string flat = input.Flat!;

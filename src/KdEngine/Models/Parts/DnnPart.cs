@@ -16,6 +16,7 @@ public sealed class DnnPart : ModelPart
     private readonly Mlp _mlp;
     private readonly Linear _out;
 
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>).</summary>
     public DnnPart(PartContext context)
     {
         var c = context.Config;
@@ -23,6 +24,7 @@ public sealed class DnnPart : ModelPart
         _out = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, context.Rng, bias: false));
     }
 
+    /// <summary>How a model builds, counts (before building) and validates this part.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: (c, fields) => MlpParameterCount(c, (long)fields.Count * c.EmbeddingDim) + c.Dnn[^1], // + dnn_out.weight [1, width]
@@ -42,13 +44,17 @@ public sealed class DnnPart : ModelPart
         if (c.Dnn.Length == 0) throw new ConfigException($"{source}: model {c.Model} needs at least one dnn layer.");
     }
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden) =>
         _out.Forward(_mlp.Forward(input.Flat!, hidden));            // [B, width] → [B, 1]
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) => new DnnStage(new DenseStack(_mlp), _out.Weight.ToArray());
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string deep = EmitMlp(g, _mlp, input.Flat!);

@@ -13,17 +13,22 @@ namespace KdEngine.Models.Parts;
 /// </summary>
 public sealed class FmPart : ModelPart
 {
+    /// <summary>How a model builds, counts (before building) and validates this part.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: (_, _) => 0,
         Build: _ => new FmPart());
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
 
+    /// <inheritdoc/>
     public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden) => FmInteraction.Forward(input.X0!);
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) => new FmStage(layout.FieldCount, layout.EmbeddingDim);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string x0 = input.X0!;

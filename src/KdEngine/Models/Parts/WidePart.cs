@@ -16,28 +16,34 @@ public sealed class WidePart : ModelPart
     private readonly FieldEmbeddings _weights;
     private readonly Tensor<float> _bias;
 
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>).</summary>
     public WidePart(PartContext context)
     {
         _weights = AddModule("linear", new FieldEmbeddings(context.Fields, context.Columns, 1, 0f, context.Rng));
         _bias = AddParameter("linear.bias", Tensor<float>.Zeros(1));
     }
 
+    /// <summary>How a model builds, counts (before building) and validates this part.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: false,
         ParameterCount: (_, fields) => fields.Sum(x => (long)x.Cardinality) + 1, // linear.{field}.weight [V, 1], linear.bias [1]
         Build: context => new WidePart(context));
 
+    /// <inheritdoc/>
     public override bool ReadsEmbedding => false;
 
+    /// <inheritdoc/>
     public override Tensor<float> Forward(in PartInput input, IDictionary<string, Tensor<float>> hidden)
     {
         var w = _weights.Forward(input.Batch);                       // [B, F, 1]
         return Op.Add(Op.Reshape(Op.Sum(w, axis: 1), -1, 1), _bias); // [B, 1]
     }
 
+    /// <inheritdoc/>
     public override InferenceStage Compile(PlanLayout layout) =>
         new WideStage(layout.Concatenate(_weights.Tables, 1, "wide weights"), _bias.ToArray()[0]);
 
+    /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string table = OnnxEmit.Table(g, "linear.table", input.Layout, _weights.Tables, 1, vector: true);

@@ -12,6 +12,10 @@ namespace KdEngine.Training;
 /// </remarks>
 public sealed class Adagrad : Optimizer
 {
+    /// <summary>
+    /// Adagrad over <paramref name="parameters"/> with step <paramref name="learningRate"/>, accumulators starting at
+    /// <paramref name="initialAccumulator"/> (≥ 0) and <paramref name="epsilon"/> (&gt; 0) in the denominator.
+    /// </summary>
     public Adagrad(IEnumerable<Tensor<float>> parameters, float learningRate = 0.01f, float initialAccumulator = 0f, float epsilon = 1e-10f)
         : base(parameters, learningRate, Slots(initialAccumulator, epsilon))
     {
@@ -19,7 +23,9 @@ public sealed class Adagrad : Optimizer
         Epsilon = epsilon;
     }
 
+    /// <summary>The accumulators' starting value.</summary>
     public float InitialAccumulator { get; }
+    /// <summary>ε in w ← w − lr·ĝ/(√a + ε).</summary>
     public float Epsilon { get; }
 
     private static (string, float)[] Slots(float initialAccumulator, float epsilon)
@@ -31,6 +37,7 @@ public sealed class Adagrad : Optimizer
         return [("sum", initialAccumulator)];
     }
 
+    /// <inheritdoc/>
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2) =>
         UpdateKernels.Adagrad(weights, gradient, State(0, index).AsSpan(offset, weights.Length), gradientScale, l2, LearningRate, Epsilon);
 }

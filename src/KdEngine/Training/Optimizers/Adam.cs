@@ -20,6 +20,10 @@ public sealed class Adam : Optimizer
 {
     private float _stepSize, _invSqrtBc2;
 
+    /// <summary>
+    /// Adam over <paramref name="parameters"/> with step <paramref name="learningRate"/>, moment decays
+    /// <paramref name="beta1"/>, <paramref name="beta2"/> in [0, 1) and <paramref name="epsilon"/> &gt; 0 (PyTorch's defaults).
+    /// </summary>
     public Adam(IEnumerable<Tensor<float>> parameters, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f, float epsilon = 1e-8f)
         : base(parameters, learningRate, Slots(beta1, beta2, epsilon))
     {
@@ -28,8 +32,11 @@ public sealed class Adam : Optimizer
         Epsilon = epsilon;
     }
 
+    /// <summary>β₁: the first moment's decay.</summary>
     public float Beta1 { get; }
+    /// <summary>β₂: the second moment's decay.</summary>
     public float Beta2 { get; }
+    /// <summary>ε in the update's denominator.</summary>
     public float Epsilon { get; }
 
     private static (string, float)[] Slots(float beta1, float beta2, float epsilon)
@@ -40,6 +47,7 @@ public sealed class Adam : Optimizer
         return [("exp_avg", 0f), ("exp_avg_sq", 0f)];
     }
 
+    /// <inheritdoc/>
     protected override void BeginParameter(int index, long step)
     {
         // Bias corrections in double: 1 − β^t loses most of its digits in float when β^t is near 1.
@@ -49,6 +57,7 @@ public sealed class Adam : Optimizer
         _invSqrtBc2 = (float)(1.0 / Math.Sqrt(bc2));
     }
 
+    /// <inheritdoc/>
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2) =>
         UpdateKernels.Adam(weights, gradient,
             State(0, index).AsSpan(offset, weights.Length), State(1, index).AsSpan(offset, weights.Length),

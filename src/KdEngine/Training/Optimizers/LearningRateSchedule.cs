@@ -45,8 +45,11 @@ public sealed class LearningRateSchedule
         MinLearningRate = minRate;
     }
 
+    /// <summary>The learning rate after the warm-up, before any decay.</summary>
     public float BaseLearningRate { get; }
+    /// <summary>Steps of linear warm-up from lr/warmup to lr (0 = none).</summary>
     public int WarmupSteps { get; }
+    /// <summary>The decay after the warm-up.</summary>
     public LearningRateDecay Decay { get; }
 
     /// <summary>Step decay: steps between drops; exponential: steps per factor γ; cosine: length of the decay.</summary>
@@ -58,6 +61,7 @@ public sealed class LearningRateSchedule
     /// <summary>The floor of the cosine decay.</summary>
     public float MinLearningRate { get; }
 
+    /// <summary>A constant <paramref name="learningRate"/> (after an optional linear warm-up of <paramref name="warmupSteps"/> steps).</summary>
     public static LearningRateSchedule Constant(float learningRate, int warmupSteps = 0) =>
         new(learningRate, warmupSteps, LearningRateDecay.Constant, 1, 1f, 0f);
 
@@ -91,6 +95,7 @@ public sealed class LearningRateSchedule
         return (float)lr;
     }
 
+    /// <summary>The schedule's kind and settings, for logs.</summary>
     public override string ToString() =>
         $"{Decay}(base {BaseLearningRate}, warm-up {WarmupSteps}, period {DecayPeriod}, γ {DecayFactor}, min {MinLearningRate})";
 }

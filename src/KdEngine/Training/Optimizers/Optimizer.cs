@@ -111,6 +111,7 @@ public abstract class Optimizer
         _rowCount = new int[_parameters.Length];
     }
 
+    /// <summary>The tensors this optimizer updates, in construction order.</summary>
     public IReadOnlyList<Tensor<float>> Parameters => _parameters;
 
     /// <summary>The learning rate of the next step; set it each step from a <see cref="LearningRateSchedule"/>.</summary>

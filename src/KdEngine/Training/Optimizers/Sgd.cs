@@ -12,6 +12,9 @@ namespace KdEngine.Training;
 /// </remarks>
 public sealed class Sgd : Optimizer
 {
+    /// <summary>SGD over <paramref name="parameters"/>; invalid settings are an <see cref="ArgumentException"/> naming them.</summary>
+    /// <param name="parameters">The tensors to update.</param>
+    /// <param name="learningRate">The step size.</param>
     /// <param name="momentum">μ ≥ 0 (0 = plain SGD).</param>
     /// <param name="nesterov">Nesterov momentum; needs μ &gt; 0.</param>
     public Sgd(IEnumerable<Tensor<float>> parameters, float learningRate, float momentum = 0f, bool nesterov = false)
@@ -21,7 +24,9 @@ public sealed class Sgd : Optimizer
         Nesterov = nesterov;
     }
 
+    /// <summary>μ: the momentum (0 = plain SGD).</summary>
     public float Momentum { get; }
+    /// <summary>True for Nesterov momentum.</summary>
     public bool Nesterov { get; }
 
     private static (string, float)[] Slots(float momentum, bool nesterov)
@@ -33,6 +38,7 @@ public sealed class Sgd : Optimizer
         return momentum == 0f ? [] : [("momentum_buffer", 0f)];
     }
 
+    /// <inheritdoc/>
     protected override void Update(int index, int offset, Span<float> weights, ReadOnlySpan<float> gradient, float gradientScale, float l2)
     {
         if (Momentum == 0f)
