@@ -16,6 +16,7 @@ public enum UnknownFieldPolicy
 /// </summary>
 public sealed class ServerOptions
 {
+    /// <summary>The configuration section the options bind from.</summary>
     public const string SectionName = "Server";
 
     /// <summary>Served models: name → checkpoint path (.kde with its preprocessing). At least one.</summary>
@@ -59,6 +60,7 @@ public sealed class ServerOptions
     /// <summary>Seconds sent in Retry-After with 429 and 503.</summary>
     public int RetryAfterSeconds { get; set; } = 1;
 
+    /// <summary>What to do with a request field the schema does not know (reject by default).</summary>
     public UnknownFieldPolicy UnknownFields { get; set; } = UnknownFieldPolicy.Reject;
 
     /// <summary>Let a reload replace a model by one with a different input schema (off: such a reload is refused).</summary>

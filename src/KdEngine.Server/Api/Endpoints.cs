@@ -17,6 +17,7 @@ public static class Endpoints
     /// body is application/json, never embedded in HTML, so the default encoder's HTML-safe escaping only hurts.</summary>
     internal static readonly JsonWriterOptions Readable = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
+    /// <summary>Maps the API onto <paramref name="app"/>: predict, reload, one model's description, the model list, <c>/metrics</c>, and a JSON 404 for anything else.</summary>
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/models/{name}:predict", Predict).WithName("predict");

@@ -15,6 +15,7 @@ namespace KdEngine.Server.Api;
 /// </summary>
 public sealed class ServiceMiddleware(RequestDelegate next, ServerMetrics metrics, ModelRegistry registry, ServerOptions options, ILogger<ServiceMiddleware> log)
 {
+    /// <summary>Runs the rest of the pipeline for one request, timing it and turning any exception into the JSON error answer.</summary>
     public async Task InvokeAsync(HttpContext ctx)
     {
         long start = Stopwatch.GetTimestamp();

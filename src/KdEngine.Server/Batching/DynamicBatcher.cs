@@ -38,6 +38,12 @@ public sealed class DynamicBatcher : IDisposable
     private int _arriving;
     private bool _gathering, _stopping;
 
+    /// <summary>
+    /// A batcher for <paramref name="model"/> with <paramref name="threads"/> scoring threads (started here), batches of at most
+    /// <paramref name="maxBatchRows"/> rows held open up to <paramref name="maxWaitMicroseconds"/> for more requests, at most
+    /// <paramref name="maxQueuedRequests"/> waiting requests of at most <paramref name="maxRowsPerRequest"/> rows each;
+    /// <paramref name="metrics"/> (optional) records batch sizes, queue waits and depths.
+    /// </summary>
     public DynamicBatcher(string model, int maxBatchRows, int maxWaitMicroseconds, int threads, int maxQueuedRequests, int maxRowsPerRequest,
         ServerMetrics? metrics = null)
     {
@@ -62,6 +68,7 @@ public sealed class DynamicBatcher : IDisposable
         }
     }
 
+    /// <summary>The largest Predictor call, in rows.</summary>
     public int MaxBatchRows { get; }
 
     /// <summary>Test hook, run on the scoring thread after a batch is gathered and before its Predictor call (inside
@@ -78,6 +85,7 @@ public sealed class DynamicBatcher : IDisposable
 
     private long _batches, _chunksScored;
 
+    /// <summary>The most rows one request may bring.</summary>
     public int MaxRowsPerRequest { get; }
 
     /// <summary>Requests waiting (not yet taken into a batch).</summary>

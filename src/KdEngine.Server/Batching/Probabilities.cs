@@ -8,6 +8,7 @@ namespace KdEngine.Server.Batching;
 /// </summary>
 public static class Probabilities
 {
+    /// <summary>σ(<paramref name="logit"/>) computed in double and rounded once to float.</summary>
     public static float FromLogit(float logit) => (float)(1.0 / (1.0 + Math.Exp(-(double)logit)));
 
     /// <summary>Replaces logits by probabilities in place.</summary>

@@ -20,6 +20,7 @@ public sealed class ScoreJob
     private int _state;
     private Exception? _failure;
 
+    /// <summary>A job of <paramref name="rows"/> rows for <paramref name="version"/>; its id and score arrays are rented from the shared pools.</summary>
     public ScoreJob(ModelVersion version, int rows)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
@@ -29,8 +30,10 @@ public sealed class ScoreJob
         Scores = ArrayPool<float>.Shared.Rent(rows);
     }
 
+    /// <summary>The model version that scores every row of the job.</summary>
     public ModelVersion Version { get; }
 
+    /// <summary>Rows in the job.</summary>
     public int Rows { get; }
 
     /// <summary>[Rows, C] row-major (the first Rows·C entries of a rented array).</summary>
@@ -39,6 +42,7 @@ public sealed class ScoreJob
     /// <summary>[Rows] probabilities once <see cref="Completion"/> has finished successfully.</summary>
     public float[] Scores { get; }
 
+    /// <summary>The encoded ids of row <paramref name="row"/> (C = the version's columns), to fill before submitting.</summary>
     public Span<int> RowIds(int row) => Ids.AsSpan(row * Version.Columns, Version.Columns);
 
     /// <summary>Completes when every row is scored; faults when a scoring call failed.</summary>

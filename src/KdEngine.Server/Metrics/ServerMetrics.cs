@@ -26,24 +26,30 @@ public sealed class ServerMetrics
     private readonly ConcurrentDictionary<(string Model, string Result), Counter> _reloads = new();
     private readonly ConcurrentDictionary<string, ModelInfo> _models = new(StringComparer.Ordinal);
 
+    /// <summary>Counts one request by model, endpoint and status, and records its latency in seconds.</summary>
     public void Request(string model, string endpoint, int status, double seconds)
     {
         _requests.GetOrAdd((model, endpoint, status), static _ => new Counter()).Add(1);
         _latency.GetOrAdd((model, endpoint), static _ => new Histogram(LatencyBuckets)).Observe(seconds);
     }
 
+    /// <summary>Records the number of candidates (rows) of one predict request.</summary>
     public void Candidates(string model, int count) =>
         _candidates.GetOrAdd(model, static _ => new Histogram(RowBuckets)).Observe(count);
 
+    /// <summary>Records the rows of one Predictor call the batcher formed.</summary>
     public void BatchFormed(string model, int rows) =>
         _batchRows.GetOrAdd(model, static _ => new Histogram(RowBuckets)).Observe(rows);
 
+    /// <summary>Records how long a request waited in the queue, in seconds.</summary>
     public void QueueWait(string model, double seconds) =>
         _queueWait.GetOrAdd(model, static _ => new Histogram(LatencyBuckets)).Observe(seconds);
 
+    /// <summary>Sets the number of requests waiting for the model.</summary>
     public void QueueDepth(string model, int requests) =>
         _queueDepth.GetOrAdd(model, static _ => new Gauge()).Set(requests);
 
+    /// <summary>Counts a reload, accepted or refused.</summary>
     public void Reload(string model, bool accepted) =>
         _reloads.GetOrAdd((model, accepted ? "accepted" : "refused"), static _ => new Counter()).Add(1);
 
@@ -55,6 +61,7 @@ public sealed class ServerMetrics
     internal long RequestCount(string model, string endpoint, int status) =>
         _requests.TryGetValue((model, endpoint, status), out var c) ? c.Value : 0;
 
+    /// <summary>Writes every series in the Prometheus text exposition format 0.0.4.</summary>
     public void Write(TextWriter w)
     {
         Family(w, "kdengine_requests_total", "counter", "HTTP requests by model, endpoint and status code.");
@@ -92,6 +99,7 @@ public sealed class ServerMetrics
         foreach (var (model, info) in Sorted(_models)) Sample(w, "kdengine_model_loaded_timestamp_seconds", $"model=\"{model}\"", info.LoadedAt);
     }
 
+    /// <summary><see cref="Write"/> into a string (the <c>/metrics</c> body).</summary>
     public string Render()
     {
         var sb = new StringWriter(CultureInfo.InvariantCulture);

@@ -15,6 +15,11 @@ public sealed class ModelRefusedException(string message, Exception? inner = nul
 /// </summary>
 public static class ModelLoader
 {
+    /// <summary>
+    /// Loads and validates the checkpoint at <paramref name="path"/> as version <paramref name="version"/> of model
+    /// <paramref name="name"/>; its input schema must equal <paramref name="current"/>'s unless
+    /// <paramref name="allowSchemaChange"/>. Any problem is a <see cref="ModelRefusedException"/> saying why.
+    /// </summary>
     public static ModelVersion Load(string name, string path, long version, ModelVersion? current = null, bool allowSchemaChange = false)
     {
         LoadedModel loaded;

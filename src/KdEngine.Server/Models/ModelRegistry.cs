@@ -18,6 +18,7 @@ public sealed class ServedModel
         Batcher = batcher;
     }
 
+    /// <summary>The model's name in the API (<c>/v1/models/{name}</c>).</summary>
     public string Name { get; }
 
     /// <summary>The checkpoint file a reload reads (replace the file, then reload).</summary>
@@ -26,6 +27,7 @@ public sealed class ServedModel
     /// <summary>The serving version, or null until the first load and warm-up have finished.</summary>
     public ModelVersion? Current => Volatile.Read(ref _current);
 
+    /// <summary>The model's batcher (shared by all its versions).</summary>
     public DynamicBatcher Batcher { get; }
 
     internal SemaphoreSlim ReloadLock { get; } = new(1, 1);
@@ -50,6 +52,7 @@ public sealed class ModelRegistry : IDisposable
     private volatile bool _draining;
     private volatile string? _startupFailure;
 
+    /// <summary>The registry of <c>options.Models</c>, each with its batcher (started here); the models are loaded by <see cref="LoadAllAsync"/>.</summary>
     public ModelRegistry(ServerOptions options, ServerMetrics metrics)
     {
         _options = options;
@@ -60,8 +63,10 @@ public sealed class ModelRegistry : IDisposable
                 options.EffectiveScoringThreads, options.MaxQueuedRequests, options.MaxCandidates, metrics));
     }
 
+    /// <summary>Every served model.</summary>
     public IReadOnlyCollection<ServedModel> Models => _models.Values;
 
+    /// <summary>The model called <paramref name="name"/>, when it is served.</summary>
     public bool TryGet(string name, out ServedModel model) => _models.TryGetValue(name, out model!);
 
     /// <summary>Every model serves a warmed-up version and the service is not draining.</summary>
@@ -70,6 +75,7 @@ public sealed class ModelRegistry : IDisposable
     /// <summary>Set on shutdown: readiness turns false so load balancers stop sending while in-flight requests finish.</summary>
     public void BeginDraining() => _draining = true;
 
+    /// <summary>True once <see cref="BeginDraining"/> was called.</summary>
     public bool IsDraining => _draining;
 
     /// <summary>Why the start-up load failed (the service then stops), or null.</summary>

@@ -25,11 +25,13 @@ public sealed class ModelVersion
         LoadedAt = DateTimeOffset.UtcNow;
     }
 
+    /// <summary>The served model's name.</summary>
     public string Name { get; }
 
     /// <summary>1 for the checkpoint loaded at start, +1 for each accepted reload.</summary>
     public long Version { get; }
 
+    /// <summary>The checkpoint file this version was loaded from.</summary>
     public string Path { get; }
 
     /// <summary>The checkpoint's data SHA-256 (lowercase hex) as recorded in its header and verified on load.</summary>
@@ -38,17 +40,22 @@ public sealed class ModelVersion
     /// <summary>First 16 hex digits of <see cref="Checksum"/>: what responses and metrics report.</summary>
     public string ShortChecksum => Checksum[..16];
 
+    /// <summary>The compiled predictor that scores this version's batches.</summary>
     public Predictor Predictor { get; }
 
+    /// <summary>The fields a request may name, and how they are encoded.</summary>
     public RequestSchema Schema { get; }
 
+    /// <summary>The model kind.</summary>
     public ModelKind Kind { get; }
 
+    /// <summary>Number of parameters.</summary>
     public long Parameters { get; }
 
     /// <summary>Input fields the model itself reads (a student may skip privileged fields; every field stays optional).</summary>
     public IReadOnlyList<string> FieldsRead { get; }
 
+    /// <summary>When this version was loaded (UTC).</summary>
     public DateTimeOffset LoadedAt { get; }
 
     /// <summary>Width of one encoded row (<see cref="Predictor.InputColumns"/>).</summary>
@@ -64,6 +71,7 @@ public sealed class RequestSchema
     private readonly Dictionary<string, int> _byName;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _bySpan;
 
+    /// <summary>The request schema of <paramref name="preprocessor"/>'s fields, with the encoding of an all-missing row precomputed.</summary>
     public RequestSchema(Preprocessor preprocessor)
     {
         ArgumentNullException.ThrowIfNull(preprocessor);
@@ -85,8 +93,10 @@ public sealed class RequestSchema
     /// <summary>[Columns] the encoding of a row whose every field is missing (where a request's row starts).</summary>
     public int[] MissingIds { get; }
 
+    /// <summary>The preprocessing that encodes request values.</summary>
     public Preprocessor Preprocessor { get; }
 
+    /// <summary>The preprocessor's schema (field names and kinds).</summary>
     public Schema Schema { get; }
 
     /// <summary>Single-valued columns of an encoded row.</summary>
