@@ -7,12 +7,14 @@
 #
 # BASE (default 3d04786) is checked out into a temporary git worktree; ROUNDS (default 1) pairs of runs go
 # base, this, base, this … so slow drift in machine load hits both sides; each round prints its own table.
+# Extra arguments replace the default "--job short" (e.g. "-- --job medium"); --buildTimeout 900 is always added.
 # Results: BenchmarkDotNet.Artifacts/predictor-before-after/<round>-{before,after}.json and table-<round>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:-3d04786}; rounds=${2:-1}
 shift $(( $# > 2 ? 2 : $# )); [ "${1:-}" = "--" ] && shift
 extra=("$@"); [ ${#extra[@]} -eq 0 ] && extra=(--job short)
+extra+=(--buildTimeout 900)   # BenchmarkDotNet's 120 s default for its generated project is too short on a busy host
 out=BenchmarkDotNet.Artifacts/predictor-before-after; mkdir -p "$out"
 tree=$(mktemp -d /tmp/kdengine-base-XXXXXX)
 git worktree add --detach "$tree" "$base" >/dev/null

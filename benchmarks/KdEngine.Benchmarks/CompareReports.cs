@@ -49,7 +49,7 @@ public static class CompareReports
             if (!b.TryGetProperty("Statistics", out var s) || s.ValueKind != JsonValueKind.Object)
                 throw new InvalidDataException($"{path}: {method} [{parameters}] has no statistics (did it fail?).");
             long allocated = b.TryGetProperty("Memory", out var m) && m.ValueKind == JsonValueKind.Object
-                && m.TryGetProperty("BytesAllocatedPerOperation", out var bytes) ? bytes.GetInt64() : -1;
+                && m.TryGetProperty("BytesAllocatedPerOperation", out var bytes) && bytes.ValueKind == JsonValueKind.Number ? bytes.GetInt64() : -1;
             result[new Key(method, parameters)] = new Stats(s.GetProperty("Mean").GetDouble(), s.GetProperty("Median").GetDouble(), allocated);
         }
         return result;

@@ -271,6 +271,19 @@ public sealed partial class GpuBackend : IBackend<float>, IDisposable
     }
 
     /// <inheritdoc/>
+    public void FieldAwarePairs(TensorStorage<float> x, TensorStorage<float> z, int batch, int fields, int width)
+    {
+        if (batch > 0) K.FfmForward(batch, V(x), V(z), fields, width);
+    }
+
+    /// <inheritdoc/>
+    public void FieldAwarePairsBackward(TensorStorage<float> x, TensorStorage<float> gradZ, TensorStorage<float> gradX, int batch, int fields, int width)
+    {
+        int n = batch * fields * (fields - 1) * width;
+        if (n > 0) K.FfmBackward(n, V(x), V(gradZ), V(gradX), fields, width);
+    }
+
+    /// <inheritdoc/>
     public void TransposeBlocks(TensorStorage<float> x, int xOffset, TensorStorage<float> y, int yOffset, int rows, int cols, int inner, bool accumulate)
     {
         int n = rows * cols * inner;

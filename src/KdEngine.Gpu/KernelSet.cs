@@ -57,6 +57,11 @@ internal sealed class KernelSet(Accelerator a)
     public readonly Action<Index1D, ArrayView<float>, int, ArrayView<float>, int, int, int, int, int> TransposeBlocks =
         a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<float>, int, int, int, int, int>(CinKernels.TransposeBlocks);
 
+    public readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> FfmForward =
+        a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(FfmKernels.Forward);
+    public readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> FfmBackward =
+        a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(FfmKernels.Backward);
+
     public readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, int, int, int> Gemm =
         a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, float, int, int, int>(GemmKernels.Tiled);
 

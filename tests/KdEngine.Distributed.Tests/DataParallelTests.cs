@@ -121,7 +121,11 @@ public sealed class DataParallelTests
         Assert.That(two.Steps, Is.EqualTo(one.Outcome.Report.Steps));
         Assert.That(two.TrainLoss, Has.Length.EqualTo(history.Count));
         Assert.That(worstLoss, Is.LessThan(1e-6), "train loss curve");
-        Assert.That(worstAuc, Is.LessThan(1e-6), "validation AUC curve");
+        // AUC is a rank statistic: logits equal to rounding give the same AUC unless two validation logits lie within
+        // rounding of each other, and then it moves by a whole swapped (positive, negative) pair, 1/(P·N). Allow one.
+        var labels = one.Data.Validation.Labels;
+        long positives = labels.Count(y => y > 0.5f), negatives = labels.Length - positives;
+        Assert.That(worstAuc, Is.LessThanOrEqualTo(1.0 / (positives * negatives) + 1e-9), "validation AUC curve: at most one near-tied pair swapped");
         Assert.That(worstLogit, Is.LessThan(1e-4), "final test logits");
     }
 

@@ -198,6 +198,10 @@ public abstract class BackendParity
     [Test] public void FieldOuterProduct() => Check(x => Op.FieldOuterProduct(x[0], x[1]), Rand(70, 3, 2, 5), Rand(71, 3, 4, 5));
     [Test] public void FieldOuterProductSelf() => Check(x => Op.FieldOuterProduct(x[0], x[0]), Rand(72, 3, 4, 5));
     [Test] public void ChannelMix() => Check(x => Op.ChannelMix(x[0], x[1], x[2]), Rand(73, 3, 6, 5), Rand(74, 4, 6), Rand(75, 4));
+    // ---- FFM ----
+    [Test] public void FieldAwarePairs() => Check(x => Op.FieldAwarePairs(x[0], 3), Rand(90, 4, 5, 4 * 3));      // B 4, F 5, D 3
+    [Test] public void FieldAwarePairsTwoFields() => Check(x => Op.FieldAwarePairs(x[0], 7), Rand(91, 3, 2, 7)); // one pair, D 7
+
     [Test] public void CinLayer() => Check(x => Op.CinLayer(x[0], x[1], x[2], x[3]), Rand(76, 5, 3, 4), Rand(77, 5, 2, 4), Rand(78, 6, 6), Rand(79, 6));
 }
 

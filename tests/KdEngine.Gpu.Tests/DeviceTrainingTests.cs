@@ -80,6 +80,48 @@ public abstract class DeviceTrainingTests
         Assert.That(cpu[^5..].Average(), Is.LessThan(cpu[..5].Average() - 0.02f), "the CPU run did not learn");
     }
 
+    private static IEnumerable<TestCaseData> NewZooModels()
+    {
+        yield return new TestCaseData(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 3, EmbeddingInitStd = 0.2f, Seed = 4 }).SetName("Ffm");
+        var v2 = new ModelConfig { Model = ModelKind.DcnV2, EmbeddingDim = 3, EmbeddingInitStd = 0.2f, Dnn = [7], CrossLayers = 2, Seed = 5 };
+        yield return new TestCaseData(v2).SetName("DcnV2FullRankParallel");
+        yield return new TestCaseData(v2 with { CrossRank = 2, CrossExperts = 3, CrossStructure = CrossStructure.Stacked }).SetName("DcnV2MixtureStacked");
+    }
+
+    /// <summary>One BCE step of a model built with the same seed on <paramref name="backend"/>: its logits and every parameter's
+    /// gradient (sparse tables densified), by name.</summary>
+    private static (float[] Logits, Dictionary<string, float[]> Grads) Step(IBackend<float> backend, ModelConfig config)
+    {
+        using var scope = DefaultBackend<float>.Use(backend);
+        var fields = Fields();
+        var model = new ZooModel(config, fields);
+        using var tape = new Tape<float>();
+        var batch = Batch(fields, 9, seed: 77);
+        var output = model.Forward(batch);
+        var logits = output.Logits.ToArray();
+        tape.Backward(Op.BceWithLogits(output.Logits, SupervisedObjective.LabelTensor(batch)));
+        var grads = model.Parameters().ToDictionary(p => p.Name,
+            p => p.Tensor.HasSparseGradient ? p.Tensor.SparseGradOrEmpty().ToDense() : p.Tensor.GradOrZeros().ToArray());
+        return (logits, grads);
+    }
+
+    [TestCaseSource(nameof(NewZooModels))]
+    public void FfmAndDcnV2ForwardAndGradientsOnDeviceMatchTheCpu(ModelConfig config)
+    {
+        var cpu = Step(CpuBackend<float>.Instance, config);
+        var dev = Step(_device, config);
+        for (int b = 0; b < cpu.Logits.Length; b++)
+            Assert.That(dev.Logits[b], Is.EqualTo(cpu.Logits[b]).Within(1e-4f * Math.Max(1f, Math.Abs(cpu.Logits[b]))), $"logit {b}");
+        Assert.That(cpu.Logits.Select(Math.Abs).Max(), Is.GreaterThan(1e-3f), "the logits must not be trivially zero");
+        foreach (var (name, g) in cpu.Grads)
+        {
+            var d = dev.Grads[name];
+            float scale = Math.Max(1e-3f, g.Select(Math.Abs).Max());
+            for (int i = 0; i < g.Length; i++)
+                Assert.That(d[i], Is.EqualTo(g[i]).Within(1e-4f * scale), $"{name}[{i}]");
+        }
+    }
+
     [Test]
     public void OutOfRangeIdThatBypassesTheHostCheckIsReportedAtTheBatchBoundary()
     {

@@ -31,7 +31,7 @@ public sealed class PtxCompilationTests
         var unaryAll = typeof(AddOperator<float>).Assembly.GetTypes()
             .Where(t => t.IsValueType && t.IsGenericTypeDefinition && t.GetInterfaces().Any(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IUnaryOperator<>)))
             .Select(t => t.MakeGenericType(typeof(float))).Union(unary).ToArray();
-        foreach (var type in new[] { typeof(ElementwiseKernels), typeof(SoftmaxKernels), typeof(EmbeddingKernels), typeof(CinKernels) })
+        foreach (var type in new[] { typeof(ElementwiseKernels), typeof(SoftmaxKernels), typeof(EmbeddingKernels), typeof(CinKernels), typeof(FfmKernels) })
             foreach (var m in Of(type))
             {
                 if (!m.IsGenericMethodDefinition) { yield return new TestCaseData(m, false).SetName($"{type.Name}.{m.Name}"); continue; }

@@ -16,7 +16,7 @@ internal static class ExperimentVerb
 {
     public static Command Create()
     {
-        var command = new Command("experiment", "Experiments for the docs, printed as markdown tables: zoo (the seven zoo models) and kd (every distillation method vs the student alone).");
+        var command = new Command("experiment", "Experiments for the docs, printed as markdown tables: zoo (the zoo models) and kd (every distillation method vs the student alone).");
         command.Subcommands.Add(Zoo());
         command.Subcommands.Add(Kd());
         return command;
@@ -40,7 +40,7 @@ internal static class ExperimentVerb
                         throw new CliException($"unknown model '{m}' (expected {string.Join(",", ZooExperimentConfig.ModelNames)}).");
                 return names;
             });
-        var config = CliOptions.Text("--config", "FILE", "JSON {\"training\": {…}, \"minCount\": 2, \"models\": {\"dnn\": {…}, …}} (default: every model with embedding 10, DNN 400,400, CIN 100,100)");
+        var config = CliOptions.Text("--config", "FILE", "JSON {\"training\": {…}, \"minCount\": 2, \"models\": {\"dnn\": {…}, …}} (default: every model with embedding 10, DNN 400,400, CIN 100,100; FFM embedding 4)");
         var data = CliOptions.Text("--data", "FILE", "Criteo-format file (default: the bundled sample)");
         var command = new Command("zoo",
             "Train each zoo model for seeds 1..N on the same split (sequential 8:1:1, ⌊ln(v)²⌋ buckets, preprocessing fitted on the " +
@@ -51,7 +51,7 @@ internal static class ExperimentVerb
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             int n = parse.GetValue(seeds);
             var experiment = parse.GetValue(config) is { } path ? ZooExperimentConfig.Load(path) : new ZooExperimentConfig();
-            var names = parse.GetValue(models) ?? ZooExperimentConfig.ModelNames;
+            var names = parse.Given(models) ? parse.GetValue(models)! : ZooExperimentConfig.ModelNames; // an absent list reads as empty, not null
             var prepared = CtrPipeline.Prepare(new DataSource(parse.GetValue(data) ?? DataPaths.FindCriteoSample()) { Format = DataFormat.Criteo },
                 new SplitOptions(), new PreprocessorOptions { MinCount = experiment.MinCount });
             Report.Data(o, prepared);
@@ -117,11 +117,13 @@ internal static class ExperimentVerb
         var privilegedFields = CliOptions.Int("--privileged-fields", "K", "synthetic: privileged fields P1..PK, teacher-only in PFD", KdSyntheticDefaults.PrivilegedFields, 0, 10_000);
         var dataSeed = CliOptions.Int("--data-seed", "S", "synthetic: seed of the hidden model and the rows", KdSyntheticDefaults.Seed);
         var shape = new SyntheticShapeOptions(KdSyntheticDefaults, "synthetic: ");
+        var config = CliOptions.Text("--config", "FILE",
+            "JSON of the experiment's options (teacher, student, ensembleTeachers, teacherTraining, ensembleTeacherTraining, methods, …; keys left out keep their defaults; options given here override it)");
 
         var command = new Command("kd",
             "Train a teacher, the student alone and the student by every distillation method for seeds 1..N (early stopping on the " +
             "validation split only) and print test AUC/logloss mean ± std as a markdown table.");
-        foreach (var option in new Option[] { dataset, seeds, methods, privileged, alpha, temperature, rocketLambda, rocketSelect, epochs, studentDnn,
+        foreach (var option in new Option[] { dataset, config, seeds, methods, privileged, alpha, temperature, rocketLambda, rocketSelect, epochs, studentDnn,
                      teacherDnn, teacherCin, batchSize, learningRate, rows, fields, vocab, privilegedFields, dataSeed })
             command.Options.Add(option);
         shape.AddTo(command);
@@ -129,21 +131,29 @@ internal static class ExperimentVerb
         {
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             string which = parse.GetValue(dataset)!;
-            var options = KdDefaults with
+            var file = KdDefaults;
+            if (parse.GetValue(config) is { } path)
             {
-                RocketLambdas = parse.GetValue(rocketLambda) ?? KdDefaults.RocketLambdas,
-                RocketSelection = parse.GetValue(rocketSelect) == "auc" ? StoppingMetric.Auc : StoppingMetric.LogLoss,
-                Alpha = parse.GetValue(alpha),
-                Temperature = parse.GetValue(temperature),
-                Epochs = parse.GetValue(epochs),
-                BatchSize = parse.GetValue(batchSize),
-                LearningRate = parse.GetValue(learningRate),
+                if (!File.Exists(path)) throw new CliException($"{Path.GetFileName(path)}: config file not found ({Path.GetFullPath(path)}).");
+                file = KdExperimentOptions.FromJson(File.ReadAllText(path), Path.GetFileName(path));
+            }
+            T Pick<T>(Option<T> option, T fromFile) => parse.Given(option) ? parse.GetValue(option)! : fromFile;
+            var options = file with
+            {
+                RocketLambdas = parse.Given(rocketLambda) ? parse.GetValue(rocketLambda)! : file.RocketLambdas,
+                RocketSelection = parse.Given(rocketSelect) ? (parse.GetValue(rocketSelect) == "auc" ? StoppingMetric.Auc : StoppingMetric.LogLoss) : file.RocketSelection,
+                Alpha = Pick(alpha, file.Alpha),
+                Temperature = Pick(temperature, file.Temperature),
+                Epochs = Pick(epochs, file.Epochs),
+                BatchSize = Pick(batchSize, file.BatchSize),
+                LearningRate = Pick(learningRate, file.LearningRate),
             };
-            int[]? teacherWidths = parse.GetValue(teacherDnn);
+            // A list option that was not given reads as an empty array, not null: test Given, never ??.
+            int[]? teacherWidths = parse.Given(teacherDnn) ? parse.GetValue(teacherDnn) : null;
             options = options with
             {
-                Student = options.Student with { Dnn = parse.GetValue(studentDnn) ?? options.Student.Dnn },
-                Teacher = options.Teacher with { Dnn = teacherWidths ?? options.Teacher.Dnn, Cin = parse.GetValue(teacherCin) ?? options.Teacher.Cin },
+                Student = options.Student with { Dnn = parse.Given(studentDnn) ? parse.GetValue(studentDnn)! : options.Student.Dnn },
+                Teacher = options.Teacher with { Dnn = teacherWidths ?? options.Teacher.Dnn, Cin = parse.Given(teacherCin) ? parse.GetValue(teacherCin)! : options.Teacher.Cin },
                 EnsembleTeachers = options.EnsembleTeachers.Select(t => t with { Dnn = teacherWidths ?? t.Dnn }).ToArray(),
             };
             if (parse.GetValue(methods) is { } list) options = options with { Methods = CliOptions.Items(list) };
@@ -171,6 +181,10 @@ internal static class ExperimentVerb
             o.Line($"student: {options.Student.ToJson()}");
             if (options.Methods.Contains("ensemble"))
                 foreach (var t in options.EnsembleTeachers) o.Line($"ensemble teacher: {t.ToJson()}");
+            if (options.TeacherTraining is { } teacherTraining) o.Line($"teacher trained alone with: {teacherTraining.ToJson().ReplaceLineEndings(" ")}");
+            if (options.Methods.Contains("ensemble") && options.EnsembleTeacherTraining is { } trainings)
+                for (int i = 0; i < trainings.Length; i++)
+                    if (trainings[i] is { } t) o.Line($"ensemble teacher {i} trained alone with: {t.ToJson().ReplaceLineEndings(" ")}");
             o.Line(string.Create(CultureInfo.InvariantCulture, $"Adam lr {options.LearningRate}, batch {options.BatchSize}, up to {options.Epochs} epochs (patience {options.Patience}), alpha {options.Alpha}, T {options.Temperature}, hint weight {options.HintWeight}, rocket λ {string.Join(",", options.RocketLambdas)}{(options.RocketLambdas.Length > 1 ? $" (picked per seed by validation {options.RocketSelection.ToString().ToLowerInvariant()})" : "")}, PFD λ {options.PfdLambda} after {options.PfdWarmupSteps} steps"));
             var runs = KdExperiment.Run(data, options, Enumerable.Range(1, parse.GetValue(seeds)).ToArray(), o.Writer);
             o.Line();

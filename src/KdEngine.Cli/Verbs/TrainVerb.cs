@@ -23,7 +23,7 @@ internal static class TrainVerb
         var output = CliOptions.Required("--out", "FILE", "where to save the model checkpoint (.kde, safetensors)");
 
         var command = new Command("train",
-            "Train a zoo model (lr|fm|dnn|wdl|deepfm|dcn|xdeepfm) on data of any size. The data is one file cut by --split, or " +
+            $"Train a zoo model ({string.Join("|", ZooExperimentConfig.ModelNames)}) on data of any size. The data is one file cut by --split, or " +
             "--train/--valid/--test input sets (files or globs, plain or gzip, CSV/TSV/libSVM/libFFM/Parquet). Every pass streams: " +
             "the preprocessing is fitted in one pass over the train part only, training reads the train part once per epoch " +
             "through a shuffle buffer (memory: the model, the vocabularies and the buffer, never the rows), with early stopping " +

@@ -25,7 +25,15 @@ public sealed record KdExperimentOptions
         new() { Model = ModelKind.Dcn, EmbeddingDim = 10, Dnn = [400, 400], CrossLayers = 3 },
         new() { Model = ModelKind.DeepFm, EmbeddingDim = 10, Dnn = [400, 400] },
     ];
-    /// <summary>Adam's learning rate for every model.</summary>
+    /// <summary>
+    /// How the main teacher, trained alone, is trained when it needs other settings than the student (an FFM teacher with
+    /// Adagrad, say): optimizer, learning rate, L2, batch size, epochs, patience. Null: the options below, as for the
+    /// student. Co-trained teachers (Rocket Launching, double-DNN, PFD) train with the student and use the options below.
+    /// </summary>
+    public KdEngine.Pipelines.TrainingSettings? TeacherTraining { get; init; }
+    /// <summary>The same for each of <see cref="EnsembleTeachers"/> (by position; a missing or null entry: the options below).</summary>
+    public KdEngine.Pipelines.TrainingSettings?[]? EnsembleTeacherTraining { get; init; }
+    /// <summary>Adam's learning rate for every model (but a teacher given its own training above).</summary>
     public float LearningRate { get; init; } = 1e-3f;
     /// <summary>Rows per step.</summary>
     public int BatchSize { get; init; } = 256;
@@ -57,6 +65,29 @@ public sealed record KdExperimentOptions
     public long PfdWarmupSteps { get; init; } = 100;
     /// <summary>The methods to run: logits, hint, rocket, double-dnn, pfd, ensemble.</summary>
     public string[] Methods { get; init; } = ["logits", "hint", "rocket", "double-dnn", "pfd", "ensemble"];
+
+    /// <summary>
+    /// Reads options from strict JSON (camelCase keys of this record, unknown keys rejected naming them); keys left out keep
+    /// their defaults, e.g. <c>{"teacher": {"model": "ffm", "embeddingDim": 4}, "teacherTraining": {"optimizer": "adagrad",
+    /// "learningRate": 0.05}, "ensembleTeachers": [{"model": "dcnV2"}]}</c>.
+    /// </summary>
+    public static KdExperimentOptions FromJson(string json, string source = "kd.json")
+    {
+        var o = KdEngine.Pipelines.TrainingSettings.ParseStrict<KdExperimentOptions>(json, source);
+        if (o.Teacher is null || o.Student is null || o.EnsembleTeachers is null || o.Methods is null || o.RocketLambdas is null)
+            throw new ConfigException($"{source}: teacher, student, ensembleTeachers, methods and rocketLambdas cannot be null.");
+        o.Teacher.Validate(source + ": teacher");
+        o.Student.Validate(source + ": student");
+        for (int i = 0; i < o.EnsembleTeachers.Length; i++) o.EnsembleTeachers[i].Validate($"{source}: ensembleTeachers[{i}]");
+        o.TeacherTraining?.Validate(source + ": teacherTraining");
+        if (o.EnsembleTeacherTraining is { } list)
+        {
+            if (list.Length > o.EnsembleTeachers.Length)
+                throw new ConfigException($"{source}: ensembleTeacherTraining has {list.Length} entries for {o.EnsembleTeachers.Length} ensemble teachers.");
+            for (int i = 0; i < list.Length; i++) list[i]?.Validate($"{source}: ensembleTeacherTraining[{i}]");
+        }
+        return o;
+    }
 }
 
 /// <summary>One method's outcome on one seed (test split); <paramref name="Note"/> records a choice made on validation (e.g. Rocket's λ).</summary>
@@ -81,7 +112,7 @@ public static class KdExperiment
             var studentConfig = options.Student with { Seed = seed + 1000 };
             // Teacher and student trained alone on all (non-privileged for PFD) fields.
             var teacher = new ZooModel(teacherConfig, data.Fields, data.Columns);
-            runs.Add(Fit("teacher", seed, "teacher", teacher, new SupervisedObjective(teacher), data, options, log));
+            runs.Add(FitTeacher("teacher", seed, teacher, options.TeacherTraining, data, options, log));
             var alone = new ZooModel(studentConfig, data.Fields, data.Columns);
             runs.Add(Fit("alone", seed, "student", alone, new SupervisedObjective(alone), data, options, log));
 
@@ -157,8 +188,9 @@ public static class KdExperiment
                         int k = 0;
                         foreach (var extra in options.EnsembleTeachers)
                         {
+                            var training = options.EnsembleTeacherTraining is { } list && k < list.Length ? list[k] : null;
                             var m = new ZooModel(extra with { Seed = seed + 100 + k++ }, data.Fields, data.Columns);
-                            runs.Add(Fit($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, "teacher", m, new SupervisedObjective(m), data, options, log));
+                            runs.Add(FitTeacher($"ensemble-teacher-{extra.Model.ToString().ToLowerInvariant()}", seed, m, training, data, options, log));
                             teachers.Add(new ModelTeacher(m));
                         }
                         var s = new ZooModel(studentConfig, data.Fields, data.Columns);
@@ -175,6 +207,21 @@ public static class KdExperiment
     }
 
     private static string LastHidden(CtrModel model) => "dnn." + (model.Config.Dnn.Length - 1).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>A teacher trained alone: with its own <paramref name="training"/> settings when given (the seed stays the run's).</summary>
+    private static KdRun FitTeacher(string method, int seed, ZooModel teacher, KdEngine.Pipelines.TrainingSettings? training, ExperimentData data,
+        KdExperimentOptions o, TextWriter? log)
+    {
+        if (training is not { } t) return Fit(method, seed, "teacher", teacher, new SupervisedObjective(teacher), data, o, log);
+        var sw = Stopwatch.StartNew();
+        var objective = new SupervisedObjective(teacher);
+        var optimizer = t.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
+        var report = new Trainer(t.ToTrainerOptions() with { Seed = seed }).Fit(objective, optimizer, data.Train, data.Validation);
+        var run = Evaluate(method, seed, "teacher", teacher, data, sw.Elapsed.TotalSeconds);
+        log?.WriteLine($"{data.Name} seed {seed} {method,-28} teacher  test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s, " +
+            $"{report.Steps} steps, best at epoch {report.Best?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "-"})");
+        return run;
+    }
 
     private static KdRun Fit(string method, int seed, string role, ZooModel model, IObjective objective, ExperimentData data,
         KdExperimentOptions o, TextWriter? log, StoppingMetric metric = StoppingMetric.Auc)

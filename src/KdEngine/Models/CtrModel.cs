@@ -7,7 +7,8 @@ namespace KdEngine.Models;
 /// <summary>
 /// What a model returns: logits [B, 1] (probabilities are σ(z) at the edge) and named intermediate
 /// representations for distillation: <c>embedding</c> [B, F·D], <c>dnn.{i}</c> [B, width_i],
-/// <c>cin.{k}</c> [B, H_k, D], <c>cin.pooled</c> [B, maps], <c>cross</c> [B, F·D].
+/// <c>cin.{k}</c> [B, H_k, D], <c>cin.pooled</c> [B, maps], <c>cross</c> [B, F·D] (DCN, DCN-V2), <c>ffm</c> [B, F·(F−1)·D]
+/// (FFM's gathered field-aware vectors).
 /// </summary>
 public sealed record ModelOutput(Tensor<float> Logits, IReadOnlyDictionary<string, Tensor<float>> Hidden);
 

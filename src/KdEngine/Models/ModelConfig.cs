@@ -21,6 +21,20 @@ public enum ModelKind
     Dcn,
     /// <summary>xDeepFM: wide + DNN + CIN.</summary>
     XDeepFm,
+    /// <summary>Field-aware factorization machine: wide + the pairs of its own field-aware tables.</summary>
+    Ffm,
+    /// <summary>DCN-V2: full-rank, low-rank or mixture-of-experts cross layers with a DNN, parallel or stacked.</summary>
+    DcnV2,
+}
+
+/// <summary>How DCN-V2 joins its cross network and its DNN: side by side, concatenated before the output layer
+/// (<see cref="Parallel"/>), or the DNN on top of the cross network (<see cref="Stacked"/>).</summary>
+public enum CrossStructure
+{
+    /// <summary>Cross network and DNN side by side, concatenated before the output layer.</summary>
+    Parallel,
+    /// <summary>The DNN on top of the cross network.</summary>
+    Stacked,
 }
 
 /// <summary>A configuration value that is missing, misspelt or out of range; the message names the key.</summary>
@@ -52,8 +66,14 @@ public sealed record ModelConfig
     public bool CinSplitHalf { get; init; } = true;
     /// <summary>xDeepFM: every layer's maps (not only the last layer's) are pooled into the CIN output.</summary>
     public bool CinDirectConnections { get; init; } = true;
-    /// <summary>DCN: number of cross layers (1…64).</summary>
+    /// <summary>DCN, DCN-V2: number of cross layers (1…64).</summary>
     public int CrossLayers { get; init; } = 3;
+    /// <summary>DCN-V2: 0 for full-rank cross layers W [n, n]; r &gt; 0 for low-rank U·Vᵀ (U, V [n, r]).</summary>
+    public int CrossRank { get; init; }
+    /// <summary>DCN-V2: low-rank experts per cross layer, mixed by a softmax gate (1: no mixture).</summary>
+    public int CrossExperts { get; init; } = 1;
+    /// <summary>DCN-V2: cross network and DNN in parallel (concatenated) or stacked (DNN on the cross output).</summary>
+    public CrossStructure CrossStructure { get; init; }
     /// <summary>Seed of the weight initialisation and of the dropout masks.</summary>
     public int Seed { get; init; } = 1;
 
@@ -114,6 +134,10 @@ public sealed record ModelConfig
         if (CinSplitHalf && !CinDirectConnections)
             throw new ConfigException($"{source}: cinSplitHalf needs cinDirectConnections.");
         if (CrossLayers is < 1 or > 64) throw new ConfigException($"{source}: crossLayers = {CrossLayers}; expected 1…64.");
+        if (CrossRank is < 0 or > 1 << 16) throw new ConfigException($"{source}: crossRank = {CrossRank}; expected 0 (full rank) … 65536.");
+        if (CrossExperts is < 1 or > 64) throw new ConfigException($"{source}: crossExperts = {CrossExperts}; expected 1…64.");
+        if (CrossExperts > 1 && CrossRank == 0) throw new ConfigException($"{source}: crossExperts = {CrossExperts} mixes low-rank experts; set crossRank > 0.");
+        if (!Enum.IsDefined(CrossStructure)) throw new ConfigException($"{source}: crossStructure = {(int)CrossStructure} is not parallel or stacked.");
         foreach (var part in ZooModel.RecipeOf(Model)) part.Validate?.Invoke(this, source);
     }
 }

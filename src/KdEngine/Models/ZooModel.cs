@@ -11,11 +11,13 @@ namespace KdEngine.Models;
 /// <code>
 ///   LR      = wide                                    wide  = b + Σ_f w_f[id_f]
 ///   FM      = wide + fm                               fm    = ½·Σ_d[(Σ_f x0)² − Σ_f x0²]
-///   DNN     = dnn                                     dnn   = Linear(MLP(flatten x0), 1)
+///   DNN     = dnn (with its output bias)              dnn   = Linear(MLP(flatten x0), 1)
 ///   WDL     = wide + dnn
 ///   DeepFM  = wide + fm + dnn
 ///   DCN     = dcn                                     dcn   = Linear(concat(cross(flatten x0), MLP(flatten x0)), 1)
 ///   xDeepFM = wide + dnn + cin                        cin   = Linear(CIN(x0), 1)
+///   FFM     = wide + ffm                              ffm   = Σ_{f&lt;g} ⟨v_{f,g}, v_{g,f}⟩ (field-aware vectors, own tables)
+///   DCN-V2  = dcnv2                                   dcnv2 = Linear(concat(cross2(x0), MLP(x0)), 1) or Linear(MLP(cross2(x0)), 1)
 /// </code>
 /// Parameter names: <c>linear.{field}.weight</c> [V, 1], <c>linear.bias</c> [1], <c>embedding.{field}.weight</c>
 /// [V, D], <c>dnn.{i}.weight</c> [out, in], <c>dnn_out.weight</c> [1, in], <c>cin.{k}.weight</c>
@@ -64,11 +66,13 @@ public sealed class ZooModel : CtrModel
     {
         ModelKind.Lr => [WidePart.Recipe],
         ModelKind.Fm => [WidePart.Recipe, FmPart.Recipe],
-        ModelKind.Dnn => [DnnPart.Recipe],
+        ModelKind.Dnn => [DnnPart.RecipeWithOutputBias],
         ModelKind.Wdl => [WidePart.Recipe, DnnPart.Recipe],
         ModelKind.DeepFm => [WidePart.Recipe, FmPart.Recipe, DnnPart.Recipe],
         ModelKind.Dcn => [DcnPart.Recipe],
         ModelKind.XDeepFm => [WidePart.Recipe, DnnPart.Recipe, CinPart.Recipe],
+        ModelKind.Ffm => [WidePart.Recipe, FfmPart.Recipe],
+        ModelKind.DcnV2 => [DcnV2Part.Recipe],
         _ => throw new ConfigException($"model = {(int)kind} is not a model kind."),
     };
 
@@ -84,6 +88,11 @@ public sealed class ZooModel : CtrModel
         if (recipe.Any(r => r.ReadsEmbedding)) total += fields.Sum(x => (long)x.Cardinality) * config.EmbeddingDim; // embedding.{field}.weight [V, D]
         return total;
     }
+
+    /// <summary>Tensors a checkpoint of <paramref name="kind"/> written by an older version may lack, meaning zero
+    /// (<see cref="PartRecipe.AbsentInOlderCheckpoints"/>).</summary>
+    public static IReadOnlyList<(string Name, long Weights)> AbsentInOlderCheckpoints(ModelKind kind) =>
+        RecipeOf(kind).SelectMany(r => r.AbsentInOlderCheckpoints ?? []).ToArray();
 
     /// <inheritdoc/>
     public override string TypeName => Config.Model.ToString().ToLowerInvariant();

@@ -1,3 +1,4 @@
+using System.Numerics;
 using KdEngine.Ops;
 using KdEngine.Tensors;
 
@@ -6,6 +7,7 @@ namespace KdEngine.Nn;
 /// <summary>
 /// DCN's cross network: x_{l+1} = x0 ∘ (x_l · w_l) + b_l + x_l over the flattened embeddings
 /// x0 [B, n] (n = F·D); w_l [n, 1] named <c>{l}.weight</c>, b_l [n] named <c>{l}.bias</c>.
+/// The math is <see cref="Apply{T}"/>, generic like the ops (gradient-checked in double); the module holds the float weights.
 /// </summary>
 public sealed class CrossNetwork : Module
 {
@@ -39,13 +41,18 @@ public sealed class CrossNetwork : Module
     public Tensor<float> Bias(int layer) => _b[layer];
 
     /// <summary>x0 [B, n] → [B, n].</summary>
-    public Tensor<float> Forward(Tensor<float> x0)
+    public Tensor<float> Forward(Tensor<float> x0) => Apply(x0, _w, _b);
+
+    /// <summary>The cross layers: x0 [B, n], weights w_l [n, 1], biases b_l [n] → x_L [B, n].</summary>
+    public static Tensor<T> Apply<T>(Tensor<T> x0, IReadOnlyList<Tensor<T>> weights, IReadOnlyList<Tensor<T>> biases)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (weights.Count != biases.Count) throw new ArgumentException($"CrossNetwork: {weights.Count} weights but {biases.Count} biases.");
         var x = x0;
-        for (int l = 0; l < _w.Length; l++)
+        for (int l = 0; l < weights.Count; l++)
         {
-            var s = Op.MatMul(x, _w[l]);                            // [B, 1]  x_l · w_l
-            x = Op.Add(Op.Add(Op.MulColumn(x0, Op.Reshape(s, -1)), _b[l]), x); // [B, n]
+            var s = Op.MatMul(x, weights[l]);                                         // [B, 1]  x_l · w_l
+            x = Op.Add(Op.Add(Op.MulColumn(x0, Op.Reshape(s, -1)), biases[l]), x);    // [B, n]
         }
         return x;
     }

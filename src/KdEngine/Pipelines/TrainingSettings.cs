@@ -65,6 +65,9 @@ public sealed record TrainingSettings
         if (EvaluateEvery < 0) throw new ConfigException($"{source}: evaluateEvery = {EvaluateEvery}; expected ≥ 0.");
     }
 
+    /// <summary>The settings as JSON (camelCase, as <see cref="ParseStrict{T}"/> reads them).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
     /// <summary>The trainer's part of the settings (epochs, batch size, validation, stopping, seed, shuffling).</summary>
     public TrainerOptions ToTrainerOptions() => new()
     {

@@ -6,7 +6,8 @@ namespace KdEngine.Pipelines;
 /// <summary>
 /// Hyper-parameters of the model-zoo experiment (strict JSON, camelCase, unknown keys rejected):
 /// <c>{"training": {…TrainingSettings…}, "minCount": 2, "models": {"xdeepfm": {…ModelConfig…}, …}}</c>.
-/// A model left out of <c>models</c> gets the "sample" reference configuration of docs/models.md (D = 10, DNN [400, 400], CIN [100, 100] split-half).
+/// A model left out of <c>models</c> gets the "sample" reference configuration of docs/models.md (D = 10, DNN [400, 400], CIN [100, 100] split-half;
+/// FFM: D = 4, the dimension LIBFFM and ML.NET use; DCN-V2: full-rank cross layers in parallel with the DNN).
 /// </summary>
 public sealed record ZooExperimentConfig
 {
@@ -18,7 +19,7 @@ public sealed record ZooExperimentConfig
     public Dictionary<string, ModelConfig> Models { get; init; } = new();
 
     /// <summary>The zoo's model names, in table order.</summary>
-    public static readonly string[] ModelNames = ["lr", "fm", "dnn", "wdl", "deepfm", "dcn", "xdeepfm"];
+    public static readonly string[] ModelNames = ["lr", "fm", "dnn", "wdl", "deepfm", "dcn", "xdeepfm", "ffm", "dcnv2"];
 
     /// <summary>Reads and validates a config file; a missing file is a <see cref="FileNotFoundException"/>, a bad one a <see cref="ConfigException"/> naming the key.</summary>
     public static ZooExperimentConfig Load(string path)
@@ -53,10 +54,12 @@ public sealed record ZooExperimentConfig
 
     /// <summary>The config of model <paramref name="name"/> (the file's, or the sample reference configuration) with the given seed.</summary>
     public ModelConfig ConfigFor(string name, int seed) =>
-        (Models.TryGetValue(name, out var c) ? c : new ModelConfig { Model = KindOf(name), EmbeddingDim = 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true })
-        with { Seed = seed };
+        (Models.TryGetValue(name, out var c) ? c : new ModelConfig
+        {
+            Model = KindOf(name), EmbeddingDim = KindOf(name) == ModelKind.Ffm ? 4 : 10, Dnn = [400, 400], Cin = [100, 100], CinSplitHalf = true,
+        }) with { Seed = seed };
 
-    /// <summary>The model kind of a zoo name (<c>lr</c> … <c>xdeepfm</c>); an unknown name is a <see cref="ConfigException"/>.</summary>
+    /// <summary>The model kind of a zoo name (<c>lr</c> … <c>dcnv2</c>); an unknown name is a <see cref="ConfigException"/>.</summary>
     public static ModelKind KindOf(string name) => name switch
     {
         "lr" => ModelKind.Lr,
@@ -66,6 +69,8 @@ public sealed record ZooExperimentConfig
         "deepfm" => ModelKind.DeepFm,
         "dcn" => ModelKind.Dcn,
         "xdeepfm" => ModelKind.XDeepFm,
+        "ffm" => ModelKind.Ffm,
+        "dcnv2" => ModelKind.DcnV2,
         _ => throw new ConfigException($"unknown model '{name}' (expected {string.Join("|", ModelNames)})."),
     };
 

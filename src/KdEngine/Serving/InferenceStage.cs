@@ -20,9 +20,10 @@ namespace KdEngine.Serving;
 /// Stages run in part order and each adds (+=) its term, so the logit is summed in the training forward's order.</item>
 /// <item><b>Samples are independent.</b> A stage's term for sample b depends only on sample b's inputs (x0 row b, feature
 /// rows b). So a caller may split a batch into ranges of samples and run the ranges on different threads, each with its
-/// own scratch; the result of a range never depends on how the batch was split, except through GEMM shapes (a stage whose
-/// dense products change bits with their row count says so). Work inside one range (e.g. a GEMM's column blocks) is the
-/// stage's own business.</item>
+/// own scratch. Splitting changes only the shapes of the dense products (a range of m rows instead of B): logits agree
+/// with the unsplit call to float rounding, and bit for bit where the SGEMM takes the same path for both shapes (its
+/// contract is bit-identity across thread counts for one shape). Work inside one range (e.g. a GEMM's column blocks) is
+/// the stage's own business.</item>
 /// <item><b>Scratch.</b> <see cref="Run"/> gets <see cref="ScratchFloats"/>(rows) floats of its own scratch for the call,
 /// uninitialised, and must not keep it; it allocates nothing. The predictor keeps one arena per thread, so concurrent
 /// calls never share scratch.</item>

@@ -141,7 +141,9 @@ public static class ModelCheckpoint
         // or DNN must fail here, bounded by the file's own size, and a config of another model kind
         // (e.g. xdeepfm over a dnn's tensors) is named as such.
         long fileWeights = content.Names.Sum(n => content.Header.TryGet(n, out var e) ? e.ElementCount : 0);
-        long configWeights = ZooModel.ParameterCount(config, fields);
+        // Tensors a part gained after older checkpoints were written (the DNN's output bias) may be absent: zero.
+        var absent = ZooModel.AbsentInOlderCheckpoints(config.Model).Where(t => !content.Contains(t.Name)).ToArray();
+        long configWeights = ZooModel.ParameterCount(config, fields) - absent.Sum(t => t.Weights);
         if (configWeights != fileWeights)
             throw new CheckpointFormatException(path,
                 $"the config ({config.Model}, embeddingDim {config.EmbeddingDim}, {fields.Length} fields) describes {configWeights} weights but the file holds {fileWeights}; "
@@ -160,6 +162,11 @@ public static class ModelCheckpoint
                 throw new CheckpointFormatException(path, $"tensor '{name}' does not belong to a {config.Model} model with this config.");
         foreach (var p in expected)
         {
+            if (!content.Contains(p.Name) && absent.Any(t => t.Name == p.Name))
+            {
+                p.Tensor.Backend.Fill(p.Tensor.Storage, 0f);
+                continue;
+            }
             if (!content.Contains(p.Name))
                 throw new CheckpointFormatException(path, $"tensor '{p.Name}' {p.Tensor.Shape} is missing.");
             p.Tensor.Backend.Upload(content.GetFloat32(p.Name, p.Tensor.Shape.ToArray()), p.Tensor.Storage);

@@ -346,6 +346,26 @@ public class CliTests
     }
 
     [Test]
+    public void ExperimentKdTakesNewTeachersFromAConfigAndKeepsDefaultListsUnlessGiven()
+    {
+        var cfg = Write("kd-ffm.json", """
+            {"teacher": {"model": "ffm", "embeddingDim": 3}, "teacherTraining": {"optimizer": "adagrad", "learningRate": 0.05, "epochs": 1},
+             "ensembleTeachers": [{"model": "dcnv2", "embeddingDim": 4, "dnn": [8], "crossRank": 2, "crossExperts": 2}],
+             "ensembleTeacherTraining": [{"optimizer": "adam", "learningRate": 0.01, "epochs": 1}], "methods": ["logits", "ensemble"]}
+            """);
+        var o = Ok("experiment", "kd", "--config", cfg, "--dataset", "synthetic", "--rows", "3000", "--fields", "4", "--vocab", "20",
+            "--third-order-terms", "2", "--seeds", "1", "--epochs", "1");
+        Assert.That(o, Does.Contain("teacher: {\"model\":\"ffm\",\"embeddingDim\":3"));
+        Assert.That(o, Does.Contain("student: {\"model\":\"dnn\",\"embeddingDim\":10,\"embeddingInitStd\":0.01,\"dnn\":[32]"), "the student's default widths survive");
+        Assert.That(o, Does.Contain("ensemble teacher: {\"model\":\"dcnV2\"").And.Contain("teacher trained alone with: {").And.Contain("\"optimizer\": \"adagrad\""));
+        Assert.That(o, Does.Contain("rocket λ 1,"), "the default λ list survives");
+        Assert.That(o, Does.Contain("ensemble teacher 0 trained alone with: {").And.Contain("\"learningRate\": 0.01"));
+        Assert.That(o, Does.Contain("| logits | student |").And.Contain("| ensemble-teacher-dcnv2 | teacher |").And.Contain("| ensemble | student |"));
+        var bad = Write("kd-bad.json", """{"teacher": {"model": "ffm"}, "teachr": {}}""");
+        Assert.That(Fails("experiment", "kd", "--config", bad, "--dataset", "synthetic", "--rows", "3000"), Does.Contain("kd-bad.json").And.Contain("teachr"));
+    }
+
+    [Test]
     public void SynthTakesTheGeneratorShapeKnobs()
     {
         var path = Path.Combine(_dir, "shaped.tsv");

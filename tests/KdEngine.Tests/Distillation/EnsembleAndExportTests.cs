@@ -152,3 +152,46 @@ public class EnsembleAndExportTests
         finally { File.Delete(path); }
     }
 }
+
+public class NewTeacherTests
+{
+    [Test]
+    public void Ffm_and_dcn_v2_teach_a_dnn_student_in_the_gated_ensemble_jointly_with_a_gate_on_their_hidden_layers()
+    {
+        var fields = ModelTestData.Fields(4);
+        var batch = ModelTestData.Batch(fields, 64, 9);
+        var student = new ZooModel(new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [6], Seed = 1 }, fields);
+        var ffm = new ZooModel(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 3, Seed = 2 }, fields);
+        var dcnV2 = new ZooModel(new ModelConfig { Model = ModelKind.DcnV2, EmbeddingDim = 3, Dnn = [8], CrossRank = 2, CrossExperts = 2, Seed = 3 }, fields);
+        var objective = new EnsembleObjective(student, [new ModelTeacher(ffm), new ModelTeacher(dcnV2)], EnsembleMode.Joint,
+            alpha: 0.5f, temperature: 2f, gateHiddenLayers: ["ffm", "cross"], hints: [], hintWeight: 0f, seed: 5);
+        var optimizer = new Adam(objective.Trainable.Parameters().Select(p => p.Tensor), learningRate: 0.02f);
+        float first = 0, last = 0;
+        using (var tape = new Tape<float>())
+            for (int step = 0; step < 60; step++)
+            {
+                tape.Reset();
+                var loss = objective.Loss(batch, step, null);
+                if (step == 0) first = loss.Item();
+                last = loss.Item();
+                tape.Backward(loss);
+                optimizer.Step();
+            }
+        Assert.That(last, Is.LessThan(first * 0.8f), $"ensemble objective {first} → {last}");
+        foreach (var name in new[] { "teacher0.ffm.f1.weight", "teacher1.cross.0.u.1" })
+            Assert.That(objective.Trainable.Parameters().Any(p => p.Name == name), Is.True, $"{name} trains jointly");
+    }
+
+    [Test]
+    public void A_dcn_v2_teacher_is_a_double_dnn_teacher_and_ffm_is_not()
+    {
+        var fields = ModelTestData.Fields(4);
+        var teacher = new ZooModel(new ModelConfig { Model = ModelKind.DcnV2, EmbeddingDim = 3, Dnn = [8], Seed = 3 }, fields);
+        var student = new ZooModel(new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8], Seed = 1 }, fields, sharedEmbedding: teacher.Embedding);
+        var objective = new DoubleDnnObjective(student, teacher, 0.5f, 2f, TeacherStudentObjective.BuildHints(student, teacher, [("dnn.0", "dnn.0")], 1), 0.1f);
+        using var tape = new Tape<float>();
+        Assert.That(float.IsFinite(objective.Loss(ModelTestData.Batch(fields, 16, 2), 0, null).Item()), Is.True);
+        var ffm = new ZooModel(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 3 }, fields);
+        Assert.Throws<ArgumentException>(() => new DoubleDnnObjective(student, ffm, 0.5f, 2f, [], 0f));
+    }
+}

@@ -47,6 +47,22 @@ public class OnnxExportTests
         CheckExport(Random(Config(kind), fields, seed: 21), fields, fields.Length);
     }
 
+    [Test]
+    public void Every_dcn_v2_form_exports()
+    {
+        var fields = Fields(5);
+        foreach (var (rank, experts, stacked) in DcnV2Forms)
+            CheckExport(Random(DcnV2(rank, experts, stacked), fields, seed: 9, scale: 0.3f), fields, fields.Length);
+    }
+
+    [TestCase(2, 3)]
+    [TestCase(7, 1)]
+    public void Ffm_exports_at_any_field_count(int fieldCount, int dim)
+    {
+        var fields = Fields(fieldCount);
+        CheckExport(Random(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim }, fields, seed: 4), fields, fields.Length);
+    }
+
     [TestCase(true, Activation.Relu, true)]
     [TestCase(false, Activation.Identity, true)]
     [TestCase(false, Activation.Relu, false)]

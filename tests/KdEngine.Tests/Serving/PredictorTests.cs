@@ -31,6 +31,35 @@ public class PredictorTests
             Assert.That(probabilities[b], Is.EqualTo(1 / (1 + MathF.Exp(-actual[b]))).Within(1e-6f));
     }
 
+    private static IEnumerable<TestCaseData> DcnV2FormsAndBatches() =>
+        from f in DcnV2Forms from b in new[] { 1, 37 } select new TestCaseData(f.Rank, f.Experts, f.Stacked, b);
+
+    [TestCaseSource(nameof(DcnV2FormsAndBatches))]
+    public void Every_dcn_v2_form_predicts_as_the_training_forward(int rank, int experts, bool stacked, int batch)
+    {
+        var fields = Fields(6);
+        var model = Random(DcnV2(rank, experts, stacked), fields, seed: 14, scale: 0.3f);
+        var ids = Ids(fields, batch, seed: 5 + batch);
+        var expected = Forward(model, ids, batch);
+        var actual = new float[batch];
+        new Predictor(model).Predict(ids, actual);
+        Assert.That(Compare(actual, expected, 1e-5f), Is.Null);
+        Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(0.05f), "the test needs non-trivial logits");
+    }
+
+    [TestCase(2, 1, 7)]
+    [TestCase(9, 4, 64)]
+    [TestCase(3, 17, 5)]
+    public void Ffm_predicts_as_the_training_forward_at_any_field_count_and_width(int fieldCount, int dim, int batch)
+    {
+        var fields = Fields(fieldCount);
+        var model = Random(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim, Seed = 1 }, fields, seed: 17, scale: 0.4f);
+        var ids = Ids(fields, batch, seed: 3);
+        var actual = new float[batch];
+        new Predictor(model).Predict(ids, actual);
+        Assert.That(Compare(actual, Forward(model, ids, batch), 1e-5f), Is.Null);
+    }
+
     private static IEnumerable<TestCaseData> CinVariants()
     {
         // (cin sizes, split-half, activation, direct connections, D, batch)
@@ -191,6 +220,9 @@ public class PredictorTests
     [TestCase(ModelKind.DeepFm, 1)]
     [TestCase(ModelKind.Dcn, 1024)]
     [TestCase(ModelKind.Wdl, 1024)]
+    [TestCase(ModelKind.Ffm, 1)]
+    [TestCase(ModelKind.Ffm, 1024)]
+    [TestCase(ModelKind.DcnV2, 1024)]
     public void Steady_state_calls_allocate_nothing(ModelKind kind, int batch)
     {
         var fields = Fields(6);
@@ -221,6 +253,8 @@ public class PredictorTests
     [TestCase(ModelKind.XDeepFm)]
     [TestCase(ModelKind.Dcn)]
     [TestCase(ModelKind.Fm)]
+    [TestCase(ModelKind.Ffm)]
+    [TestCase(ModelKind.DcnV2)]
     public void Checkpoint_round_trip_predicts_bit_identically(ModelKind kind)
     {
         var pre = FittedPreprocessor(out var schema);

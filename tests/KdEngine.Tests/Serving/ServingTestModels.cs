@@ -9,15 +9,23 @@ namespace KdEngine.Tests.Serving;
 internal static class ServingTestModels
 {
     public static readonly ModelKind[] Kinds =
-        [ModelKind.Lr, ModelKind.Fm, ModelKind.Dnn, ModelKind.Wdl, ModelKind.DeepFm, ModelKind.Dcn, ModelKind.XDeepFm];
+        [ModelKind.Lr, ModelKind.Fm, ModelKind.Dnn, ModelKind.Wdl, ModelKind.DeepFm, ModelKind.Dcn, ModelKind.XDeepFm, ModelKind.Ffm, ModelKind.DcnV2];
+
+    /// <summary>DCN-V2's forms beyond <see cref="Config"/>'s (full rank, parallel): (rank, experts, stacked).</summary>
+    public static readonly (int Rank, int Experts, bool Stacked)[] DcnV2Forms = [(0, 1, true), (4, 1, false), (3, 3, false), (2, 2, true)];
+
+    public static ModelConfig DcnV2(int rank, int experts, bool stacked) => Config(ModelKind.DcnV2) with
+    {
+        CrossRank = rank, CrossExperts = experts, CrossStructure = stacked ? CrossStructure.Stacked : CrossStructure.Parallel,
+    };
 
     public static InputField[] Fields(int count) =>
         Enumerable.Range(0, count).Select(i => new InputField($"f{i}", 7 + 3 * i)).ToArray();
 
-    /// <summary>Odd D = 5 hits the SIMD tails; split-half CIN [6, 4].</summary>
+    /// <summary>Odd D = 5 hits the SIMD tails; split-half CIN [6, 4]; DCN-V2 with three full-rank cross layers.</summary>
     public static ModelConfig Config(ModelKind kind) => new()
     {
-        Model = kind, EmbeddingDim = 5, Dnn = [9, 6], Cin = [6, 4], CrossLayers = 2, Seed = 11,
+        Model = kind, EmbeddingDim = 5, Dnn = [9, 6], Cin = [6, 4], CrossLayers = kind == ModelKind.DcnV2 ? 3 : 2, Seed = 11,
     };
 
     /// <summary>A model in evaluation mode whose every parameter is uniform in ±<paramref name="scale"/> (so every part

@@ -8,7 +8,8 @@ namespace KdEngine.Models.Parts;
 
 /// <summary>
 /// The DNN part z = Linear(MLP(flatten x0), 1): parameters <c>dnn.{i}.weight</c> [out, in], <c>dnn.{i}.bias</c> [out],
-/// <c>dnn_out.weight</c> [1, width]. Hidden layers <c>dnn.{i}</c> [B, width_i] (post-activation).
+/// <c>dnn_out.weight</c> [1, width] and, in the DNN-alone model (<see cref="RecipeWithOutputBias"/>), <c>dnn_out.bias</c> [1]
+/// (beside a wide part the wide bias is the model's bias). Hidden layers <c>dnn.{i}</c> [B, width_i] (post-activation).
 /// Inference: one SGEMM per layer over the batch (<see cref="DenseStack"/>), then a dot product per sample.
 /// </summary>
 public sealed class DnnPart : ModelPart
@@ -16,20 +17,32 @@ public sealed class DnnPart : ModelPart
     private readonly Mlp _mlp;
     private readonly Linear _out;
 
-    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>).</summary>
-    public DnnPart(PartContext context)
+    /// <summary>Builds the part from the model's config, input fields and seeded random source (<paramref name="context"/>);
+    /// <paramref name="outputBias"/>: whether <c>dnn_out</c> has a bias (the DNN model alone; beside other parts the model's
+    /// other terms carry it).</summary>
+    public DnnPart(PartContext context, bool outputBias)
     {
         var c = context.Config;
         _mlp = AddModule("dnn", new Mlp(context.Fields.Count * c.EmbeddingDim, c.Dnn, c.DnnActivation, c.Dropout, context.Rng));
-        _out = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, context.Rng, bias: false));
+        _out = AddModule("dnn_out", new Linear(_mlp.OutFeatures, 1, context.Rng, bias: outputBias));
     }
 
-    /// <summary>How a model builds, counts (before building) and validates this part.</summary>
+    /// <summary>How a model builds, counts (before building) and validates this part: the DNN beside other parts (WDL, DeepFM,
+    /// xDeepFM), no output bias.</summary>
     public static PartRecipe Recipe { get; } = new(
         ReadsEmbedding: true,
         ParameterCount: (c, fields) => MlpParameterCount(c, (long)fields.Count * c.EmbeddingDim) + c.Dnn[^1], // + dnn_out.weight [1, width]
-        Build: context => new DnnPart(context),
+        Build: context => new DnnPart(context, outputBias: false),
         Validate: RequireDnn);
+
+    /// <summary>The DNN alone: Linear(…, 1) with its bias <c>dnn_out.bias</c>. Checkpoints written before the DNN model had
+    /// it lack the tensor and load with a zero bias, which is exactly the model they were (no bias).</summary>
+    public static PartRecipe RecipeWithOutputBias { get; } = new(
+        ReadsEmbedding: true,
+        ParameterCount: (c, fields) => MlpParameterCount(c, (long)fields.Count * c.EmbeddingDim) + c.Dnn[^1] + 1,
+        Build: context => new DnnPart(context, outputBias: true),
+        Validate: RequireDnn,
+        AbsentInOlderCheckpoints: [("dnn_out.bias", 1)]);
 
     /// <summary>Weights of <c>dnn.{i}</c> over <paramref name="inFeatures"/> inputs: Σ (in·out + out).</summary>
     internal static long MlpParameterCount(ModelConfig c, long inFeatures)
@@ -52,13 +65,15 @@ public sealed class DnnPart : ModelPart
         _out.Forward(_mlp.Forward(input.Flat!, hidden));            // [B, width] → [B, 1]
 
     /// <inheritdoc/>
-    public override InferenceStage Compile(PlanLayout layout) => new DnnStage(new DenseStack(_mlp), _out.Weight.ToArray());
+    public override InferenceStage Compile(PlanLayout layout) =>
+        new DnnStage(new DenseStack(_mlp), _out.Weight.ToArray(), _out.Bias?.ToArray()[0]);
 
     /// <inheritdoc/>
     public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
     {
         string deep = EmitMlp(g, _mlp, input.Flat!);
-        return g.Node("MatMul", [deep, OnnxEmit.Matrix(g, "dnn_out.weight", _out.Weight, _mlp.OutFeatures, 1)]); // [B, 1]
+        string term = g.Node("MatMul", [deep, OnnxEmit.Matrix(g, "dnn_out.weight", _out.Weight, _mlp.OutFeatures, 1)]); // [B, 1]
+        return _out.Bias is null ? term : g.Node("Add", [term, OnnxEmit.Vector(g, "dnn_out.bias", _out.Bias)]);
     }
 
     /// <summary>The MLP registered as <c>dnn</c> as Gemm(transB = 1) + activation nodes: [B, in] → [B, width].</summary>
@@ -74,8 +89,8 @@ public sealed class DnnPart : ModelPart
         return x;
     }
 
-    /// <summary>deep [B, width] = the compiled MLP of x0; logit += deep_b · w_out.</summary>
-    private sealed class DnnStage(DenseStack mlp, float[] outWeight) : InferenceStage
+    /// <summary>deep [B, width] = the compiled MLP of x0; logit += deep_b · w_out (+ b_out when the part has it).</summary>
+    private sealed class DnnStage(DenseStack mlp, float[] outWeight, float? outBias) : InferenceStage
     {
         public override StagePhases Phases => StagePhases.Batch;
         public override long ScratchFloats(int rows) => mlp.ScratchFloats(rows);
@@ -84,7 +99,10 @@ public sealed class DnnPart : ModelPart
         {
             var deep = mlp.Run(batch.X0, batch.Rows, batch.Scratch);
             int w = outWeight.Length;
-            for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += TensorPrimitives.Dot(deep.Slice(b * w, w), outWeight);
+            if (outBias is { } bias)
+                for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += TensorPrimitives.Dot(deep.Slice(b * w, w), outWeight) + bias;
+            else
+                for (int b = 0; b < batch.Rows; b++) batch.Logits[b] += TensorPrimitives.Dot(deep.Slice(b * w, w), outWeight);
         }
     }
 }

@@ -57,8 +57,11 @@ public sealed record PartContext(ModelConfig Config, IReadOnlyList<InputField> F
 /// <param name="ParameterCount">Weights of the part for a config and fields, in <c>long</c> (absurd headers cannot overflow).</param>
 /// <param name="Build">Builds the part (drawing its initial weights from the context's random source).</param>
 /// <param name="Validate">Checks the config keys this part reads (throws <see cref="ConfigException"/> naming the key); optional.</param>
+/// <param name="AbsentInOlderCheckpoints">Tensors (name, weights) the part gained after checkpoints of it were written, whose
+/// absence means zero (e.g. a bias that used to be missing); a loader accepts such a file and zeroes them.</param>
 public sealed record PartRecipe(
     bool ReadsEmbedding,
     Func<ModelConfig, IReadOnlyList<InputField>, long> ParameterCount,
     Func<PartContext, ModelPart> Build,
-    Action<ModelConfig, string>? Validate = null);
+    Action<ModelConfig, string>? Validate = null,
+    IReadOnlyList<(string Name, long Weights)>? AbsentInOlderCheckpoints = null);

@@ -1,0 +1,104 @@
+using KdEngine.Nn;
+using KdEngine.Ops;
+using KdEngine.Serving;
+using KdEngine.Tensors;
+using Tensor = KdEngine.Tensors.Tensor<float>;
+
+namespace KdEngine.Models.Parts;
+
+/// <summary>
+/// The field-aware factorization machine's pairwise term (Juan et al., RecSys 2016): every feature has one D-dim vector
+/// per other field, z = Σ_{f&lt;g} ⟨v_{f,g}, v_{g,f}⟩ with v_{f,g} field f's feature's vector for field g. Its own
+/// tables (not x0): <c>ffm.{field}.weight</c> [V_f, (F−1)·D], slot k of a row being the vector for field k &lt; f ? k : k + 1
+/// (F−1 slots: a feature has no vector for its own field). The FFM model is wide + this part.
+/// Training: one fused gather [B, F, (F−1)·D] (row-sparse gradients) and the fused pair op <see cref="Op.FieldAwarePairs{T}"/>.
+/// Inference: the tables concatenated [ΣV, (F−1)·D]; each sample's F(F−1)/2 dot products run in the gather loop while
+/// its F rows are in cache (prefetched one sample ahead).
+/// </summary>
+public sealed class FfmPart : ModelPart
+{
+    private readonly FieldEmbeddings _vectors;
+    private readonly int _dim;
+
+    /// <summary>Builds the part's field-aware tables from the model's config, input fields and seeded random source
+    /// (<paramref name="context"/>); fewer than two fields is a <see cref="ConfigException"/>.</summary>
+    public FfmPart(PartContext context)
+    {
+        int f = context.Fields.Count;
+        if (f < 2) throw new ConfigException($"model {context.Config.Model} needs at least two fields (it has {f}): FFM scores pairs of fields.");
+        _dim = context.Config.EmbeddingDim;
+        _vectors = AddModule("ffm", new FieldEmbeddings(context.Fields, context.Columns, (f - 1) * _dim, context.Config.EmbeddingInitStd, context.Rng));
+    }
+
+    /// <summary>How a model builds and counts (before building) this part.</summary>
+    public static PartRecipe Recipe { get; } = new(
+        ReadsEmbedding: false,
+        ParameterCount: (c, fields) => fields.Sum(x => (long)x.Cardinality) * Math.Max(fields.Count - 1, 0) * c.EmbeddingDim, // ffm.{field}.weight [V, (F−1)·D]
+        Build: context => new FfmPart(context));
+
+    /// <inheritdoc/>
+    public override bool ReadsEmbedding => false;
+
+    /// <inheritdoc/>
+    public override Tensor Forward(in PartInput input, IDictionary<string, Tensor> hidden)
+    {
+        var v = _vectors.Forward(input.Batch);       // [B, F, (F−1)·D]
+        hidden["ffm"] = Op.Flatten(v);               // [B, F·(F−1)·D]
+        return Op.FieldAwarePairs(v, _dim);          // [B, 1]
+    }
+
+    /// <inheritdoc/>
+    public override InferenceStage Compile(PlanLayout layout) =>
+        new FfmStage(layout.Concatenate(_vectors.Tables, (layout.FieldCount - 1) * _dim, "ffm tables"), layout.FieldCount, _dim);
+
+    /// <inheritdoc/>
+    public override string EmitOnnx(IOnnxGraph g, in OnnxPartInput input)
+    {
+        // v [B, F, (F−1)·D] → [B, F·(F−1), D]; the pairs' two slots by Gather on axis 1 → [B, P, D] each; Σ over D and pairs.
+        int f = input.Layout.FieldCount, d = _dim, slots = f - 1;
+        var first = new List<long>();
+        var second = new List<long>();
+        for (int a = 0; a < f; a++)
+            for (int b = a + 1; b < f; b++)
+            {
+                first.Add(a * slots + (b - 1));   // v_{a,b}: slot b − 1 of field a
+                second.Add(b * slots + a);        // v_{b,a}: slot a of field b
+            }
+        string table = OnnxEmit.Table(g, "ffm.table", input.Layout, _vectors.Tables, slots * d);
+        string v = g.Node("Gather", [table, input.FeatureRows], ("axis", 0));                                    // [B, F, (F−1)·D]
+        v = g.Node("Reshape", [v, g.Int64s("ffm.shape", [0, f * slots, d], [3])]);                              // [B, F·(F−1), D]
+        string left = g.Node("Gather", [v, g.Int64s("ffm.first", first.ToArray(), [first.Count])], ("axis", 1));  // [B, P, D]
+        string right = g.Node("Gather", [v, g.Int64s("ffm.second", second.ToArray(), [second.Count])], ("axis", 1));
+        string dots = g.Node("ReduceSum", [g.Node("Mul", [left, right]), g.Int64s("axis2", [2], [1])], ("keepdims", 0)); // [B, P]
+        return g.Node("ReduceSum", [dots, g.Int64s("axis1", [1], [1])], ("keepdims", 1));                      // [B, 1]
+    }
+
+    /// <summary>The vectors [ΣV, (F−1)·D] by feature row; per sample, logit += Σ_{f&lt;g} ⟨v[r_f, g − 1], v[r_g, f]⟩.</summary>
+    private sealed class FfmStage(float[] vectors, int fields, int dim) : InferenceStage
+    {
+        private readonly int _row = (fields - 1) * dim;
+        private readonly FeatureTable[] _tables = [new(vectors, (fields - 1) * dim)];
+
+        public override StagePhases Phases => StagePhases.Gather;
+        public override IReadOnlyList<FeatureTable> FeatureTables => _tables;
+
+        public override void GatherSample(ReadOnlySpan<int> featureRows, ref float logit)
+        {
+            var v = vectors.AsSpan();
+            float sum = 0;
+            for (int f = 0; f < fields; f++)
+            {
+                int rowF = featureRows[f] * _row;
+                for (int g = f + 1; g < fields; g++)
+                {
+                    var a = v.Slice(rowF + (g - 1) * dim, dim);
+                    var c = v.Slice(featureRows[g] * _row + f * dim, dim);
+                    float dot = 0;
+                    for (int d = 0; d < dim; d++) dot += a[d] * c[d];
+                    sum += dot;
+                }
+            }
+            logit += sum;
+        }
+    }
+}
