@@ -15,6 +15,16 @@ if (args is ["sgemm-probe", ..])
     KdEngine.Benchmarks.SgemmProbe.Run(args[1..]);
     return;
 }
+if (args is ["ingest-probe", ..])
+{
+    KdEngine.Benchmarks.IngestProbe.Run(args[1..]);
+    return;
+}
+if (args is ["ingest-stages", ..])
+{
+    KdEngine.Benchmarks.IngestStages.Run(args[1..]);
+    return;
+}
 if (args is ["compare-reports", ..])
 {
     KdEngine.Benchmarks.CompareReports.Run(args[1..]);

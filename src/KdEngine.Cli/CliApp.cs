@@ -44,6 +44,7 @@ public static class CliApp
         QuantizeVerb.Create(),
         ServeVerb.Create(),
         SynthVerb.Create(),
+        ConvertVerb.Create(),
         CacheLogitsVerb.Create(),
         DistillVerb.Create(),
         TuneVerb.Create(),
@@ -59,6 +60,8 @@ public static class CliApp
 
     /// <summary>Options whose value may start with '@' to name a file holding it (not a response file).</summary>
     private static readonly string[] AtFileOptions = ["--ranges"];
+
+    static CliApp() => KdEngine.Data.Parquet.ParquetFormat.Register(); // .parquet inputs for every verb
 
     /// <summary>The root command with every verb (a fresh tree per call: commands hold no state between runs).</summary>
     public static RootCommand BuildRoot()

@@ -183,8 +183,14 @@ public static class ByteRangeInput
             foreach (var record in reader.ReadRange(start, end, linesBefore))
                 if (partOf[i++] == 0) yield return record;
         }
-        var counts = Preprocessor.CountVocabularies(reader.Schema, Train(), options);
-        var bytes = counts.ToBytes();
+        var counts = new PreprocessorCounts(reader.Schema, options);
+        if (counts.CountsAnything) foreach (var record in Train()) counts.Add(record);
+        byte[] bytes;
+        using (var buffer = new MemoryStream())
+        {
+            counts.WriteTo(buffer);
+            bytes = buffer.ToArray();
+        }
         var sizes = Gather(group, bytes.Length);
         if (sizes.Sum() > int.MaxValue)
             throw new InvalidOperationException($"{source.FileName}: the ranks' vocabulary counts take {sizes.Sum()} bytes, more than one gather carries (2 GiB).");
@@ -193,16 +199,18 @@ public static class ByteRangeInput
         string? json = null;
         if (group.Rank == 0)
         {
-            VocabularyCounts? merged = null;
+            PreprocessorCounts? merged = null;
             int at = 0;
             for (int r = 0; r < group.Size; r++)
             {
-                var part = VocabularyCounts.FromBytes(received.AsSpan(at, (int)sizes[r]).ToArray(), $"vocabulary counts of rank {r}");
+                PreprocessorCounts part;
+                try { part = PreprocessorCounts.ReadFrom(new MemoryStream(received, at, (int)sizes[r], writable: false), reader.Schema, options); }
+                catch (InvalidDataException e) { throw new DataFormatException($"vocabulary counts of rank {r} are corrupt: {e.Message}", source.FileName); }
                 at += (int)sizes[r];
                 if (merged is null) merged = part;
                 else merged.Merge(part);
             }
-            json = Preprocessor.Fit(reader.Schema, merged!, options).ToJson();
+            json = Preprocessor.Fit(merged!).ToJson();
         }
         return Preprocessor.FromJson(group.BroadcastText(json), "the preprocessing fitted from every rank's counts");
     }

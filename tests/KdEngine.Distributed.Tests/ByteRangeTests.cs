@@ -121,21 +121,32 @@ public sealed class ByteRangeTests
     }
 
     [Test]
-    public void VocabularyCounts_MergeToTheWholeFilesCounts_AndRoundTripAsBytes()
+    public void PreprocessorCounts_OfByteRanges_MergeToTheWholeFilesCounts_AndRoundTripAsBytes()
     {
         var schema = new Schema([FieldSpec.Label(), FieldSpec.Categorical("a"), FieldSpec.Categorical("b")]);
         string path = Write("c.csv", "label,a,b\n1,x,y\n0,x,z\n1,w,y\n0,x,\n");
         var reader = new DelimitedReader(path, schema);
-        var whole = Preprocessor.CountVocabularies(schema, reader);
+        var options = new PreprocessorOptions { MinCount = 1 };
+        static PreprocessorCounts Count(Schema schema, IEnumerable<RawRecord> records, PreprocessorOptions options)
+        {
+            var counts = new PreprocessorCounts(schema, options);
+            foreach (var r in records) counts.Add(r);
+            return counts;
+        }
+        static byte[] Bytes(PreprocessorCounts c)
+        {
+            using var m = new MemoryStream();
+            c.WriteTo(m);
+            return m.ToArray();
+        }
+        var whole = Count(schema, reader, options);
         var cuts = ByteRangeInput.Boundaries(path, 2);
-        var first = Preprocessor.CountVocabularies(schema, reader.ReadRange(cuts[0], cuts[1], 0));
-        var second = Preprocessor.CountVocabularies(schema, reader.ReadRange(cuts[1], cuts[2], ByteRangeInput.CountLineEnds(path, cuts[0], cuts[1])));
-        first.Merge(VocabularyCounts.FromBytes(second.ToBytes(), "test"));
-        Assert.That(first.ToBytes(), Is.EqualTo(whole.ToBytes()));
-        Assert.That(first.CountOf("a", "x"), Is.EqualTo(3));
-        Assert.That(Preprocessor.Fit(schema, first, new PreprocessorOptions { MinCount = 1 }).ToJson(),
-            Is.EqualTo(Preprocessor.Fit(schema, reader, new PreprocessorOptions { MinCount = 1 }).ToJson()));
-        var e = Assert.Throws<DataFormatException>(() => VocabularyCounts.FromBytes([1, 2, 3, 4, 5, 6, 7, 8, 9], "rank 3"))!;
-        Assert.That(e.Message, Does.Contain("rank 3").And.Contain("corrupt"));
+        var first = Count(schema, reader.ReadRange(cuts[0], cuts[1], 0), options);
+        var second = Count(schema, reader.ReadRange(cuts[1], cuts[2], ByteRangeInput.CountLineEnds(path, cuts[0], cuts[1])), options);
+        first.Merge(PreprocessorCounts.ReadFrom(new MemoryStream(Bytes(second)), schema, options));
+        Assert.That(Bytes(first), Is.EqualTo(Bytes(whole)));
+        Assert.That(first.DistinctValues("a"), Is.EqualTo(2));
+        Assert.That(Preprocessor.Fit(first).ToJson(), Is.EqualTo(Preprocessor.Fit(schema, reader, options).ToJson()));
+        Assert.Throws<InvalidDataException>(() => PreprocessorCounts.ReadFrom(new MemoryStream([1, 2, 3, 4, 5, 6, 7, 8, 9]), schema, options));
     }
 }

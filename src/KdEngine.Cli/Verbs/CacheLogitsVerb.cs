@@ -19,7 +19,7 @@ internal static class CacheLogitsVerb
         command.SetAction(parse =>
         {
             var o = new CliOutput(parse.InvocationConfiguration.Output);
-            string modelPath = parse.GetValue(input.Model)!, dataPath = parse.GetValue(input.Data)!;
+            string modelPath = parse.GetValue(input.Model)!, dataPath = input.FirstData(parse);
             string outPath = parse.GetValue(output) ?? TeacherLogitCache.DefaultPath(dataPath, modelPath);
             var loaded = input.Load(parse);
             var data = input.Encode(parse, loaded);

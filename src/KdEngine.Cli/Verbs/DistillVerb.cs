@@ -28,8 +28,9 @@ internal static class DistillVerb
             "the score column of the --teacher-file side files (default: the only column that is not 'row', the label or the key)");
         var teacherScore = CliOptions.Choice("--teacher-score", "what --teacher-column/--teacher-file hold: logits, or probabilities (turned into logits)",
             ["logit", "probability"], "logit");
-        var data = new DataOptions();
+        var data = new DataOptions(inputSets: true);
         var split = new SplitOptionsGroup();
+        var streaming = new StreamingOptionsGroup();
         var training = new TrainingOptions();
         var distributed = new DistributedOptions();
         var output = CliOptions.Required("--out", "FILE", "where to save the student checkpoint; eval/predict use it like any model");
@@ -41,7 +42,9 @@ internal static class DistillVerb
             "ensemble combines ≥ 2 frozen teachers of any of those kinds (\"ensembleMode\": twoStage, a trained gate, stopped early on the " +
             "validation distillation loss; average, their mean) or trains its teachers jointly from the config. With teacher models or " +
             "caches, the data is encoded with their preprocessing. External scores travel with their rows, so they are right on every " +
-            "split; a missing, extra, misaligned or non-finite score is refused naming the file and row.");
+            "split; a missing, extra, misaligned or non-finite score is refused naming the file and row. " +
+            "The data streams as for train (--data cut by --split, or --train/--valid/--test; --shuffle-buffer, --cache); " +
+            "--teacher-logits, external scores, a random split and --distributed mpi read --data into memory.");
         command.Options.Add(method);
         command.Options.Add(config);
         command.Options.Add(teachers);
@@ -53,6 +56,7 @@ internal static class DistillVerb
         command.Options.Add(teacherScore);
         data.AddTo(command);
         split.AddTo(command);
+        streaming.AddTo(command);
         training.AddTo(command);
         distributed.AddTo(command);
         command.Options.Add(output);
@@ -67,13 +71,14 @@ internal static class DistillVerb
                 .Concat(files.Select(f => key is null ? TeacherScoreSource.FromFile(f, scoreColumn, kind) : TeacherScoreSource.FromKeyedFile(f, key, scoreColumn, kind)))
                 .ToArray();
             return Run(parse, new CliOutput(parse.InvocationConfiguration.Output), parse.GetValue(method), parse.GetValue(config),
-                parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!, external, data, split, training, distributed, parse.GetValue(output)!);
+                parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!, external, data, split, streaming, training, distributed, parse.GetValue(output)!);
         });
         return command;
     }
 
     private static int Run(ParseResult parse, CliOutput o, DistillMethod method, string? configPath, string[] teacherPaths, string[] cachePaths,
-        TeacherScoreSource[] external, DataOptions dataOptions, SplitOptionsGroup split, TrainingOptions training, DistributedOptions distributed, string output)
+        TeacherScoreSource[] external, DataOptions dataOptions, SplitOptionsGroup split, StreamingOptionsGroup streaming, TrainingOptions training,
+        DistributedOptions distributed, string output)
     {
         var config = configPath is not null ? DistillConfig.Load(configPath) : new DistillConfig();
         if (parse.Given(training.Seed))
@@ -97,6 +102,47 @@ internal static class DistillVerb
         }));
         if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
+        bool mpi = parse.GetValue(distributed.Mode) == "mpi";
+        if (!mpi && splitOptions.Mode == SplitMode.Sequential && inputs.Caches.Length == 0 && external.Length == 0)
+        {
+            // Streamed: the same passes as train, the teachers' preprocessing when they fix it.
+            if (settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row)
+                throw new CliException("--embedding-sharding row shards tables over MPI ranks; add --distributed mpi (with --data), or leave it replicated.");
+            var fixedPre = inputs.Preprocessor;
+            var recipe = inputs.Recipe;
+            StreamingInputs streamInputs;
+            if (dataOptions.HasInputSets(parse))
+            {
+                var (trainSource, validSource, testSource) = dataOptions.InputSets(parse);
+                streamInputs = StreamingInputs.Separate(Recipe(trainSource), Recipe(validSource), testSource is null ? null : Recipe(testSource));
+            }
+            else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios);
+            DataSource Recipe(DataSource s) => fixedPre is null ? s
+                : recipe is null ? s with { Schema = fixedPre.Schema }
+                : DataSource.FromMetadata(s.Patterns, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges)) with { ReaderOptions = s.ReaderOptions };
+            var options = streaming.OptionsFrom(parse, dataOptions.Reader(parse), o.Writer, o.IsTerminal);
+            using var streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), options, fixedPre);
+            Report.Data(o, streamed);
+            foreach (var pass in streamed.Passes)
+                foreach (var line in pass.SkipSummary()) o.Line(line);
+            var streamTeachers = inputs.Models.Select(t => (ITeacher)new ModelTeacher(CtrPipeline.Load(t.Path).Model)).ToList();
+            var streamRun = DistillPipeline.Build(method, config, streamed.Fields, streamed.Privileged, streamTeachers);
+            o.Line($"distill {DistillPipeline.Name(method)}: student {streamRun.Student.TypeName} ({streamRun.Student.ParameterCount():N0} parameters, {streamRun.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line($"training: {settings.Describe()}");
+            var streamOutcome = o.Progress("distilling " + DistillPipeline.Name(method),
+                (w, interactive) => StreamingPipeline.Fit(streamRun.Objective, streamed, settings, options.ShuffleBuffer, w, interactive));
+            Report.Outcome(o, streamOutcome, "student ", hasTest: streamed.Test is not null);
+            var streamCalibration = Report.Calibrate(o, streamRun.Student, streamed, parse.GetValue(training.Calibration), "student ");
+            CtrPipeline.Save(output, streamRun.Student, streamed.Preprocessor, streamed.Source, new Dictionary<string, string>
+            {
+                ["distill.method"] = DistillPipeline.Name(method),
+                ["distill.config"] = config.ToJson(),
+            }, streamCalibration);
+            o.Line($"saved student {output}");
+            return 0;
+        }
+        if (dataOptions.HasInputSets(parse))
+            throw new CliException("--train/--valid/--test stream; --teacher-logits, --teacher-column/--teacher-file, --split-mode random and --distributed mpi read one --data file into memory.");
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
             var data = inputs.Prepare(parse, dataOptions, distributed, split, splitOptions, group);
@@ -156,6 +202,9 @@ internal sealed class DistillInputs
     /// <summary>The teachers' shared preprocessing; null when no teacher is given.</summary>
     public Preprocessor? Preprocessor { get; private set; }
     private IReadOnlyDictionary<string, string>? _recipe;
+
+    /// <summary>How the teachers' data was read (their checkpoint metadata), when a teacher model gives it.</summary>
+    public IReadOnlyDictionary<string, string>? Recipe => _recipe;
     private string? _fixedFrom;
 
     public static DistillInputs Load(string[] teacherPaths, string[] cachePaths)

@@ -1,11 +1,13 @@
 using System.CommandLine;
+using System.Globalization;
 using KdEngine.Cli.Options;
+using KdEngine.Data;
 using KdEngine.Models;
 using KdEngine.Pipelines;
 
 namespace KdEngine.Cli.Verbs;
 
-/// <summary><c>train</c>: one zoo model on a data file, early stopping on validation, saved with its preprocessing.</summary>
+/// <summary><c>train</c>: one zoo model on data of any size, early stopping on validation, saved with its preprocessing.</summary>
 internal static class TrainVerb
 {
     public static Command Create()
@@ -13,8 +15,9 @@ internal static class TrainVerb
         var model = CliOptions.Parsed<ModelKind?>("--model", string.Join("|", ZooExperimentConfig.ModelNames),
             "the model to train (overrides the config's model)", text => ZooExperimentConfig.KindOf(text.ToLowerInvariant()));
         var config = CliOptions.Text("--config", "FILE", "ModelConfig JSON (embeddingDim, dnn, cin, …; unknown keys rejected)");
-        var data = new DataOptions();
+        var data = new DataOptions(inputSets: true);
         var split = new SplitOptionsGroup();
+        var streaming = new StreamingOptionsGroup();
         var training = new TrainingOptions();
         var distributed = new DistributedOptions();
         var output = CliOptions.Required("--out", "FILE", "where to save the model checkpoint (.kde, safetensors)");
@@ -22,16 +25,20 @@ internal static class TrainVerb
         var outputL2 = CliOptions.OptionalFloat("--embedding-output-l2", "X", "L2 on the batch's looked-up embeddings, DeepCTR's l2_reg_embedding (overrides the config's)", CliOptions.NonNegative);
 
         var command = new Command("train",
-            $"Train a zoo model ({string.Join("|", ZooExperimentConfig.ModelNames)}) on a data file. Reads the file, splits it, fits the preprocessing on " +
-            "the train part only, trains with early stopping on validation (best weights restored; the reason it stopped is printed), " +
-            "prints validation and test AUC/logloss, optionally fits a post-hoc calibration on validation, and saves the model with " +
-            "its preprocessing.");
+            $"Train a zoo model ({string.Join("|", ZooExperimentConfig.ModelNames)}) on data of any size. The data is one file cut by --split, or " +
+            "--train/--valid/--test input sets (files or globs, plain or gzip, CSV/TSV/libSVM/libFFM/Parquet). Every pass streams: " +
+            "the preprocessing is fitted in one pass over the train part only, training reads the train part once per epoch " +
+            "through a shuffle buffer (memory: the model, the vocabularies and the buffer, never the rows), with early stopping " +
+            "on validation (best weights restored; the reason it stopped is printed); prints validation and test AUC/logloss, " +
+            "optionally fits a post-hoc calibration on validation, and saves the model with its preprocessing. A random split " +
+            "(--split-mode random) and --distributed mpi read the file into memory.");
         command.Options.Add(model);
         command.Options.Add(config);
         command.Options.Add(dropout);
         command.Options.Add(outputL2);
         data.AddTo(command);
         split.AddTo(command);
+        streaming.AddTo(command);
         training.AddTo(command);
         distributed.AddTo(command);
         command.Options.Add(output);
@@ -43,10 +50,18 @@ internal static class TrainVerb
             if (parse.GetValue(dropout) is { } rate) modelConfig = modelConfig with { Dropout = rate };
             if (parse.GetValue(outputL2) is { } l2) modelConfig = modelConfig with { EmbeddingOutputL2 = l2 };
             var settings = distributed.Apply(parse, training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model)));
+            var splitOptions = split.SplitFrom(parse, settings.Seed);
+            bool mpi = parse.GetValue(distributed.Mode) == "mpi";
+            if (!mpi && splitOptions.Mode == SplitMode.Sequential)
+                return Streamed(parse, o, data, split, streaming, training, modelConfig, settings, splitOptions, outPath);
+            if (data.HasInputSets(parse))
+                throw new CliException(mpi ? "--distributed mpi trains from --data (in-memory shards); --train/--valid/--test input sets train in one process."
+                    : "--split-mode random applies to --data; --train/--valid/--test are already separate parts.");
+            // In memory: a random split of one file, or this rank's shard for data-parallel training.
             var source = data.Source(parse);
             return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
             {
-                var prepared = distributed.Prepare(parse, source, group, split.SplitFrom(parse, settings.Seed), split.PreprocessingFrom(parse));
+                var prepared = distributed.Prepare(parse, source, group, splitOptions, split.PreprocessingFrom(parse));
                 Report.Data(o, prepared, group);
                 var placement = settings.TablePlacement(group);
                 ZooModel zoo;
@@ -64,6 +79,38 @@ internal static class TrainVerb
             });
         });
         return command;
+    }
+
+    /// <summary>The streaming path: input sets or a file cut by row count, never loaded.</summary>
+    private static int Streamed(ParseResult parse, CliOutput o, DataOptions data, SplitOptionsGroup split, StreamingOptionsGroup streaming,
+        TrainingOptions training, ModelConfig modelConfig, TrainingSettings settings, SplitOptions splitOptions, string outPath)
+    {
+        StreamingInputs inputs;
+        if (data.HasInputSets(parse))
+        {
+            var (train, valid, test) = data.InputSets(parse);
+            inputs = StreamingInputs.Separate(train, valid, test);
+        }
+        else inputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios);
+        var options = streaming.OptionsFrom(parse, data.Reader(parse), o.Writer, o.IsTerminal);
+        using var streamed = StreamingPipeline.Prepare(inputs, split.PreprocessingFrom(parse), options);
+        Report.Data(o, streamed);
+        foreach (var pass in streamed.Passes)
+            foreach (var line in pass.SkipSummary()) o.Line(line);
+        if (settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row)
+            throw new CliException("--embedding-sharding row shards tables over MPI ranks; add --distributed mpi (with --data), or leave it replicated.");
+        var zoo = CtrPipeline.BuildModel(modelConfig, streamed.Fields);
+        o.Line($"model: {zoo.TypeName}, {zoo.ParameterCount():N0} parameters; config {modelConfig.ToJson()}");
+        o.Line($"training: {settings.Describe()}");
+        var outcome = o.Progress("training " + zoo.TypeName, (w, interactive) => StreamingPipeline.Train(zoo, streamed, settings, options.ShuffleBuffer, w, interactive));
+        Report.Outcome(o, outcome, hasTest: streamed.Test is not null);
+        var r = outcome.Report;
+        o.Line(string.Create(CultureInfo.InvariantCulture,
+            $"input: {r.InputTime.TotalSeconds:F1} s of {r.Elapsed.TotalSeconds:F1} s training waited for batches ({100 * r.InputTime.TotalSeconds / Math.Max(r.Elapsed.TotalSeconds, 1e-9):F1} %), validation {r.ValidationTime.TotalSeconds:F1} s; train rows from {streamed.Train.Origin}"));
+        var calibration = Report.Calibrate(o, zoo, streamed, parse.GetValue(training.Calibration));
+        CtrPipeline.Save(outPath, zoo, streamed.Preprocessor, streamed.Source, calibration: calibration);
+        o.Line($"saved {outPath}");
+        return 0;
     }
 
     /// <summary>The config file's model (or the defaults), with --model and --seed (when given) applied.</summary>

@@ -55,8 +55,8 @@ public static class ModelLoader
 
     /// <summary>
     /// Scores a few rows through the same encode → predict path requests take: every field missing, every field an unseen
-    /// value (numbers 0), every field its most frequent training value (numbers 10⁹). Every logit must be finite — a
-    /// checkpoint with NaN/∞ weights that passed its checksum (saved that way) is refused here, not after the swap.
+    /// value (numbers 0), every field an arbitrary value (numbers 10⁹); and every field's most frequent training value as
+    /// an encoded row. Every logit must be finite — a checkpoint with NaN/∞ weights that passed its checksum (saved that way) is refused here, not after the swap.
     /// </summary>
     internal static void WarmUp(string name, string path, Predictor predictor, Preprocessor preprocessor)
     {
@@ -70,11 +70,20 @@ public static class ModelLoader
             {
                 var spec = schema[f];
                 if (spec.Kind == FieldKind.Numeric) record.Numbers[f] = r == 1 ? 0 : 1e9;
-                else record.Values[f] = r == 1 ? "\u0001kdengine-warm-up-unseen" : preprocessor.VocabularyOf(spec.Name) is [var first, ..] ? first : "x";
+                else record.Values[f] = r == 1 ? "\u0001kdengine-warm-up-unseen" : "x";
             }
         }
-        var logits = new float[records.Length];
-        try { predictor.PredictRaw(records, logits); }
+        // Vocabularies hold value hashes, not text: the most frequent value of every field (id 2, the first entry) is
+        // scored as an encoded row [1, C] (a field without an entry of its own keeps its highest id).
+        var known = new int[predictor.InputColumns];
+        foreach (var field in preprocessor.FeatureSpace.SingleFields)
+            if (field.Slot < known.Length) known[field.Slot] = Math.Min(2, field.Cardinality - 1);
+        var logits = new float[records.Length + 1];
+        try
+        {
+            predictor.PredictRaw(records, logits.AsSpan(0, records.Length));
+            predictor.Predict(known, logits.AsSpan(records.Length, 1));
+        }
         catch (Exception e) when (e is ArgumentException or DataFormatException or InvalidOperationException)
         {
             throw new ModelRefusedException($"model '{name}': '{path}' failed its warm-up prediction: {e.Message}", e);

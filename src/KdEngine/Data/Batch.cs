@@ -119,7 +119,7 @@ public sealed class Batch
     }
 }
 
-/// <summary>N encoded rows held by <see cref="Streaming.Batches"/> while it shuffles a stream.</summary>
+/// <summary>N encoded rows held by <see cref="Streaming.Batches(IEnumerable{IRowBlock}, FeatureSpace, int, int, int, bool)"/> while it shuffles a stream.</summary>
 internal sealed class ShuffleBuffer
 {
     private readonly int _f;
@@ -128,31 +128,33 @@ internal sealed class ShuffleBuffer
     public readonly float[] Dense;
     public readonly int[] Users;
     public readonly long[] RowNumbers;
+    private readonly bool _hasDense;
     private readonly int[][][] _multi;   // [k][slot] → ids (grown as needed)
     private readonly int[][] _multiCount; // [k][slot]
 
     public ShuffleBuffer(FeatureSpace space, int capacity)
     {
         _f = space.FieldCount;
-        Ids = new int[capacity * _f];
+        _hasDense = space.HasDenseValues;
+        Ids = new int[(long)capacity * _f];
         Labels = new float[capacity];
-        Dense = new float[capacity * _f];
+        Dense = _hasDense ? new float[(long)capacity * _f] : [];
         Users = new int[capacity];
         RowNumbers = new long[capacity];
         _multi = space.MultiFields.Select(_ => Enumerable.Range(0, capacity).Select(_ => new int[4]).ToArray()).ToArray();
         _multiCount = space.MultiFields.Select(_ => new int[capacity]).ToArray();
     }
 
-    public void Store(int slot, EncodedRow row, long rowNumber)
+    public void Store(int slot, IRowBlock block, int row)
     {
-        row.Ids.CopyTo(Ids.AsSpan(slot * _f, _f));
-        row.DenseValues.CopyTo(Dense.AsSpan(slot * _f, _f));
-        Labels[slot] = row.Label;
-        Users[slot] = row.UserId;
-        RowNumbers[slot] = rowNumber;
+        block.RowIds(row).CopyTo(Ids.AsSpan(slot * _f, _f));
+        if (_hasDense) block.RowDense(row).CopyTo(Dense.AsSpan(slot * _f, _f));
+        Labels[slot] = block.Label(row);
+        Users[slot] = block.UserId(row);
+        RowNumbers[slot] = block.FirstRow + row;
         for (int k = 0; k < _multi.Length; k++)
         {
-            var src = row.MultiIds(k);
+            var src = block.MultiIds(k, row);
             if (_multi[k][slot].Length < src.Length) _multi[k][slot] = new int[Math.Max(src.Length, _multi[k][slot].Length * 2)];
             src.CopyTo(_multi[k][slot]);
             _multiCount[k][slot] = src.Length;
@@ -161,8 +163,29 @@ internal sealed class ShuffleBuffer
 
     public ReadOnlySpan<int> MultiIds(int k, int slot) => _multi[k][slot].AsSpan(0, _multiCount[k][slot]);
 
+    /// <summary>A buffer of <paramref name="capacity"/> slots holding the first <paramref name="filled"/> slots of <paramref name="old"/>.</summary>
+    public static ShuffleBuffer Grow(ShuffleBuffer? old, FeatureSpace space, int filled, int capacity)
+    {
+        var b = new ShuffleBuffer(space, capacity);
+        if (old is null) return b;
+        int f = b._f;
+        old.Ids.AsSpan(0, filled * f).CopyTo(b.Ids);
+        if (b._hasDense) old.Dense.AsSpan(0, filled * f).CopyTo(b.Dense);
+        old.Labels.AsSpan(0, filled).CopyTo(b.Labels);
+        old.Users.AsSpan(0, filled).CopyTo(b.Users);
+        old.RowNumbers.AsSpan(0, filled).CopyTo(b.RowNumbers);
+        for (int k = 0; k < b._multi.Length; k++)
+        {
+            Array.Copy(old._multi[k], b._multi[k], filled);
+            old._multiCount[k].AsSpan(0, filled).CopyTo(b._multiCount[k]);
+        }
+        return b;
+    }
+
+    public int Capacity => Labels.Length;
+
     public void EmitTo(Batch batch, int slot) =>
-        batch.AddRow(Ids.AsSpan(slot * _f, _f), Labels[slot], Dense.AsSpan(slot * _f, _f), Users[slot], RowNumbers[slot], this, slot);
+        batch.AddRow(Ids.AsSpan(slot * _f, _f), Labels[slot], _hasDense ? Dense.AsSpan(slot * _f, _f) : default, Users[slot], RowNumbers[slot], this, slot);
 }
 
 /// <summary>One pass over a stream larger than memory, in mini-batches, with a seeded shuffle buffer.</summary>
@@ -170,55 +193,120 @@ public static class Streaming
 {
     /// <summary>
     /// Reads <paramref name="records"/> once (e.g. a <see cref="RecordReader"/>), encodes each row with
-    /// <paramref name="preprocessor"/> and yields reusable batches. Shuffling: a buffer of
-    /// <paramref name="shuffleBuffer"/> rows is filled; then each incoming row replaces a uniformly chosen buffered
-    /// row, which is emitted; at the end the remaining rows are emitted in a seeded random order. Every row is
-    /// emitted exactly once; the order depends only on the seed and the input. A buffer of 0 or 1 keeps file order.
-    /// Memory: O(shuffleBuffer + batchSize) rows.
+    /// <paramref name="preprocessor"/> and yields reusable batches, shuffled as
+    /// <see cref="Batches(IEnumerable{IRowBlock}, FeatureSpace, int, int, int, bool)"/> does.
     /// </summary>
     public static IEnumerable<Batch> Batches(IEnumerable<RawRecord> records, Preprocessor preprocessor, int batchSize,
         int shuffleBuffer, int seed = 0, bool dropLast = false)
     {
         ArgumentNullException.ThrowIfNull(records);
         ArgumentNullException.ThrowIfNull(preprocessor);
-        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), $"Streaming.Batches: batchSize must be ≥ 1, got {batchSize}.");
-        if (shuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(shuffleBuffer), $"Streaming.Batches: shuffleBuffer must be ≥ 0, got {shuffleBuffer}.");
-        return Iterate(records, preprocessor, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast);
+        return Batches(Blocks(records, preprocessor), preprocessor.FeatureSpace, batchSize, shuffleBuffer, seed, dropLast);
     }
 
-    private static IEnumerable<Batch> Iterate(IEnumerable<RawRecord> records, Preprocessor pre, int batchSize, int capacity, int seed, bool dropLast)
+    private static IEnumerable<IRowBlock> Blocks(IEnumerable<RawRecord> records, Preprocessor pre)
     {
-        var space = pre.FeatureSpace;
-        var buffer = new ShuffleBuffer(space, capacity);
-        var batch = new Batch(space, batchSize, space.HasDenseValues, space.HasUserIds);
-        var row = new EncodedRow(space);
-        var rng = new DataRandom(seed);
-        int filled = 0;
-        long rowNumber = 0;
-        batch.Clear();
-        foreach (var r in records)
+        var block = new EncodedBlock(pre.FeatureSpace, 256);
+        var row = new EncodedRow(pre.FeatureSpace);
+        long first = 0;
+        IEnumerable<RawRow> rows = records is RecordReader reader ? reader.Rows() : records.Select(ToRow(pre.Schema));
+        foreach (var r in rows)
         {
             pre.Encode(r, row);
-            if (filled < capacity)
+            block.Add(row);
+            if (block.Count == 256)
             {
-                buffer.Store(filled++, row, rowNumber++);
-                continue;
+                block.FirstRow = first;
+                yield return block;
+                first += block.Count;
+                block.Clear();
             }
-            int j = capacity == 1 ? 0 : rng.NextInt(capacity);
-            buffer.EmitTo(batch, j);
-            buffer.Store(j, row, rowNumber++);
-            if (batch.Size == batchSize)
+        }
+        if (block.Count > 0)
+        {
+            block.FirstRow = first;
+            yield return block;
+        }
+    }
+
+    private static Func<RawRecord, RawRow> ToRow(Schema schema)
+    {
+        var row = new RawRow(schema);
+        return r => { row.From(r); return row; };
+    }
+
+    /// <summary>
+    /// Mini-batches over a stream of encoded blocks, one pass. Shuffling: a buffer of <paramref name="shuffleBuffer"/>
+    /// rows is filled; then each incoming row replaces a uniformly chosen buffered row, which is emitted; at the end the
+    /// remaining rows are emitted in a seeded random order. Every row is emitted exactly once; the order depends only on
+    /// the seed and the input. A buffer of 0 or 1 keeps the input order. When the buffer holds every row, the order is
+    /// exactly <see cref="EncodedDataset.Batches"/>' shuffle with the same seed (a Fisher–Yates permutation of all rows).
+    /// <see cref="Batch.Rows"/> carries each row's <see cref="IRowBlock.FirstRow"/>-based ordinal.
+    /// Memory: O(shuffleBuffer + batchSize) rows.
+    /// </summary>
+    public static IEnumerable<Batch> Batches(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int shuffleBuffer,
+        int seed = 0, bool dropLast = false)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        ArgumentNullException.ThrowIfNull(space);
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), $"Streaming.Batches: batchSize must be ≥ 1, got {batchSize}.");
+        if (shuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(shuffleBuffer), $"Streaming.Batches: shuffleBuffer must be ≥ 0, got {shuffleBuffer}.");
+        return Iterate(blocks, space, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast);
+    }
+
+    private static IEnumerable<Batch> Iterate(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int capacity, int seed, bool dropLast)
+    {
+        var batch = new Batch(space, batchSize, space.HasDenseValues, space.HasUserIds);
+        var rng = new DataRandom(seed);
+        batch.Clear();
+        if (capacity == 1)
+        {
+            // No shuffling: rows go straight from the blocks into batches.
+            var one = new ShuffleBuffer(space, 1);
+            foreach (var block in blocks)
+                for (int i = 0; i < block.Count; i++)
+                {
+                    one.Store(0, block, i);
+                    one.EmitTo(batch, 0);
+                    if (batch.Size == batchSize)
+                    {
+                        yield return batch;
+                        batch.Clear();
+                    }
+                }
+            if (batch.Size > 0 && !dropLast) yield return batch;
+            yield break;
+        }
+        ShuffleBuffer? buffer = null;
+        int filled = 0;
+        foreach (var block in blocks)
+        {
+            // The buffer grows with the input up to its capacity, so a small input never allocates a large buffer.
+            for (int i = 0; i < block.Count; i++)
             {
-                yield return batch;
-                batch.Clear();
+                if (filled < capacity)
+                {
+                    if (buffer is null || filled == buffer.Capacity)
+                        buffer = ShuffleBuffer.Grow(buffer, space, filled, (int)Math.Min(capacity, Math.Max(1024L, filled * 2L)));
+                    buffer.Store(filled++, block, i);
+                    continue;
+                }
+                int j = rng.NextInt(capacity);
+                buffer!.EmitTo(batch, j);
+                buffer.Store(j, block, i);
+                if (batch.Size == batchSize)
+                {
+                    yield return batch;
+                    batch.Clear();
+                }
             }
         }
         var rest = new int[filled];
         for (int i = 0; i < filled; i++) rest[i] = i;
-        if (capacity > 1) rng.Shuffle(rest);
+        rng.Shuffle(rest);
         foreach (int slot in rest)
         {
-            buffer.EmitTo(batch, slot);
+            buffer!.EmitTo(batch, slot);
             if (batch.Size == batchSize)
             {
                 yield return batch;
@@ -227,4 +315,5 @@ public static class Streaming
         }
         if (batch.Size > 0 && !dropLast) yield return batch;
     }
+
 }

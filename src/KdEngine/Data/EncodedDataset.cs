@@ -65,6 +65,23 @@ public static class DataSplit
         return ends;
     }
 
+    /// <summary><see cref="Boundaries(int, IReadOnlyList{double})"/> for row counts beyond 2³¹ (streamed files).</summary>
+    public static long[] Boundaries(long count, IReadOnlyList<double> ratios)
+    {
+        ArgumentNullException.ThrowIfNull(ratios);
+        if (count <= int.MaxValue) return Boundaries((int)count, ratios).Select(e => (long)e).ToArray();
+        double total = ratios.Sum();
+        var ends = new long[ratios.Count];
+        double cum = 0;
+        for (int k = 0; k < ratios.Count; k++)
+        {
+            if (!(ratios[k] > 0) || !double.IsFinite(ratios[k])) throw new ArgumentException($"Split: ratios must be positive and finite, got [{string.Join(", ", ratios)}].", nameof(ratios));
+            cum += ratios[k];
+            ends[k] = k == ratios.Count - 1 ? count : (long)Math.Min(count, Math.Floor(count * cum / total + 1e-9));
+        }
+        return ends;
+    }
+
     /// <summary>Row indices of each part (each sorted ascending); disjoint and together 0..count−1.</summary>
     public static int[][] Indices(int count, IReadOnlyList<double> ratios, SplitMode mode = SplitMode.Sequential, int seed = 0)
     {
@@ -273,7 +290,7 @@ public sealed class EncodedDataset
         return teacher is null ? selected : new EncodedDataset(selected, teacher, k);
     }
 
-    /// <summary>Splits by ratio (e.g. [8, 1, 1]); see <see cref="DataSplit.Boundaries"/> for the exact boundaries.</summary>
+    /// <summary>Splits by ratio (e.g. [8, 1, 1]); see <see cref="DataSplit.Boundaries(int, IReadOnlyList{double})"/> for the exact boundaries.</summary>
     public EncodedDataset[] Split(IReadOnlyList<double> ratios, SplitMode mode = SplitMode.Sequential, int seed = 0) =>
         DataSplit.Indices(Count, ratios, mode, seed).Select(Select).ToArray();
 
@@ -343,6 +360,26 @@ public sealed class EncodedDatasetBuilder
         {
             foreach (int id in row.MultiIds(k)) _multiIds[k].Add(id);
             _multiOffsets[k].Add(_multiIds[k].Count);
+        }
+    }
+
+    /// <summary>Appends rows [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>) of a block.</summary>
+    public void AddRange(IRowBlock block, int start, int count)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        for (int r = start; r < start + count; r++)
+        {
+            var ids = block.RowIds(r);
+            if (ids.Length != _space.FieldCount) throw new ArgumentException($"EncodedDatasetBuilder: row has {ids.Length} ids, expected {_space.FieldCount}.", nameof(block));
+            foreach (int id in ids) _ids.Add(id);
+            _labels.Add(block.Label(r));
+            if (_dense is not null) foreach (float v in block.RowDense(r)) _dense.Add(v);
+            _users?.Add(block.UserId(r));
+            for (int k = 0; k < _multiIds.Length; k++)
+            {
+                foreach (int id in block.MultiIds(k, r)) _multiIds[k].Add(id);
+                _multiOffsets[k].Add(_multiIds[k].Count);
+            }
         }
     }
 

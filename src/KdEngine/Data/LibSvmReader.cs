@@ -89,107 +89,27 @@ public sealed class LibSvmOptions
 /// <summary>
 /// Shared parsing of the sparse formats: whitespace-separated tokens, the first is the label ({0,1} or {−1,1}),
 /// then <c>idx:val</c> (libSVM/libFM) or <c>field:idx:val</c> (libFFM). A <c>qid:ID</c> token (libSVM ranking
-/// format) gives the user id when the schema has a userid field. Error columns count tokens (label = 1).
+/// format) gives the user id when the schema has a userid field. Error columns count tokens (label = 1). The parsing
+/// is <see cref="SparseFormat"/>.
 /// </summary>
 public abstract class SparseReader : RecordReader
 {
-    private readonly char[] _separators = [' ', '\t'];
-
     /// <summary>A reader of <paramref name="path"/> with the fields of <paramref name="schema"/>.</summary>
     protected SparseReader(string path, Schema schema, ReaderOptions? options) : base(path, schema, options) { }
-
-    /// <summary>Number of colon-separated parts of a feature token (2 for libSVM, 3 for libFFM).</summary>
-    protected abstract int Parts { get; }
-
-    /// <summary>The format's name for messages (<c>libSVM</c>, <c>libFFM</c>).</summary>
-    protected abstract string FormatName { get; }
-
-    /// <summary>Schema field index of a feature, or −1 when it belongs to no field.</summary>
-    protected abstract int FieldOf(long field, long index, out string problem);
-
-    /// <inheritdoc/>
-    protected override RawRecord ParseRow(string line, long lineNumber)
-    {
-        var tokens = line.Split(_separators, StringSplitOptions.RemoveEmptyEntries);
-        var r = new RawRecord(Schema) { File = FileName, Line = lineNumber };
-        r.Label = ParseLabel(tokens[0], lineNumber, 1);
-        var scales = new float[Schema.Count];
-        scales.AsSpan().Fill(float.NaN);
-        r.Scales = scales;
-        for (int t = 1; t < tokens.Length; t++)
-        {
-            var tok = tokens[t];
-            int col = t + 1;
-            if (tok.StartsWith("qid:", StringComparison.Ordinal) && Schema.UserIdIndex >= 0)
-            {
-                if (tok.Length == 4) throw RowError(lineNumber, col, null, $"malformed {FormatName} token '{tok}': empty qid");
-                r.Values[Schema.UserIdIndex] = tok[4..];
-                continue;
-            }
-            var parts = tok.Split(':');
-            if (parts.Length != Parts)
-                throw RowError(lineNumber, col, null,
-                    $"malformed {FormatName} token '{tok}' (expected {(Parts == 2 ? "idx:val" : "field:idx:val")})");
-            long field = 0;
-            if (Parts == 3 && !long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out field))
-                throw RowError(lineNumber, col, null, $"malformed {FormatName} token '{tok}': field '{parts[0]}' is not a non-negative integer");
-            var idxText = parts[Parts - 2];
-            if (!long.TryParse(idxText, NumberStyles.None, CultureInfo.InvariantCulture, out long index))
-                throw RowError(lineNumber, col, null, $"malformed {FormatName} token '{tok}': index '{idxText}' is not a non-negative integer");
-            var valText = parts[Parts - 1];
-            if (!double.TryParse(valText, NumberStyles.Float, CultureInfo.InvariantCulture, out double val) || !double.IsFinite(val))
-                throw RowError(lineNumber, col, null, $"malformed {FormatName} token '{tok}': value '{valText}' is not a number");
-            int f = FieldOf(field, index, out var problem);
-            if (f < 0) throw RowError(lineNumber, col, null, $"{FormatName} token '{tok}': {problem}");
-            var spec = Schema[f];
-            switch (spec.Kind)
-            {
-                case FieldKind.Numeric:
-                    if (!double.IsNaN(r.Numbers[f])) throw RowError(lineNumber, col, spec.Name, $"{FormatName} token '{tok}': numeric field '{spec.Name}' already has a value in this row");
-                    r.Numbers[f] = val;
-                    r.Values[f] = valText;
-                    break;
-                case FieldKind.Multi:
-                    r.Values[f] = r.Values[f] is null ? idxText : r.Values[f] + spec.Separator + idxText;
-                    break;
-                default:
-                    if (r.Values[f] is not null)
-                        throw RowError(lineNumber, col, spec.Name,
-                            $"{FormatName} token '{tok}': field '{spec.Name}' already has index {r.Values[f]} in this row (declare it multi-valued)");
-                    r.Values[f] = idxText;
-                    scales[f] = (float)val;
-                    break;
-            }
-        }
-        return r;
-    }
 }
 
 /// <summary>libSVM / libFM reader (<c>label idx:val …</c>); fields come from <see cref="LibSvmOptions"/> index ranges.</summary>
 public sealed class LibSvmReader : SparseReader
 {
-    private readonly LibSvmOptions _ranges;
-
     /// <summary>A reader of the libSVM/libFM file at <paramref name="path"/>; <paramref name="ranges"/> gives the schema and each field's index range.</summary>
     public LibSvmReader(string path, LibSvmOptions ranges, ReaderOptions? options = null)
         : base(path, (ranges ?? throw new ArgumentNullException(nameof(ranges))).Schema, options)
     {
-        _ranges = ranges;
+        Format = new SparseFormat(ranges);
     }
 
     /// <inheritdoc/>
-    protected override int Parts => 2;
-
-    /// <inheritdoc/>
-    protected override string FormatName => "libSVM";
-
-    /// <inheritdoc/>
-    protected override int FieldOf(long field, long index, out string problem)
-    {
-        int f = _ranges.FieldOf(index);
-        problem = f < 0 ? $"index {index} is in no field's index range" : "";
-        return f;
-    }
+    public override TextFormat Format { get; }
 }
 
 /// <summary>
@@ -199,25 +119,13 @@ public sealed class LibSvmReader : SparseReader
 public sealed class LibFfmReader : SparseReader
 {
     /// <summary>A reader of the libFFM file at <paramref name="path"/> with the fields of <paramref name="schema"/>.</summary>
-    public LibFfmReader(string path, Schema schema, ReaderOptions? options = null) : base(path, schema, options) { }
-
-    /// <inheritdoc/>
-    protected override int Parts => 3;
-
-    /// <inheritdoc/>
-    protected override string FormatName => "libFFM";
-
-    /// <inheritdoc/>
-    protected override int FieldOf(long field, long index, out string problem)
+    public LibFfmReader(string path, Schema schema, ReaderOptions? options = null) : base(path, schema, options)
     {
-        if (field >= Schema.InputIndices.Count)
-        {
-            problem = $"field {field} is out of range (the schema has {Schema.InputIndices.Count} input fields, 0..{Schema.InputIndices.Count - 1})";
-            return -1;
-        }
-        problem = "";
-        return Schema.InputIndices[(int)field];
+        Format = new SparseFormat(schema);
     }
+
+    /// <inheritdoc/>
+    public override TextFormat Format { get; }
 
     /// <summary>A schema of <paramref name="fieldCount"/> categorical fields <c>f0…</c> (values scale the embedding) and a label.</summary>
     public static Schema UniformSchema(int fieldCount, bool scaleByValue = true)

@@ -12,9 +12,22 @@ public sealed record PreprocessorOptions
 
     /// <summary>0: vocabulary per field; N &gt; 0: categorical and multi-valued fields hash into N buckets (no fitting needed).</summary>
     public int HashBuckets { get; init; }
+
+    /// <summary>
+    /// Largest vocabulary per field, 0 = unlimited: the <c>MaxVocab</c> most frequent values (at least min-count times)
+    /// get ids, the rest map to the OOV id. A field's own <see cref="FieldSpec.MaxVocab"/> wins.
+    /// </summary>
+    public int MaxVocab { get; init; }
+
+    internal void Validate()
+    {
+        if (MinCount < 1) throw new ArgumentOutOfRangeException(nameof(MinCount), $"PreprocessorOptions.MinCount must be ≥ 1, got {MinCount}.");
+        if (HashBuckets < 0) throw new ArgumentOutOfRangeException(nameof(HashBuckets), $"PreprocessorOptions.HashBuckets must be ≥ 0, got {HashBuckets}.");
+        if (MaxVocab < 0) throw new ArgumentOutOfRangeException(nameof(MaxVocab), $"PreprocessorOptions.MaxVocab must be ≥ 0, got {MaxVocab}.");
+    }
 }
 
-/// <summary>One encoded row, reused between calls to <see cref="Preprocessor.Encode"/> (no allocation in steady state).</summary>
+/// <summary>One encoded row, reused between calls to <see cref="Preprocessor.Encode(RawRow, EncodedRow)"/> (no allocation in steady state).</summary>
 public sealed class EncodedRow
 {
     private readonly int[][] _multi;
@@ -60,37 +73,43 @@ public sealed class EncodedRow
 }
 
 /// <summary>
-/// Maps raw records to ids, fitted on the training split only (<see cref="Fit(Schema, IEnumerable{RawRecord}, PreprocessorOptions?)"/>). Per field:
+/// Maps raw rows to ids, fitted on the training data only (<see cref="Fit(PreprocessorCounts)"/>). Per field:
 /// numeric → bucket token (<see cref="NumericBuckets.Token"/>) → vocabulary; categorical/multi → vocabulary (min-count,
-/// OOV) or stable hash buckets; dense numeric → one id scaled by the value. At serving time an unseen category (or
-/// one rarer than min-count in training) gets the OOV id 1, a missing value the missing id 0 (hashed fields hash every
-/// value, so they have no OOV). <see cref="ToJson"/>/<see cref="FromJson"/> save it with a model so serving maps rows
-/// exactly as training did. User ids: an integer value is used as is, other text is stably hashed to a non-negative int.
+/// OOV, max-vocab) or stable hash buckets; dense numeric → one id scaled by the value. A value is known by the 64-bit
+/// hash of its UTF-8 bytes (<see cref="StableHash.OfValue(ReadOnlySpan{byte})"/>): vocabularies hold hashes, never
+/// strings. At serving time an unseen category (or one rarer than min-count, or past max-vocab, in training) gets the
+/// OOV id 1, a missing value the missing id 0 (hashed fields hash every value, so they have no OOV).
+/// <see cref="ToJson"/>/<see cref="FromJson"/> save it with a model so serving maps rows exactly as training did
+/// (<see cref="IdOf(string, string)"/> maps one value). User ids: an integer value is used as is, other text is
+/// stably hashed to a non-negative int.
 /// </summary>
 public sealed class Preprocessor
 {
     private const string FormatTag = "kdengine.preprocessor";
-    private const int FormatVersion = 1;
+    private const int FormatVersion = 2;
     private readonly Encoder[] _encoders;
+    private readonly Dictionary<string, Encoder> _byName;
+    [ThreadStatic] private static RawRow? t_bridge;
     private readonly Encoder?[] _bySchemaIndex;
 
     private Preprocessor(Schema schema, Encoder[] encoders)
     {
         Schema = schema;
         _encoders = encoders;
+        _byName = encoders.ToDictionary(e => e.Plan.Name, StringComparer.Ordinal);
         _bySchemaIndex = new Encoder?[schema.Count];
-        foreach (var e in encoders) _bySchemaIndex[e.SchemaIndex] = e;
+        foreach (var e in encoders) _bySchemaIndex[e.Plan.SchemaIndex] = e;
         int single = 0, multi = 0;
         var fields = new List<FeatureField>();
         foreach (var e in encoders)
         {
-            var spec = schema[e.SchemaIndex];
+            var spec = schema[e.Plan.SchemaIndex];
             int slot = spec.Kind == FieldKind.Multi ? multi++ : single++;
             e.Slot = slot;
-            fields.Add(new FeatureField(spec.Name, spec.Kind, e.Encoding, e.Cardinality, spec.Privileged, slot)
+            fields.Add(new FeatureField(spec.Name, spec.Kind, e.Plan.Encoding, e.Cardinality, spec.Privileged, slot)
             {
                 Pooling = spec.Pooling,
-                HasDenseValue = e.Encoding == FieldEncoding.Dense || spec.ScaleByValue,
+                HasDenseValue = e.Plan.Encoding == FieldEncoding.Dense || spec.ScaleByValue,
             });
         }
         FeatureSpace = new FeatureSpace(fields, schema.UserIdIndex >= 0);
@@ -102,133 +121,179 @@ public sealed class Preprocessor
     /// <summary>The encoded fields and their cardinalities: what models over this preprocessing are built from.</summary>
     public FeatureSpace FeatureSpace { get; }
 
-    /// <summary>The fitted vocabulary of a vocabulary field (entry i has id i + 2), or null for hashed/dense fields.</summary>
-    public IReadOnlyList<string>? VocabularyOf(string field) =>
-        _encoders.FirstOrDefault(e => e.Name == field)?.Vocabulary;
-
-    /// <summary>Fits vocabularies on <paramref name="train"/> (one streaming pass; skipped when every field is hashed or dense).</summary>
-    public static Preprocessor Fit(Schema schema, IEnumerable<RawRecord> train, PreprocessorOptions? options = null) =>
-        Fit(schema, CountVocabularies(schema, train, options), options);
+    /// <summary>The fitted vocabulary of a vocabulary field (entry i has id i + 2), or null for hashed/dense fields and unknown names.</summary>
+    public FieldVocabulary? VocabularyOf(string field) => _byName.TryGetValue(field, out var e) ? e.Vocabulary : null;
 
     /// <summary>
-    /// The token counts of every vocabulary field over <paramref name="records"/> (one streaming pass): the whole of
-    /// what a fit reads from the data. Counts of disjoint parts merge (<see cref="VocabularyCounts.Merge"/>), so
-    /// processes that each count their own rows fit, merged, exactly the preprocessor one process fits over all rows.
+    /// Fits vocabularies on <paramref name="train"/> (one streaming pass; skipped when every field is hashed or dense).
+    /// Record readers are read through their span rows (<see cref="RecordReader.Rows"/>).
     /// </summary>
-    public static VocabularyCounts CountVocabularies(Schema schema, IEnumerable<RawRecord> records, PreprocessorOptions? options = null)
+    public static Preprocessor Fit(Schema schema, IEnumerable<RawRecord> train, PreprocessorOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(schema);
-        ArgumentNullException.ThrowIfNull(records);
-        var counting = Encoders(schema, options).Where(e => e.Encoding == FieldEncoding.Vocabulary).ToArray();
-        var counts = counting.Select(_ => new Dictionary<string, long>(StringComparer.Ordinal)).ToArray();
-        if (counting.Length > 0)
+        ArgumentNullException.ThrowIfNull(train);
+        var counts = new PreprocessorCounts(schema, options);
+        if (counts.CountsAnything)
         {
-            var tokens = new List<string>();
-            foreach (var r in records)
+            if (train is RecordReader reader) foreach (var row in reader.Rows()) counts.Add(row);
+            else foreach (var r in train) counts.Add(r);
+        }
+        return Fit(counts);
+    }
+
+    /// <summary>Fits vocabularies on span rows (e.g. <see cref="RecordReader.Rows"/>).</summary>
+    public static Preprocessor Fit(Schema schema, IEnumerable<RawRow> train, PreprocessorOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(train);
+        var counts = new PreprocessorCounts(schema, options);
+        if (counts.CountsAnything) foreach (var row in train) counts.Add(row);
+        return Fit(counts);
+    }
+
+    /// <summary>
+    /// Finalizes vocabularies from value counts (possibly merged from several readers, threads or processes): per
+    /// field, the values counted at least min-count times, most frequent first, ties by hash value, at most max-vocab.
+    /// </summary>
+    public static Preprocessor Fit(PreprocessorCounts counts)
+    {
+        ArgumentNullException.ThrowIfNull(counts);
+        var encoders = new Encoder[counts.Plans.Length];
+        for (int i = 0; i < encoders.Length; i++)
+        {
+            var plan = counts.Plans[i];
+            encoders[i] = new Encoder(plan, plan.Encoding == FieldEncoding.Vocabulary
+                ? new FieldVocabulary(plan.Name, plan.MinCount, plan.MaxVocab, counts.Vocabulary(i))
+                : null);
+        }
+        return new Preprocessor(counts.Schema, encoders);
+    }
+
+    /// <summary>Number of input fields (the length of the <see cref="Prepare"/> buffers).</summary>
+    internal int InputCount => _encoders.Length;
+
+    /// <summary>Encodes <paramref name="row"/> into <paramref name="encoded"/> (reused; allocates nothing for single-valued fields).</summary>
+    public void Encode(RawRow row, EncodedRow encoded)
+    {
+        ArgumentNullException.ThrowIfNull(row);
+        ArgumentNullException.ThrowIfNull(encoded);
+        if (!ReferenceEquals(encoded.Space, FeatureSpace)) throw new ArgumentException("Encode: the EncodedRow was made for another FeatureSpace.", nameof(encoded));
+        if (!ReferenceEquals(row.Schema, Schema) && row.Schema.Count != Schema.Count)
+            throw new ArgumentException($"Preprocessor: row has {row.Schema.Count} fields, the schema {Schema.Count}.");
+        var encoders = _encoders;
+        Span<ulong> hashes = encoders.Length <= 256 ? stackalloc ulong[encoders.Length] : new ulong[encoders.Length];
+        Span<byte> present = encoders.Length <= 256 ? stackalloc byte[encoders.Length] : new byte[encoders.Length];
+        Prepare(row, hashes, present);
+        Finish(row, hashes, present, encoded);
+    }
+
+    /// <summary>
+    /// First phase of <see cref="Encode(RawRow, EncodedRow)"/>: every single-valued field's value hash (into
+    /// <paramref name="hashes"/>; <paramref name="present"/> 0 = missing, 1 = hashed, 2 = handled in the second phase),
+    /// starting the load of its vocabulary slot. A caller that prepares the next row before finishing this one (the
+    /// parallel pipeline) overlaps a row's ~40 table reads, most of them cache misses on large vocabularies, with work.
+    /// </summary>
+    internal void Prepare(RawRow row, Span<ulong> hashes, Span<byte> present)
+    {
+        var encoders = _encoders;
+        for (int i = 0; i < encoders.Length; i++)
+        {
+            var e = encoders[i];
+            var plan = e.Plan;
+            int f = plan.SchemaIndex;
+            switch (plan.Mode)
             {
-                CheckSchema(schema, r);
-                for (int i = 0; i < counting.Length; i++)
+                case EncodeMode.Categorical:
+                    if (!row.Has(f)) { present[i] = 0; break; }
+                    hashes[i] = StableHash.OfValue(row.Value(f));
+                    present[i] = 1;
+                    e.Vocabulary?.Prefetch(hashes[i]);
+                    break;
+                case EncodeMode.Bucketized:
                 {
-                    Tokens(schema, counting[i].SchemaIndex, r, tokens);
-                    foreach (var t in tokens)
-                        counts[i][t] = counts[i].TryGetValue(t, out long c) ? c + 1 : 1;
+                    double v = NumberOf(row, f);
+                    if (double.IsNaN(v)) { present[i] = 0; break; }
+                    hashes[i] = NumericBuckets.TokenHash(v, plan.Bucketing);
+                    present[i] = 1;
+                    e.Vocabulary?.Prefetch(hashes[i]);
+                    break;
+                }
+                default:
+                    present[i] = 2;
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Second phase of <see cref="Encode(RawRow, EncodedRow)"/>: the lookups, after <see cref="Prepare"/>.</summary>
+    internal void Finish(RawRow row, ReadOnlySpan<ulong> hashes, ReadOnlySpan<byte> present, EncodedRow encoded)
+    {
+        encoded.Label = row.Label;
+        int uid = Schema.UserIdIndex;
+        encoded.UserId = uid >= 0 ? (row.Has(uid) ? UserIdOf(row.Value(uid)) : -1) : -1;
+        encoded.ClearMulti();
+        var ids = encoded.Ids;
+        var dense = encoded.DenseValues;
+        var encoders = _encoders;
+        for (int i = 0; i < encoders.Length; i++)
+        {
+            var e = encoders[i];
+            var plan = e.Plan;
+            int f = plan.SchemaIndex;
+            switch (plan.Mode)
+            {
+                case EncodeMode.Categorical:
+                {
+                    if (present[i] == 0) { ids[e.Slot] = 0; dense[e.Slot] = 1f; break; }
+                    ids[e.Slot] = e.IdOfHash(hashes[i]);
+                    float s = plan.ScaleByValue && row.Scales is { } sc ? sc[f] : float.NaN;
+                    dense[e.Slot] = float.IsNaN(s) ? 1f : s;
+                    break;
+                }
+                case EncodeMode.Bucketized:
+                    ids[e.Slot] = present[i] == 0 ? 0 : e.IdOfHash(hashes[i]);
+                    dense[e.Slot] = 1f;
+                    break;
+                case EncodeMode.Dense:
+                {
+                    double v = NumberOf(row, f);
+                    ids[e.Slot] = double.IsNaN(v) ? 0 : 1;
+                    dense[e.Slot] = double.IsNaN(v) ? 1f : (float)v;
+                    break;
+                }
+                default: // multi-valued
+                {
+                    int before = encoded.MultiIds(e.Slot).Length;
+                    if (row.Has(f))
+                    {
+                        var rest = row.Value(f);
+                        var sep = plan.Separator;
+                        while (true)
+                        {
+                            int k = rest.IndexOf(sep);
+                            var part = k < 0 ? rest : rest[..k];
+                            if (!part.IsEmpty) encoded.AddMulti(e.Slot, e.IdOfHash(StableHash.OfValue(part)));
+                            if (k < 0) break;
+                            rest = rest[(k + sep.Length)..];
+                        }
+                    }
+                    if (encoded.MultiIds(e.Slot).Length == before) encoded.AddMulti(e.Slot, 0); // empty list = missing
+                    break;
                 }
             }
         }
-        return new VocabularyCounts(counting.Select(e => e.Name).ToArray(), counts);
     }
 
-    /// <summary>Fits the preprocessor from counts (<see cref="CountVocabularies"/>, possibly merged over processes).</summary>
-    public static Preprocessor Fit(Schema schema, VocabularyCounts counts, PreprocessorOptions? options = null)
-    {
-        ArgumentNullException.ThrowIfNull(schema);
-        ArgumentNullException.ThrowIfNull(counts);
-        var encoders = Encoders(schema, options);
-        var counting = encoders.Where(e => e.Encoding == FieldEncoding.Vocabulary).ToArray();
-        if (!counting.Select(e => e.Name).SequenceEqual(counts.Fields))
-            throw new ArgumentException($"Preprocessor.Fit: the counts are of fields [{string.Join(", ", counts.Fields)}] but the schema's vocabulary fields are [{string.Join(", ", counting.Select(e => e.Name))}].");
-        for (int i = 0; i < counting.Length; i++)
-        {
-            // Deterministic id order: most frequent first, ties by ordinal token order.
-            var vocab = counts.Counts[i].Where(kv => kv.Value >= counting[i].MinCount)
-                .OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal)
-                .Select(kv => kv.Key).ToArray();
-            counting[i].SetVocabulary(vocab);
-        }
-        return new Preprocessor(schema, encoders);
-    }
-
-    private static Encoder[] Encoders(Schema schema, PreprocessorOptions? options)
-    {
-        ArgumentNullException.ThrowIfNull(schema);
-        options ??= new PreprocessorOptions();
-        if (options.MinCount < 1) throw new ArgumentOutOfRangeException(nameof(options), $"PreprocessorOptions.MinCount must be ≥ 1, got {options.MinCount}.");
-        if (options.HashBuckets < 0) throw new ArgumentOutOfRangeException(nameof(options), $"PreprocessorOptions.HashBuckets must be ≥ 0, got {options.HashBuckets}.");
-        var encoders = new Encoder[schema.InputIndices.Count];
-        for (int i = 0; i < encoders.Length; i++)
-        {
-            int f = schema.InputIndices[i];
-            var spec = schema[f];
-            if (spec.Kind == FieldKind.Numeric && spec.Encoding == NumericEncoding.Dense)
-                encoders[i] = new Encoder(spec.Name, f, FieldEncoding.Dense, 0, 0, null);
-            else if (spec.Kind != FieldKind.Numeric && (spec.HashBuckets ?? options.HashBuckets) > 0)
-                encoders[i] = new Encoder(spec.Name, f, FieldEncoding.Hash, spec.HashBuckets ?? options.HashBuckets, 0, null);
-            else
-                encoders[i] = new Encoder(spec.Name, f, FieldEncoding.Vocabulary, 0, spec.MinCount ?? options.MinCount, null);
-        }
-        return encoders;
-    }
-
-    /// <summary>Encodes <paramref name="record"/> into <paramref name="row"/> (reused; allocates nothing for single-valued fields).</summary>
+    /// <summary>Encodes <paramref name="record"/> into <paramref name="row"/> (through a per-thread span row).</summary>
     public void Encode(RawRecord record, EncodedRow row)
     {
         ArgumentNullException.ThrowIfNull(record);
         ArgumentNullException.ThrowIfNull(row);
-        if (!ReferenceEquals(row.Space, FeatureSpace)) throw new ArgumentException("Encode: the EncodedRow was made for another FeatureSpace.", nameof(row));
-        CheckSchema(Schema, record);
-        row.Label = record.Label;
-        row.UserId = Schema.UserIdIndex >= 0 ? UserIdOf(record.Values[Schema.UserIdIndex]) : -1;
-        row.ClearMulti();
-        foreach (var e in _encoders)
-        {
-            var spec = Schema[e.SchemaIndex];
-            switch (spec.Kind)
-            {
-                case FieldKind.Multi:
-                {
-                    var text = record.Values[e.SchemaIndex];
-                    int before = row.MultiIds(e.Slot).Length;
-                    if (text is not null)
-                        foreach (var part in text.Split(spec.Separator, StringSplitOptions.RemoveEmptyEntries))
-                            row.AddMulti(e.Slot, e.IdOf(part));
-                    if (row.MultiIds(e.Slot).Length == before) row.AddMulti(e.Slot, 0); // empty list = missing
-                    break;
-                }
-                case FieldKind.Numeric when e.Encoding == FieldEncoding.Dense:
-                {
-                    double v = NumberOf(record, e.SchemaIndex);
-                    row.Ids[e.Slot] = double.IsNaN(v) ? 0 : 1;
-                    row.DenseValues[e.Slot] = double.IsNaN(v) ? 1f : (float)v;
-                    break;
-                }
-                case FieldKind.Numeric:
-                {
-                    double v = NumberOf(record, e.SchemaIndex);
-                    Span<char> token = stackalloc char[NumericBuckets.MaxTokenLength];
-                    row.Ids[e.Slot] = double.IsNaN(v) ? 0 : e.IdOf(NumericBuckets.FormatToken(v, spec.Bucketing, token)); // no string per value
-                    row.DenseValues[e.Slot] = 1f;
-                    break;
-                }
-                default:
-                {
-                    var text = record.Values[e.SchemaIndex];
-                    row.Ids[e.Slot] = text is null ? 0 : e.IdOf(text);
-                    float s = spec.ScaleByValue && text is not null && record.Scales is { } sc ? sc[e.SchemaIndex] : float.NaN;
-                    row.DenseValues[e.Slot] = float.IsNaN(s) ? 1f : s;
-                    break;
-                }
-            }
-        }
+        if (!ReferenceEquals(record.Schema, Schema) && record.Schema.Count != Schema.Count)
+            throw new ArgumentException($"Preprocessor: record has {record.Schema.Count} fields, the schema {Schema.Count}.");
+        var bridge = t_bridge;
+        if (bridge is null || !ReferenceEquals(bridge.Schema, Schema)) t_bridge = bridge = new RawRow(Schema);
+        bridge.From(record);
+        Encode(bridge, row);
     }
 
     /// <summary>
@@ -240,7 +305,7 @@ public sealed class Preprocessor
 
     /// <summary>
     /// The id one raw text value of single-valued input field <paramref name="field"/> (a schema index) encodes to: what
-    /// <see cref="Encode"/> writes into its column for a record holding that text — a category's vocabulary id (OOV when
+    /// <see cref="Encode(RawRow, EncodedRow)"/> writes into its column for a record holding that text — a category's vocabulary id (OOV when
     /// unseen) or hash bucket, a numeric field's bucket (the text parsed with the invariant culture). Empty text is a
     /// missing value, as in the readers. Allocates nothing: a service can encode values straight from its request bytes.
     /// </summary>
@@ -250,17 +315,15 @@ public sealed class Preprocessor
     {
         var e = SingleEncoder(field);
         if (text.IsEmpty) return 0;
-        if (Schema[field].Kind == FieldKind.Numeric)
-        {
-            if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
-                throw new DataFormatException($"non-numeric value '{text}' in a numeric field", key: Schema[field].Name);
-            return EncodeValue(field, v);
-        }
-        return e.IdOf(text);
+        Span<byte> stack = stackalloc byte[256];
+        int max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        Span<byte> bytes = max <= stack.Length ? stack : new byte[Encoding.UTF8.GetByteCount(text)];
+        int n = Encoding.UTF8.GetBytes(text, bytes);
+        return IdOf(e, bytes[..n]);
     }
 
     /// <summary>
-    /// The id a number encodes to in numeric input field <paramref name="field"/>, as <see cref="Encode"/> encodes it
+    /// The id a number encodes to in numeric input field <paramref name="field"/>, as <see cref="Encode(RawRow, EncodedRow)"/> encodes it
     /// (NaN = missing). Allocates nothing.
     /// </summary>
     public int EncodeValue(int field, double value)
@@ -268,10 +331,7 @@ public sealed class Preprocessor
         var e = SingleEncoder(field);
         if (Schema[field].Kind != FieldKind.Numeric)
             throw new ArgumentException($"Preprocessor.EncodeValue: field '{Schema[field].Name}' is {Schema.KindName(Schema[field].Kind)}, not numeric; give its text.", nameof(field));
-        if (double.IsNaN(value)) return 0;
-        if (e.Encoding == FieldEncoding.Dense) return 1;
-        Span<char> token = stackalloc char[NumericBuckets.MaxTokenLength];
-        return e.IdOf(NumericBuckets.FormatToken(value, Schema[field].Bucketing, token));
+        return IdOfNumber(e, value);
     }
 
     private Encoder SingleEncoder(int field)
@@ -285,6 +345,7 @@ public sealed class Preprocessor
     public EncodedDataset EncodeAll(IEnumerable<RawRecord> records)
     {
         ArgumentNullException.ThrowIfNull(records);
+        if (records is RecordReader reader) return EncodeAll(reader.Rows());
         var builder = new EncodedDatasetBuilder(FeatureSpace);
         var row = new EncodedRow(FeatureSpace);
         foreach (var r in records)
@@ -295,35 +356,77 @@ public sealed class Preprocessor
         return builder.Build();
     }
 
-    private static void CheckSchema(Schema schema, RawRecord r)
+    /// <summary>Encodes every span row into an in-memory dataset.</summary>
+    public EncodedDataset EncodeAll(IEnumerable<RawRow> rows)
     {
-        if (!ReferenceEquals(r.Schema, schema) && r.Schema.Count != schema.Count)
-            throw new ArgumentException($"Preprocessor: record has {r.Schema.Count} fields, the schema {schema.Count}.");
+        ArgumentNullException.ThrowIfNull(rows);
+        var builder = new EncodedDatasetBuilder(FeatureSpace);
+        var encoded = new EncodedRow(FeatureSpace);
+        foreach (var r in rows)
+        {
+            Encode(r, encoded);
+            builder.Add(encoded);
+        }
+        return builder.Build();
     }
 
-    private static double NumberOf(RawRecord r, int f)
+    /// <summary>
+    /// The id of one raw value of input field <paramref name="field"/>, exactly as <see cref="Encode(RawRow, EncodedRow)"/>
+    /// maps it: a categorical value (or one value of a multi-valued field), a numeric field's text (parsed with the
+    /// invariant culture, then bucketized; dense fields give 1). Null or empty = missing (0); an unseen value → OOV (1).
+    /// </summary>
+    public int IdOf(string field, string? value)
+    {
+        if (value is null) return 0;
+        Span<byte> stack = stackalloc byte[256];
+        int max = Encoding.UTF8.GetMaxByteCount(value.Length);
+        Span<byte> bytes = max <= stack.Length ? stack : new byte[max];
+        int n = Encoding.UTF8.GetBytes(value, bytes);
+        return IdOf(field, bytes[..n]);
+    }
+
+    /// <summary><see cref="IdOf(string, string)"/> of a value given as UTF-8 bytes.</summary>
+    public int IdOf(string field, ReadOnlySpan<byte> utf8) => IdOf(EncoderOf(field), utf8);
+
+    private static int IdOf(Encoder e, ReadOnlySpan<byte> utf8)
+    {
+        if (utf8.IsEmpty) return 0;
+        switch (e.Plan.Mode)
+        {
+            case EncodeMode.Bucketized:
+            case EncodeMode.Dense:
+                if (!NumberText.TryParse(utf8, out double v))
+                    throw new DataFormatException($"non-numeric value '{Encoding.UTF8.GetString(utf8)}' in a numeric field", key: e.Plan.Name);
+                return IdOfNumber(e, v);
+            default:
+                return e.IdOfHash(StableHash.OfValue(utf8));
+        }
+    }
+
+    /// <summary>The id of numeric value <paramref name="value"/> of field <paramref name="field"/> (NaN = missing = 0).</summary>
+    public int IdOfNumber(string field, double value) => IdOfNumber(EncoderOf(field), value);
+
+    private static int IdOfNumber(Encoder e, double value)
+    {
+        if (double.IsNaN(value)) return 0;
+        return e.Plan.Mode switch
+        {
+            EncodeMode.Dense => 1,
+            EncodeMode.Bucketized => e.IdOfHash(NumericBuckets.TokenHash(value, e.Plan.Bucketing)),
+            _ => throw new ArgumentException($"Preprocessor.IdOfNumber: field '{e.Plan.Name}' is {Schema.KindName(e.Plan.Kind)}, not numeric; use IdOf(field, text)."),
+        };
+    }
+
+    private Encoder EncoderOf(string field) => _byName.TryGetValue(field, out var e) ? e
+        : throw new KeyNotFoundException($"Preprocessor: no input field '{field}' (fields: {string.Join(", ", _byName.Keys)}).");
+
+    internal static double NumberOf(RawRow r, int f)
     {
         double v = r.Numbers[f];
-        if (!double.IsNaN(v) || r.Values[f] is not { } text) return v;
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out v) || !double.IsFinite(v))
-            throw new DataFormatException($"non-numeric value '{text}' in a numeric field", r.File, r.Line == 0 ? null : r.Line, key: r.Schema[f].Name);
+        if (!double.IsNaN(v) || !r.Has(f)) return v;
+        if (!NumberText.TryParse(r.Value(f), out v))
+            throw new DataFormatException($"non-numeric value '{r.ValueString(f)}' in a numeric field", r.File, r.Line == 0 ? null : r.Line, key: r.Schema[f].Name);
         return v;
-    }
-
-    private static void Tokens(Schema schema, int f, RawRecord r, List<string> tokens)
-    {
-        tokens.Clear();
-        var spec = schema[f];
-        if (spec.Kind == FieldKind.Numeric)
-        {
-            double v = NumberOf(r, f);
-            if (!double.IsNaN(v)) tokens.Add(NumericBuckets.Token(v, spec.Bucketing));
-        }
-        else if (r.Values[f] is { } text)
-        {
-            if (spec.Kind == FieldKind.Multi) tokens.AddRange(text.Split(spec.Separator, StringSplitOptions.RemoveEmptyEntries));
-            else tokens.Add(text);
-        }
     }
 
     /// <summary>An integer user id as is; other text stably hashed to [0, 2³¹); missing → −1.</summary>
@@ -334,10 +437,18 @@ public sealed class Preprocessor
         return (int)(StableHash.Mix(StableHash.Fnv1a64(text)) & 0x7FFFFFFF);
     }
 
+    /// <summary><see cref="UserIdOf(string)"/> of UTF-8 text.</summary>
+    public static int UserIdOf(ReadOnlySpan<byte> utf8)
+    {
+        if (int.TryParse(utf8, NumberStyles.Integer, CultureInfo.InvariantCulture, out int id) && id >= 0) return id;
+        return (int)(StableHash.OfValue(utf8) & 0x7FFFFFFF);
+    }
+
     /// <summary>
-    /// JSON: <c>{"format":"kdengine.preprocessor","version":1,"schema":{…},"fields":[{"name":"C1","encoding":
-    /// "vocabulary","minCount":2,"vocabulary":["…",…]},{"name":"C2","encoding":"hash","buckets":N},
-    /// {"name":"I1","encoding":"dense"}]}</c>; vocabulary entry i has id i + 2.
+    /// JSON: <c>{"format":"kdengine.preprocessor","version":2,"schema":{…},"fields":[{"name":"C1","encoding":
+    /// "vocabulary","minCount":2,"size":V,"hashes":"…"},{"name":"C2","encoding":"hash","buckets":N},
+    /// {"name":"I1","encoding":"dense"}]}</c>. <c>hashes</c> is base64 of the V value hashes (uint64 little-endian) in id
+    /// order: entry i has id i + 2; <c>maxVocab</c> is written when set. Version 1 (string vocabularies) still loads.
     /// </summary>
     public string ToJson()
     {
@@ -353,19 +464,20 @@ public sealed class Preprocessor
             foreach (var e in _encoders)
             {
                 w.WriteStartObject();
-                w.WriteString("name", e.Name);
-                switch (e.Encoding)
+                w.WriteString("name", e.Plan.Name);
+                switch (e.Plan.Encoding)
                 {
                     case FieldEncoding.Vocabulary:
+                        var vocab = e.Vocabulary!;
                         w.WriteString("encoding", "vocabulary");
-                        w.WriteNumber("minCount", e.MinCount);
-                        w.WriteStartArray("vocabulary");
-                        foreach (var t in e.Vocabulary!) w.WriteStringValue(t);
-                        w.WriteEndArray();
+                        w.WriteNumber("minCount", vocab.MinCount);
+                        if (vocab.MaxVocab > 0) w.WriteNumber("maxVocab", vocab.MaxVocab);
+                        w.WriteNumber("size", vocab.Count);
+                        w.WriteBase64String("hashes", System.Runtime.InteropServices.MemoryMarshal.AsBytes(LittleEndian(vocab.Hashes)));
                         break;
                     case FieldEncoding.Hash:
                         w.WriteString("encoding", "hash");
-                        w.WriteNumber("buckets", e.Buckets);
+                        w.WriteNumber("buckets", e.Plan.Buckets);
                         break;
                     default:
                         w.WriteString("encoding", "dense");
@@ -379,7 +491,19 @@ public sealed class Preprocessor
         return Encoding.UTF8.GetString(ms.ToArray());
     }
 
-    /// <summary>Reads <see cref="ToJson"/> output strictly (unknown keys, wrong types, fields not matching the schema are errors).</summary>
+    private static ReadOnlySpan<ulong> LittleEndian(ReadOnlySpan<ulong> values)
+    {
+        if (BitConverter.IsLittleEndian) return values;
+        var copy = values.ToArray();
+        for (int i = 0; i < copy.Length; i++) copy[i] = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(copy[i]);
+        return copy;
+    }
+
+    /// <summary>
+    /// Reads <see cref="ToJson"/> output strictly (unknown keys, wrong types, fields not matching the schema are errors).
+    /// Version 1 (each vocabulary a list of strings, from before vocabularies were hashed) loads too and encodes exactly as before:
+    /// its strings are hashed on load, keeping their ids.
+    /// </summary>
     public static Preprocessor FromJson(string json, string source = "preprocessor.json")
     {
         ArgumentNullException.ThrowIfNull(json);
@@ -389,11 +513,12 @@ public sealed class Preprocessor
         sj.Object(root, "", "format", "version", "schema", "fields");
         var tag = sj.String(sj.Required(root, "", "format"), "format");
         if (tag != FormatTag) throw sj.Error("format", $"expected '{FormatTag}', found '{tag}'");
-        sj.Int(sj.Required(root, "", "version"), "version", FormatVersion, FormatVersion);
+        int version = sj.Int(sj.Required(root, "", "version"), "version", 1, FormatVersion);
         var schema = Schema.Parse(sj, sj.Required(root, "", "schema"), "schema");
         var arr = sj.Array(sj.Required(root, "", "fields"), "fields");
         if (arr.GetArrayLength() != schema.InputIndices.Count)
             throw sj.Error("fields", $"expected {schema.InputIndices.Count} entries (one per input field of the schema), found {arr.GetArrayLength()}");
+        var plans = FieldPlan.For(schema, new PreprocessorOptions());
         var encoders = new Encoder[schema.InputIndices.Count];
         int i = 0;
         foreach (var e in arr.EnumerateArray())
@@ -401,7 +526,7 @@ public sealed class Preprocessor
             string at = $"fields[{i}]";
             int f = schema.InputIndices[i];
             var spec = schema[f];
-            sj.Object(e, at, "name", "encoding", "minCount", "vocabulary", "buckets");
+            sj.Object(e, at, "name", "encoding", "minCount", "maxVocab", "vocabulary", "size", "hashes", "buckets");
             var name = sj.String(sj.Required(e, at, "name"), at + ".name");
             if (name != spec.Name) throw sj.Error(at + ".name", $"expected '{spec.Name}' (input field {i} of the schema), found '{name}'");
             var enc = sj.Enum(sj.Required(e, at, "encoding"), at + ".encoding",
@@ -411,69 +536,169 @@ public sealed class Preprocessor
                 throw sj.Error(at + ".encoding", $"encoding does not fit the {Schema.KindName(spec.Kind)} field '{spec.Name}'");
             string[] allowed = enc switch
             {
-                FieldEncoding.Vocabulary => ["name", "encoding", "minCount", "vocabulary"],
+                FieldEncoding.Vocabulary => version == 1 ? ["name", "encoding", "minCount", "vocabulary"] : ["name", "encoding", "minCount", "maxVocab", "size", "hashes"],
                 FieldEncoding.Hash => ["name", "encoding", "buckets"],
                 _ => ["name", "encoding"],
             };
             sj.Object(e, at, allowed);
+            var plan = plans[i];
             if (enc == FieldEncoding.Vocabulary)
             {
                 int minCount = sj.Int(sj.Required(e, at, "minCount"), at + ".minCount", 1);
-                var vocabEl = sj.Array(sj.Required(e, at, "vocabulary"), at + ".vocabulary");
-                var vocab = new string[vocabEl.GetArrayLength()];
-                int j = 0;
-                foreach (var t in vocabEl.EnumerateArray()) { vocab[j] = sj.String(t, $"{at}.vocabulary[{j}]"); j++; }
-                var enc2 = new Encoder(name, f, enc, 0, minCount, null);
-                try { enc2.SetVocabulary(vocab); }
-                catch (ArgumentException ex) { throw sj.Error(at + ".vocabulary", ex.Message); }
-                encoders[i] = enc2;
+                int maxVocab = version >= 2 && sj.TryGet(e, "maxVocab", out var mv) ? sj.Int(mv, at + ".maxVocab", 1) : 0;
+                ulong[] hashes;
+                if (version == 1)
+                {
+                    var vocabEl = sj.Array(sj.Required(e, at, "vocabulary"), at + ".vocabulary");
+                    hashes = new ulong[vocabEl.GetArrayLength()];
+                    int j = 0;
+                    foreach (var t in vocabEl.EnumerateArray()) hashes[j] = StableHash.OfValue(sj.String(t, $"{at}.vocabulary[{j++}]").AsSpan());
+                }
+                else
+                {
+                    int size = sj.Int(sj.Required(e, at, "size"), at + ".size", 0);
+                    var h = sj.Required(e, at, "hashes");
+                    if (h.ValueKind != JsonValueKind.String || !h.TryGetBytesFromBase64(out var bytes))
+                        throw sj.Error(at + ".hashes", "expected a base64 string");
+                    if (bytes.Length != (long)size * 8)
+                        throw sj.Error(at + ".hashes", $"holds {bytes.Length} bytes, expected {size} hashes of 8 bytes");
+                    hashes = new ulong[size];
+                    for (int j = 0; j < size; j++) hashes[j] = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(j * 8));
+                }
+                plan = plan with { Encoding = FieldEncoding.Vocabulary, MinCount = minCount, MaxVocab = maxVocab, Mode = plan.Kind == FieldKind.Numeric ? EncodeMode.Bucketized : plan.Mode };
+                FieldVocabulary vocab;
+                try { vocab = new FieldVocabulary(name, minCount, maxVocab, hashes); }
+                catch (ArgumentException ex) { throw sj.Error(at + (version == 1 ? ".vocabulary" : ".hashes"), ex.Message); }
+                encoders[i] = new Encoder(plan, vocab);
             }
             else if (enc == FieldEncoding.Hash)
-                encoders[i] = new Encoder(name, f, enc, sj.Int(sj.Required(e, at, "buckets"), at + ".buckets", 1), 0, null);
+                encoders[i] = new Encoder(plan with { Encoding = FieldEncoding.Hash, Buckets = sj.Int(sj.Required(e, at, "buckets"), at + ".buckets", 1) }, null);
             else
-                encoders[i] = new Encoder(name, f, enc, 0, 0, null);
+                encoders[i] = new Encoder(plan with { Encoding = FieldEncoding.Dense }, null);
             i++;
         }
         return new Preprocessor(schema, encoders);
     }
 
-    private sealed class Encoder(string name, int schemaIndex, FieldEncoding encoding, int buckets, int minCount, string[]? vocabulary)
+    private sealed class Encoder(FieldPlan plan, FieldVocabulary? vocabulary)
     {
-        private Dictionary<string, int>? _index;
-        private Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
-
-        public string Name { get; } = name;
-        public int SchemaIndex { get; } = schemaIndex;
-        public FieldEncoding Encoding { get; } = encoding;
-        public int Buckets { get; } = buckets;
-        public int MinCount { get; } = minCount;
-        public string[]? Vocabulary { get; private set; } = vocabulary;
+        public FieldPlan Plan { get; } = plan;
+        public FieldVocabulary? Vocabulary { get; } = vocabulary;
+        private readonly ulong _buckets = (ulong)Math.Max(plan.Buckets, 1);
+        private readonly bool _hashed = plan.Encoding == FieldEncoding.Hash;
         public int Slot { get; set; }
 
-        public int Cardinality => Encoding switch
+        public int Cardinality => Plan.Encoding switch
         {
-            FieldEncoding.Vocabulary => 2 + Vocabulary!.Length,
-            FieldEncoding.Hash => 1 + Buckets,
+            FieldEncoding.Vocabulary => 2 + Vocabulary!.Count,
+            FieldEncoding.Hash => 1 + Plan.Buckets,
             _ => 2,
         };
 
-        public void SetVocabulary(string[] vocab)
-        {
-            var index = new Dictionary<string, int>(vocab.Length, StringComparer.Ordinal);
-            for (int i = 0; i < vocab.Length; i++)
-                if (!index.TryAdd(vocab[i], i + 2)) throw new ArgumentException($"duplicate vocabulary entry '{vocab[i]}' (entries {index[vocab[i]] - 2} and {i})");
-            Vocabulary = vocab;
-            _index = index;
-            _lookup = index.GetAlternateLookup<ReadOnlySpan<char>>();
-        }
-
-        /// <summary>A value's id without making a string (a numeric bucket token, or a category's text).</summary>
-        public int IdOf(ReadOnlySpan<char> token) => Encoding == FieldEncoding.Hash
-            ? 1 + StableHash.Bucket(token, Buckets)
-            : _lookup.TryGetValue(token, out int id) ? id : 1;
-
-        public int IdOf(string token) => Encoding == FieldEncoding.Hash
-            ? 1 + StableHash.Bucket(token, Buckets)
-            : _index!.TryGetValue(token, out int id) ? id : 1;
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public int IdOfHash(ulong hash) => _hashed ? 1 + (int)(hash % _buckets) : Vocabulary!.IdOfHash(hash);
     }
+}
+
+/// <summary>How an input field's values become ids (fixed by the schema and options before fitting).</summary>
+internal enum EncodeMode { Categorical, Bucketized, Dense, Multi }
+
+/// <summary>What preprocessing does with one input field: encoding, min-count, max-vocab, buckets.</summary>
+internal sealed record FieldPlan(string Name, int SchemaIndex, FieldKind Kind, FieldEncoding Encoding, EncodeMode Mode)
+{
+    public int Buckets { get; init; }
+    public int MinCount { get; init; }
+    public int MaxVocab { get; init; }
+    public Bucketing Bucketing { get; init; }
+    public bool ScaleByValue { get; init; }
+    /// <summary>Multi-valued fields: the separator's UTF-8 bytes.</summary>
+    public byte[] Separator { get; init; } = [];
+
+    public static FieldPlan[] For(Schema schema, PreprocessorOptions options)
+    {
+        var plans = new FieldPlan[schema.InputIndices.Count];
+        for (int i = 0; i < plans.Length; i++)
+        {
+            int f = schema.InputIndices[i];
+            var spec = schema[f];
+            var mode = spec.Kind switch
+            {
+                FieldKind.Multi => EncodeMode.Multi,
+                FieldKind.Numeric => spec.Encoding == NumericEncoding.Dense ? EncodeMode.Dense : EncodeMode.Bucketized,
+                _ => EncodeMode.Categorical,
+            };
+            FieldEncoding encoding =
+                mode == EncodeMode.Dense ? FieldEncoding.Dense
+                : spec.Kind != FieldKind.Numeric && (spec.HashBuckets ?? options.HashBuckets) > 0 ? FieldEncoding.Hash
+                : FieldEncoding.Vocabulary;
+            plans[i] = new FieldPlan(spec.Name, f, spec.Kind, encoding, mode)
+            {
+                Buckets = encoding == FieldEncoding.Hash ? spec.HashBuckets ?? options.HashBuckets : 0,
+                MinCount = encoding == FieldEncoding.Vocabulary ? spec.MinCount ?? options.MinCount : 0,
+                MaxVocab = encoding == FieldEncoding.Vocabulary ? spec.MaxVocab ?? options.MaxVocab : 0,
+                Bucketing = spec.Bucketing,
+                ScaleByValue = spec.ScaleByValue,
+                Separator = System.Text.Encoding.UTF8.GetBytes(spec.Separator.ToString()),
+            };
+        }
+        return plans;
+    }
+}
+
+/// <summary>
+/// The fitted vocabulary of one field: value hashes in id order (entry i has id i + 2; 0 is missing, 1 is OOV). A value
+/// is looked up by the 64-bit hash of its UTF-8 bytes, so two values with the same hash would share an id; for V values
+/// the chance that any two of them collide is about V²/2⁶⁵ (10⁷ values: 3·10⁻⁶).
+/// </summary>
+public sealed class FieldVocabulary
+{
+    private readonly ulong[] _hashes;
+    private readonly HashMap64<int> _ids;
+
+    internal FieldVocabulary(string field, int minCount, int maxVocab, ulong[] hashes)
+    {
+        Field = field;
+        MinCount = minCount;
+        MaxVocab = maxVocab;
+        _hashes = hashes;
+        _ids = new HashMap64<int>(hashes.Length);
+        for (int i = 0; i < hashes.Length; i++)
+        {
+            ref int id = ref _ids.GetOrAdd(hashes[i], out bool existed);
+            if (existed) throw new ArgumentException($"vocabulary entries {id - 2} and {i} of field '{field}' have the same 64-bit hash 0x{hashes[i]:x16}");
+            id = i + 2;
+        }
+    }
+
+    /// <summary>The field's name.</summary>
+    public string Field { get; }
+
+    /// <summary>Values seen fewer times than this in training are OOV.</summary>
+    public int MinCount { get; }
+
+    /// <summary>The size cap the vocabulary was fitted with (0 = none).</summary>
+    public int MaxVocab { get; }
+
+    /// <summary>Number of values with their own id (ids 2 .. Count + 1).</summary>
+    public int Count => _hashes.Length;
+
+    /// <summary>The value hashes in id order (<see cref="StableHash.OfValue(ReadOnlySpan{byte})"/>).</summary>
+    public ReadOnlySpan<ulong> Hashes => _hashes;
+
+    /// <summary>The id of a value given as UTF-8 bytes: its vocabulary id, or 1 (OOV).</summary>
+    public int IdOf(ReadOnlySpan<byte> utf8) => IdOfHash(StableHash.OfValue(utf8));
+
+    /// <summary>The id of a value: its vocabulary id, or 1 (OOV).</summary>
+    public int IdOf(string value) => IdOfHash(StableHash.OfValue((value ?? throw new ArgumentNullException(nameof(value))).AsSpan()));
+
+    /// <summary>Whether the value has its own id.</summary>
+    public bool Contains(string value) => IdOf(value) >= 2;
+
+    /// <summary>The id of a value given by its hash (<see cref="StableHash.OfValue(ReadOnlySpan{byte})"/>): its vocabulary id, or 1 (OOV).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public int IdOfHash(ulong hash) => _ids.TryGetValue(hash, out int id) ? id : 1;
+
+    /// <summary>Starts loading the slot of a hash (a hint before <see cref="IdOfHash"/>).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal void Prefetch(ulong hash) => _ids.Prefetch(hash);
 }

@@ -56,12 +56,12 @@ public sealed record ReaderOptions
     /// <summary>With <see cref="BadRowPolicy.Skip"/>: how many of the skipped rows' errors to keep for a report.</summary>
     public int KeepSkippedErrors { get; init; } = 20;
 
-    /// <summary>Default of <see cref="MaxLineLength"/>: 1 Mi characters (a Criteo row is about 200).</summary>
+    /// <summary>Default of <see cref="MaxLineLength"/>: 1 MiB (a Criteo row is about 200 bytes).</summary>
     public const int DefaultMaxLineLength = 1 << 20;
 
     /// <summary>
-    /// Longest accepted line, in characters. A longer line fails with a <see cref="DataFormatException"/> after at
-    /// most this many characters are read (under every <see cref="BadRowPolicy"/>), which bounds the memory a
+    /// Longest accepted line, in bytes of UTF-8. A longer line fails with a <see cref="DataFormatException"/> after at
+    /// most this many bytes are read (under every <see cref="BadRowPolicy"/>), which bounds the memory a
     /// reader uses on a file without line breaks. It also bounds a header's column count.
     /// </summary>
     public int MaxLineLength

@@ -1,14 +1,16 @@
 using System.Globalization;
-using System.Text;
 
 namespace KdEngine.Data;
 
 /// <summary>
-/// Base of all readers: a re-enumerable stream of <see cref="RawRecord"/>s. Each enumeration reopens the file and
-/// reads it line by line (never the whole file), so a file larger than memory can be read any number of times.
-/// Lines may end in LF or CRLF; a trailing newline and blank lines are ignored. A file with no data row (empty, or
-/// header only) is an error. Malformed rows throw <see cref="DataFormatException"/> with file, line and column, or
-/// are skipped and counted under <see cref="BadRowPolicy.Skip"/>.
+/// Base of all readers: a re-enumerable stream of <see cref="RawRecord"/>s. Each enumeration reopens the file (plain or
+/// gzip) and reads it chunk by chunk (never the whole file), so a file larger than memory can be read any number of
+/// times. Lines may end in LF, CRLF or CR; a trailing newline and blank lines are ignored. A file with no data row
+/// (empty, or header only) is an error. Malformed rows throw <see cref="DataFormatException"/> with file, line and
+/// column, or are skipped and counted under <see cref="BadRowPolicy.Skip"/>.
+/// <para>The parsing itself is a <see cref="TextFormat"/> over UTF-8 bytes (<see cref="Format"/>);
+/// <see cref="Rows"/> yields the reused span-based <see cref="RawRow"/> without a string per cell, while enumerating
+/// <see cref="RawRecord"/>s copies each row into strings (convenient for small files and tests).</para>
 /// </summary>
 public abstract class RecordReader : IEnumerable<RawRecord>
 {
@@ -37,6 +39,9 @@ public abstract class RecordReader : IEnumerable<RawRecord>
     /// <summary>Bad-row policy and line-length limit.</summary>
     public ReaderOptions Options { get; }
 
+    /// <summary>The span parser behind this reader (also used by the parallel pipeline).</summary>
+    public abstract TextFormat Format { get; }
+
     /// <summary>Rows skipped by the last (or current) enumeration under <see cref="BadRowPolicy.Skip"/>.</summary>
     public long SkippedRows { get; private set; }
 
@@ -52,19 +57,22 @@ public abstract class RecordReader : IEnumerable<RawRecord>
     /// </summary>
     public IEnumerator<RawRecord> GetEnumerator()
     {
+        foreach (var row in Rows()) yield return row.ToRecord();
+    }
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>
+    /// The rows as one reused <see cref="RawRow"/> (overwritten by the next row): the allocation-free way to read.
+    /// Same checks and counts as enumerating records.
+    /// </summary>
+    public IEnumerable<RawRow> Rows()
+    {
         SkippedRows = 0;
         RowsRead = 0;
         _skippedErrors.Clear();
         if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
-        using var reader = new StreamReader(FilePath, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
-        var lines = new LineSource(reader, Options.MaxLineLength, FileName);
-        Begin(lines);
-        bool anyLine = lines.LinesRead > 0;
-        foreach (var record in Rows(lines)) yield return record;
-        anyLine |= RowsRead > 0 || SkippedRows > 0; // a non-blank line was read (blank lines alone are an empty file)
-        if (!anyLine) throw new DataFormatException("the file is empty", FileName);
-        if (RowsRead == 0 && SkippedRows == 0)
-            throw new DataFormatException(HasHeaderLine ? "the file has a header but no data rows" : "the file has no data rows", FileName);
+        return Iterate();
     }
 
     /// <summary>
@@ -81,199 +89,48 @@ public abstract class RecordReader : IEnumerable<RawRecord>
         RowsRead = 0;
         _skippedErrors.Clear();
         if (!File.Exists(FilePath)) throw new FileNotFoundException($"{FileName}: file not found ({FilePath})", FilePath);
-        using var file = new FileStream(FilePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        if (end > file.Length) throw new ArgumentOutOfRangeException(nameof(end), $"{FileName}: byte range [{start}, {end}) ends past the file's {file.Length} bytes.");
-        if (start > 0)
-        {
-            // The header (or, without one, the first line the delimiter is detected from) is read where it is.
-            using var head = new StreamReader(new FileStream(FilePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 12), Encoding.UTF8, true, 1 << 12);
-            Begin(new LineSource(head, Options.MaxLineLength, FileName));
-        }
-        file.Position = start;
-        using var reader = new StreamReader(new BoundedStream(file, end - start), Encoding.UTF8, detectEncodingFromByteOrderMarks: start == 0, bufferSize: 1 << 16);
-        var lines = new LineSource(reader, Options.MaxLineLength, FileName, linesBefore);
-        if (start == 0 && end > 0) Begin(lines);
-        foreach (var record in Rows(lines)) yield return record;
+        return IterateRange(start, end, linesBefore);
     }
 
-    /// <summary>The rows of <paramref name="lines"/> (after <see cref="Begin"/>), applying the bad-row policy.</summary>
-    private IEnumerable<RawRecord> Rows(LineSource lines)
+    private IEnumerable<RawRecord> IterateRange(long start, long end, long linesBefore)
     {
-        while (lines.Next(out var line))
+        if (start == end) yield break;
+        using var reader = new TextRowReader(FilePath, Format, Options, start, end, firstLine: linesBefore + 1);
+        var row = new RawRow(Schema);
+        while (true)
         {
-            RawRecord? record;
-            try
+            bool more;
+            try { more = reader.Next(row); }
+            finally
             {
-                record = ParseRow(line, lines.LineNumber);
+                SkippedRows = reader.SkippedRows;
+                for (int i = _skippedErrors.Count; i < reader.SkippedErrors.Count; i++) _skippedErrors.Add(reader.SkippedErrors[i]);
             }
-            catch (DataFormatException e) when (Options.BadRows == BadRowPolicy.Skip && e.Line is not null)
+            if (!more) break;
+            RowsRead = reader.RowsRead;
+            yield return row.ToRecord();
+        }
+    }
+
+    private IEnumerable<RawRow> Iterate()
+    {
+        using var reader = new TextRowReader(FilePath, Format, Options);
+        var row = new RawRow(Schema);
+        while (true)
+        {
+            bool more;
+            try { more = reader.Next(row); }
+            finally
             {
-                SkippedRows++;
-                if (_skippedErrors.Count < Options.KeepSkippedErrors) _skippedErrors.Add(e);
-                continue;
+                SkippedRows = reader.SkippedRows;
+                for (int i = _skippedErrors.Count; i < reader.SkippedErrors.Count; i++) _skippedErrors.Add(reader.SkippedErrors[i]);
             }
-            RowsRead++;
-            yield return record;
+            if (!more) break;
+            RowsRead = reader.RowsRead;
+            yield return row;
         }
-    }
-
-    /// <summary>A read-only view of the next <c>length</c> bytes of a stream (a byte range of a file).</summary>
-    private sealed class BoundedStream(Stream inner, long length) : Stream
-    {
-        private long _left = length;
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-        public override int Read(Span<byte> buffer)
-        {
-            if (_left <= 0) return 0;
-            int n = inner.Read(buffer[..(int)Math.Min(buffer.Length, _left)]);
-            _left -= n;
-            return n;
-        }
-
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    }
-
-    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
-
-    /// <summary>Whether this reader consumed a header line in <see cref="Begin"/>.</summary>
-    protected virtual bool HasHeaderLine => false;
-
-    /// <summary>Called once per enumeration before the rows (reads a header, if any).</summary>
-    protected virtual void Begin(LineSource lines) { }
-
-    /// <summary>Parses one non-blank line; throws <see cref="DataFormatException"/> (with <c>line</c>) on a bad row.</summary>
-    protected abstract RawRecord ParseRow(string line, long lineNumber);
-
-    /// <summary>A <see cref="DataFormatException"/> for this file at <paramref name="line"/> and <paramref name="column"/> (1-based), field <paramref name="key"/>.</summary>
-    protected DataFormatException RowError(long line, int? column, string? key, string problem) =>
-        new(problem, FileName, line, column, key);
-
-    /// <summary>Parses a label: 1 → 1; 0 and −1 → 0; anything else is a bad row.</summary>
-    protected float ParseLabel(ReadOnlySpan<char> text, long line, int column)
-    {
-        string key = Schema[Schema.LabelIndex].Name;
-        if (text.IsEmpty) throw RowError(line, column, key, "missing label");
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
-            throw RowError(line, column, key, $"non-numeric label '{text}'");
-        if (v == 1) return 1f;
-        if (v == 0 || v == -1) return 0f;
-        throw RowError(line, column, key, $"label {text} is outside the allowed set {{0, 1}} or {{-1, 1}}");
-    }
-
-    /// <summary>Parses a finite number (invariant culture); anything else is a bad row naming <paramref name="line"/>, <paramref name="column"/> and field <paramref name="key"/>.</summary>
-    protected double ParseNumber(ReadOnlySpan<char> text, long line, int column, string key)
-    {
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !double.IsFinite(v))
-            throw RowError(line, column, key, $"non-numeric value '{text}' in a numeric field");
-        return v;
-    }
-
-    /// <summary>
-    /// Reads non-blank lines and counts line numbers (1-based, blank lines included). Line ends are LF, CR or CRLF
-    /// (as <see cref="TextReader.ReadLine"/>). A line longer than the limit given at construction (<c>maxLineLength</c>) is
-    /// a <see cref="DataFormatException"/> raised after reading at most that many characters of it, so a file
-    /// without line breaks (binary data, a wrong delimiter setting) cannot make the reader allocate without bound.
-    /// </summary>
-    protected sealed class LineSource
-    {
-        private readonly TextReader _reader;
-        private readonly int _maxLineLength;
-        private readonly string? _fileName;
-        private readonly char[] _buffer = new char[1 << 14];
-        private readonly System.Text.StringBuilder _line = new();
-        private int _pos, _len;
-        private bool _eof;
-        private string? _last;
-        private bool _pushedBack;
-
-        /// <summary>
-        /// Lines of <paramref name="reader"/>, each at most <paramref name="maxLineLength"/> characters; <paramref name="fileName"/>
-        /// names the file in errors; <paramref name="linesBefore"/> lines of the file come before the reader's first (a byte
-        /// range starting mid-file), so line numbers in errors stay the file's.
-        /// </summary>
-        public LineSource(TextReader reader, int maxLineLength = ReaderOptions.DefaultMaxLineLength, string? fileName = null, long linesBefore = 0)
-        {
-            if (maxLineLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLineLength), maxLineLength, "the line length limit must be ≥ 1.");
-            _reader = reader;
-            _maxLineLength = maxLineLength;
-            _fileName = fileName;
-            LineNumber = linesBefore;
-        }
-
-        /// <summary>Makes the next <see cref="Next"/> return the last line again (a first line that is data, not a header).</summary>
-        public void PushBack() => _pushedBack = _last is not null;
-
-        /// <summary>1-based number of the line last returned (blank lines counted).</summary>
-        public long LineNumber { get; private set; }
-
-        /// <summary>Lines consumed so far (= <see cref="LineNumber"/>).</summary>
-        public long LinesRead => LineNumber;
-
-        /// <summary>The next non-blank line (without its line end); false at the end of the input.</summary>
-        public bool Next(out string line)
-        {
-            if (_pushedBack) { _pushedBack = false; line = _last!; return true; }
-            while (true)
-            {
-                var l = ReadLine();
-                if (l is null) { line = ""; return false; }
-                LineNumber++;
-                if (l.Length == 0 || string.IsNullOrWhiteSpace(l)) continue;
-                line = _last = l;
-                return true;
-            }
-        }
-
-        private string? ReadLine()
-        {
-            _line.Clear();
-            while (true)
-            {
-                if (_pos == _len)
-                {
-                    if (_eof || (_len = _reader.Read(_buffer, 0, _buffer.Length)) == 0)
-                    {
-                        _eof = true;
-                        _pos = _len = 0;
-                        return _line.Length > 0 ? _line.ToString() : null;
-                    }
-                    _pos = 0;
-                }
-                var chunk = _buffer.AsSpan(_pos, _len - _pos);
-                int end = chunk.IndexOfAny('\n', '\r');
-                int take = end < 0 ? chunk.Length : end;
-                if (_line.Length + take > _maxLineLength)
-                    throw new DataFormatException(
-                        $"line is longer than {_maxLineLength} characters (ReaderOptions.MaxLineLength); is this a text file with line breaks and the right delimiter?",
-                        _fileName, LineNumber + 1);
-                _line.Append(chunk[..take]);
-                _pos += take;
-                if (end < 0) continue;
-                // A line end: consume CR, LF or CRLF (the LF may be in the next buffer).
-                char c = _buffer[_pos++];
-                if (c == '\r')
-                {
-                    if (_pos == _len && !_eof)
-                    {
-                        _len = _reader.Read(_buffer, 0, _buffer.Length);
-                        _pos = 0;
-                        if (_len == 0) _eof = true;
-                    }
-                    if (_pos < _len && _buffer[_pos] == '\n') _pos++;
-                }
-                return _line.ToString();
-            }
-        }
+        if (!reader.AnyLine) throw new DataFormatException("the file is empty", FileName);
+        if (RowsRead == 0 && SkippedRows == 0)
+            throw new DataFormatException(reader.HeaderSeen ? "the file has a header but no data rows" : "the file has no data rows", FileName);
     }
 }

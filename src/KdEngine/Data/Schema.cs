@@ -78,6 +78,9 @@ public sealed record FieldSpec(string Name, FieldKind Kind)
     /// <summary>Per-field override of <see cref="PreprocessorOptions.HashBuckets"/> (categorical/multi fields; 0 = vocabulary).</summary>
     public int? HashBuckets { get; init; }
 
+    /// <summary>Per-field override of <see cref="PreprocessorOptions.MaxVocab"/> (vocabulary fields; 0 = unlimited).</summary>
+    public int? MaxVocab { get; init; }
+
     /// <summary>True for the kinds a model reads (categorical, numeric, multi-valued); false for the label and the user id.</summary>
     public bool IsInput => Kind is FieldKind.Categorical or FieldKind.Numeric or FieldKind.Multi;
 
@@ -135,6 +138,9 @@ public sealed class Schema
             Check(f.Kind is FieldKind.Categorical or FieldKind.Multi || f.HashBuckets is null, "hashBuckets", "categorical and multi");
             Check(f.IsInput && !(f.Kind == FieldKind.Numeric && f.Encoding == NumericEncoding.Dense) || f.MinCount is null,
                 "minCount", "categorical, multi and bucketized numeric");
+            Check(f.IsInput && !(f.Kind == FieldKind.Numeric && f.Encoding == NumericEncoding.Dense) || f.MaxVocab is null,
+                "maxVocab", "categorical, multi and bucketized numeric");
+            if (f.MaxVocab is < 0) throw new DataFormatException($"maxVocab must be ≥ 0, got {f.MaxVocab}", source, key: at + ".maxVocab");
             if (f.MinCount is < 1) throw new DataFormatException($"minCount must be ≥ 1, got {f.MinCount}", source, key: at + ".minCount");
             if (f.HashBuckets is < 0) throw new DataFormatException($"hashBuckets must be ≥ 0, got {f.HashBuckets}", source, key: at + ".hashBuckets");
             if (f.Kind == FieldKind.Multi && (f.Separator is '\n' or '\r' or '"'))
@@ -201,7 +207,7 @@ public sealed class Schema
     /// Parses <c>{"fields": [{"name": "C1", "kind": "categorical", ...}, ...]}</c>. Field keys: <c>name</c>,
     /// <c>kind</c> (categorical|numeric|multi|label|userid), <c>privileged</c>, <c>encoding</c> (bucketize|dense),
     /// <c>bucketing</c> (logSquared|log2), <c>separator</c> (one character), <c>pooling</c> (sum|mean),
-    /// <c>scaleByValue</c>, <c>minCount</c>, <c>hashBuckets</c>. Unknown keys and values are rejected.
+    /// <c>scaleByValue</c>, <c>minCount</c>, <c>hashBuckets</c>, <c>maxVocab</c>. Unknown keys and values are rejected.
     /// </summary>
     public static Schema FromJson(string json, string source = "schema.json")
     {
@@ -221,7 +227,7 @@ public sealed class Schema
         {
             string at = $"{arrPath}[{i}]";
             sj.Object(e, at, "name", "kind", "privileged", "encoding", "bucketing", "separator", "pooling",
-                "scaleByValue", "minCount", "hashBuckets");
+                "scaleByValue", "minCount", "hashBuckets", "maxVocab");
             var name = sj.String(sj.Required(e, at, "name"), at + ".name");
             var kind = sj.Enum(sj.Required(e, at, "kind"), at + ".kind",
                 ("categorical", FieldKind.Categorical), ("numeric", FieldKind.Numeric), ("multi", FieldKind.Multi),
@@ -243,6 +249,7 @@ public sealed class Schema
             if (sj.TryGet(e, "scaleByValue", out v)) f = f with { ScaleByValue = sj.Bool(v, at + ".scaleByValue") };
             if (sj.TryGet(e, "minCount", out v)) f = f with { MinCount = sj.Int(v, at + ".minCount", 1) };
             if (sj.TryGet(e, "hashBuckets", out v)) f = f with { HashBuckets = sj.Int(v, at + ".hashBuckets", 0) };
+            if (sj.TryGet(e, "maxVocab", out v)) f = f with { MaxVocab = sj.Int(v, at + ".maxVocab", 0) };
             fields.Add(f);
             i++;
         }
@@ -275,6 +282,7 @@ public sealed class Schema
             if (f.ScaleByValue) w.WriteBoolean("scaleByValue", true);
             if (f.MinCount is int mc) w.WriteNumber("minCount", mc);
             if (f.HashBuckets is int hb) w.WriteNumber("hashBuckets", hb);
+            if (f.MaxVocab is int mv) w.WriteNumber("maxVocab", mv);
             w.WriteEndObject();
         }
         w.WriteEndArray();

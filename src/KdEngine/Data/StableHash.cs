@@ -24,17 +24,36 @@ public static class StableHash
     {
         Span<byte> stack = stackalloc byte[256];
         int max = Encoding.UTF8.GetMaxByteCount(text.Length);
-        byte[]? rented = null;
-        Span<byte> bytes = max <= stack.Length ? stack : (rented = new byte[Encoding.UTF8.GetByteCount(text)]);
+        Span<byte> bytes = max <= stack.Length ? stack : new byte[Encoding.UTF8.GetByteCount(text)];
         int n = Encoding.UTF8.GetBytes(text, bytes);
+        return Fnv1a64(bytes[..n]);
+    }
+
+    /// <summary>64-bit FNV-1a of <paramref name="bytes"/>.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static ulong Fnv1a64(ReadOnlySpan<byte> bytes)
+    {
         ulong h = FnvOffset;
-        foreach (byte b in bytes[..n])
+        foreach (byte b in bytes)
         {
             h ^= b;
             h *= FnvPrime;
         }
         return h;
     }
+
+    /// <summary>
+    /// The 64-bit hash by which preprocessing knows a value: SplitMix64(FNV-1a-64(its UTF-8 bytes)). Vocabularies are
+    /// keyed by it (no string per value is kept) and hashed fields take it modulo their bucket count.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static ulong OfValue(ReadOnlySpan<byte> utf8) => Mix(Fnv1a64(utf8));
+
+    /// <summary><see cref="OfValue(ReadOnlySpan{byte})"/> of the UTF-8 encoding of <paramref name="text"/>.</summary>
+    public static ulong OfValue(ReadOnlySpan<char> text) => Mix(Fnv1a64(text));
+
+    /// <summary><see cref="OfValue(ReadOnlySpan{byte})"/> of the UTF-8 encoding of <paramref name="text"/>.</summary>
+    public static ulong OfValue(string text) => Mix(Fnv1a64((text ?? throw new ArgumentNullException(nameof(text))).AsSpan()));
 
     /// <summary>SplitMix64 finaliser (bijective 64-bit mixing).</summary>
     public static ulong Mix(ulong z)
@@ -89,6 +108,59 @@ public static class NumericBuckets
 
     /// <summary>The longest token: a sign, 19 digits of a long and the prefix.</summary>
     internal const int MaxTokenLength = 21;
+
+    // Token hashes of small bucket numbers and of integer values below 2^16, computed once: a value's token hash is then
+    // two table reads instead of a logarithm, a format and a hash. [b0..b4095] per prefix; v-tokens from −1024.
+    private const int SmallBucketCount = 4096, SmallValueLow = -1024, IntegerTableSize = 1 << 16;
+    private static readonly ulong[] BucketHashes = TokenHashes('b', 0, SmallBucketCount);
+    private static readonly ulong[] SmallValueHashes = TokenHashes('v', SmallValueLow, 3 - SmallValueLow); // v−1024 … v2
+    private static readonly ushort[][] IntegerBuckets = [IntegerBucketTable(Bucketing.LogSquared), IntegerBucketTable(Bucketing.Log2)];
+
+    private static ulong[] TokenHashes(char prefix, long from, int count)
+    {
+        var hashes = new ulong[count];
+        Span<byte> token = stackalloc byte[MaxTokenLength];
+        for (int i = 0; i < count; i++) hashes[i] = StableHash.OfValue(FormatTokenUtf8(prefix, from + i, token));
+        return hashes;
+    }
+
+    private static ushort[] IntegerBucketTable(Bucketing bucketing)
+    {
+        var table = new ushort[IntegerTableSize];
+        for (int v = 3; v < IntegerTableSize; v++) table[v] = (ushort)(bucketing == Bucketing.LogSquared ? LogSquared(v) : Log2(v));
+        return table;
+    }
+
+    private static ReadOnlySpan<byte> FormatTokenUtf8(char prefix, long n, Span<byte> buffer)
+    {
+        buffer[0] = (byte)prefix;
+        n.TryFormat(buffer[1..], out int written, default, System.Globalization.CultureInfo.InvariantCulture);
+        return buffer[..(1 + written)];
+    }
+
+    /// <summary>
+    /// <see cref="StableHash.OfValue(ReadOnlySpan{byte})"/> of the UTF-8 token of <paramref name="v"/> (what a
+    /// vocabulary is keyed by), without making the token for integers below 2¹⁶ and small buckets.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static ulong TokenHash(double v, Bucketing bucketing)
+    {
+        if (v > 2)
+        {
+            if (v < IntegerTableSize && v == Math.Floor(v)) return BucketHashes[IntegerBuckets[(int)bucketing][(int)v]];
+        }
+        else if (v >= SmallValueLow) return SmallValueHashes[(long)Math.Floor(v) - SmallValueLow];
+        return TokenHashSlow(v, bucketing);
+    }
+
+    private static ulong TokenHashSlow(double v, Bucketing bucketing)
+    {
+        if (!double.IsFinite(v)) throw new ArgumentOutOfRangeException(nameof(v), $"numeric value must be finite, got {v}.");
+        long n = v > 2 ? (bucketing == Bucketing.LogSquared ? LogSquared(v) : Log2(v)) : (long)Math.Floor(v);
+        if (v > 2 && n >= 0 && n < SmallBucketCount) return BucketHashes[n];
+        Span<byte> token = stackalloc byte[MaxTokenLength];
+        return StableHash.OfValue(FormatTokenUtf8(v > 2 ? 'b' : 'v', n, token));
+    }
 
     /// <summary><see cref="Token"/> written into <paramref name="buffer"/> (≥ <see cref="MaxTokenLength"/> chars) without allocating (serving uses it).</summary>
     internal static ReadOnlySpan<char> FormatToken(double v, Bucketing bucketing, Span<char> buffer)

@@ -209,6 +209,17 @@ public static class CtrPipeline
 
     private static string PartName(int k) => k switch { 0 => "train", 1 => "validation", _ => "test" };
 
+    /// <summary>Every row of an input set (several files, gzip, Parquet) encoded into memory on all cores, in file order.</summary>
+    public static EncodedDataset Encode(InputSet input, Preprocessor preprocessor, PassOptions? pass = null)
+    {
+        input.Check();
+        var builder = new EncodedDatasetBuilder(preprocessor.FeatureSpace);
+        foreach (var block in DataPasses.Encode(input, preprocessor, null, pass)) builder.AddRange(block, 0, block.Count);
+        var encoded = builder.Build();
+        InputFields(encoded.FeatureSpace);
+        return encoded;
+    }
+
     /// <summary>Encodes the whole file with an already fitted preprocessor (evaluation, prediction, teacher caches).</summary>
     public static EncodedDataset Encode(DataSource source, Preprocessor preprocessor)
     {

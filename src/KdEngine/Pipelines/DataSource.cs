@@ -17,6 +17,8 @@ public enum DataFormat
     LibSvm,
     /// <summary>libFFM (<c>label field:idx:val …</c>).</summary>
     LibFfm,
+    /// <summary>Parquet (columns by schema field name; read by the <c>KdEngine.Data.Parquet</c> assembly, see <see cref="DataSource.RegisterFormat"/>).</summary>
+    Parquet,
 }
 
 /// <summary>
@@ -42,12 +44,25 @@ public sealed record DataSource
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Path = path;
+        Patterns = [path];
     }
 
-    /// <summary>The data file.</summary>
+    /// <summary>A source of several files: each pattern a file, a glob (<c>day_*.tsv.gz</c>) or a brace range (<c>day_{0..20}.tsv.gz</c>).</summary>
+    public DataSource(IEnumerable<string> patterns)
+    {
+        ArgumentNullException.ThrowIfNull(patterns);
+        Patterns = patterns.ToArray();
+        if (Patterns.Count == 0 || Patterns.Any(string.IsNullOrEmpty)) throw new ArgumentException("a data source needs at least one non-empty file pattern.");
+        Path = Patterns[0];
+    }
+
+    /// <summary>The first pattern (the file, for a single-file source).</summary>
     public string Path { get; init; }
 
-    /// <summary>The file's format; <see cref="DataFormat.Auto"/> decides from the extension (<c>.svm</c>/<c>.libfm</c> → libSVM, <c>.ffm</c> → libFFM, else Criteo, or CSV when a schema is given).</summary>
+    /// <summary>The file patterns (one entry, <see cref="Path"/>, for a single file).</summary>
+    public IReadOnlyList<string> Patterns { get; init; }
+
+    /// <summary>The files' format; <see cref="DataFormat.Auto"/> decides from the first pattern's extension (<c>.svm</c>/<c>.libfm</c> → libSVM, <c>.ffm</c> → libFFM, <c>.parquet</c> → Parquet, else Criteo, or CSV when a schema is given; a <c>.gz</c> suffix ignored).</summary>
     public DataFormat Format { get; init; } = DataFormat.Auto;
 
     /// <summary>The schema; null uses the format's default (see the remarks).</summary>
@@ -59,22 +74,83 @@ public sealed record DataSource
     /// <summary>Bad-row policy and line-length limit of the reader; null = <see cref="KdEngine.Data.ReaderOptions.Default"/>.</summary>
     public ReaderOptions? ReaderOptions { get; init; }
 
-    /// <summary>The file name, for messages and cache metadata.</summary>
-    public string FileName => System.IO.Path.GetFileName(Path);
+    /// <summary>The file name (or the patterns, for several), for messages and cache metadata.</summary>
+    public string FileName => Patterns.Count == 1 ? System.IO.Path.GetFileName(Path) : string.Join(" ", Patterns.Select(System.IO.Path.GetFileName));
 
-    /// <summary>The format after resolving <see cref="DataFormat.Auto"/>.</summary>
+    /// <summary>The format after resolving <see cref="DataFormat.Auto"/> (from the first pattern's extension, a <c>.gz</c> suffix ignored).</summary>
     public DataFormat ResolvedFormat
     {
         get
         {
             if (Format != DataFormat.Auto) return Format;
-            var ext = System.IO.Path.GetExtension(Path).ToLowerInvariant();
+            var name = Path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? Path[..^3] : Path;
+            var ext = System.IO.Path.GetExtension(name).ToLowerInvariant();
             return ext switch
             {
                 ".svm" or ".libsvm" or ".libfm" or ".fm" => DataFormat.LibSvm,
                 ".ffm" or ".libffm" => DataFormat.LibFfm,
+                ".parquet" or ".pq" => DataFormat.Parquet,
                 _ => Schema is null ? DataFormat.Criteo : DataFormat.Csv,
             };
+        }
+    }
+
+    private static readonly Dictionary<DataFormat, Func<DataSource, IReadOnlyList<string>, RowFileFormat>> External = new();
+
+    /// <summary>
+    /// Registers the reader of a format that lives outside the core (Parquet: <c>KdEngine.Data.Parquet.ParquetFormat.Register()</c>,
+    /// which the kdengine CLI calls at startup). The factory gets the source and its expanded files.
+    /// </summary>
+    public static void RegisterFormat(DataFormat format, Func<DataSource, IReadOnlyList<string>, RowFileFormat> factory)
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        lock (External) External[format] = factory;
+    }
+
+    /// <summary>
+    /// The files of this source as an <see cref="InputSet"/> for the streaming pipeline (patterns expanded; plain or gzip
+    /// text, or a registered format such as Parquet).
+    /// </summary>
+    public InputSet OpenInput(long unitBytes = InputSet.DefaultUnitBytes)
+    {
+        var files = InputFiles.Expand(Patterns);
+        return new InputSet(files, FileFormat(files), unitBytes);
+    }
+
+    /// <summary>The streaming reader of this source's format (text formats as <see cref="TextFileFormat"/>).</summary>
+    public RowFileFormat FileFormat(IReadOnlyList<string> files)
+    {
+        var format = ResolvedFormat;
+        if (format is DataFormat.Criteo or DataFormat.Csv or DataFormat.LibSvm or DataFormat.LibFfm) return new TextFileFormat(TextFormatFor(files[0]));
+        Func<DataSource, IReadOnlyList<string>, RowFileFormat>? factory;
+        lock (External) External.TryGetValue(format, out factory);
+        if (factory is null)
+            throw new ArgumentException($"{FileName}: reading {FormatName(format)} needs the KdEngine.Data.Parquet assembly (the kdengine command line includes it; a program registers it with ParquetFormat.Register()).");
+        return factory(this, files);
+    }
+
+    /// <summary>The span parser of a text format (the schema and header rules of <see cref="Open"/>).</summary>
+    public TextFormat TextFormatFor(string firstFile)
+    {
+        switch (ResolvedFormat)
+        {
+            case DataFormat.Criteo:
+                return new DelimitedFormat(Schema ?? KdEngine.Data.Schema.Criteo(), new DelimitedOptions { DetectHeader = true });
+            case DataFormat.Csv:
+                if (Schema is null)
+                    throw new ArgumentException($"{FileName}: a CSV file needs a schema (--schema FILE) saying which column is the label and what the others are.");
+                return new DelimitedFormat(Schema, new DelimitedOptions { HasHeader = true });
+            case DataFormat.LibSvm:
+            {
+                if (Ranges is null || Ranges.Count == 0)
+                    throw new ArgumentException($"{FileName}: a libSVM file needs its field index ranges (--ranges, e.g. 'C1=0-1000,C2=1000-1500' or '10x1000').");
+                var schema = Schema ?? DefaultSchema(Ranges.Select(r => r.Field));
+                return new SparseFormat(new LibSvmOptions(schema, Ranges));
+            }
+            case DataFormat.LibFfm:
+                return new SparseFormat(Schema ?? LibFfmReader.UniformSchema(CountFfmFields(firstFile), scaleByValue: false));
+            default:
+                throw new ArgumentException($"{FileName}: {FormatName(ResolvedFormat)} is not a text format.");
         }
     }
 
@@ -101,6 +177,8 @@ public sealed record DataSource
             }
             case DataFormat.LibFfm:
                 return new LibFfmReader(Path, Schema ?? LibFfmReader.UniformSchema(CountFfmFields(Path), scaleByValue: false), ReaderOptions);
+            case DataFormat.Parquet:
+                throw new ArgumentException($"{FileName}: Parquet files are read by the streaming pipeline (StreamingPipeline), not as records.");
             default:
                 throw new ArgumentOutOfRangeException(nameof(Format), Format, "unknown data format");
         }
@@ -118,7 +196,8 @@ public sealed record DataSource
         "csv" or "tsv" => DataFormat.Csv,
         "libsvm" or "libfm" or "svm" => DataFormat.LibSvm,
         "libffm" or "ffm" => DataFormat.LibFfm,
-        _ => throw new ArgumentException($"unknown data format '{text}' (expected criteo|csv|libsvm|libffm|auto)."),
+        "parquet" => DataFormat.Parquet,
+        _ => throw new ArgumentException($"unknown data format '{text}' (expected criteo|csv|libsvm|libffm|parquet|auto)."),
     };
 
     /// <summary>The lower-case name of a format, as <see cref="ParseFormat"/> reads it and checkpoints store it.</summary>
@@ -128,6 +207,7 @@ public sealed record DataSource
         DataFormat.Csv => "csv",
         DataFormat.LibSvm => "libsvm",
         DataFormat.LibFfm => "libffm",
+        DataFormat.Parquet => "parquet",
         _ => "auto",
     };
 
@@ -177,11 +257,16 @@ public sealed record DataSource
     /// of its preprocessing. <paramref name="format"/>/<paramref name="ranges"/> (when given) override the saved recipe.
     /// </summary>
     public static DataSource FromMetadata(string path, IReadOnlyDictionary<string, string> metadata, Schema? schema,
+        DataFormat format = DataFormat.Auto, IReadOnlyList<IndexRange>? ranges = null) =>
+        FromMetadata([path], metadata, schema, format, ranges);
+
+    /// <summary><see cref="FromMetadata(string, IReadOnlyDictionary{string, string}, Schema?, DataFormat, IReadOnlyList{IndexRange}?)"/> for several files or globs.</summary>
+    public static DataSource FromMetadata(IReadOnlyList<string> patterns, IReadOnlyDictionary<string, string> metadata, Schema? schema,
         DataFormat format = DataFormat.Auto, IReadOnlyList<IndexRange>? ranges = null)
     {
         if (format == DataFormat.Auto && metadata.TryGetValue(FormatKey, out var f)) format = ParseFormat(f);
         if (ranges is null && metadata.TryGetValue(RangesKey, out var r)) ranges = ParseRanges(r);
-        return new DataSource(path) { Format = format, Schema = schema, Ranges = ranges };
+        return new DataSource(patterns) { Format = format, Schema = schema, Ranges = ranges };
     }
 
     private static bool FirstLineIsHeader(string path, Schema schema)

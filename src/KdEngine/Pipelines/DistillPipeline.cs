@@ -33,14 +33,12 @@ public sealed record HintPair(string Student, string Teacher);
 /// <item>logits: <c>student</c>, <c>alpha</c>, <c>temperature</c> (teacher from a checkpoint or a logit cache).</item>
 /// <item>hint: as logits plus <c>hints</c> (default: the last DNN layers) and <c>hintWeight</c>.</item>
 /// <item>rocket: <c>student</c> (light net), <c>teacher</c> (booster), <c>lambda</c> (hint weight on the logit MSE),
-/// <c>lightInputStopGradient</c>, <c>sharedLayers</c> (first DNN layers shared beyond the embeddings).</item>
+/// <c>lightInputStopGradient</c>.</item>
 /// <item>doubleDnn: <c>student</c>, <c>teacher</c> (xdeepfm or dcn), <c>alpha</c>, <c>temperature</c>, <c>hints</c>, <c>hintWeight</c>.</item>
 /// <item>pfd: <c>student</c>, <c>teacher</c>, <c>lambda</c>, <c>warmupSteps</c>, <c>privileged</c> (field names; default: the
 /// schema's privileged fields).</item>
-/// <item>ensemble: <c>ensembleMode</c> (twoStage: frozen teachers from checkpoints, caches or external scores, with a
-/// trained gate; average: the same teachers averaged, no gate — the baseline the gate must beat; joint: <c>teachers</c>
-/// trained together), <c>student</c>, <c>alpha</c>, <c>temperature</c>, <c>gateHiddenLayers</c>, <c>hints</c> (one per
-/// teacher), <c>hintWeight</c>.</item>
+/// <item>ensemble: <c>ensembleMode</c> (twoStage: teachers from checkpoints or caches; joint: <c>teachers</c> trained
+/// together), <c>student</c>, <c>alpha</c>, <c>temperature</c>, <c>gateHiddenLayers</c>, <c>hints</c> (one per teacher), <c>hintWeight</c>.</item>
 /// </list>
 /// Model configs left out get the defaults below; a model config given without <c>model</c> is xDeepFM.
 /// </summary>
@@ -64,8 +62,6 @@ public sealed record DistillConfig
     public float Lambda { get; init; } = 0.5f;
     /// <summary>Rocket Launching: EasyRec's variant (the light net reads sg(embeddings)).</summary>
     public bool LightInputStopGradient { get; init; }
-    /// <summary>Rocket Launching: how many of the first DNN layers the light net shares with the booster (beyond the embeddings).</summary>
-    public int SharedLayers { get; init; }
     /// <summary>PFD: steps with λ = 0 before distillation starts.</summary>
     public long WarmupSteps { get; init; }
     /// <summary>PFD: names of the teacher-only fields (empty: the schema's privileged fields).</summary>
@@ -113,8 +109,6 @@ public sealed record DistillConfig
         if (!(HintWeight >= 0) || !float.IsFinite(HintWeight)) throw new ConfigException($"{source}: hintWeight = {HintWeight}; expected ≥ 0.");
         if (!(Lambda >= 0) || !float.IsFinite(Lambda)) throw new ConfigException($"{source}: lambda = {Lambda}; expected ≥ 0.");
         if (WarmupSteps < 0) throw new ConfigException($"{source}: warmupSteps = {WarmupSteps}; expected ≥ 0.");
-        if (SharedLayers < 0) throw new ConfigException($"{source}: sharedLayers = {SharedLayers}; expected ≥ 0.");
-        if (!Enum.IsDefined(EnsembleMode)) throw new ConfigException($"{source}: ensembleMode = {(int)EnsembleMode} is not a mode.");
         if (Hints is null) throw new ConfigException($"{source}: hints must be a list.");
         for (int i = 0; i < Hints.Length; i++)
             if (Hints[i] is null || string.IsNullOrEmpty(Hints[i].Student) || string.IsNullOrEmpty(Hints[i].Teacher))
@@ -158,8 +152,10 @@ public static class DistillPipeline
     public static DistillRun Build(DistillMethod method, DistillConfig config, PreparedData data, IReadOnlyList<ITeacher> teachers) =>
         Build(method, config, data.Fields, data.Privileged, teachers);
 
-    /// <summary>As <see cref="Build(DistillMethod, DistillConfig, PreparedData, IReadOnlyList{ITeacher})"/>, from the input fields and
-    /// the schema's privileged flags alone (a search builds many runs over data it must not open whole).</summary>
+    /// <summary>
+    /// <see cref="Build(DistillMethod, DistillConfig, PreparedData, IReadOnlyList{ITeacher})"/> over the model inputs of any data
+    /// (in memory or streamed): <paramref name="schemaPrivileged"/>[f] says whether input field f is declared privileged.
+    /// </summary>
     public static DistillRun Build(DistillMethod method, DistillConfig config, IReadOnlyList<InputField> fields, IReadOnlyList<bool> schemaPrivileged,
         IReadOnlyList<ITeacher> teachers)
     {
@@ -179,7 +175,7 @@ public static class DistillPipeline
             case DistillMethod.Logits:
             case DistillMethod.Hint:
             {
-                if (teachers.Count != 1) throw new ArgumentException($"distill {Name(method)}: needs exactly one teacher (--teacher model.kde{(method == DistillMethod.Logits ? ", --teacher-logits FILE, --teacher-column NAME or --teacher-file FILE" : "")}), got {teachers.Count}.");
+                if (teachers.Count != 1) throw new ArgumentException($"distill {Name(method)}: needs exactly one teacher (--teacher model.kde{(method == DistillMethod.Logits ? " or --teacher-logits FILE" : "")}), got {teachers.Count}.");
                 var student = StudentOverCommon(config.Student);
                 HintLoss[] hints = [];
                 if (method == DistillMethod.Hint)
@@ -192,8 +188,9 @@ public static class DistillPipeline
             case DistillMethod.Rocket:
             {
                 NoTeachers();
-                var (light, booster) = RocketLaunchingObjective.BuildPair(config.Student, config.Teacher,
-                    common.Select(f => fields[f]).ToArray(), common.Select(f => columns[f]).ToArray(), config.SharedLayers);
+                var booster = StudentOverCommon(config.Teacher);
+                if (booster.Embedding is null) throw new ConfigException("distill rocket: the booster (teacher) must have embeddings (not lr).");
+                var light = StudentOverCommon(config.Student, booster.Embedding);
                 return new DistillRun(new RocketLaunchingObjective(light, booster, config.Lambda, config.LightInputStopGradient), light);
             }
             case DistillMethod.DoubleDnn:
@@ -222,7 +219,7 @@ public static class DistillPipeline
                 }
                 else
                 {
-                    if (teachers.Count < 2) throw new ArgumentException($"distill ensemble ({(config.EnsembleMode == EnsembleMode.Average ? "average" : "twoStage")}): needs at least 2 frozen teachers (models, logit caches or external scores), got {teachers.Count}; or set \"ensembleMode\": \"joint\".");
+                    if (teachers.Count < 2) throw new ArgumentException($"distill ensemble (twoStage): needs at least 2 teachers (--teacher or --teacher-logits, repeated), got {teachers.Count}; or set \"ensembleMode\": \"joint\".");
                     members = teachers;
                 }
                 if (config.GateHiddenLayers is not null && config.GateHiddenLayers.Length != members.Count)

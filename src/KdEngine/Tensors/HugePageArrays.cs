@@ -55,6 +55,20 @@ public static partial class HugePageArrays
         }
     }
 
+    /// <summary>Advises huge pages for [<paramref name="alignedStart"/>, + <paramref name="bytes"/>) (2 MiB-aligned start; the caller keeps the memory pinned).</summary>
+    internal static void Advise(nint alignedStart, long bytes)
+    {
+        nint last = (alignedStart + (nint)bytes) & ~(HugePage - 1); // whole huge pages inside the memory only
+        if (last <= alignedStart) return;
+        try
+        {
+            _ = Madvise(alignedStart, (nuint)(last - alignedStart), MadvHugepage);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+        }
+    }
+
     [LibraryImport("libc", EntryPoint = "madvise")]
     private static partial int Madvise(nint address, nuint length, int advice);
 }

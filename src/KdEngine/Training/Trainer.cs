@@ -101,7 +101,14 @@ public sealed record ValidationPoint(long Step, int Epoch, double Auc, double Lo
 /// <param name="Best">The selected validation point: its weights were restored (with <see cref="TrainerOptions.RestoreBest"/>).</param>
 /// <param name="StopReason">Why training ended, in words (patience, the epoch limit, …), with how the restored point was chosen.</param>
 public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, ValidationPoint? Best, long Steps, TimeSpan Elapsed, bool StoppedEarly,
-    string StopReason = "");
+    string StopReason = "")
+{
+    /// <summary>Time spent waiting for the next training batch (reading, parsing, shuffling): the input's share of <see cref="Elapsed"/>.</summary>
+    public TimeSpan InputTime { get; init; }
+
+    /// <summary>Time spent on validation.</summary>
+    public TimeSpan ValidationTime { get; init; }
+}
 
 /// <summary>Training stopped because a loss or a gradient became NaN or infinite.</summary>
 public sealed class TrainingDivergedException(string message, Exception? inner = null) : Exception(message, inner);
@@ -146,10 +153,10 @@ public sealed class Trainer
     /// Throws <see cref="TrainingDivergedException"/> when a loss, gradient or weight becomes NaN or infinite.
     /// </summary>
     public TrainingReport Fit(IObjective objective, IOptimizer optimizer, EncodedDataset train, EncodedDataset? validation) =>
-        Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, new TrainerPosition());
+        Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, null, new TrainerPosition());
 
     /// <summary>
-    /// Trains on batches that stream from a file (e.g. <see cref="Streaming.Batches"/> with a seeded shuffle buffer),
+    /// Trains on batches that stream from a file (e.g. <see cref="Streaming.Batches(IEnumerable{IRowBlock}, FeatureSpace, int, int, int, bool)"/> with a seeded shuffle buffer),
     /// so data larger than memory trains without being loaded: <paramref name="batchesOfEpoch"/>(epoch) yields
     /// epoch's batches (one pass each; re-open the reader per epoch, with seed + epoch for a new order). Validation,
     /// early stopping, NaN detection and checkpoints work as in <see cref="Fit"/>; <paramref name="stepsPerEpoch"/>
@@ -160,7 +167,20 @@ public sealed class Trainer
     {
         if (_group.Size > 1)
             throw new NotSupportedException($"Trainer.FitStream: streamed batches have no known count per rank, so {_group.Size} ranks cannot agree on the steps of an epoch; train data-parallel from in-memory shards (Fit).");
-        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, new TrainerPosition());
+        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, validation, null, new TrainerPosition());
+    }
+
+    /// <summary>
+    /// <see cref="FitStream(IObjective, IOptimizer, Func{int, IEnumerable{Batch}}, EncodedDataset?, long)"/> with a validation
+    /// set that streams too: <paramref name="validationBatches"/>(batchSize) yields one pass over it (only its logits and
+    /// labels, 8 bytes per row, are kept for the metrics).
+    /// </summary>
+    public TrainingReport FitStream(IObjective objective, IOptimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch,
+        Func<int, IEnumerable<Batch>>? validationBatches, long stepsPerEpoch = 0)
+    {
+        if (_group.Size > 1)
+            throw new NotSupportedException($"Trainer.FitStream: streamed batches have no known count per rank, so {_group.Size} ranks cannot agree on the steps of an epoch; train data-parallel from in-memory shards (Fit).");
+        return Run(objective, optimizer, batchesOfEpoch, stepsPerEpoch, null, validationBatches, new TrainerPosition());
     }
 
     private Func<int, IEnumerable<Batch>> InMemory(EncodedDataset train) =>
@@ -183,12 +203,14 @@ public sealed class Trainer
         var position = TrainingCheckpoint.Load(path, _options, objective.Trainable.Parameters(), optimizer, _group);
         // The file holds the loss terms per step (see SaveCheckpoint): here each step has one term per rank, all on rank 0.
         (position.LossSum, position.LossCount) = _group.Rank == 0 ? (position.LossSum * _group.Size, position.LossCount * _group.Size) : (0, 0);
-        return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, position);
+        return Run(objective, optimizer, InMemory(train), StepsPerEpoch(train.Count), validation, null, position);
     }
 
     private TrainingReport Run(IObjective objective, IOptimizer optimizer, Func<int, IEnumerable<Batch>> batchesOfEpoch, long stepsPerEpoch,
-        EncodedDataset? validation, TrainerPosition state)
+        EncodedDataset? validation, Func<int, IEnumerable<Batch>>? validationStream, TrainerPosition state)
     {
+        bool validates = validation is not null || validationStream is not null;
+        long inputTicks = 0, validationTicks = 0;
         var o = _options;
         var stopwatch = Stopwatch.StartNew();
         var history = state.History;
@@ -231,6 +253,7 @@ public sealed class Trainer
             int skip = epoch == state.Epoch ? state.BatchInEpoch : 0; // batches a resumed epoch already trained on
             state.Epoch = epoch;
             state.BatchInEpoch = 0;
+            var epochClock = Stopwatch.StartNew();
             int pulled = 0;
             using var batches = batchesOfEpoch(epoch).GetEnumerator();
 
@@ -243,7 +266,10 @@ public sealed class Trainer
                 while (true)
                 {
                     if (parallel && pulled >= stepsPerEpoch) return false; // another rank's shard has no batch left
-                    if (!batches.MoveNext()) return false;
+                    long waitStart = Stopwatch.GetTimestamp();
+                    bool more = batches.MoveNext();
+                    inputTicks += Stopwatch.GetTimestamp() - waitStart;
+                    if (!more) return false;
                     pulled++;
                     if (pulled <= skip) { state.BatchInEpoch++; continue; }
                     scratch ^= 1;
@@ -296,9 +322,9 @@ public sealed class Trainer
                 if (_progress is not null && (stopwatch.Elapsed - lastReport).TotalSeconds >= (_interactive ? 0.2 : 5))
                 {
                     lastReport = stopwatch.Elapsed;
-                    Report(step, totalSteps, examples, state.LossSum / state.LossCount, stopwatch.Elapsed);
+                    Report(epoch, state.BatchInEpoch, stepsPerEpoch, step, totalSteps, examples, state.LossSum / state.LossCount, stopwatch.Elapsed, epochClock.Elapsed);
                 }
-                bool validateNow = validation is not null && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
+                bool validateNow = validates && o.EvaluateEvery > 0 && step % o.EvaluateEvery == 0;
                 if (validateNow && Validate(step, epoch))
                 {
                     stoppedEarly = true;
@@ -310,7 +336,7 @@ public sealed class Trainer
             }
             // Every epoch ends with a validation, unless one just ran at this very step.
             bool validatedHere = history.Count > 0 && history[^1].Step == state.Step;
-            if (!stoppedEarly && validation is not null && !validatedHere && Validate(state.Step, epoch)) stoppedEarly = true;
+            if (!stoppedEarly && validates && !validatedHere && Validate(state.Step, epoch)) stoppedEarly = true;
         }
         if (_interactive && _progress is not null) _progress.WriteLine();
         optimizer.ApplyDeferredRows(); // the final weights (or the snapshot below) hold every row's deferred decay
@@ -321,7 +347,7 @@ public sealed class Trainer
         }
         objective.Trainable.Training = false;
         if (!stoppedEarly)
-            stopReason = validation is null ? $"trained the maximum of {o.Epochs} epochs (no validation data)"
+            stopReason = !validates ? $"trained the maximum of {o.Epochs} epochs (no validation data)"
                 : $"reached the maximum of {o.Epochs} epochs" + (stopping.State.SinceImprovement == 0
                     ? " while validation was still improving (raise the epoch limit to train longer)"
                     : $" ({stopping.State.SinceImprovement} validations without improvement at the end)");
@@ -329,20 +355,30 @@ public sealed class Trainer
             stopReason += $"; restored {stopping.SelectionText()}: step {chosen.Step} (epoch {chosen.Epoch}, AUC {chosen.Auc:F4}, logloss {chosen.LogLoss:F5})";
         if (!o.RestoreBest) stopReason += "; weights of the last step kept (restoring is off)";
         _progress?.WriteLine("stopped: " + stopReason);
-        return new TrainingReport(history, stopping.Selected, state.Step, stopwatch.Elapsed, stoppedEarly, stopReason);
+        return new TrainingReport(history, stopping.Selected, state.Step, stopwatch.Elapsed, stoppedEarly, stopReason)
+        {
+            InputTime = TimeSpan.FromSeconds(inputTicks / (double)Stopwatch.Frequency),
+            ValidationTime = TimeSpan.FromSeconds(validationTicks / (double)Stopwatch.Frequency),
+        };
 
         // Validates, records, tracks the selected weights; true when training should stop.
         bool Validate(long atStep, int epoch)
         {
             optimizer.ApplyDeferredRows(); // snapshots below copy whole tables
-            var eval = Evaluate(objective.Predictor, validation!, Math.Max(o.BatchSize, 1024), _group);
-            double objectiveLoss = o.Metric == StoppingMetric.ObjectiveLoss || o.Selection == SelectionMetric.ObjectiveLoss
-                ? ObjectiveLoss(objective, validation!, o.BatchSize, _group) : double.NaN;
-            double distillationLoss = o.Metric == StoppingMetric.DistillationLoss || o.Selection == SelectionMetric.DistillationLoss
-                ? ObjectiveTerm(objective, validation!, DistillationTerm, o.BatchSize, _group) : double.NaN;
+            long validationStart = Stopwatch.GetTimestamp();
+            var evaluated = validation is not null
+                ? Evaluate(objective.Predictor, validation, Math.Max(o.BatchSize, 1024), _group).Result
+                : Evaluate(objective.Predictor, validationStream!(Math.Max(o.BatchSize, 1024))).Result;
+            double objectiveLoss = o.Metric != StoppingMetric.ObjectiveLoss && o.Selection != SelectionMetric.ObjectiveLoss ? double.NaN
+                : validation is not null ? ObjectiveLoss(objective, validation, o.BatchSize, _group)
+                : ObjectiveLoss(objective, validationStream!(o.BatchSize));
+            double distillationLoss = o.Metric != StoppingMetric.DistillationLoss && o.Selection != SelectionMetric.DistillationLoss ? double.NaN
+                : validation is not null ? ObjectiveTerm(objective, validation, DistillationTerm, o.BatchSize, _group)
+                : ObjectiveTerm(objective, validationStream!(o.BatchSize), DistillationTerm);
+            validationTicks += Stopwatch.GetTimestamp() - validationStart;
             Span<double> trainLoss = [state.LossSum, state.LossCount];
             _group.AllReduceSum(trainLoss); // every rank reports (and decides on) the same numbers
-            var point = new ValidationPoint(atStep, epoch, eval.Result.Auc, eval.Result.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1],
+            var point = new ValidationPoint(atStep, epoch, evaluated.Auc, evaluated.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1],
                 distillationLoss);
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
@@ -406,11 +442,14 @@ public sealed class Trainer
         return reuse;
     }
 
-    private void Report(long step, long total, long examples, double loss, TimeSpan elapsed)
+    private void Report(int epoch, long stepInEpoch, long stepsPerEpoch, long step, long total, long examples, double loss, TimeSpan elapsed, TimeSpan epochElapsed)
     {
         double rate = examples / Math.Max(elapsed.TotalSeconds, 1e-9);
-        double eta = step == 0 ? 0 : elapsed.TotalSeconds / step * (total - step);
-        string line = $"step {step,7}/{(total > 0 ? total.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?")}  {rate,9:F0} ex/s  loss {loss:F5}  ETA {TimeSpan.FromSeconds(Math.Max(eta, 0)):hh\\:mm\\:ss}";
+        string Eta(double seconds) => TimeSpan.FromSeconds(Math.Max(seconds, 0)).ToString(@"hh\:mm\:ss", System.Globalization.CultureInfo.InvariantCulture);
+        // ETA of this epoch from its own pace; of the whole run from the pace so far (unknown when the epoch size is).
+        string epochEta = stepsPerEpoch > 0 && stepInEpoch > 0 ? Eta(epochElapsed.TotalSeconds / stepInEpoch * (stepsPerEpoch - stepInEpoch)) : "?";
+        string totalEta = total > 0 && step > 0 ? Eta(elapsed.TotalSeconds / step * (total - step)) : "?";
+        string line = $"epoch {epoch}/{_options.Epochs}  step {step,7}/{(total > 0 ? total.ToString(System.Globalization.CultureInfo.InvariantCulture) : "?")}  {rate,9:F0} ex/s  loss {loss:F5}  epoch ETA {epochEta}  ETA {totalEta}";
         if (_interactive) _progress!.Write("\r" + line);
         else _progress!.WriteLine(line);
     }
@@ -470,6 +509,89 @@ public sealed class Trainer
         var logits = group.AllGatherInterleaved(local);
         var labels = group.AllGatherInterleaved(shard.Labels);
         return (CtrMetrics.EvaluateLogits(logits, labels), logits);
+    }
+
+    /// <summary>
+    /// Scores a stream of batches (one pass; no tape, evaluation mode) and computes AUC/logloss/calibration over all of them.
+    /// Keeps a logit and a label per row (8 bytes), which exact AUC needs.
+    /// </summary>
+    public static (EvaluationResult Result, float[] Logits, float[] Labels) Evaluate(CtrModel model, IEnumerable<Batch> batches)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(batches);
+        bool was = model.Training;
+        model.Training = false;
+        var logits = new List<float>();
+        var labels = new List<float>();
+        var scratch = new BatchScratch();
+        float[] buffer = [];
+        try
+        {
+            using var tape = Tape<float>.NoGrad();
+            foreach (var batch in batches)
+            {
+                tape.Reset();
+                var z = model.Forward(scratch.From(batch)).Logits;
+                if (buffer.Length < batch.Size) buffer = new float[batch.Size];
+                z.Backend.Download(z.Storage, buffer.AsSpan(0, batch.Size));
+                for (int i = 0; i < batch.Size; i++) logits.Add(buffer[i]);
+                foreach (var l in batch.Labels) labels.Add(l);
+            }
+        }
+        finally { model.Training = was; }
+        var logitArray = logits.ToArray();
+        var labelArray = labels.ToArray();
+        if (logitArray.Length == 0) throw new ArgumentException("Evaluate: the data has no rows.");
+        return (CtrMetrics.EvaluateLogits(logitArray, labelArray), logitArray, labelArray);
+    }
+
+    /// <summary>The mean of one named term of the objective over a stream of batches (evaluation mode, no tape).</summary>
+    public static double ObjectiveTerm(IObjective objective, IEnumerable<Batch> batches, string term)
+    {
+        bool was = objective.Trainable.Training;
+        objective.Trainable.Training = false;
+        double sum = 0;
+        long n = 0;
+        var scratch = new BatchScratch();
+        var terms = new Dictionary<string, float>(StringComparer.Ordinal);
+        try
+        {
+            using var tape = Tape<float>.NoGrad();
+            foreach (var batch in batches)
+            {
+                tape.Reset();
+                terms.Clear();
+                objective.Loss(scratch.From(batch), long.MaxValue, terms);
+                if (!terms.TryGetValue(term, out float value))
+                    throw new ArgumentException($"trainer: the objective ({objective.GetType().Name}) reports no '{term}' term (it reports: {string.Join(", ", terms.Keys)}), so it cannot be watched for early stopping.");
+                sum += value * (double)batch.Size;
+                n += batch.Size;
+            }
+        }
+        finally { objective.Trainable.Training = was; }
+        return sum / Math.Max(n, 1);
+    }
+
+    /// <summary>The objective's mean loss over a stream of batches (evaluation mode, no tape).</summary>
+    public static double ObjectiveLoss(IObjective objective, IEnumerable<Batch> batches)
+    {
+        bool was = objective.Trainable.Training;
+        objective.Trainable.Training = false;
+        double sum = 0;
+        long n = 0;
+        var scratch = new BatchScratch();
+        try
+        {
+            using var tape = Tape<float>.NoGrad();
+            foreach (var batch in batches)
+            {
+                tape.Reset();
+                sum += objective.Loss(scratch.From(batch), long.MaxValue, null).Item() * batch.Size;
+                n += batch.Size;
+            }
+        }
+        finally { objective.Trainable.Training = was; }
+        return sum / Math.Max(n, 1);
     }
 
     /// <summary>

@@ -49,7 +49,11 @@ public class PreprocessorTests
         var train = new[] { "a", "b", "a", "c", null, "b", "a" }.Select(c => Row(s, c, 5)).ToList();
         var pre = Preprocessor.Fit(s, train, new PreprocessorOptions { MinCount = 2 });
         var field = pre.FeatureSpace["c"];
-        Assert.That(pre.VocabularyOf("c"), Is.EqualTo(new[] { "a", "b" }), "c (once) is below min-count");
+        var vocabulary = pre.VocabularyOf("c")!;
+        Assert.That(vocabulary.Count, Is.EqualTo(2), "c (once) is below min-count");
+        Assert.That((vocabulary.IdOf("a"), vocabulary.IdOf("b"), vocabulary.IdOf("c")), Is.EqualTo((2, 3, 1)), "most frequent first");
+        Assert.That(vocabulary.Hashes.ToArray(), Is.EqualTo(new[] { StableHash.OfValue("a"), StableHash.OfValue("b") }));
+        Assert.That((pre.IdOf("c", "a"), pre.IdOf("c", "zz"), pre.IdOf("c", (string?)null), pre.IdOf("n", "5"), pre.IdOfNumber("n", 5)), Is.EqualTo((2, 1, 0, 2, 2)));
         Assert.That(field.Cardinality, Is.EqualTo(4));
         Assert.That((field.MissingId, field.OovId), Is.EqualTo((0, 1)));
         var row = new EncodedRow(pre.FeatureSpace);
@@ -199,9 +203,14 @@ public class PreprocessorTests
         Assert.That(e.Key, Is.EqualTo("fields[0].encoding"));
         e = Assert.Throws<DataFormatException>(() => Preprocessor.FromJson(json.Replace("\"name\":\"c\",\"encoding\"", "\"name\":\"d\",\"encoding\""), "model.json"))!;
         Assert.That(e.Message, Does.Contain("fields[1].name: expected 'c'"));
-        e = Assert.Throws<DataFormatException>(() => Preprocessor.FromJson(json.Replace("\"version\":1", "\"version\":2"), "model.json"))!;
+        e = Assert.Throws<DataFormatException>(() => Preprocessor.FromJson(json.Replace("\"version\":2", "\"version\":3"), "model.json"))!;
         Assert.That(e.Key, Is.EqualTo("version"));
-        e = Assert.Throws<DataFormatException>(() => Preprocessor.FromJson(json.Replace("[\"a\"]", "[\"a\",\"a\"]"), "model.json"))!;
-        Assert.That(e.Message, Does.Contain("duplicate vocabulary entry 'a'"));
+        e = Assert.Throws<DataFormatException>(() => Preprocessor.FromJson(json.Replace("\"size\":1", "\"size\":2"), "model.json"))!;
+        Assert.That(e.Message, Does.Contain("fields[0].hashes: holds 8 bytes, expected 2 hashes"));
+        // A version-1 document (string vocabularies) with a repeated entry.
+        string v1 = "{\"format\":\"kdengine.preprocessor\",\"version\":1,\"schema\":" + s.ToJson().ReplaceLineEndings("").Replace(" ", "") +
+            ",\"fields\":[{\"name\":\"n\",\"encoding\":\"vocabulary\",\"minCount\":1,\"vocabulary\":[\"b2\"]},{\"name\":\"c\",\"encoding\":\"vocabulary\",\"minCount\":1,\"vocabulary\":[\"a\",\"a\"]}]}";
+        e = Assert.Throws<DataFormatException>(() => Preprocessor.FromJson(v1, "model.json"))!;
+        Assert.That(e.Message, Does.Contain("fields[1].vocabulary: vocabulary entries 0 and 1 of field 'c' have the same 64-bit hash"));
     }
 }

@@ -119,13 +119,19 @@ public class ReaderTests
 
         var ds = pre.EncodeAll(rows);
         int F = ds.FieldCount, site = 2, price = 3, dwell = 4;
-        // site_id: 1fbe01fe ×3 → 2; d6137915, fe8cc448 once each → 3, 4 (ties in ordinal order).
-        Assert.That(Enumerable.Range(0, 5).Select(i => ds.Ids[i * F + site]), Is.EqualTo(new[] { 2, 2, 4, 2, 3 }));
+        // site_id: 1fbe01fe ×3 → 2; d6137915, fe8cc448 once each → 3 and 4 (ties in the order of their value hashes).
+        var sites = pre.VocabularyOf("site_id")!;
+        int d6 = sites.IdOf("d6137915"), fe = sites.IdOf("fe8cc448");
+        Assert.That(new[] { d6, fe }, Is.EquivalentTo(new[] { 3, 4 }));
+        Assert.That(d6 < fe, Is.EqualTo(StableHash.OfValue("d6137915") < StableHash.OfValue("fe8cc448")));
+        Assert.That(Enumerable.Range(0, 5).Select(i => ds.Ids[i * F + site]), Is.EqualTo(new[] { 2, 2, fe, 2, d6 }));
         Assert.That(Enumerable.Range(0, 5).Select(i => ds.Ids[i * F + price]), Is.EqualTo(new[] { 1, 1, 1, 0, 1 }));
         Assert.That(Enumerable.Range(0, 5).Select(i => ds.DenseValues![i * F + price]), Is.EqualTo(new[] { 1.5f, 2f, 0.5f, 1f, 3.25f }));
         Assert.That(ds.Ids[2 * F + dwell], Is.EqualTo(0), "missing dwell");
-        // dwell tokens: 3 → b1, 120 → b22, 45 → b14, 1 → v1 (each once → ordinal order b1, b14, b22, v1).
-        Assert.That(pre.VocabularyOf("dwell"), Is.EqualTo(new[] { "b1", "b14", "b22", "v1" }));
+        // dwell tokens: 3 → b1, 120 → b22, 45 → b14, 1 → v1 (each once → ids 2..5 in hash order).
+        var dwellVocabulary = pre.VocabularyOf("dwell")!;
+        Assert.That(dwellVocabulary.Hashes.ToArray(), Is.EqualTo(new[] { "b1", "b14", "b22", "v1" }.Select(t => StableHash.OfValue(t)).Order().ToArray()));
+        Assert.That(new[] { 3.0, 120, 45, 1 }.Select(v => pre.IdOfNumber("dwell", v)), Is.EquivalentTo(new[] { 2, 3, 4, 5 }));
         // tags: a ×3, b ×2, c ×2 → a = 2, b = 3, c = 4; the empty list is the missing id.
         var tags = ds.Multi[0];
         Assert.That(tags.Row(0).ToArray(), Is.EqualTo(new[] { 2, 3 }));
