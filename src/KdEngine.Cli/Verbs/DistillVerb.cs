@@ -103,11 +103,11 @@ internal static class DistillVerb
         if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
         bool mpi = parse.GetValue(distributed.Mode) == "mpi";
-        if (!mpi && splitOptions.Mode == SplitMode.Sequential && inputs.Caches.Length == 0 && external.Length == 0)
+        // Row-sharded tables fetch each batch's rows from their owners, which the in-memory trainer and evaluator do.
+        bool rowSharded = settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row;
+        if (!mpi && !rowSharded && splitOptions.Mode == SplitMode.Sequential && inputs.Caches.Length == 0 && external.Length == 0)
         {
             // Streamed: the same passes as train, the teachers' preprocessing when they fix it.
-            if (settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row)
-                throw new CliException("--embedding-sharding row shards tables over MPI ranks; add --distributed mpi (with --data), or leave it replicated.");
             var fixedPre = inputs.Preprocessor;
             var recipe = inputs.Recipe;
             StreamingInputs streamInputs;
@@ -125,9 +125,14 @@ internal static class DistillVerb
             Report.Data(o, streamed);
             foreach (var pass in streamed.Passes)
                 foreach (var line in pass.SkipSummary()) o.Line(line);
+            // One process: every model of the run gets the table layout (and its budget) as on one rank.
+            var group = SingleProcess.Instance;
+            var placement = settings.TablePlacement(group);
+            using var layout = placement.Use();
             var streamTeachers = inputs.Models.Select(t => (ITeacher)new ModelTeacher(CtrPipeline.Load(t.Path).Model)).ToList();
             var streamRun = DistillPipeline.Build(method, config, streamed.Fields, streamed.Privileged, streamTeachers);
-            o.Line($"distill {DistillPipeline.Name(method)}: student {streamRun.Student.TypeName} ({streamRun.Student.ParameterCount():N0} parameters, {streamRun.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line($"distill {DistillPipeline.Name(method)}: student {streamRun.Student.TypeName} ({ZooModel.ParameterCount(streamRun.Student.Config, streamRun.Student.Fields):N0} parameters, {streamRun.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
+            o.Line(DistributedOptions.Describe(placement, group));
             o.Line($"training: {settings.Describe()}");
             var streamOutcome = o.Progress("distilling " + DistillPipeline.Name(method),
                 (w, interactive) => StreamingPipeline.Fit(streamRun.Objective, streamed, settings, options.ShuffleBuffer, w, interactive));
@@ -137,12 +142,12 @@ internal static class DistillVerb
             {
                 ["distill.method"] = DistillPipeline.Name(method),
                 ["distill.config"] = config.ToJson(),
-            }, streamCalibration);
+            }, group, streamCalibration);
             o.Line($"saved student {output}");
             return 0;
         }
         if (dataOptions.HasInputSets(parse))
-            throw new CliException("--train/--valid/--test stream; --teacher-logits, --teacher-column/--teacher-file, --split-mode random and --distributed mpi read one --data file into memory.");
+            throw new CliException("--train/--valid/--test stream; --teacher-logits, --teacher-column/--teacher-file, --split-mode random, --distributed mpi and --embedding-sharding row read one --data file into memory.");
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
             var data = inputs.Prepare(parse, dataOptions, distributed, split, splitOptions, group);

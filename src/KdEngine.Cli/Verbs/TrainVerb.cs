@@ -52,10 +52,12 @@ internal static class TrainVerb
             var settings = distributed.Apply(parse, training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model)));
             var splitOptions = split.SplitFrom(parse, settings.Seed);
             bool mpi = parse.GetValue(distributed.Mode) == "mpi";
-            if (!mpi && splitOptions.Mode == SplitMode.Sequential)
+            // Row-sharded tables fetch each batch's rows from their owners, which the in-memory trainer and evaluator do.
+            bool rowSharded = settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row;
+            if (!mpi && !rowSharded && splitOptions.Mode == SplitMode.Sequential)
                 return Streamed(parse, o, data, split, streaming, training, modelConfig, settings, splitOptions, outPath);
             if (data.HasInputSets(parse))
-                throw new CliException(mpi ? "--distributed mpi trains from --data (in-memory shards); --train/--valid/--test input sets train in one process."
+                throw new CliException(mpi || rowSharded ? "--distributed mpi and --embedding-sharding row train from --data (in-memory shards); --train/--valid/--test input sets train in one process with replicated tables."
                     : "--split-mode random applies to --data; --train/--valid/--test are already separate parts.");
             // In memory: a random split of one file, or this rank's shard for data-parallel training.
             var source = data.Source(parse);
@@ -97,10 +99,13 @@ internal static class TrainVerb
         Report.Data(o, streamed);
         foreach (var pass in streamed.Passes)
             foreach (var line in pass.SkipSummary()) o.Line(line);
-        if (settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row)
-            throw new CliException("--embedding-sharding row shards tables over MPI ranks; add --distributed mpi (with --data), or leave it replicated.");
-        var zoo = CtrPipeline.BuildModel(modelConfig, streamed.Fields);
-        o.Line($"model: {zoo.TypeName}, {zoo.ParameterCount():N0} parameters; config {modelConfig.ToJson()}");
+        // One process: the table layout and its budget apply as on one rank.
+        var group = KdEngine.Training.SingleProcess.Instance;
+        var placement = settings.TablePlacement(group);
+        ZooModel zoo;
+        using (placement.Use()) zoo = CtrPipeline.BuildModel(modelConfig, streamed.Fields);
+        o.Line($"model: {zoo.TypeName}, {ZooModel.ParameterCount(modelConfig, streamed.Fields):N0} parameters; config {modelConfig.ToJson()}");
+        o.Line(DistributedOptions.Describe(placement, group));
         o.Line($"training: {settings.Describe()}");
         var outcome = o.Progress("training " + zoo.TypeName, (w, interactive) => StreamingPipeline.Train(zoo, streamed, settings, options.ShuffleBuffer, w, interactive));
         Report.Outcome(o, outcome, hasTest: streamed.Test is not null);
@@ -108,7 +113,7 @@ internal static class TrainVerb
         o.Line(string.Create(CultureInfo.InvariantCulture,
             $"input: {r.InputTime.TotalSeconds:F1} s of {r.Elapsed.TotalSeconds:F1} s training waited for batches ({100 * r.InputTime.TotalSeconds / Math.Max(r.Elapsed.TotalSeconds, 1e-9):F1} %), validation {r.ValidationTime.TotalSeconds:F1} s; train rows from {streamed.Train.Origin}"));
         var calibration = Report.Calibrate(o, zoo, streamed, parse.GetValue(training.Calibration));
-        CtrPipeline.Save(outPath, zoo, streamed.Preprocessor, streamed.Source, calibration: calibration);
+        CtrPipeline.Save(outPath, zoo, streamed.Preprocessor, streamed.Source, null, group, calibration);
         o.Line($"saved {outPath}");
         return 0;
     }
