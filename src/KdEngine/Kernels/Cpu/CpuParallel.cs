@@ -204,7 +204,11 @@ public static class CpuParallel
         while (Workers.Count < needed)
         {
             int id = Workers.Count;
-            var thread = new Thread(() => WorkerLoop(id))
+            // The generation the worker starts from is read here, by the dispatcher, before it bumps the generation for the
+            // loop it is about to start: a worker that read it itself could start after the bump, take the new loop for one
+            // it had already seen and park, while a pinned loop waits for its items forever.
+            int seen = Volatile.Read(ref _generation);
+            var thread = new Thread(() => WorkerLoop(id, seen))
             {
                 IsBackground = true,
                 Name = $"KdEngine.CpuParallel#{id}",
@@ -214,10 +218,15 @@ public static class CpuParallel
         }
     }
 
-    private static void WorkerLoop(int id)
+    /// <summary>Test hook: how long a new worker waits before it enters its loop (0 in use), to make a late start certain.</summary>
+    internal static int WorkerStartDelayMilliseconds { get; set; }
+
+    /// <summary>Workers created so far (test hook).</summary>
+    internal static int WorkerCount => Workers.Count;
+
+    private static void WorkerLoop(int id, int seen)
     {
-        int seen;
-        lock (Gate) seen = _generation;
+        if (WorkerStartDelayMilliseconds > 0) Thread.Sleep(WorkerStartDelayMilliseconds);
         while (true)
         {
             // Poll first (see SpinMicroseconds): GEMM issues loops back to back (pack B, then compute), inference one
