@@ -48,6 +48,37 @@ public static partial class SafeTensorsFile
     private const int DigestHexLength = 64;
     private const int MaxRank = 64;
 
+    /// <summary>The tensors sorted by name (ordinal), after checking none is null, reserved or named twice.</summary>
+    private static List<T> SortedByName<T>(string path, IEnumerable<T> tensors, Func<T, string> nameOf) where T : class
+    {
+        var list = new List<T>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in tensors)
+        {
+            if (t is null) throw new ArgumentException($"{path}: a tensor in the list is null.", nameof(tensors));
+            string name = nameOf(t);
+            if (name == MetadataKey) throw new ArgumentException($"{path}: '{MetadataKey}' is reserved by safetensors and cannot name a tensor.", nameof(tensors));
+            if (!seen.Add(name)) throw new ArgumentException($"{path}: tensor '{name}' appears twice.", nameof(tensors));
+            list.Add(t);
+        }
+        list.Sort((a, b) => string.CompareOrdinal(nameOf(a), nameOf(b)));
+        return list;
+    }
+
+    /// <summary>The caller's metadata, sorted, after checking no key uses the reserved prefix and no value is null.</summary>
+    private static SortedDictionary<string, string> CheckedMetadata(string path, IReadOnlyDictionary<string, string>? metadata)
+    {
+        var meta = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        if (metadata is not null)
+            foreach (var (k, v) in metadata)
+            {
+                if (k.StartsWith(ReservedPrefix, StringComparison.Ordinal))
+                    throw new ArgumentException($"{path}: metadata key '{k}' uses the reserved prefix '{ReservedPrefix}'.", nameof(metadata));
+                meta[k] = v ?? throw new ArgumentException($"{path}: metadata key '{k}' has a null value.", nameof(metadata));
+            }
+        return meta;
+    }
+
     /// <summary>
     /// Writes <paramref name="tensors"/> and <paramref name="metadata"/> to <paramref name="path"/> atomically: the
     /// bytes go to <c>path.tmp-&lt;random&gt;</c>, are flushed to disk, and the temporary file is renamed over
@@ -65,27 +96,8 @@ public static partial class SafeTensorsFile
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(tensors);
 
-        var list = new List<NamedArray>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var t in tensors)
-        {
-            if (t is null) throw new ArgumentException($"{path}: a tensor in the list is null.", nameof(tensors));
-            if (t.Name == MetadataKey) throw new ArgumentException($"{path}: '{MetadataKey}' is reserved by safetensors and cannot name a tensor.", nameof(tensors));
-            if (!seen.Add(t.Name)) throw new ArgumentException($"{path}: tensor '{t.Name}' appears twice.", nameof(tensors));
-            list.Add(t);
-        }
-        list.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
-
-        var meta = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        if (metadata is not null)
-        {
-            foreach (var (k, v) in metadata)
-            {
-                if (k.StartsWith(ReservedPrefix, StringComparison.Ordinal))
-                    throw new ArgumentException($"{path}: metadata key '{k}' uses the reserved prefix '{ReservedPrefix}'.", nameof(metadata));
-                meta[k] = v ?? throw new ArgumentException($"{path}: metadata key '{k}' has a null value.", nameof(metadata));
-            }
-        }
+        var list = SortedByName(path, tensors, t => t.Name);
+        var meta = CheckedMetadata(path, metadata);
 
         using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
         {

@@ -44,24 +44,8 @@ public static partial class SafeTensorsFile
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(tensors);
-        var list = new List<StreamedTensor>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var t in tensors)
-        {
-            if (t is null) throw new ArgumentException($"{path}: a tensor in the list is null.", nameof(tensors));
-            if (t.Name == MetadataKey) throw new ArgumentException($"{path}: '{MetadataKey}' is reserved by safetensors and cannot name a tensor.", nameof(tensors));
-            if (!seen.Add(t.Name)) throw new ArgumentException($"{path}: tensor '{t.Name}' appears twice.", nameof(tensors));
-            list.Add(t);
-        }
-        list.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
-        var meta = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        if (metadata is not null)
-            foreach (var (k, v) in metadata)
-            {
-                if (k.StartsWith(ReservedPrefix, StringComparison.Ordinal))
-                    throw new ArgumentException($"{path}: metadata key '{k}' uses the reserved prefix '{ReservedPrefix}'.", nameof(metadata));
-                meta[k] = v ?? throw new ArgumentException($"{path}: metadata key '{k}' has a null value.", nameof(metadata));
-            }
+        var list = SortedByName(path, tensors, t => t.Name);
+        var meta = CheckedMetadata(path, metadata);
         meta[FormatVersionKey] = FormatVersion;
         meta[DataSha256Key] = new string('0', DigestHexLength);
         meta[HeaderSha256Key] = new string('0', DigestHexLength);
