@@ -82,6 +82,7 @@ internal static class TuneVerb
                 else modelConfig = new ModelConfig();
                 if (parse.GetValue(model) is { } kind) modelConfig = modelConfig with { Model = kind };
                 baseConfig = new TrialConfig(modelConfig, training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model)));
+                TrainingOptions.RequireNoDistillationMetric(baseConfig.Training, "tune");
                 if (searchSpace.Parameters.Count == 0) searchSpace = SearchSpace.DefaultFor(modelConfig.Model);
             }
 

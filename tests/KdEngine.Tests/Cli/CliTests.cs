@@ -214,6 +214,9 @@ public class CliTests
         Assert.That(Ok("train", "--model", "lr", "--optimizer", "adam", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "lr2.kde")),
             Does.Contain("training: adam lr"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--metric", "mse", "--out", "x.kde"), Does.Contain("'--metric'").And.Contain("mse"));
+        // kd names the distillation term: a plain model has none, so train refuses it before training rather than after an epoch.
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--metric", "kd", "--out", "x.kde"), Does.Contain("train: --metric kd"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--restore-by", "kd", "--out", "x.kde"), Does.Contain("only 'kdengine distill'"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--calibration", "isotonic", "--out", "x.kde"), Does.Contain("'--calibration'"));
     }
 
