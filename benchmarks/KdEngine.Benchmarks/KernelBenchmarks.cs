@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using KdEngine.Kernels.Cpu;
 using KdEngine.Ops;
+using KdEngine.Training;
 
 namespace KdEngine.Benchmarks;
 
@@ -119,5 +120,72 @@ public class RowKernelBenchmarks
         for (int r = 0; r < Rows; r++)
             sum += RowSimd.Dot(ref RowSimd.At(_table.AsSpan(), r * Width), ref RowSimd.At(_other.AsSpan(), r * Width), Width);
         return _sink = sum;
+    }
+}
+
+/// <summary>
+/// The fused optimizer update loops of <see cref="UpdateKernels"/> over 409,600 parameters, called once per block of
+/// <see cref="Width"/> elements: 16 is an embedding table's touched row (one 512-bit vector, the sparse-row case), 400
+/// a dense layer's row (25 vectors). Each call reads the gradient and the state and writes weights and state in place,
+/// so the numbers drift from call to call; the loops do the same work whatever the values.
+/// </summary>
+[MemoryDiagnoser]
+public class UpdateKernelBenchmarks
+{
+    private const int N = 1024 * 400;
+
+    [Params(16, 400)] public int Width;
+
+    private float[] _w = [], _g = [], _s1 = [], _s2 = [];
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var rng = new Random(7);
+        _w = Enumerable.Range(0, N).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        _g = Enumerable.Range(0, N).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.1f).ToArray();
+        _s1 = Enumerable.Range(0, N).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.1f).ToArray();
+        _s2 = Enumerable.Range(0, N).Select(_ => (float)rng.NextDouble() * 0.01f).ToArray();
+    }
+
+    /// <summary>Plain SGD with L2 and decoupled decay.</summary>
+    [Benchmark]
+    public void Sgd()
+    {
+        for (int o = 0; o < N; o += Width)
+            UpdateKernels.Sgd(_w.AsSpan(o, Width), _g.AsSpan(o, Width), 1f, 1e-4f, 1e-3f, 0.9999f);
+    }
+
+    /// <summary>Nesterov momentum.</summary>
+    [Benchmark]
+    public void SgdMomentum()
+    {
+        for (int o = 0; o < N; o += Width)
+            UpdateKernels.SgdMomentum(_w.AsSpan(o, Width), _g.AsSpan(o, Width), _s1.AsSpan(o, Width), 1f, 1e-4f, 1e-3f, 0.9f, true, 0.9999f);
+    }
+
+    /// <summary>AdamW (two moments, a square root and a division per element).</summary>
+    [Benchmark]
+    public void Adam()
+    {
+        for (int o = 0; o < N; o += Width)
+            UpdateKernels.Adam(_w.AsSpan(o, Width), _g.AsSpan(o, Width), _s1.AsSpan(o, Width), _s2.AsSpan(o, Width), 1f, 0f,
+                1e-3f, 0.9f, 0.999f, 1f, 1e-8f, 0.9999f);
+    }
+
+    /// <summary>Adagrad.</summary>
+    [Benchmark]
+    public void Adagrad()
+    {
+        for (int o = 0; o < N; o += Width)
+            UpdateKernels.Adagrad(_w.AsSpan(o, Width), _g.AsSpan(o, Width), _s2.AsSpan(o, Width), 1f, 1e-4f, 1e-2f, 1e-10f, 0.9999f);
+    }
+
+    /// <summary>FTRL-Proximal (two square roots, a division and the L1 select per element).</summary>
+    [Benchmark]
+    public void Ftrl()
+    {
+        for (int o = 0; o < N; o += Width)
+            UpdateKernels.Ftrl(_w.AsSpan(o, Width), _g.AsSpan(o, Width), _s1.AsSpan(o, Width), _s2.AsSpan(o, Width), 1f, 20f, 1f, 0.01f, 1e-4f);
     }
 }

@@ -13,7 +13,7 @@ internal static class CacheLogitsVerb
         var output = CliOptions.Text("--out", "FILE", "cache file (default: DATA.TEACHER.logits.safetensors beside the data)");
         var command = new Command("cache-logits",
             "Compute a teacher's logits over every row of a data file once and store them (safetensors, with a fingerprint of the " +
-            "data) for 'distill --teacher-logits'.");
+            "data) for 'distill --teacher-logits'. Streams: two passes over the data (count, then score), memory bounded by the model.");
         input.AddTo(command);
         command.Options.Add(output);
         command.SetAction(parse =>
@@ -22,10 +22,10 @@ internal static class CacheLogitsVerb
             string modelPath = parse.GetValue(input.Model)!, dataPath = input.FirstData(parse);
             string outPath = parse.GetValue(output) ?? TeacherLogitCache.DefaultPath(dataPath, modelPath);
             var loaded = input.Load(parse);
-            var data = input.Encode(parse, loaded);
-            var logits = TeacherLogitCache.Compute(loaded.Model, data);
-            TeacherLogitCache.Save(outPath, logits, data, Path.GetFileName(dataPath), Path.GetFileName(modelPath), loaded.Preprocessor);
-            o.Line($"cached {logits.Length} teacher logits of {Path.GetFileName(modelPath)} over {Path.GetFileName(dataPath)} in {outPath}");
+            // Streamed: a pass counting the rows, then one scoring them; memory does not grow with the rows.
+            long rows = TeacherLogitCache.ComputeStreamed(outPath, loaded.Model, input.Input(parse, loaded), loaded.Preprocessor!,
+                Path.GetFileName(dataPath), Path.GetFileName(modelPath), input.Options(parse, o));
+            o.Line($"cached {rows} teacher logits of {Path.GetFileName(modelPath)} over {Path.GetFileName(dataPath)} in {outPath}");
             return 0;
         });
         return command;

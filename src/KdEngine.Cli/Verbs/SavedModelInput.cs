@@ -59,11 +59,4 @@ internal sealed class SavedModelInput(string modelDescription)
         Progress = o.Writer,
         Interactive = o.IsTerminal,
     };
-
-    /// <summary>Every row encoded into memory with the model's saved preprocessing (cache-logits).</summary>
-    public EncodedDataset Encode(ParseResult parse, LoadedModel loaded)
-    {
-        var options = Options(parse, new CliOutput(TextWriter.Null));
-        return CtrPipeline.Encode(Input(parse, loaded), loaded.Preprocessor!, options.Pass("read"));
-    }
 }

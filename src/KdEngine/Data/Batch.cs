@@ -245,16 +245,26 @@ public static class Streaming
     /// Memory: O(shuffleBuffer + batchSize) rows.
     /// </summary>
     public static IEnumerable<Batch> Batches(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int shuffleBuffer,
-        int seed = 0, bool dropLast = false)
+        int seed = 0, bool dropLast = false) => Batches(blocks, space, batchSize, shuffleBuffer, seed, dropLast, expectedRows: 0);
+
+    /// <summary>
+    /// As <see cref="Batches(IEnumerable{IRowBlock}, FeatureSpace, int, int, int, bool)"/>, with the number of rows the
+    /// stream is expected to hold (0: unknown). When it is known the shuffle buffer is allocated once, at
+    /// min(<paramref name="shuffleBuffer"/>, <paramref name="expectedRows"/>) rows, instead of growing by doubling from
+    /// 1,024 rows: the grown-out copies (together as large as the final buffer) would stay in the large-object heap as
+    /// garbage next to it. The order of the batches is the same either way; a stream longer than expected still works.
+    /// </summary>
+    public static IEnumerable<Batch> Batches(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int shuffleBuffer,
+        int seed, bool dropLast, long expectedRows)
     {
         ArgumentNullException.ThrowIfNull(blocks);
         ArgumentNullException.ThrowIfNull(space);
         if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), $"Streaming.Batches: batchSize must be ≥ 1, got {batchSize}.");
         if (shuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(shuffleBuffer), $"Streaming.Batches: shuffleBuffer must be ≥ 0, got {shuffleBuffer}.");
-        return Iterate(blocks, space, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast);
+        return Iterate(blocks, space, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast, Math.Max(0, expectedRows));
     }
 
-    private static IEnumerable<Batch> Iterate(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int capacity, int seed, bool dropLast)
+    private static IEnumerable<Batch> Iterate(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int capacity, int seed, bool dropLast, long expectedRows)
     {
         var batch = new Batch(space, batchSize, space.HasDenseValues, space.HasUserIds);
         var rng = new DataRandom(seed);
@@ -287,7 +297,7 @@ public static class Streaming
                 if (filled < capacity)
                 {
                     if (buffer is null || filled == buffer.Capacity)
-                        buffer = ShuffleBuffer.Grow(buffer, space, filled, (int)Math.Min(capacity, Math.Max(1024L, filled * 2L)));
+                        buffer = ShuffleBuffer.Grow(buffer, space, filled, (int)Math.Min(capacity, Math.Max(buffer is null && expectedRows > 0 ? expectedRows : 1024L, filled * 2L)));
                     buffer.Store(filled++, block, i);
                     continue;
                 }

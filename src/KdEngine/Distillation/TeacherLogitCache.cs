@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using KdEngine.Data;
 using KdEngine.Models;
+using KdEngine.Pipelines;
 using KdEngine.Serving;
 using KdEngine.Training;
 
@@ -89,6 +90,93 @@ public static class TeacherLogitCache
         };
         if (preprocessor is not null) meta[ModelCheckpoint.PreprocessingKey] = preprocessor.ToJson();
         SafeTensorsFile.Write(path, [NamedArray.Float32(LogitsTensor, logits, logits.Length)], meta);
+    }
+
+    /// <summary>
+    /// Computes a teacher's logits over every row of <paramref name="input"/> (encoded with <paramref name="preprocessor"/>)
+    /// and writes the cache to <paramref name="path"/> streaming: memory is bounded by the model and the pipeline's
+    /// buffers, never by the number of rows. Two passes over the input: the first counts the rows (the fingerprint starts
+    /// with the row count), the second scores them in file order, hashing the ids as they go while the labels and logits go
+    /// to temporary files beside <paramref name="path"/>; then the labels finish the fingerprint and the logits are copied
+    /// into the safetensors file (itself written to a temporary file and renamed). The file equals
+    /// <see cref="Save"/>'s for the same rows (same logits, fingerprint and metadata). Returns the rows cached.
+    /// </summary>
+    public static long ComputeStreamed(string path, CtrModel teacher, InputSet input, Preprocessor preprocessor, string dataFileName, string teacherName,
+        StreamingOptions? options = null, int batchSize = 1024)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(teacher);
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(preprocessor);
+        options ??= new StreamingOptions();
+        long rows = 0;
+        foreach (var block in DataPasses.Encode(input, preprocessor, null, options.Pass($"count {input.Name}"))) rows += block.Count;
+        if (rows > int.MaxValue) throw new ArgumentException($"{input.Name}: {rows:N0} rows; a teacher-logit cache holds at most {int.MaxValue:N0} (split the data into several files).");
+
+        string stem = path + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+        string labelsPath = stem + ".labels", logitsPath = stem + ".logits";
+        try
+        {
+            using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            Span<byte> head = stackalloc byte[8];
+            BinaryPrimitives.WriteInt32LittleEndian(head, (int)rows);
+            BinaryPrimitives.WriteInt32LittleEndian(head[4..], preprocessor.FeatureSpace.FieldCount);
+            sha.AppendData(head);
+            var buffer = new byte[1 << 16];
+            long scored;
+            using (var labels = new FileStream(labelsPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            using (var logits = new FileStream(logitsPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                scored = StreamingPipeline.Score(teacher, input, preprocessor, (z, batch) =>
+                {
+                    // Ids [B, F] row-major, as Fingerprint hashes an EncodedDataset's; labels and logits wait in files.
+                    LittleEndian(batch.Ids, buffer, bytes => sha.AppendData(bytes), (b, v) => BinaryPrimitives.WriteInt32LittleEndian(b, v));
+                    LittleEndian(batch.Labels, buffer, bytes => labels.Write(bytes), (b, v) => BinaryPrimitives.WriteSingleLittleEndian(b, v));
+                    LittleEndian(z, buffer, bytes => logits.Write(bytes), (b, v) => BinaryPrimitives.WriteSingleLittleEndian(b, v));
+                }, options, batchSize);
+            }
+            if (scored != rows)
+                throw new ArgumentException($"{input.Name}: {rows:N0} rows on the first pass but {scored:N0} on the second; was the data changed while the cache was computed?");
+            using (var labels = new FileStream(labelsPath, FileMode.Open, FileAccess.Read, FileShare.None, 1 << 16))
+            {
+                int n;
+                while ((n = labels.Read(buffer)) > 0) sha.AppendData(buffer, 0, n);
+            }
+            var meta = new Dictionary<string, string>(StringComparer.Ordinal)
+            {
+                [FormatKey] = FormatTag,
+                [DataFileKey] = dataFileName,
+                [RowsKey] = rows.ToString(CultureInfo.InvariantCulture),
+                [FingerprintKey] = Convert.ToHexStringLower(sha.GetHashAndReset()),
+                [TeacherKey] = teacherName,
+                [ModelCheckpoint.PreprocessingKey] = preprocessor.ToJson(),
+            };
+            SafeTensorsFile.WriteStreamed(path, [new StreamedTensor(LogitsTensor, [(int)rows], sink =>
+            {
+                using var logits = new FileStream(logitsPath, FileMode.Open, FileAccess.Read, FileShare.None, 1 << 16);
+                int n;
+                while ((n = logits.Read(buffer)) > 0) sink(buffer.AsSpan(0, n));
+            })], meta);
+        }
+        finally
+        {
+            foreach (var tmp in new[] { labelsPath, logitsPath })
+                try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+        return rows;
+    }
+
+    /// <summary>Hands <paramref name="values"/> to <paramref name="sink"/> as little-endian bytes, through <paramref name="buffer"/>.</summary>
+    private static void LittleEndian<T>(ReadOnlySpan<T> values, byte[] buffer, Action<ReadOnlySpan<byte>> sink, SpanWriter<T> write)
+    {
+        int per = buffer.Length / 4, i = 0;
+        while (i < values.Length)
+        {
+            int n = Math.Min(per, values.Length - i);
+            for (int k = 0; k < n; k++) write(buffer.AsSpan(k * 4, 4), values[i + k]);
+            sink(buffer.AsSpan(0, n * 4));
+            i += n;
+        }
     }
 
     /// <summary>Reads a cache without checking it against data (see <see cref="Load"/>).</summary>

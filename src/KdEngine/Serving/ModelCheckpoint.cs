@@ -83,6 +83,13 @@ public static class ModelCheckpoint
             if (metadata.ContainsKey(PrecisionKey)) throw new ArgumentException($"checkpoint metadata key '{PrecisionKey}' is reserved.");
             metadata[PrecisionKey] = precision.ToString();
         }
+        if (precision.IsFloat32)
+        {
+            // Float32: each tensor goes from the model's memory to the file in chunks — no second copy of the model
+            // (at the end of training, a copy of every table would be the run's peak memory).
+            SafeTensorsFile.WriteStreamed(path, model.Parameters().Select(p => new StreamedTensor(p.Name, p.Tensor.Shape.ToArray(), sink => Produce(p.Tensor, sink))).ToList(), metadata);
+            return;
+        }
         var matrices = new HashSet<Tensors.Tensor<float>>(model.Parts.SelectMany(part => part.ServingMatrices), ReferenceEqualityComparer.Instance);
         var tables = new HashSet<Tensors.Tensor<float>>(model.Embedding?.Tables ?? [], ReferenceEqualityComparer.Instance);
         var tensors = new List<NamedArray>();
@@ -111,6 +118,20 @@ public static class ModelCheckpoint
             }
         }
         SafeTensorsFile.Write(path, tensors, metadata);
+    }
+
+    /// <summary>Hands a tensor's values to a streamed file in 1 MiB chunks (straight from CPU memory; other backends: one download).</summary>
+    private static void Produce(Tensors.Tensor<float> tensor, ByteSink sink)
+    {
+        tensor.ApplyDeferredRows();
+        if (tensor.Storage is not Tensors.CpuStorage<float>)
+        {
+            sink(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tensor.ToArray().AsSpan()));
+            return;
+        }
+        const int Chunk = 1 << 18; // floats
+        for (int start = 0; start < tensor.Length; start += Chunk)
+            sink(System.Runtime.InteropServices.MemoryMarshal.AsBytes((ReadOnlySpan<float>)tensor.AsSpan().Slice(start, Math.Min(Chunk, tensor.Length - start))));
     }
 
     /// <summary>

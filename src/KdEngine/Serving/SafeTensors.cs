@@ -137,10 +137,14 @@ public static partial class SafeTensorsFile
 
     private readonly record struct HeaderEntry(string Name, TensorDType DType, IReadOnlyList<int> Shape, long ByteLength);
 
+    /// <summary>Metadata values longer than this are written in segments of this many chars (see <see cref="BuildPrefix"/>).</summary>
+    private const int LongValueChars = 1 << 16;
+
     /// <summary>
     /// The 8-byte length and the padded JSON header. <paramref name="digestOffset"/> is the file offset of the 64
     /// placeholder digits of <see cref="HeaderSha256Key"/>.
     /// </summary>
+
     private static byte[] BuildPrefix(List<HeaderEntry> list, SortedDictionary<string, string> meta, out int digestOffset)
     {
         var buffer = new ArrayBufferWriter<byte>();
@@ -159,7 +163,22 @@ public static partial class SafeTensorsFile
                     digestOffset = 8 + buffer.WrittenCount + 1;
                     w.WriteStringValue(v);
                 }
-                else w.WriteString(k, v);
+                else if (v.Length <= LongValueChars) w.WriteString(k, v);
+                else
+                {
+                    // A long value (a fitted preprocessing: megabytes of base64 vocabulary hashes) goes in segments: the
+                    // writer escapes a value in a scratch buffer sized for the worst case (6 chars per char, 3 bytes
+                    // each), which for the whole value at once was hundreds of MB at the end of a large run. Same bytes.
+                    w.WritePropertyName(k);
+                    int start = 0;
+                    while (start < v.Length)
+                    {
+                        int n = Math.Min(LongValueChars, v.Length - start);
+                        if (start + n < v.Length && char.IsHighSurrogate(v[start + n - 1])) n--; // keep a surrogate pair together
+                        w.WriteStringValueSegment(v.AsSpan(start, n), isFinalSegment: start + n == v.Length);
+                        start += n;
+                    }
+                }
             }
             w.WriteEndObject();
             long offset = 0;

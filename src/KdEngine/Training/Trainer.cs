@@ -336,7 +336,7 @@ public sealed class Trainer
             }
             // Every epoch ends with a validation, unless one just ran at this very step.
             bool validatedHere = history.Count > 0 && history[^1].Step == state.Step;
-            if (!stoppedEarly && validates && !validatedHere && Validate(state.Step, epoch)) stoppedEarly = true;
+            if (!stoppedEarly && validates && !validatedHere && Validate(state.Step, epoch, last: epoch == o.Epochs)) stoppedEarly = true;
         }
         if (_interactive && _progress is not null) _progress.WriteLine();
         optimizer.ApplyDeferredRows(); // the final weights (or the snapshot below) hold every row's deferred decay
@@ -362,7 +362,7 @@ public sealed class Trainer
         };
 
         // Validates, records, tracks the selected weights; true when training should stop.
-        bool Validate(long atStep, int epoch)
+        bool Validate(long atStep, int epoch, bool last = false)
         {
             optimizer.ApplyDeferredRows(); // snapshots below copy whole tables
             long validationStart = Stopwatch.GetTimestamp();
@@ -384,7 +384,15 @@ public sealed class Trainer
             history.Add(point);
             objective.Trainable.Training = true;
             var d = stopping.Observe(point);
-            if (o.RestoreBest)
+            if (o.RestoreBest && last)
+            {
+                // The run's last validation: nothing trains after it, so weights it selects are the current ones and
+                // need no copy (a snapshot here would hold a second, or with the logloss guard a third, copy of every
+                // parameter at the very end of training: the peak of a one-epoch run's memory).
+                if (d.Selected || (d.FallbackSelected && d.LowestLogLoss)) state.BestWeights = null;
+                else if (d.FallbackSelected && state.FallbackWeights is not null) state.BestWeights = state.FallbackWeights;
+            }
+            else if (o.RestoreBest)
             {
                 if (d.LowestLogLoss && o.Selection == SelectionMetric.GuardedAuc) state.FallbackWeights = Snapshot(parameters, state.FallbackWeights);
                 if (d.FallbackSelected && state.FallbackWeights is not null) state.BestWeights = CopyInto(state.FallbackWeights, state.BestWeights);

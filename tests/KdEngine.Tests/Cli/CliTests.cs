@@ -366,6 +366,22 @@ public class CliTests
     {
         var cache = Path.Combine(_dir, "teacher.logits.safetensors");
         Assert.That(Ok("cache-logits", "--model", _teacher, "--data", _synth, "--out", cache), Does.Contain("cached 400 teacher logits"));
+        // cache-logits streams; its file equals the in-memory computation's byte for byte, and no temporary file is left.
+        var loadedTeacher = KdEngine.Pipelines.CtrPipeline.Load(_teacher);
+        var encoded = KdEngine.Pipelines.CtrPipeline.EncodeFor(loadedTeacher, _synth);
+        var inMemory = Path.Combine(_dir, "teacher.in-memory.safetensors");
+        KdEngine.Distillation.TeacherLogitCache.Save(inMemory, KdEngine.Distillation.TeacherLogitCache.Compute(loadedTeacher.Model, encoded), encoded,
+            Path.GetFileName(_synth), Path.GetFileName(_teacher), loadedTeacher.Preprocessor);
+        Assert.That(File.ReadAllBytes(cache), Is.EqualTo(File.ReadAllBytes(inMemory)));
+        Assert.That(Directory.GetFiles(_dir, "*.tmp-*"), Is.Empty);
+        // A bad row is refused naming the file and line, and leaves neither a cache nor a temporary file.
+        var badLines = File.ReadAllLines(_synth);
+        badLines[57] = string.Join('\t', badLines[57].Split('\t').Take(3));
+        var bad = Write("bad-rows.tsv", string.Join("\n", badLines) + "\n");
+        var badCache = Path.Combine(_dir, "bad.logits.safetensors");
+        Assert.That(Fails("cache-logits", "--model", _teacher, "--data", bad, "--out", badCache), Does.Contain("bad-rows.tsv").And.Contain("58"));
+        Assert.That(File.Exists(badCache), Is.False);
+        Assert.That(Directory.GetFiles(_dir, "*.tmp-*"), Is.Empty);
         var student = Path.Combine(_dir, "student-cached.kde");
         var kd = Write("kd-cache.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""");
         Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student);

@@ -159,4 +159,42 @@ public class DatasetTests
         // With a buffer of N, the row emitted at position p was among the first p + N + 1 rows read.
         for (int p = 0; p < a.Length; p++) Assert.That(a[p], Is.LessThanOrEqualTo(p + 1000));
     }
+    [Test]
+    public void A_known_row_count_sizes_the_shuffle_buffer_without_changing_the_order()
+    {
+        var reader = CriteoReader.Open(DataPaths.FindCriteoSample());
+        var pre = Preprocessor.Fit(reader.Schema, reader.Take(7999), new PreprocessorOptions { MinCount = 2 });
+        var all = pre.EncodeAll(reader);
+        // The rows as blocks of 500 (a stream of encoded chunks).
+        IEnumerable<IRowBlock> Blocks()
+        {
+            for (int start = 0; start < all.Count; start += 500) yield return new Rows(all, start, Math.Min(500, all.Count - start));
+        }
+        long[] Order(int buffer, long expectedRows)
+        {
+            var rows = new List<long>();
+            foreach (var b in Streaming.Batches(Blocks(), all.FeatureSpace, 256, buffer, 7, dropLast: false, expectedRows))
+                for (int i = 0; i < b.Size; i++) rows.Add(b.Rows[i]);
+            return rows.ToArray();
+        }
+        foreach (int buffer in new[] { 1000, 20000 })
+        {
+            var grown = Order(buffer, 0);
+            Assert.That(grown.OrderBy(x => x), Is.EqualTo(Enumerable.Range(0, all.Count).Select(x => (long)x)));
+            // Exact, too small (the buffer grows past it) and too large (capped at the buffer): the same order.
+            foreach (long expected in new long[] { all.Count, 300, 50000 })
+                Assert.That(Order(buffer, expected), Is.EqualTo(grown), $"buffer {buffer}, expected rows {expected}");
+        }
+    }
+
+    private sealed class Rows(EncodedDataset data, int start, int count) : IRowBlock
+    {
+        public int Count => count;
+        public long FirstRow => start;
+        public ReadOnlySpan<int> RowIds(int row) => data.RowIds(start + row);
+        public float Label(int row) => data.Labels[start + row];
+        public ReadOnlySpan<float> RowDense(int row) => default;
+        public int UserId(int row) => -1;
+        public ReadOnlySpan<int> MultiIds(int field, int row) => data.Multi[field].Row(start + row);
+    }
 }

@@ -109,6 +109,28 @@ public class SafeTensorsTests
     }
 
     [Test]
+    public void A_long_metadata_value_is_written_in_segments_with_the_same_bytes_as_one_string()
+    {
+        // > 3 segments of 65,536 chars, with quotes, backslashes, non-ASCII and surrogate pairs — one straddling the
+        // first segment boundary (its high surrogate is char 65,535).
+        var sb = new StringBuilder();
+        while (sb.Length < 65535) sb.Append("ab\"c\\dé");
+        sb.Length = 65535;
+        sb.Append("😀");
+        while (sb.Length < 210_000) sb.Append("{\"hashes\":\"QUJD+/==\"} ✓ 😀 ");
+        string value = sb.ToString();
+        string p = PathOf("long.kde");
+        SafeTensorsFile.Write(p, SampleTensors(), new Dictionary<string, string> { ["preprocessing"] = value, ["short"] = "x" });
+        var c = SafeTensorsFile.Read(p);
+        Assert.That(c.Metadata["preprocessing"], Is.EqualTo(value));
+        Assert.That(c.Metadata["short"], Is.EqualTo("x"));
+        byte[] file = File.ReadAllBytes(p);
+        string json = Encoding.UTF8.GetString(file, 8, (int)BinaryPrimitives.ReadUInt64LittleEndian(file));
+        string oneString = JsonSerializer.Serialize(value, new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+        Assert.That(json, Does.Contain("\"preprocessing\":" + oneString + ","));
+    }
+
+    [Test]
     public void Writing_is_deterministic_whatever_the_input_order()
     {
         var tensors = SampleTensors();

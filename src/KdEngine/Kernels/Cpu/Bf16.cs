@@ -99,23 +99,43 @@ public static unsafe class Bf16Gemm
         {
             int panels = (n + PanelWidth - 1) / PanelWidth;
             int chunks = (long)m * n * k >= ParallelMinMacs ? Math.Min(Math.Min(CpuParallel.ThreadCount, 64), panels) : 1;
+            // The ragged right edge (n not a multiple of 32) is copied once, here on the calling thread, into a zero-padded
+            // [k, 32] panel so its loads stay in bounds; whichever thread computes the last columns reads it. (A copy into
+            // the executing thread's buffer would allocate on the first thread that happens to draw that chunk — with
+            // work stealing, possibly in the middle of a steady state.)
+            ushort* edge = n % PanelWidth != 0 ? PackEdge(k, n, pb) : null;
             if (chunks <= 1)
             {
-                SmallColumns(m, n, k, pa, pb, pc, accumulate, 0, n);
+                SmallColumns(m, n, k, pa, pb, edge, pc, accumulate, 0, n);
                 return;
             }
             var job = Job.Current;
-            job.Set(m, n, k, pa, pb, pc, accumulate, chunks);
+            job.Set(m, n, k, pa, pb, edge, pc, accumulate, chunks);
             CpuParallel.For(chunks, job);
             job.Clear();
         }
     }
 
     /// <summary>Columns [j0, j1) of a small product: 6-row × 32-column tiles with B widened in registers.</summary>
-    private static void SmallColumns(int m, int n, int k, float* a, ushort* b, float* c, bool accumulate, int j0, int j1)
+    /// <summary>B's last n mod 32 columns as a zero-padded [k, 32] panel in the calling thread's buffer.</summary>
+    private static ushort* PackEdge(int k, int n, ushort* b)
+    {
+        int j = n - n % PanelWidth, cols = n - j;
+        ushort* edge = Job.Current.Edge((long)k * PanelWidth);
+        for (int p = 0; p < k; p++)
+        {
+            ushort* src = b + (nint)p * n + j, dst = edge + (nint)p * PanelWidth;
+            for (int q = 0; q < cols; q++) dst[q] = src[q];
+            for (int q = cols; q < PanelWidth; q++) dst[q] = 0;
+        }
+        return edge;
+    }
+
+    /// <summary>Columns [j0, j1) of a small product: 6-row × 32-column tiles with B widened in registers;
+    /// <paramref name="edge"/> is B's ragged last panel from <see cref="PackEdge"/> (null when n is a multiple of 32).</summary>
+    private static void SmallColumns(int m, int n, int k, float* a, ushort* b, ushort* edge, float* c, bool accumulate, int j0, int j1)
     {
         float* tile = stackalloc float[6 * PanelWidth];
-        ushort* edge = null;
         int jStart = j0;
         if (m == 1)
         {
@@ -130,15 +150,7 @@ public static unsafe class Bf16Gemm
             nint ldb = n;
             if (cols < PanelWidth)
             {
-                // The ragged right edge: copy B's last columns into a zero-padded [k, 32] panel so loads stay in bounds.
-                edge = Job.Current.Edge((long)k * PanelWidth);
-                for (int p = 0; p < k; p++)
-                {
-                    ushort* src = b + (nint)p * n + j, dst = edge + (nint)p * PanelWidth;
-                    for (int q = 0; q < cols; q++) dst[q] = src[q];
-                    for (int q = cols; q < PanelWidth; q++) dst[q] = 0;
-                }
-                bp = edge;
+                bp = edge; // the ragged right edge, packed by the caller
                 ldb = PanelWidth;
             }
             for (int i = 0; i < m; i += 6)
@@ -217,7 +229,7 @@ public static unsafe class Bf16Gemm
         private ushort[]? _edge;
         private int _m, _n, _k, _chunks;
         private float* _a, _c;
-        private ushort* _b;
+        private ushort* _b, _edgePanel;
         private bool _accumulate;
 
         public float* Widened(long floats)
@@ -232,11 +244,12 @@ public static unsafe class Bf16Gemm
             return (ushort*)Unsafe.AsPointer(ref _edge[0]);
         }
 
-        public void Set(int m, int n, int k, float* a, ushort* b, float* c, bool accumulate, int chunks)
+        public void Set(int m, int n, int k, float* a, ushort* b, ushort* edge, float* c, bool accumulate, int chunks)
         {
             (_m, _n, _k, _accumulate, _chunks) = (m, n, k, accumulate, chunks);
             _a = a;
             _b = b;
+            _edgePanel = edge;
             _c = c;
         }
 
@@ -244,6 +257,7 @@ public static unsafe class Bf16Gemm
         {
             _a = null;
             _b = null;
+            _edgePanel = null;
             _c = null;
         }
 
@@ -252,7 +266,7 @@ public static unsafe class Bf16Gemm
             int panels = (_n + PanelWidth - 1) / PanelWidth;
             int j0 = (int)((long)panels * index / _chunks) * PanelWidth;
             int j1 = Math.Min(_n, (int)((long)panels * (index + 1) / _chunks) * PanelWidth);
-            if (j1 > j0) SmallColumns(_m, _n, _k, _a, _b, _c, _accumulate, j0, j1);
+            if (j1 > j0) SmallColumns(_m, _n, _k, _a, _b, _edgePanel, _c, _accumulate, j0, j1);
         }
     }
 }

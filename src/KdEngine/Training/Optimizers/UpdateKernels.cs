@@ -1,19 +1,21 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using KdEngine.Backends;
 
 namespace KdEngine.Training;
 
 /// <summary>
 /// Fused, in-place parameter-update loops: one pass over weights, gradient and optimizer state per call,
 /// Vector512 where the hardware has it, Vector256 otherwise, then a scalar tail. A call covers one contiguous
-/// block — a whole dense parameter or one touched row of an embedding table.
+/// block — a whole dense parameter or one touched row of an embedding table. Each vector loop is written once over
+/// <see cref="IVectorOps{T, TV}"/> and instantiated for <see cref="Vector512Ops{T}"/> and <see cref="Vector256Ops{T}"/>.
 /// </summary>
 /// <remarks>
 /// Every kernel first forms the effective gradient ĝ = s·g + λ·w (s = the clipping scale, λ = the L2 coefficient), and
 /// scales the weights by keep = 1 − lr·δ (decoupled weight decay δ; keep = 1 leaves them bit-for-bit) before the step.
 /// The vector body and the scalar tail use the same operations in the same order with fused multiply-adds
-/// (Vector512/Vector256.FusedMultiplyAdd ≡ MathF.FusedMultiplyAdd; Sqrt and division are correctly rounded
+/// (IVectorOps.FusedMultiplyAdd ≡ MathF.FusedMultiplyAdd; Sqrt and division are correctly rounded
 /// in both), so an element's result does not depend on where it sits in the block: a table row updated
 /// sparsely gets bit-for-bit the same numbers as the same row updated densely. These loops run on CPU spans;
 /// a GPU backend will need them as backend primitives.
@@ -28,32 +30,30 @@ internal static class UpdateKernels
         ref float gr = ref MemoryMarshal.GetReference(g);
         int n = w.Length, i = 0;
         float negLr = -lr;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var sv = Vector512.Create(s); var l2v = Vector512.Create(l2); var nl = Vector512.Create(negLr); var kv = Vector512.Create(keep);
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var wv = Vector512.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                Vector512.FusedMultiplyAdd(nl, ge, kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            var sv = Vector256.Create(s); var l2v = Vector256.Create(l2); var nl = Vector256.Create(negLr); var kv = Vector256.Create(keep);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var wv = Vector256.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                Vector256.FusedMultiplyAdd(nl, ge, kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+        if (Vector512.IsHardwareAccelerated) i = Sgd<Vector512<float>, Vector512Ops<float>>(ref wr, ref gr, s, l2, negLr, keep, n);
+        else if (Vector256.IsHardwareAccelerated) i = Sgd<Vector256<float>, Vector256Ops<float>>(ref wr, ref gr, s, l2, negLr, keep, n);
         for (; i < n; i++)
         {
             ref float wi = ref Unsafe.Add(ref wr, i);
             float ge = MathF.FusedMultiplyAdd(Unsafe.Add(ref gr, i), s, l2 * wi);
             wi = MathF.FusedMultiplyAdd(negLr, ge, keep * wi);
         }
+    }
+
+    /// <summary>The vector part of <see cref="Sgd(Span{float}, ReadOnlySpan{float}, float, float, float, float)"/> at one width; returns where the scalar tail starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Sgd<TV, TS>(ref float wr, ref float gr, float s, float l2, float negLr, float keep, int n)
+        where TV : struct where TS : IVectorOps<float, TV>
+    {
+        TV sv = TS.Create(s), l2v = TS.Create(l2), nl = TS.Create(negLr), kv = TS.Create(keep);
+        int i = 0;
+        for (; i <= n - TS.Count; i += TS.Count)
+        {
+            var wv = TS.Load(ref wr, i);
+            var ge = TS.FusedMultiplyAdd(TS.Load(ref gr, i), sv, TS.Multiply(l2v, wv));
+            TS.Store(TS.FusedMultiplyAdd(nl, ge, TS.Multiply(kv, wv)), ref wr, i);
+        }
+        return i;
     }
 
     /// <summary>
@@ -68,31 +68,9 @@ internal static class UpdateKernels
         int n = w.Length, i = 0;
         float negLr = -lr;
         if (Vector512.IsHardwareAccelerated)
-        {
-            var sv = Vector512.Create(s); var l2v = Vector512.Create(l2); var nl = Vector512.Create(negLr); var mv = Vector512.Create(mu); var kv = Vector512.Create(keep);
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var wv = Vector512.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                var bv = Vector512.FusedMultiplyAdd(mv, Vector512.LoadUnsafe(ref br, (nuint)i), ge);
-                bv.StoreUnsafe(ref br, (nuint)i);
-                var d = nesterov ? Vector512.FusedMultiplyAdd(mv, bv, ge) : bv;
-                Vector512.FusedMultiplyAdd(nl, d, kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+            i = SgdMomentum<Vector512<float>, Vector512Ops<float>>(ref wr, ref gr, ref br, s, l2, negLr, mu, nesterov, keep, n);
         else if (Vector256.IsHardwareAccelerated)
-        {
-            var sv = Vector256.Create(s); var l2v = Vector256.Create(l2); var nl = Vector256.Create(negLr); var mv = Vector256.Create(mu); var kv = Vector256.Create(keep);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var wv = Vector256.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                var bv = Vector256.FusedMultiplyAdd(mv, Vector256.LoadUnsafe(ref br, (nuint)i), ge);
-                bv.StoreUnsafe(ref br, (nuint)i);
-                var d = nesterov ? Vector256.FusedMultiplyAdd(mv, bv, ge) : bv;
-                Vector256.FusedMultiplyAdd(nl, d, kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+            i = SgdMomentum<Vector256<float>, Vector256Ops<float>>(ref wr, ref gr, ref br, s, l2, negLr, mu, nesterov, keep, n);
         for (; i < n; i++)
         {
             ref float wi = ref Unsafe.Add(ref wr, i);
@@ -102,6 +80,25 @@ internal static class UpdateKernels
             float d = nesterov ? MathF.FusedMultiplyAdd(mu, bi, ge) : bi;
             wi = MathF.FusedMultiplyAdd(negLr, d, keep * wi);
         }
+    }
+
+    /// <summary>The vector part of <see cref="SgdMomentum(Span{float}, ReadOnlySpan{float}, Span{float}, float, float, float, float, bool, float)"/> at one width; returns where the scalar tail starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int SgdMomentum<TV, TS>(ref float wr, ref float gr, ref float br, float s, float l2, float negLr, float mu, bool nesterov, float keep, int n)
+        where TV : struct where TS : IVectorOps<float, TV>
+    {
+        TV sv = TS.Create(s), l2v = TS.Create(l2), nl = TS.Create(negLr), mv = TS.Create(mu), kv = TS.Create(keep);
+        int i = 0;
+        for (; i <= n - TS.Count; i += TS.Count)
+        {
+            var wv = TS.Load(ref wr, i);
+            var ge = TS.FusedMultiplyAdd(TS.Load(ref gr, i), sv, TS.Multiply(l2v, wv));
+            var bv = TS.FusedMultiplyAdd(mv, TS.Load(ref br, i), ge);
+            TS.Store(bv, ref br, i);
+            var d = nesterov ? TS.FusedMultiplyAdd(mv, bv, ge) : bv;
+            TS.Store(TS.FusedMultiplyAdd(nl, d, TS.Multiply(kv, wv)), ref wr, i);
+        }
+        return i;
     }
 
     /// <summary>
@@ -120,39 +117,9 @@ internal static class UpdateKernels
         int n = w.Length, i = 0;
         float negStep = -stepSize, omb1 = 1f - beta1, omb2 = 1f - beta2;
         if (Vector512.IsHardwareAccelerated)
-        {
-            var sv = Vector512.Create(s); var l2v = Vector512.Create(l2); var ns = Vector512.Create(negStep);
-            var b1 = Vector512.Create(beta1); var b2 = Vector512.Create(beta2); var o1 = Vector512.Create(omb1); var o2 = Vector512.Create(omb2);
-            var ibc = Vector512.Create(invSqrtBc2); var ev = Vector512.Create(eps); var kv = Vector512.Create(keep);
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var wv = Vector512.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                var mv = Vector512.FusedMultiplyAdd(b1, Vector512.LoadUnsafe(ref mr, (nuint)i), o1 * ge);
-                var vv = Vector512.FusedMultiplyAdd(b2, Vector512.LoadUnsafe(ref vr, (nuint)i), o2 * ge * ge);
-                mv.StoreUnsafe(ref mr, (nuint)i);
-                vv.StoreUnsafe(ref vr, (nuint)i);
-                var denom = Vector512.FusedMultiplyAdd(Vector512.Sqrt(vv), ibc, ev);
-                Vector512.FusedMultiplyAdd(ns, mv / denom, kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+            i = Adam<Vector512<float>, Vector512Ops<float>>(ref wr, ref gr, ref mr, ref vr, s, l2, negStep, beta1, beta2, invSqrtBc2, eps, keep, n);
         else if (Vector256.IsHardwareAccelerated)
-        {
-            var sv = Vector256.Create(s); var l2v = Vector256.Create(l2); var ns = Vector256.Create(negStep);
-            var b1 = Vector256.Create(beta1); var b2 = Vector256.Create(beta2); var o1 = Vector256.Create(omb1); var o2 = Vector256.Create(omb2);
-            var ibc = Vector256.Create(invSqrtBc2); var ev = Vector256.Create(eps); var kv = Vector256.Create(keep);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var wv = Vector256.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                var mv = Vector256.FusedMultiplyAdd(b1, Vector256.LoadUnsafe(ref mr, (nuint)i), o1 * ge);
-                var vv = Vector256.FusedMultiplyAdd(b2, Vector256.LoadUnsafe(ref vr, (nuint)i), o2 * ge * ge);
-                mv.StoreUnsafe(ref mr, (nuint)i);
-                vv.StoreUnsafe(ref vr, (nuint)i);
-                var denom = Vector256.FusedMultiplyAdd(Vector256.Sqrt(vv), ibc, ev);
-                Vector256.FusedMultiplyAdd(ns, mv / denom, kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+            i = Adam<Vector256<float>, Vector256Ops<float>>(ref wr, ref gr, ref mr, ref vr, s, l2, negStep, beta1, beta2, invSqrtBc2, eps, keep, n);
         for (; i < n; i++)
         {
             ref float wi = ref Unsafe.Add(ref wr, i);
@@ -166,6 +133,30 @@ internal static class UpdateKernels
         }
     }
 
+    /// <summary>The vector part of <see cref="Adam(Span{float}, ReadOnlySpan{float}, Span{float}, Span{float}, float, float, float, float, float, float, float, float)"/> at one width; returns where the scalar tail starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Adam<TV, TS>(ref float wr, ref float gr, ref float mr, ref float vr, float s, float l2,
+        float negStep, float beta1, float beta2, float invSqrtBc2, float eps, float keep, int n)
+        where TV : struct where TS : IVectorOps<float, TV>
+    {
+        TV sv = TS.Create(s), l2v = TS.Create(l2), ns = TS.Create(negStep);
+        TV b1 = TS.Create(beta1), b2 = TS.Create(beta2), o1 = TS.Create(1f - beta1), o2 = TS.Create(1f - beta2);
+        TV ibc = TS.Create(invSqrtBc2), ev = TS.Create(eps), kv = TS.Create(keep);
+        int i = 0;
+        for (; i <= n - TS.Count; i += TS.Count)
+        {
+            var wv = TS.Load(ref wr, i);
+            var ge = TS.FusedMultiplyAdd(TS.Load(ref gr, i), sv, TS.Multiply(l2v, wv));
+            var mv = TS.FusedMultiplyAdd(b1, TS.Load(ref mr, i), TS.Multiply(o1, ge));
+            var vv = TS.FusedMultiplyAdd(b2, TS.Load(ref vr, i), TS.Multiply(TS.Multiply(o2, ge), ge));
+            TS.Store(mv, ref mr, i);
+            TS.Store(vv, ref vr, i);
+            var denom = TS.FusedMultiplyAdd(TS.Sqrt(vv), ibc, ev);
+            TS.Store(TS.FusedMultiplyAdd(ns, TS.Divide(mv, denom), TS.Multiply(kv, wv)), ref wr, i);
+        }
+        return i;
+    }
+
     /// <summary>Adagrad: a ← a + ĝ²; w ← keep·w − lr · ĝ / (√a + ε).</summary>
     public static void Adagrad(Span<float> w, ReadOnlySpan<float> g, Span<float> a, float s, float l2, float lr, float eps, float keep = 1f)
     {
@@ -175,30 +166,8 @@ internal static class UpdateKernels
         ref float ar = ref MemoryMarshal.GetReference(a);
         int n = w.Length, i = 0;
         float negLr = -lr;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var sv = Vector512.Create(s); var l2v = Vector512.Create(l2); var nl = Vector512.Create(negLr); var ev = Vector512.Create(eps); var kv = Vector512.Create(keep);
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var wv = Vector512.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                var av = Vector512.FusedMultiplyAdd(ge, ge, Vector512.LoadUnsafe(ref ar, (nuint)i));
-                av.StoreUnsafe(ref ar, (nuint)i);
-                Vector512.FusedMultiplyAdd(nl, ge / (Vector512.Sqrt(av) + ev), kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            var sv = Vector256.Create(s); var l2v = Vector256.Create(l2); var nl = Vector256.Create(negLr); var ev = Vector256.Create(eps); var kv = Vector256.Create(keep);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var wv = Vector256.LoadUnsafe(ref wr, (nuint)i);
-                var ge = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref gr, (nuint)i), sv, l2v * wv);
-                var av = Vector256.FusedMultiplyAdd(ge, ge, Vector256.LoadUnsafe(ref ar, (nuint)i));
-                av.StoreUnsafe(ref ar, (nuint)i);
-                Vector256.FusedMultiplyAdd(nl, ge / (Vector256.Sqrt(av) + ev), kv * wv).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+        if (Vector512.IsHardwareAccelerated) i = Adagrad<Vector512<float>, Vector512Ops<float>>(ref wr, ref gr, ref ar, s, l2, negLr, eps, keep, n);
+        else if (Vector256.IsHardwareAccelerated) i = Adagrad<Vector256<float>, Vector256Ops<float>>(ref wr, ref gr, ref ar, s, l2, negLr, eps, keep, n);
         for (; i < n; i++)
         {
             ref float wi = ref Unsafe.Add(ref wr, i);
@@ -207,6 +176,24 @@ internal static class UpdateKernels
             ai = MathF.FusedMultiplyAdd(ge, ge, ai);
             wi = MathF.FusedMultiplyAdd(negLr, ge / (MathF.Sqrt(ai) + eps), keep * wi);
         }
+    }
+
+    /// <summary>The vector part of <see cref="Adagrad(Span{float}, ReadOnlySpan{float}, Span{float}, float, float, float, float, float)"/> at one width; returns where the scalar tail starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Adagrad<TV, TS>(ref float wr, ref float gr, ref float ar, float s, float l2, float negLr, float eps, float keep, int n)
+        where TV : struct where TS : IVectorOps<float, TV>
+    {
+        TV sv = TS.Create(s), l2v = TS.Create(l2), nl = TS.Create(negLr), ev = TS.Create(eps), kv = TS.Create(keep);
+        int i = 0;
+        for (; i <= n - TS.Count; i += TS.Count)
+        {
+            var wv = TS.Load(ref wr, i);
+            var ge = TS.FusedMultiplyAdd(TS.Load(ref gr, i), sv, TS.Multiply(l2v, wv));
+            var av = TS.FusedMultiplyAdd(ge, ge, TS.Load(ref ar, i));
+            TS.Store(av, ref ar, i);
+            TS.Store(TS.FusedMultiplyAdd(nl, TS.Divide(ge, TS.Add(TS.Sqrt(av), ev)), TS.Multiply(kv, wv)), ref wr, i);
+        }
+        return i;
     }
 
     /// <summary>
@@ -222,43 +209,9 @@ internal static class UpdateKernels
         ref float nr = ref MemoryMarshal.GetReference(n);
         int len = w.Length, i = 0;
         if (Vector512.IsHardwareAccelerated)
-        {
-            var sv = Vector512.Create(s); var ia = Vector512.Create(invAlpha); var bv = Vector512.Create(beta);
-            var l1v = Vector512.Create(l1); var l2v = Vector512.Create(l2);
-            for (; i <= len - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var gi = Vector512.LoadUnsafe(ref gr, (nuint)i) * sv;
-                var nOld = Vector512.LoadUnsafe(ref nr, (nuint)i);
-                var nNew = Vector512.FusedMultiplyAdd(gi, gi, nOld);
-                var sqNew = Vector512.Sqrt(nNew);
-                var sigma = (sqNew - Vector512.Sqrt(nOld)) * ia;
-                var zNew = Vector512.FusedMultiplyAdd(-sigma, Vector512.LoadUnsafe(ref wr, (nuint)i), Vector512.LoadUnsafe(ref zr, (nuint)i) + gi);
-                zNew.StoreUnsafe(ref zr, (nuint)i);
-                nNew.StoreUnsafe(ref nr, (nuint)i);
-                var den = Vector512.FusedMultiplyAdd(bv + sqNew, ia, l2v);
-                var wNew = -((zNew - Vector512.CopySign(l1v, zNew)) / den);
-                Vector512.ConditionalSelect(Vector512.LessThanOrEqual(Vector512.Abs(zNew), l1v), Vector512<float>.Zero, wNew).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+            i = Ftrl<Vector512<float>, Vector512Ops<float>>(ref wr, ref gr, ref zr, ref nr, s, invAlpha, beta, l1, l2, len);
         else if (Vector256.IsHardwareAccelerated)
-        {
-            var sv = Vector256.Create(s); var ia = Vector256.Create(invAlpha); var bv = Vector256.Create(beta);
-            var l1v = Vector256.Create(l1); var l2v = Vector256.Create(l2);
-            for (; i <= len - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var gi = Vector256.LoadUnsafe(ref gr, (nuint)i) * sv;
-                var nOld = Vector256.LoadUnsafe(ref nr, (nuint)i);
-                var nNew = Vector256.FusedMultiplyAdd(gi, gi, nOld);
-                var sqNew = Vector256.Sqrt(nNew);
-                var sigma = (sqNew - Vector256.Sqrt(nOld)) * ia;
-                var zNew = Vector256.FusedMultiplyAdd(-sigma, Vector256.LoadUnsafe(ref wr, (nuint)i), Vector256.LoadUnsafe(ref zr, (nuint)i) + gi);
-                zNew.StoreUnsafe(ref zr, (nuint)i);
-                nNew.StoreUnsafe(ref nr, (nuint)i);
-                var den = Vector256.FusedMultiplyAdd(bv + sqNew, ia, l2v);
-                var wNew = -((zNew - Vector256.CopySign(l1v, zNew)) / den);
-                Vector256.ConditionalSelect(Vector256.LessThanOrEqual(Vector256.Abs(zNew), l1v), Vector256<float>.Zero, wNew).StoreUnsafe(ref wr, (nuint)i);
-            }
-        }
+            i = Ftrl<Vector256<float>, Vector256Ops<float>>(ref wr, ref gr, ref zr, ref nr, s, invAlpha, beta, l1, l2, len);
         for (; i < len; i++)
         {
             ref float wi = ref Unsafe.Add(ref wr, i);
@@ -273,6 +226,31 @@ internal static class UpdateKernels
             float den = MathF.FusedMultiplyAdd(beta + sqNew, invAlpha, l2);
             wi = MathF.Abs(zi) <= l1 ? 0f : -((zi - MathF.CopySign(l1, zi)) / den);
         }
+    }
+
+    /// <summary>The vector part of <see cref="Ftrl(Span{float}, ReadOnlySpan{float}, Span{float}, Span{float}, float, float, float, float, float)"/> at one width; returns where the scalar tail starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Ftrl<TV, TS>(ref float wr, ref float gr, ref float zr, ref float nr, float s, float invAlpha, float beta, float l1, float l2, int len)
+        where TV : struct where TS : IVectorOps<float, TV>
+    {
+        TV sv = TS.Create(s), ia = TS.Create(invAlpha), bv = TS.Create(beta), l1v = TS.Create(l1), l2v = TS.Create(l2);
+        int i = 0;
+        for (; i <= len - TS.Count; i += TS.Count)
+        {
+            var gi = TS.Multiply(TS.Load(ref gr, i), sv);
+            var nOld = TS.Load(ref nr, i);
+            var nNew = TS.FusedMultiplyAdd(gi, gi, nOld);
+            var sqNew = TS.Sqrt(nNew);
+            var sigma = TS.Multiply(TS.Subtract(sqNew, TS.Sqrt(nOld)), ia);
+            var zNew = TS.FusedMultiplyAdd(TS.Negate(sigma), TS.Load(ref wr, i), TS.Add(TS.Load(ref zr, i), gi));
+            TS.Store(zNew, ref zr, i);
+            TS.Store(nNew, ref nr, i);
+            var den = TS.FusedMultiplyAdd(TS.Add(bv, sqNew), ia, l2v);
+            var wNew = TS.Negate(TS.Divide(TS.Subtract(zNew, TS.CopySign(l1v, zNew)), den));
+            // |z| ≤ λ1 → exactly 0 (the L1 prox); else the closed form
+            TS.Store(TS.ConditionalSelect(TS.LessThanOrEqual(TS.Abs(zNew), l1v), TS.Zero, wNew), ref wr, i);
+        }
+        return i;
     }
 
     /// <summary>FTRL-Proximal's weights from its state: w = 0 if |z| ≤ λ1, else −(z − sgn(z)·λ1) / ((β + √n)/α + λ2).</summary>
