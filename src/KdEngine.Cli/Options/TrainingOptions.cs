@@ -28,6 +28,8 @@ internal sealed class TrainingOptions
     public Option<float> L2Embedding { get; } = CliOptions.Float("--l2-embedding", "X",
         "coupled L2 on embedding tables: the batch's rows (lazy), every row (dense)", Defaults.L2Embedding, CliOptions.NonNegative);
     public Option<float> L2Dense { get; } = CliOptions.Float("--l2-dense", "X", "coupled L2 on dense weights", Defaults.L2Dense, CliOptions.NonNegative);
+    public Option<float?> L2Wide { get; } = CliOptions.OptionalFloat("--l2-wide", "X",
+        "coupled L2 on the wide (linear) part instead of --l2-embedding/--l2-dense, e.g. FFM's λ_linear beside λ_latent (default: none)", CliOptions.NonNegative);
     public Option<float> WeightDecayEmbedding { get; } = CliOptions.Float("--weight-decay-embedding", "X",
         "decoupled (AdamW) weight decay on every embedding row every step, applied lazily and exactly", Defaults.WeightDecayEmbedding, CliOptions.NonNegative);
     public Option<float> WeightDecayDense { get; } = CliOptions.Float("--weight-decay-dense", "X", "decoupled weight decay on dense weights", Defaults.WeightDecayDense, CliOptions.NonNegative);
@@ -63,7 +65,7 @@ internal sealed class TrainingOptions
     public Option<CalibrationKind> Calibration { get; } = CliOptions.Parsed("--calibration", "none|temperature|platt",
         "post-hoc calibration fitted on the validation split and saved with the model", LogitCalibration.ParseKind, () => CalibrationKind.None);
 
-    private Option[] All => [Epochs, BatchSize, LearningRate, Optimizer, WideOptimizer, L2Embedding, L2Dense, WeightDecayEmbedding, WeightDecayDense,
+    private Option[] All => [Epochs, BatchSize, LearningRate, Optimizer, WideOptimizer, L2Embedding, L2Dense, L2Wide, WeightDecayEmbedding, WeightDecayDense,
         TableUpdate, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, Clip, Momentum, Patience, Metric, RestoreBy, MinDelta, GuardBand, PlateauFactor,
         PlateauPatience, EvaluateEvery, Seed];
 
@@ -86,6 +88,7 @@ internal sealed class TrainingOptions
             WideOptimizer = parse.Given(WideOptimizer) ? parse.GetValue(WideOptimizer) : defaults.WideOptimizer,
             L2Embedding = Pick(L2Embedding, defaults.L2Embedding),
             L2Dense = Pick(L2Dense, defaults.L2Dense),
+            L2Wide = parse.Given(L2Wide) ? parse.GetValue(L2Wide) : defaults.L2Wide,
             WeightDecayEmbedding = Pick(WeightDecayEmbedding, defaults.WeightDecayEmbedding),
             WeightDecayDense = Pick(WeightDecayDense, defaults.WeightDecayDense),
             TableUpdate = Pick(TableUpdate, defaults.TableUpdate),

@@ -37,6 +37,15 @@ public enum CrossStructure
     Stacked,
 }
 
+/// <summary>How FFM's field-aware vectors start.</summary>
+public enum FfmInit
+{
+    /// <summary>Normal with mean 0 and standard deviation <see cref="ModelConfig.EmbeddingInitStd"/>.</summary>
+    Normal,
+    /// <summary>Uniform in [0, 1/√D) (LIBFFM's initialisation).</summary>
+    Uniform,
+}
+
 /// <summary>A configuration value that is missing, misspelt or out of range; the message names the key.</summary>
 public sealed class ConfigException(string message, Exception? inner = null) : Exception(message, inner);
 
@@ -80,6 +89,14 @@ public sealed record ModelConfig
     public int CrossExperts { get; init; } = 1;
     /// <summary>DCN-V2: cross network and DNN in parallel (concatenated) or stacked (DNN on the cross output).</summary>
     public CrossStructure CrossStructure { get; init; }
+    /// <summary>FFM: divide the pairwise term by the field count F — LIBFFM's instance-wise normalisation (‖x‖₂ = 1 per
+    /// row) for rows of one-hot fields, where ‖x‖² = F. Off by default.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool FfmNormalize { get; init; }
+    /// <summary>FFM: how the field-aware vectors start — normal with <see cref="EmbeddingInitStd"/> (default), or
+    /// uniform in [0, 1/√D) as LIBFFM does.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public FfmInit FfmInit { get; init; }
     /// <summary>Seed of the weight initialisation and of the dropout masks.</summary>
     public int Seed { get; init; } = 1;
 
@@ -123,6 +140,7 @@ public sealed record ModelConfig
     {
         if (!Enum.IsDefined(Model)) throw new ConfigException($"{source}: model = {(int)Model} is not a model kind.");
         if (!Enum.IsDefined(DnnActivation)) throw new ConfigException($"{source}: dnnActivation = {(int)DnnActivation} is not an activation.");
+        if (!Enum.IsDefined(FfmInit)) throw new ConfigException($"{source}: ffmInit = {(int)FfmInit} is not an FFM initialisation.");
         if (!Enum.IsDefined(CinActivation)) throw new ConfigException($"{source}: cinActivation = {(int)CinActivation} is not an activation.");
         if (EmbeddingDim is < 1 or > 4096) throw new ConfigException($"{source}: embeddingDim = {EmbeddingDim}; expected 1…4096.");
         if (!(EmbeddingInitStd >= 0 && EmbeddingInitStd < 10)) throw new ConfigException($"{source}: embeddingInitStd = {EmbeddingInitStd}; expected 0 ≤ std < 10.");

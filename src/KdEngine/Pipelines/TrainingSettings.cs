@@ -41,6 +41,11 @@ public sealed record TrainingSettings
     public float L2Embedding { get; init; }
     /// <summary>Coupled L2 on dense weights.</summary>
     public float L2Dense { get; init; }
+    /// <summary>Coupled L2 on the wide (linear) part's weights and bias instead of <see cref="L2Embedding"/> / <see cref="L2Dense"/>
+    /// (LIBFFM's and ML.NET's separate λ for the linear and the latent weights); null = no separate value. Setting it gives
+    /// the wide part its own optimizer of the same kind (stepping with the rest, as with <see cref="WideOptimizer"/>).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? L2Wide { get; init; }
     /// <summary>Decoupled weight decay on every embedding row every step (AdamW's form; deferred and exact in lazy mode).</summary>
     public float WeightDecayEmbedding { get; init; }
     /// <summary>Decoupled weight decay on dense weights.</summary>
@@ -136,6 +141,11 @@ public sealed record TrainingSettings
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) throw new ConfigException($"{source}: learningRate = {LearningRate}; expected > 0.");
         if (!(L2Embedding >= 0) || !float.IsFinite(L2Embedding)) throw new ConfigException($"{source}: l2Embedding = {L2Embedding}; expected ≥ 0.");
         if (!(L2Dense >= 0) || !float.IsFinite(L2Dense)) throw new ConfigException($"{source}: l2Dense = {L2Dense}; expected ≥ 0.");
+        if (L2Wide is { } l2Wide)
+        {
+            if (!(l2Wide >= 0) || !float.IsFinite(l2Wide)) throw new ConfigException($"{source}: l2Wide = {l2Wide}; expected ≥ 0.");
+            if ((WideOptimizer ?? Optimizer) == OptimizerKind.Ftrl) throw new ConfigException($"{source}: l2Wide is for adam, adagrad or sgd; the wide part's FTRL has its own λ2 (ftrlL2).");
+        }
         if (!(WeightDecayEmbedding >= 0) || !float.IsFinite(WeightDecayEmbedding)) throw new ConfigException($"{source}: weightDecayEmbedding = {WeightDecayEmbedding}; expected ≥ 0.");
         if (!(WeightDecayDense >= 0) || !float.IsFinite(WeightDecayDense)) throw new ConfigException($"{source}: weightDecayDense = {WeightDecayDense}; expected ≥ 0.");
         if (LearningRate * Math.Max(WeightDecayEmbedding, WeightDecayDense) >= 1)
@@ -191,6 +201,7 @@ public sealed record TrainingSettings
         if (Optimizer != OptimizerKind.Ftrl)
         {
             if (L2Embedding > 0 || L2Dense > 0) parts.Add(string.Create(inv, $"L2 embedding {L2Embedding} dense {L2Dense}"));
+            if (L2Wide is { } l2Wide) parts.Add(string.Create(inv, $"L2 wide {l2Wide}"));
             if (WeightDecayEmbedding > 0 || WeightDecayDense > 0) parts.Add(string.Create(inv, $"weight decay embedding {WeightDecayEmbedding} dense {WeightDecayDense}"));
         }
         parts.Add($"{TableUpdate.ToString().ToLowerInvariant()} tables");
@@ -223,11 +234,17 @@ public sealed record TrainingSettings
         Validate();
         var all = parameters.ToArray();
         var wideKind = WideOptimizer ?? Optimizer;
-        var wide = wideKind == Optimizer ? [] : all.Where(p => IsWideParameter(p.Name)).ToArray();
+        var wide = wideKind == Optimizer && L2Wide is null ? [] : all.Where(p => IsWideParameter(p.Name)).ToArray();
         var rest = wide.Length == 0 ? all : all.Where(p => !IsWideParameter(p.Name)).ToArray();
-        if (rest.Length == 0) return Configure(Build(wideKind, wide), clip: true);
+        if (rest.Length == 0) return ConfigureWide(Configure(Build(wideKind, wide), clip: true));
         if (wide.Length == 0) return Configure(Build(Optimizer, rest), clip: true);
-        return new OptimizerGroup(Configure(Build(wideKind, wide), clip: false), Configure(Build(Optimizer, rest), clip: false)) { ClipNorm = ClipNorm };
+        return new OptimizerGroup(ConfigureWide(Configure(Build(wideKind, wide), clip: false)), Configure(Build(Optimizer, rest), clip: false)) { ClipNorm = ClipNorm };
+    }
+
+    private KdEngine.Training.Optimizer ConfigureWide(KdEngine.Training.Optimizer opt)
+    {
+        if (L2Wide is { } l2 && opt is not Ftrl) opt.EmbeddingL2 = opt.DenseL2 = l2;
+        return opt;
     }
 
     private KdEngine.Training.Optimizer Build(OptimizerKind kind, Tensor<float>[] parameters) => kind switch

@@ -1,6 +1,7 @@
 using System.Numerics;
 using KdEngine.Autograd;
 using KdEngine.Models;
+using KdEngine.Models.Parts;
 using KdEngine.Nn;
 using KdEngine.Ops;
 using KdEngine.Tensors;
@@ -80,6 +81,62 @@ public class FfmAndDcnV2Tests
             Assert.That(logits[b], Is.EqualTo(FfmByDefinition(x, 1, 4, 3)[0] + 1.25).Within(1e-5), $"sample {b}");
         }
         Assert.Throws<ConfigException>(() => new ZooModel(new ModelConfig { Model = ModelKind.Ffm }, ModelTestData.Fields(1)));
+    }
+
+    [TestCase(1, 2, 1)]
+    [TestCase(3, 5, 7)]
+    [TestCase(2, 7, 17)]
+    public void Normalised_pairs_gradcheck(int batch, int fields, int dim)
+    {
+        Tensor<T> F<T>(Tensor<T>[] x) where T : unmanaged, IFloatingPointIeee754<T> => FfmPart.Pairs(x[0], dim, normalize: true);
+        AssertPasses(GradCheck.Run(F<double>, F<float>, [Random(batch * fields * (fields - 1) * dim, 63)], [new Shape(batch, fields, (fields - 1) * dim)]));
+    }
+
+    [Test]
+    public void A_normalised_ffm_divides_its_pairs_by_the_field_count()
+    {
+        var fields = ModelTestData.Fields(5);
+        ZooModel Build(bool normalize) => new(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 3, EmbeddingInitStd = 0.3f, FfmNormalize = normalize, Seed = 2 }, fields) { Training = false };
+        var plain = Build(false);
+        var normalised = Build(true);
+        var p = normalised.Parameters().ToDictionary(x => x.Name, x => x.Tensor);
+        foreach (var w in p.Where(kv => kv.Key.StartsWith("linear.", StringComparison.Ordinal))) w.Value.AsSpan().Fill(0.25f);
+        foreach (var w in plain.Parameters().Where(x => x.Name.StartsWith("linear.", StringComparison.Ordinal))) w.Tensor.AsSpan().Fill(0.25f);
+        Assert.That(plain.Parameters().Select(x => x.Tensor.ToArray()), Is.EqualTo(p.Values.Select(x => x.ToArray())), "same seed, same weights");
+        var batch = ModelTestData.Batch(fields, 7, seed: 4);
+        float[] a, b;
+        using (Tape<float>.NoGrad()) { a = plain.Forward(batch).Logits.ToArray(); b = normalised.Forward(batch).Logits.ToArray(); }
+        for (int i = 0; i < 7; i++)
+            Assert.That(b[i], Is.EqualTo((a[i] - 1.5) / 5 + 1.5).Within(1e-5), $"sample {i}: wide 5 × 0.25 + bias 0.25 stays, the pairs ÷ 5");
+        Assert.That(a.Select(x => Math.Abs(x - 1.5)).Max(), Is.GreaterThan(0.05), "the test needs non-trivial pairs");
+        Assert.That(ModelConfig.FromJson("""{"model": "ffm", "ffmNormalize": true, "ffmInit": "uniform"}""").FfmInit, Is.EqualTo(FfmInit.Uniform));
+        Assert.That(new ModelConfig { Model = ModelKind.Ffm }.ToJson(), Does.Not.Contain("ffmNormalize").And.Not.Contain("ffmInit"), "the defaults leave a config's JSON as it was");
+    }
+
+    [Test]
+    public void Normalising_refuses_fields_that_are_not_one_hot_naming_the_field()
+    {
+        var fields = ModelTestData.Fields(3).Select((f, i) => i == 1 ? f with { ScaleByValue = true } : f).ToArray();
+        var e = Assert.Throws<ConfigException>(() => new ZooModel(new ModelConfig { Model = ModelKind.Ffm, FfmNormalize = true }, fields))!;
+        Assert.That(e.Message, Does.Contain("ffmNormalize").And.Contain($"'{fields[1].Name}'"));
+        Assert.DoesNotThrow(() => new ZooModel(new ModelConfig { Model = ModelKind.Ffm }, fields));
+    }
+
+    [TestCase(1)]
+    [TestCase(4)]
+    [TestCase(7)]
+    public void The_uniform_init_draws_in_zero_to_one_over_root_d_reproducibly(int dim)
+    {
+        var fields = ModelTestData.Fields(4);
+        float[] Vectors(int seed) => new ZooModel(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim, FfmInit = FfmInit.Uniform, Seed = seed }, fields)
+            .Parameters().Where(x => x.Name.StartsWith("ffm.", StringComparison.Ordinal)).SelectMany(x => x.Tensor.ToArray()).ToArray();
+        var v = Vectors(3);
+        float bound = 1f / MathF.Sqrt(dim);
+        Assert.That(v.Min(), Is.GreaterThanOrEqualTo(0f));
+        Assert.That(v.Max(), Is.LessThan(bound));
+        Assert.That(v.Average(), Is.EqualTo(bound / 2).Within(bound * 0.1), "uniform: the mean is half the bound");
+        Assert.That(Vectors(3), Is.EqualTo(v), "same seed, same vectors");
+        Assert.That(Vectors(4), Is.Not.EqualTo(v));
     }
 
     // ---------- DCN-V2 ----------

@@ -55,12 +55,13 @@ public class OnnxExportTests
             CheckExport(Random(DcnV2(rank, experts, stacked), fields, seed: 9, scale: 0.3f), fields, fields.Length);
     }
 
-    [TestCase(2, 3)]
-    [TestCase(7, 1)]
-    public void Ffm_exports_at_any_field_count(int fieldCount, int dim)
+    [TestCase(2, 3, false)]
+    [TestCase(7, 1, false)]
+    [TestCase(5, 3, true)]
+    public void Ffm_exports_at_any_field_count(int fieldCount, int dim, bool normalize)
     {
         var fields = Fields(fieldCount);
-        CheckExport(Random(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim }, fields, seed: 4), fields, fields.Length);
+        CheckExport(Random(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim, FfmNormalize = normalize }, fields, seed: 4), fields, fields.Length);
     }
 
     [TestCase(true, Activation.Relu, true)]

@@ -47,13 +47,15 @@ public class PredictorTests
         Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(0.05f), "the test needs non-trivial logits");
     }
 
-    [TestCase(2, 1, 7)]
-    [TestCase(9, 4, 64)]
-    [TestCase(3, 17, 5)]
-    public void Ffm_predicts_as_the_training_forward_at_any_field_count_and_width(int fieldCount, int dim, int batch)
+    [TestCase(2, 1, 7, false)]
+    [TestCase(9, 4, 64, false)]
+    [TestCase(3, 17, 5, false)]
+    [TestCase(5, 3, 9, true)]
+    [TestCase(2, 7, 33, true)]
+    public void Ffm_predicts_as_the_training_forward_at_any_field_count_and_width(int fieldCount, int dim, int batch, bool normalize)
     {
         var fields = Fields(fieldCount);
-        var model = Random(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim, Seed = 1 }, fields, seed: 17, scale: 0.4f);
+        var model = Random(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = dim, FfmNormalize = normalize, Seed = 1 }, fields, seed: 17, scale: 0.4f);
         var ids = Ids(fields, batch, seed: 3);
         var actual = new float[batch];
         new Predictor(model).Predict(ids, actual);

@@ -1,4 +1,6 @@
 using KdEngine.Autograd;
+using KdEngine.Models;
+using KdEngine.Pipelines;
 using KdEngine.Ops;
 using KdEngine.Tensors;
 using KdEngine.Training;
@@ -427,5 +429,44 @@ public class SparseRegularizationTests
         Assert.That(g2.ExportState().Select(e => e.Data), Is.EqualTo(state.Select(e => e.Data)));
         var bad = state.Append(("1.q.extra", new float[1], new[] { 1 })).ToList();
         Assert.Throws<ArgumentException>(() => g2.ImportState(bad));
+    }
+
+    /// <summary>
+    /// A separate L2 for the wide part (LIBFFM's λ_linear beside λ_latent): under SGD, two steps with fixed gradients by
+    /// hand — w ← w − lr·(g + λ·w) with λ = l2Wide for <c>linear.*</c> (table rows touched, and the dense bias) and
+    /// l2Embedding / l2Dense for the rest; without l2Wide the wide part keeps the others' values.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void A_separate_wide_L2_reaches_the_wide_part_only(bool separate)
+    {
+        const float lr = 0.1f, wideL2 = 0.5f, tableL2 = 0.2f, denseL2 = 0.05f;
+        var wideTable = Table([1f, 2f, -1f], 3, 1, "linear.C1.weight");
+        var bias = DenseParam([0.5f], "linear.bias", 1);
+        var latent = Table([1f, -2f, 3f, 0.5f], 2, 2, "ffm.C1.weight");
+        var dense = DenseParam([2f, -4f], "dnn.0.weight", 2);
+        var settings = new TrainingSettings { Optimizer = OptimizerKind.Sgd, LearningRate = lr, L2Embedding = tableL2, L2Dense = denseL2, L2Wide = separate ? wideL2 : null };
+        var optimizer = settings.BuildOptimizer([wideTable, bias, latent, dense]);
+        for (int step = 0; step < 2; step++)
+        {
+            wideTable.SparseGradOrEmpty();
+            wideTable.SparseGrad!.Add(1, [0.3f]);      // row 1 touched; rows 0 and 2 (lazy) are not
+            latent.SparseGradOrEmpty();
+            latent.SparseGrad!.Add(0, [0.1f, -0.1f]);
+            bias.GradOrZeros();
+            bias.Grad!.AsSpan()[0] = 0.2f;
+            dense.GradOrZeros();
+            dense.Grad!.AsSpan().Fill(-0.5f);
+            optimizer.Step();
+        }
+        static double Two(double w, double g, double l2) { for (int i = 0; i < 2; i++) w -= 0.1 * (g + l2 * w); return w; }
+        double wTable = separate ? wideL2 : tableL2, wBias = separate ? wideL2 : denseL2;
+        Assert.That(wideTable.ToArray(), Is.EqualTo(new[] { 1.0, Two(2, 0.3, wTable), -1.0 }).Within(1e-6));
+        Assert.That(bias.ToArray()[0], Is.EqualTo(Two(0.5, 0.2, wBias)).Within(1e-6));
+        Assert.That(latent.ToArray(), Is.EqualTo(new[] { Two(1, 0.1, tableL2), Two(-2, -0.1, tableL2), 3.0, 0.5 }).Within(1e-6));
+        Assert.That(dense.ToArray(), Is.EqualTo(new[] { Two(2, -0.5, denseL2), Two(-4, -0.5, denseL2) }).Within(1e-6));
+        Assert.That(settings.Describe(), separate ? Does.Contain("L2 wide 0.5") : Does.Not.Contain("L2 wide"));
+        Assert.Throws<ConfigException>(() => (settings with { L2Wide = -1f }).Validate());
+        Assert.That(TrainingSettings.ParseStrict<TrainingSettings>("""{"l2Wide": 0.25}""", "test").L2Wide, Is.EqualTo(0.25f));
     }
 }
