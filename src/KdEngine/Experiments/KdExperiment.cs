@@ -60,11 +60,13 @@ public sealed record KdExperimentOptions
     /// <summary>The validation score the λ sweep picks by: <see cref="StoppingMetric.LogLoss"/> or <see cref="StoppingMetric.Auc"/>.</summary>
     public StoppingMetric RocketSelection { get; init; } = StoppingMetric.LogLoss;
     /// <summary>
-    /// What the gated and the averaging ensemble's students stop early on (and are restored by):
-    /// <see cref="StoppingMetric.DistillationLoss"/>, the validation KD term as ECKD does, or the student's own validation
-    /// <see cref="StoppingMetric.Auc"/> as every other method here. Both ensembles use the same rule, so only the gate differs.
+    /// What the gated and the averaging ensemble's students stop early on (and are restored by): the student's own
+    /// validation <see cref="StoppingMetric.Auc"/>, as every other method here (the default), or
+    /// <see cref="StoppingMetric.DistillationLoss"/>, the validation KD term, as ECKD does. Both ensembles use the same rule,
+    /// so only the gate differs. The KD term is not the default: the gate keeps moving the target it is measured against,
+    /// and on the synthetic set it was lowest at the first epoch for two seeds in five (docs/results.md).
     /// </summary>
-    public StoppingMetric EnsembleStopping { get; init; } = StoppingMetric.DistillationLoss;
+    public StoppingMetric EnsembleStopping { get; init; } = StoppingMetric.Auc;
     /// <summary>PFD's λ after the warm-up.</summary>
     public float PfdLambda { get; init; } = 0.5f;
     /// <summary>PFD's warm-up steps (λ = 0).</summary>
@@ -214,7 +216,7 @@ public static class KdExperiment
                     case "ensemble":
                     case "average":
                     {
-                        // By default ECKD stops early on the validation distillation loss (the KD term), as the paper does;
+                        // Stopped on the student's validation AUC by default, or on the KD term as ECKD (EnsembleStopping);
                         // the averaging baseline is stopped the same way so that only the gate differs.
                         var s = new ZooModel(studentConfig, data.Fields, data.Columns);
                         var mode = method == "ensemble" ? EnsembleMode.TwoStage : EnsembleMode.Average;

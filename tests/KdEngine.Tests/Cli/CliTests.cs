@@ -423,9 +423,13 @@ public class CliTests
         Ok("distill", "--method", "logits", "--teacher-file", keyed, "--teacher-key", "id", "--teacher-score", "probability", "--config", kd,
             "--data", withColumns, "--schema", _synthSchema, "--epochs", "1", "--out", student);
 
-        // A teacher model and external scores together: members of the ensemble (averaged here), stopped on the KD term.
+        // A teacher model and external scores together: members of the ensemble (averaged here), stopped on the student's
+        // validation AUC by default and on the KD term (ECKD's rule) when asked.
         var average = Write("kd-average.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}, "ensembleMode": "average"}""");
         o = Ok("distill", "--method", "ensemble", "--teacher", _teacher, "--teacher-file", aligned, "--config", average, "--data", _synth, "--epochs", "2", "--out", student);
+        Assert.That(o, Does.Not.Contain("distillation (kd)").And.Contain("validation AUC"));
+        o = Ok("distill", "--method", "ensemble", "--teacher", _teacher, "--teacher-file", aligned, "--config", average, "--data", _synth, "--epochs", "2",
+            "--metric", "kd", "--out", student);
         Assert.That(o, Does.Contain("distillation (kd)"));
 
         var shortFile = Write("short.csv", string.Join("\n", File.ReadAllLines(aligned).Take(300)) + "\n");

@@ -323,11 +323,11 @@ public class KdExperimentConfigTests
     }
 
     [Test]
-    public void Ensemble_stopping_rule_defaults_to_the_kd_term_and_reads_from_json()
+    public void Ensemble_stopping_rule_defaults_to_the_students_auc_and_reads_the_kd_term_from_json()
     {
-        Assert.That(new KdEngine.Experiments.KdExperimentOptions().EnsembleStopping, Is.EqualTo(StoppingMetric.DistillationLoss));
-        var o = KdEngine.Experiments.KdExperimentOptions.FromJson("""{"ensembleStopping": "auc"}""");
-        Assert.That(o.EnsembleStopping, Is.EqualTo(StoppingMetric.Auc));
+        Assert.That(new KdEngine.Experiments.KdExperimentOptions().EnsembleStopping, Is.EqualTo(StoppingMetric.Auc));
+        var o = KdEngine.Experiments.KdExperimentOptions.FromJson("""{"ensembleStopping": "distillationLoss"}""");
+        Assert.That(o.EnsembleStopping, Is.EqualTo(StoppingMetric.DistillationLoss));
         var e = Assert.Throws<ConfigException>(() => KdEngine.Experiments.KdExperimentOptions.FromJson("""{"ensembleStopping": "objectiveLoss"}""", "kd.json"))!;
         Assert.That(e.Message, Does.Contain("kd.json").And.Contain("ensembleStopping"));
     }
