@@ -47,9 +47,9 @@ internal sealed class TrainingOptions
 
     public Option<int> Patience { get; } = CliOptions.Int("--patience", "N",
         "stop after N validations without improvement of the --metric (0 = never)", Defaults.Patience, min: 0);
-    public Option<StoppingMetric> Metric { get; } = CliOptions.Parsed("--metric", "auc|logloss|both|objective",
-        "what early stopping watches (both: go on while either improves)", TrainingSettings.ParseMetric, () => Defaults.Metric);
-    public Option<SelectionMetric?> RestoreBy { get; } = CliOptions.Parsed<SelectionMetric?>("--restore-by", "auc|logloss|guarded-auc|objective",
+    public Option<StoppingMetric> Metric { get; } = CliOptions.Parsed("--metric", "auc|logloss|both|objective|kd",
+        "what early stopping watches (both: go on while either improves; kd: the validation distillation term, distill only)", TrainingSettings.ParseMetric, () => Defaults.Metric);
+    public Option<SelectionMetric?> RestoreBy { get; } = CliOptions.Parsed<SelectionMetric?>("--restore-by", "auc|logloss|guarded-auc|objective|kd",
         "whose weights are restored (default: implied by --metric; both → guarded-auc)", text => TrainingSettings.ParseSelection(text));
     public Option<double> MinDelta { get; } = CliOptions.Double("--min-delta", "X", "the smallest change that counts as an improvement", Defaults.MinDelta, CliOptions.NonNegative);
     public Option<double> GuardBand { get; } = CliOptions.Double("--guard-band", "X",
@@ -73,6 +73,16 @@ internal sealed class TrainingOptions
     {
         foreach (var option in All) command.Options.Add(option);
         if (calibration) command.Options.Add(Calibration);
+    }
+
+    /// <summary>
+    /// Refuses <c>--metric kd</c> / <c>--restore-by kd</c> where nothing is distilled: a plain model reports no KD term, so
+    /// the trainer could only fail after the first epoch.
+    /// </summary>
+    public static void RequireNoDistillationMetric(TrainingSettings settings, string verb)
+    {
+        if (settings.Metric == StoppingMetric.DistillationLoss || settings.RestoreBy == SelectionMetric.DistillationLoss)
+            throw new CliException($"{verb}: --metric kd and --restore-by kd watch the distillation term, which only 'kdengine distill' (and 'tune --method') trains.");
     }
 
     /// <summary><paramref name="defaults"/> (the verb's, e.g. per model kind) with every option the user gave applied.</summary>

@@ -94,12 +94,11 @@ internal static class DistillVerb
         }
 
         var inputs = DistillInputs.Load(teacherPaths, cachePaths);
-        var settings = distributed.Apply(parse, training.SettingsFrom(parse, new TrainingSettings
-        {
-            // ECKD stops early on the validation distillation loss (the KD term), as the paper does; every teacher's logits
-            // (cached and external ones too) travel with the validation rows, so it can be measured there.
-            Metric = method == DistillMethod.Ensemble ? StoppingMetric.DistillationLoss : StoppingMetric.Auc,
-        }));
+        // Every method, the ensemble included, stops on the student's validation AUC. ECKD's own rule, the validation KD
+        // term, is `--metric kd` (every teacher's logits, cached and external ones too, travel with the validation rows, so
+        // it can be measured there); it is not the default because a learned gate moves the target the term is measured
+        // against, and the term can be lowest at the first epoch while the student still improves (docs/training.md).
+        var settings = distributed.Apply(parse, training.SettingsFrom(parse, new TrainingSettings { Metric = StoppingMetric.Auc }));
         if (inputs.Preprocessor is not null && parse.Given(split.MinCount)) throw new CliException("distill: --min-count cannot apply: the teachers' preprocessing is used.");
         var splitOptions = split.SplitFrom(parse, settings.Seed);
         bool mpi = parse.GetValue(distributed.Mode) == "mpi";

@@ -135,6 +135,9 @@ internal static class ExperimentVerb
             $"Rocket Launching hint weight λ; a list (e.g. 0.01,0.1,1) trains each and keeps, per seed, the λ with the best validation score (default: {CliOptions.Show(KdDefaults.RocketLambdas)})");
         var rocketSelect = CliOptions.Choice("--rocket-select", "how the λ sweep picks: validation logloss or validation AUC", ["logloss", "auc"],
             KdDefaults.RocketSelection == StoppingMetric.Auc ? "auc" : "logloss");
+        var ensembleMetric = CliOptions.Choice("--ensemble-metric",
+            "what the ensemble and average students stop on and are restored by: kd (the validation KD term, as ECKD) or auc (their own validation AUC, as the other methods)",
+            ["kd", "auc"], KdDefaults.EnsembleStopping == StoppingMetric.Auc ? "auc" : "kd");
         var epochs = CliOptions.Int("--epochs", "N", "max epochs, early stopping on validation", KdDefaults.Epochs, 1, 1000);
         var studentDnn = CliOptions.IntList("--student-dnn", "LIST", $"student DNN widths (default: {CliOptions.Show(KdDefaults.Student.Dnn)})");
         var teacherDnn = CliOptions.IntList("--teacher-dnn", "LIST", $"teacher DNN widths, also of the ensemble's DCN and DeepFM teachers (default: {CliOptions.Show(KdDefaults.Teacher.Dnn)})");
@@ -153,7 +156,7 @@ internal static class ExperimentVerb
         var command = new Command("kd",
             "Train a teacher, the student alone and the student by every distillation method for seeds 1..N (early stopping on the " +
             "validation split only) and print test AUC/logloss mean ± std as a markdown table.");
-        foreach (var option in new Option[] { dataset, config, seeds, methods, privileged, alpha, temperature, rocketLambda, rocketSelect, epochs, studentDnn,
+        foreach (var option in new Option[] { dataset, config, seeds, methods, privileged, alpha, temperature, rocketLambda, rocketSelect, ensembleMetric, epochs, studentDnn,
                      teacherDnn, teacherCin, batchSize, learningRate, rows, fields, vocab, privilegedFields, dataSeed })
             command.Options.Add(option);
         shape.AddTo(command);
@@ -172,6 +175,7 @@ internal static class ExperimentVerb
             {
                 RocketLambdas = parse.Given(rocketLambda) ? parse.GetValue(rocketLambda)! : file.RocketLambdas,
                 RocketSelection = parse.Given(rocketSelect) ? (parse.GetValue(rocketSelect) == "auc" ? StoppingMetric.Auc : StoppingMetric.LogLoss) : file.RocketSelection,
+                EnsembleStopping = parse.Given(ensembleMetric) ? (parse.GetValue(ensembleMetric) == "auc" ? StoppingMetric.Auc : StoppingMetric.DistillationLoss) : file.EnsembleStopping,
                 Alpha = Pick(alpha, file.Alpha),
                 Temperature = Pick(temperature, file.Temperature),
                 Epochs = Pick(epochs, file.Epochs),

@@ -50,6 +50,7 @@ internal static class TrainVerb
             if (parse.GetValue(dropout) is { } rate) modelConfig = modelConfig with { Dropout = rate };
             if (parse.GetValue(outputL2) is { } l2) modelConfig = modelConfig with { EmbeddingOutputL2 = l2 };
             var settings = distributed.Apply(parse, training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model)));
+            TrainingOptions.RequireNoDistillationMetric(settings, "train");
             var splitOptions = split.SplitFrom(parse, settings.Seed);
             bool mpi = parse.GetValue(distributed.Mode) == "mpi";
             // Row-sharded tables fetch each batch's rows from their owners, which the in-memory trainer and evaluator do.

@@ -62,10 +62,7 @@ internal static class TuneVerb
                 if (parse.Given(model)) throw new CliException("tune: --model is for zoo models; with --method the student is the config's (student settings are searched by name).");
                 var kd = parse.GetValue(config) is { } kdPath ? DistillConfig.Load(kdPath) : new DistillConfig();
                 inputs = DistillInputs.Load(parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!);
-                var settings = training.SettingsFrom(parse, TrainingSettings.For(kd.Student.Model) with
-                {
-                    Metric = m == DistillMethod.Ensemble ? StoppingMetric.DistillationLoss : TrainingSettings.For(kd.Student.Model).Metric,
-                });
+                var settings = training.SettingsFrom(parse, TrainingSettings.For(kd.Student.Model)); // ECKD's KD-term rule: --metric kd
                 baseConfig = new TrialConfig(kd.Student, settings, kd);
                 if (searchSpace.Parameters.Count == 0) searchSpace = SearchSpace.DefaultForDistill(m);
             }
@@ -82,6 +79,7 @@ internal static class TuneVerb
                 else modelConfig = new ModelConfig();
                 if (parse.GetValue(model) is { } kind) modelConfig = modelConfig with { Model = kind };
                 baseConfig = new TrialConfig(modelConfig, training.SettingsFrom(parse, TrainingSettings.For(modelConfig.Model)));
+                TrainingOptions.RequireNoDistillationMetric(baseConfig.Training, "tune");
                 if (searchSpace.Parameters.Count == 0) searchSpace = SearchSpace.DefaultFor(modelConfig.Model);
             }
 

@@ -280,24 +280,26 @@ public sealed record TrainingSettings
         _ => throw new ArgumentException($"unknown optimizer '{text}' (expected adam|adagrad|sgd|ftrl)."),
     };
 
-    /// <summary>auc|logloss|both|objective (case-insensitive).</summary>
+    /// <summary>auc|logloss|both|objective|kd (case-insensitive; kd: the distillation term, for distillation objectives).</summary>
     public static StoppingMetric ParseMetric(string text) => text.ToLowerInvariant() switch
     {
         "auc" => StoppingMetric.Auc,
         "logloss" => StoppingMetric.LogLoss,
         "both" => StoppingMetric.Both,
         "objective" => StoppingMetric.ObjectiveLoss,
-        _ => throw new ArgumentException($"unknown stopping metric '{text}' (expected auc|logloss|both|objective)."),
+        "kd" => StoppingMetric.DistillationLoss,
+        _ => throw new ArgumentException($"unknown stopping metric '{text}' (expected auc|logloss|both|objective|kd)."),
     };
 
-    /// <summary>auc|logloss|guarded-auc|objective (case-insensitive).</summary>
+    /// <summary>auc|logloss|guarded-auc|objective|kd (case-insensitive).</summary>
     public static SelectionMetric ParseSelection(string text) => text.ToLowerInvariant() switch
     {
         "auc" => SelectionMetric.Auc,
         "logloss" => SelectionMetric.LogLoss,
         "guarded-auc" or "guardedauc" => SelectionMetric.GuardedAuc,
         "objective" => SelectionMetric.ObjectiveLoss,
-        _ => throw new ArgumentException($"unknown selection metric '{text}' (expected auc|logloss|guarded-auc|objective)."),
+        "kd" => SelectionMetric.DistillationLoss,
+        _ => throw new ArgumentException($"unknown selection metric '{text}' (expected auc|logloss|guarded-auc|objective|kd)."),
     };
 
     /// <summary>lazy|dense (case-insensitive).</summary>

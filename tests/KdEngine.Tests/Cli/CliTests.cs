@@ -214,6 +214,9 @@ public class CliTests
         Assert.That(Ok("train", "--model", "lr", "--optimizer", "adam", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "lr2.kde")),
             Does.Contain("training: adam lr"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--metric", "mse", "--out", "x.kde"), Does.Contain("'--metric'").And.Contain("mse"));
+        // kd names the distillation term: a plain model has none, so train refuses it before training rather than after an epoch.
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--metric", "kd", "--out", "x.kde"), Does.Contain("train: --metric kd"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--restore-by", "kd", "--out", "x.kde"), Does.Contain("only 'kdengine distill'"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--calibration", "isotonic", "--out", "x.kde"), Does.Contain("'--calibration'"));
     }
 
@@ -420,9 +423,13 @@ public class CliTests
         Ok("distill", "--method", "logits", "--teacher-file", keyed, "--teacher-key", "id", "--teacher-score", "probability", "--config", kd,
             "--data", withColumns, "--schema", _synthSchema, "--epochs", "1", "--out", student);
 
-        // A teacher model and external scores together: members of the ensemble (averaged here), stopped on the KD term.
+        // A teacher model and external scores together: members of the ensemble (averaged here), stopped on the student's
+        // validation AUC by default and on the KD term (ECKD's rule) when asked.
         var average = Write("kd-average.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}, "ensembleMode": "average"}""");
         o = Ok("distill", "--method", "ensemble", "--teacher", _teacher, "--teacher-file", aligned, "--config", average, "--data", _synth, "--epochs", "2", "--out", student);
+        Assert.That(o, Does.Not.Contain("distillation (kd)").And.Contain("validation AUC"));
+        o = Ok("distill", "--method", "ensemble", "--teacher", _teacher, "--teacher-file", aligned, "--config", average, "--data", _synth, "--epochs", "2",
+            "--metric", "kd", "--out", student);
         Assert.That(o, Does.Contain("distillation (kd)"));
 
         var shortFile = Write("short.csv", string.Join("\n", File.ReadAllLines(aligned).Take(300)) + "\n");

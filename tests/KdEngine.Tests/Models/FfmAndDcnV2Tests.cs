@@ -5,6 +5,7 @@ using KdEngine.Models.Parts;
 using KdEngine.Nn;
 using KdEngine.Ops;
 using KdEngine.Tensors;
+using KdEngine.Training;
 using NUnit.Framework;
 using static KdEngine.Tests.Autograd.GradCheckTests;
 
@@ -319,5 +320,15 @@ public class KdExperimentConfigTests
         Assert.That(e.Message, Does.Contain("ensembleTeacherTraining").And.Contain("3 entries"));
         e = Assert.Throws<ConfigException>(() => KdEngine.Experiments.KdExperimentOptions.FromJson("""{"teacher": {"model": "dcnv2", "crossExperts": 2}}""", "kd.json"))!;
         Assert.That(e.Message, Does.Contain("teacher").And.Contain("crossExperts"));
+    }
+
+    [Test]
+    public void Ensemble_stopping_rule_defaults_to_the_students_auc_and_reads_the_kd_term_from_json()
+    {
+        Assert.That(new KdEngine.Experiments.KdExperimentOptions().EnsembleStopping, Is.EqualTo(StoppingMetric.Auc));
+        var o = KdEngine.Experiments.KdExperimentOptions.FromJson("""{"ensembleStopping": "distillationLoss"}""");
+        Assert.That(o.EnsembleStopping, Is.EqualTo(StoppingMetric.DistillationLoss));
+        var e = Assert.Throws<ConfigException>(() => KdEngine.Experiments.KdExperimentOptions.FromJson("""{"ensembleStopping": "objectiveLoss"}""", "kd.json"))!;
+        Assert.That(e.Message, Does.Contain("kd.json").And.Contain("ensembleStopping"));
     }
 }
