@@ -556,6 +556,13 @@ public sealed class Trainer
     /// <summary>The mean of one named term of the objective over a stream of batches (evaluation mode, no tape).</summary>
     public static double ObjectiveTerm(IObjective objective, IEnumerable<Batch> batches, string term)
     {
+        var (sum, n) = SumOfTerm(objective, batches, term);
+        return sum / Math.Max(n, 1);
+    }
+
+    /// <summary>Σ over the batches of one named term × batch size, and the row count (evaluation mode, no tape).</summary>
+    private static (double Sum, long Count) SumOfTerm(IObjective objective, IEnumerable<Batch> batches, string term)
+    {
         bool was = objective.Trainable.Training;
         objective.Trainable.Training = false;
         double sum = 0;
@@ -577,7 +584,7 @@ public sealed class Trainer
             }
         }
         finally { objective.Trainable.Training = was; }
-        return sum / Math.Max(n, 1);
+        return (sum, n);
     }
 
     /// <summary>The objective's mean loss over a stream of batches (evaluation mode, no tape).</summary>
@@ -669,26 +676,7 @@ public sealed class Trainer
     /// </summary>
     public static double ObjectiveTerm(IObjective objective, EncodedDataset data, string term, int batchSize, IProcessGroup? group = null)
     {
-        bool was = objective.Trainable.Training;
-        objective.Trainable.Training = false;
-        double sum = 0;
-        long n = 0;
-        var scratch = new BatchScratch();
-        var terms = new Dictionary<string, float>(StringComparer.Ordinal);
-        using (var tape = Tape<float>.NoGrad())
-        {
-            foreach (var batch in data.Batches(batchSize))
-            {
-                tape.Reset();
-                terms.Clear();
-                objective.Loss(scratch.From(batch), long.MaxValue, terms);
-                if (!terms.TryGetValue(term, out float value))
-                    throw new ArgumentException($"trainer: the objective ({objective.GetType().Name}) reports no '{term}' term (it reports: {string.Join(", ", terms.Keys)}), so it cannot be watched for early stopping.");
-                sum += value * (double)batch.Size;
-                n += batch.Size;
-            }
-        }
-        objective.Trainable.Training = was;
+        var (sum, n) = SumOfTerm(objective, data.Batches(batchSize), term);
         Span<double> total = [sum, n];
         group?.AllReduceSum(total);
         return total[0] / Math.Max(total[1], 1);
