@@ -71,6 +71,8 @@ public sealed class StreamedPart : IDisposable
     private readonly StreamingOptions _options;
     private EncodedCache? _cache;
     private EncodedDataset? _memory;
+    private TeacherScoreTable? _teachers;
+    private long _teacherRowOffset;
 
     internal StreamedPart(string name, InputSet input, Preprocessor preprocessor, StreamingOptions options)
     {
@@ -105,6 +107,27 @@ public sealed class StreamedPart : IDisposable
     }
 
     internal void UseMemory(EncodedDataset data) => _memory = data;
+
+    /// <summary>K: the external teacher-logit columns every batch of the part carries (0: none).</summary>
+    public int TeacherCount => _teachers?.Count ?? 0;
+
+    /// <summary>
+    /// Makes every batch of the part carry its rows' external teacher logits: part row i is row
+    /// <paramref name="rowOffset"/> + i of <paramref name="scores"/>. A part held in memory gets them as a column of its
+    /// dataset (its rows are in memory anyway); a streamed part looks them up per emitted batch.
+    /// </summary>
+    internal void UseTeacherScores(TeacherScoreTable scores, long rowOffset)
+    {
+        if (_memory is not null)
+        {
+            int k = scores.Count;
+            var logits = new float[(long)_memory.Count * k];
+            for (int i = 0; i < _memory.Count; i++) scores.Read(rowOffset + i, logits.AsSpan(i * k, k));
+            _memory = _memory.WithTeacherLogits(logits, k);
+        }
+        _teachers = scores;
+        _teacherRowOffset = rowOffset;
+    }
 
     /// <summary>The mean label from the cache or memory (no text pass), or null.</summary>
     internal double? LabelMean()
@@ -141,12 +164,17 @@ public sealed class StreamedPart : IDisposable
             new DataRandom(seed ^ 0x0B10C5).Shuffle(order);
         }
         if (_memory is not null && shuffleBuffer >= _memory.Count) return _memory.Batches(batchSize, shuffle, seed);
-        return Streaming.Batches(Blocks(order), Preprocessor.FeatureSpace, batchSize, shuffle ? shuffleBuffer : 0, seed, dropLast: false, expectedRows: Math.Max(0, Rows));
+        return Batches(Blocks(order), batchSize, shuffle ? shuffleBuffer : 0, seed, Math.Max(0, Rows));
     }
 
     /// <summary>Batches of the part in file order (evaluation, prediction).</summary>
     public IEnumerable<Batch> OrderedBatches(int batchSize) =>
-        _memory is not null ? _memory.Batches(batchSize) : Streaming.Batches(Blocks(), Preprocessor.FeatureSpace, batchSize, 0);
+        _memory is not null ? _memory.Batches(batchSize) : Batches(Blocks(), batchSize, 0, 0, 0);
+
+    private IEnumerable<Batch> Batches(IEnumerable<IRowBlock> blocks, int batchSize, int shuffleBuffer, int seed, long expectedRows) =>
+        _teachers is null
+            ? Streaming.Batches(blocks, Preprocessor.FeatureSpace, batchSize, shuffleBuffer, seed, dropLast: false, expectedRows)
+            : Streaming.Batches(blocks, Preprocessor.FeatureSpace, batchSize, shuffleBuffer, seed, dropLast: false, expectedRows, _teachers, _teacherRowOffset);
 
     /// <summary>Closes the part's cache, if any.</summary>
     public void Dispose()
@@ -172,8 +200,9 @@ public sealed class StreamedPart : IDisposable
 public sealed class StreamedData : IDisposable
 {
     internal StreamedData(DataSource source, Preprocessor preprocessor, StreamedPart train, StreamedPart validation, StreamedPart? test,
-        IReadOnlyList<PassReport> passes, double? trainClickRate)
+        IReadOnlyList<PassReport> passes, double? trainClickRate, bool splitOfOneFile)
     {
+        SplitOfOneFile = splitOfOneFile;
         TrainClickRate = trainClickRate;
         Source = source;
         Preprocessor = preprocessor;
@@ -211,12 +240,26 @@ public sealed class StreamedData : IDisposable
     /// <summary>The train part's click rate, when a pass or the cache gave it.</summary>
     public double? TrainClickRate { get; }
 
-    /// <summary>Closes the parts' caches.</summary>
+    /// <summary>Whether the parts are one file cut by a sequential split (train, validation, test tile its rows in order).</summary>
+    public bool SplitOfOneFile { get; }
+
+    /// <summary>The external teacher scores every part's batches carry (<see cref="StreamedTeacherScores.Attach"/>), or null.</summary>
+    public TeacherScoreTable? TeacherScores { get; private set; }
+
+    internal void UseTeacherScores(TeacherScoreTable scores)
+    {
+        TeacherScores?.Dispose();
+        TeacherScores = scores;
+    }
+
+    /// <summary>Closes the parts' caches and the teacher scores' mapped files.</summary>
     public void Dispose()
     {
         Train.Dispose();
         Validation.Dispose();
         Test?.Dispose();
+        TeacherScores?.Dispose();
+        TeacherScores = null;
     }
 }
 
@@ -340,7 +383,7 @@ public static class StreamingPipeline
             throw;
         }
         clickRate ??= trainPart.LabelMean();
-        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate);
+        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate, inputs.Ratios is not null);
     }
 
     /// <summary>The fit pass: counts, then vocabularies; the counts are unreachable once it returns.</summary>
