@@ -217,8 +217,9 @@ public static class TeacherLogitCache
     }
 
     /// <summary>
-    /// Checks a cache's logits in one streaming pass (64 KiB at a time): the data checksum the writer recorded, and that
-    /// every logit is finite — a NaN or infinite logit is refused naming the cache and the row. Memory: the buffer.
+    /// Checks a cache's logits in one streaming pass (64 KiB at a time): the data checksum the writer recorded (a mismatch
+    /// is reported first), and that every logit is finite — a NaN or infinite logit is refused naming the cache and the
+    /// first such row. Memory: the buffer.
     /// </summary>
     public static void VerifyStreamed(TeacherLogitCacheHeader cache)
     {
@@ -229,6 +230,8 @@ public static class TeacherLogitCache
         var buffer = new byte[1 << 16];
         fs.Position = cache.File.DataOffset;
         long remaining = cache.File.DataLength, position = 0, first = cache.LogitsOffset - cache.File.DataOffset, end = first + 4L * cache.Rows;
+        long badRow = -1;
+        float badValue = 0;
         try
         {
             while (remaining > 0)
@@ -237,12 +240,10 @@ public static class TeacherLogitCache
                 fs.ReadExactly(buffer, 0, n);
                 sha.AppendData(buffer, 0, n);
                 // The logits lie at [first, end) of the data section; buffers are multiples of 4 and the tensor starts at a multiple of 4.
-                for (long at = Math.Max(position, first); at + 4 <= Math.Min(position + n, end); at += 4)
+                for (long at = Math.Max(position, first); badRow < 0 && at + 4 <= Math.Min(position + n, end); at += 4)
                 {
                     float v = BinaryPrimitives.ReadSingleLittleEndian(buffer.AsSpan((int)(at - position), 4));
-                    if (!float.IsFinite(v))
-                        throw new DataFormatException($"the cached teacher logit of data row {(at - first) / 4} is {v.ToString(CultureInfo.InvariantCulture)}, not a finite number; recompute the cache with a teacher that scores finitely",
-                            Path.GetFileName(path));
+                    if (!float.IsFinite(v)) (badRow, badValue) = ((at - first) / 4, v);
                 }
                 position += n;
                 remaining -= n;
@@ -255,6 +256,10 @@ public static class TeacherLogitCache
             if (actual != expected)
                 throw new CheckpointFormatException(path, $"data checksum mismatch: the header records SHA-256 {expected}, the data hashes to {actual}; the file is corrupt.");
         }
+        // Reported after the checksum: a corrupt file is called corrupt, a well-written file names its first bad row.
+        if (badRow >= 0)
+            throw new DataFormatException($"the cached teacher logit of data row {badRow} is {badValue.ToString(CultureInfo.InvariantCulture)}, not a finite number; recompute the cache with a teacher that scores finitely",
+                Path.GetFileName(path));
     }
 
     /// <summary>

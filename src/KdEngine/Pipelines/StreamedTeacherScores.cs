@@ -29,7 +29,7 @@ public static class StreamedTeacherScores
     /// Checks and attaches <paramref name="caches"/> (teacher-logit cache files, computed over the whole data file) and
     /// <paramref name="external"/> score sources, in that order, as the K teacher-logit columns of every part's batches;
     /// returns the table (owned by <paramref name="data"/>). <paramref name="options"/>: progress, bad-row policy, and
-    /// the folder for temporary files (its <see cref="StreamingOptions.CacheDirectory"/>, else the system's temporary folder).
+    /// the folder for temporary files (<see cref="StreamingOptions.TemporaryDirectory"/>).
     /// </summary>
     public static TeacherScoreTable Attach(StreamedData data, IReadOnlyList<string> caches, IReadOnlyList<TeacherScoreSource> external, StreamingOptions? options = null)
     {
@@ -42,7 +42,7 @@ public static class StreamedTeacherScores
         if (!data.SplitOfOneFile)
             throw new ArgumentException($"teacher scores index the rows of one data file: give one --data file cut by a sequential --split, not --train/--valid/--test input sets ({dataName}).");
         StreamedPart[] parts = data.Test is null ? [data.Train, data.Validation] : [data.Train, data.Validation, data.Test];
-        string tempDirectory = options.CacheDirectory ?? Path.GetTempPath();
+        string tempDirectory = options.TemporaryDirectory ?? options.CacheDirectory ?? Path.GetTempPath();
         Directory.CreateDirectory(tempDirectory);
 
         var headers = caches.Select(TeacherLogitCache.ReadHeader).ToArray();

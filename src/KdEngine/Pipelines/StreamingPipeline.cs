@@ -28,6 +28,9 @@ public sealed record StreamingOptions
     /// <summary>Folder of encoded caches (null: no cache; text is parsed on every pass).</summary>
     public string? CacheDirectory { get; init; }
 
+    /// <summary>Folder of temporary files (teacher scores, fingerprint labels); null: <see cref="CacheDirectory"/>, else the system's temporary folder.</summary>
+    public string? TemporaryDirectory { get; init; }
+
     /// <summary>Validation and test parts up to this many source bytes are encoded into memory once; larger ones stream on each pass.</summary>
     public long InMemoryBytes { get; init; } = 256L << 20;
 
