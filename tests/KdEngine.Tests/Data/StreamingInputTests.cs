@@ -381,6 +381,9 @@ public class StreamingInputTests
         {
             var input = new InputSet([file], new TextFileFormat(new DelimitedFormat(Rich)), unitBytes: 5_000);
             var parts = input.SplitSequential([8, 1, 1]);
+            // The split knows each part's rows before any pass reads it (the streamed log prints them).
+            Assert.That(parts.Select(p => p.SplitRows), Is.EqualTo(expected.Select(e => (long?)e.Count)));
+            Assert.That(input.SplitRows, Is.Null);
             var pre = Preprocessor.Fit(Rich, reader); // the same preprocessing for both sides of the comparison
             for (int k = 0; k < 3; k++)
                 AssertSame(expected[k], Collect(DataPasses.Encode(parts[k], pre), pre.FeatureSpace), $"{Path.GetFileName(file)} part {k}");

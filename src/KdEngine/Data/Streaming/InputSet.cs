@@ -230,6 +230,12 @@ public sealed class InputSet
     /// <summary>Total rows when every unit has been counted, else null.</summary>
     public long? Rows => _unitRows.All(r => r >= 0) ? _unitRows.Sum() : null;
 
+    /// <summary>
+    /// The data rows a sequential split (<see cref="SplitSequential"/>) gave this part, known before any pass reads it;
+    /// null for other inputs. It counts data lines, so a row the reader later skips as bad is in it.
+    /// </summary>
+    public long? SplitRows { get; private set; }
+
     /// <summary>The first row ordinal of each unit (canonical order), when all are counted.</summary>
     public long[]? UnitRowStarts()
     {
@@ -284,7 +290,7 @@ public sealed class InputSet
                     if (b > a) units.Add(Units[u] with { RowFrom = a - first, RowTo = b - first });
                     first += unitRows[u];
                 }
-                result[k] = new InputSet(Files, Format, UnitBytes, units);
+                result[k] = new InputSet(Files, Format, UnitBytes, units) { SplitRows = to - from };
             }
             return result;
         }
@@ -304,7 +310,7 @@ public sealed class InputSet
                 long start = offsets(from), end = to == rows ? new FileInfo(file).Length : offsets(to);
                 for (long s = start; s < end; s += UnitBytes) units.Add(new InputUnit(0, s, Math.Min(end, s + UnitBytes)));
             }
-            var part = new InputSet([file], Format, UnitBytes, units);
+            var part = new InputSet([file], Format, UnitBytes, units) { SplitRows = to - from };
             if (!gzip && units.Count > 0) part._unitFirstLine[0] = lines(from);
             parts[k] = part;
         }
