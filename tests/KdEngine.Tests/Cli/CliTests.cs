@@ -386,7 +386,9 @@ public class CliTests
         Assert.That(Directory.GetFiles(_dir, "*.tmp-*"), Is.Empty);
         var student = Path.Combine(_dir, "student-cached.kde");
         var kd = Write("kd-cache.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""");
-        Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student);
+        // Streamed: the cache is checked in streaming passes and read in place, not loaded.
+        Assert.That(Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student),
+            Does.Contain("teacher.logits.safetensors: 400 rows, fingerprint and logits checked"));
         Assert.That(Ok("eval", "--model", student, "--data", _synth), Does.Contain(": 400 rows"));
 
         // Same schema and row count, other rows: the fingerprint differs.
@@ -612,5 +614,8 @@ public class CliTests
         Assert.That(Ok("eval", "--model", student, "--data", valid), Does.Contain(": 80 rows"));
         Assert.That(Fails("distill", "--method", "logits", "--teacher-logits", Path.Combine(_dir, "none.safetensors"), "--train", train, "--valid", valid, "--out", student),
             Does.Contain("none.safetensors"));
+        // External scores index one file's rows: input sets are refused with them.
+        Assert.That(Fails("distill", "--method", "logits", "--teacher-column", "t", "--train", train, "--valid", valid, "--out", student),
+            Does.Contain("one data file").And.Contain("--split"));
     }
 }
