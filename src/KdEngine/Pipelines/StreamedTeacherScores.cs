@@ -109,6 +109,7 @@ public static class StreamedTeacherScores
     private static long WriteExternal(DataSource source, IReadOnlyList<TeacherScoreSource> external, string path, TextWriter? progress)
     {
         progress?.WriteLine($"reading teacher scores: {string.Join("; ", external.Select(e => e.ToString()))}");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var reader = source.Open();
         using var scores = TeacherScores.Open(external, reader.FilePath, reader.Schema);
         int k = external.Count;
@@ -126,7 +127,7 @@ public static class StreamedTeacherScores
             }
             scores.Finish(reader.SkippedRows);
         }
-        progress?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"teacher scores: {n:N0} rows × {k} checked"));
+        progress?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"teacher scores: {n:N0} rows × {k} checked in {clock.Elapsed.TotalSeconds:F1} s"));
         return n;
     }
 }
