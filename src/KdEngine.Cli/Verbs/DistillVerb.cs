@@ -105,7 +105,7 @@ internal static class DistillVerb
         bool mpi = parse.GetValue(distributed.Mode) == "mpi";
         // Row-sharded tables fetch each batch's rows from their owners, which the in-memory trainer and evaluator do.
         bool rowSharded = settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row;
-        if (!mpi && !rowSharded && splitOptions.Mode == SplitMode.Sequential)
+        if (!mpi && !rowSharded && splitOptions.Mode != SplitMode.Random)
         {
             // Streamed: the same passes as train, the teachers' preprocessing when they fix it; cached and external teacher
             // scores are checked in streaming passes and read per batch by row ordinal from memory-mapped files.
@@ -119,7 +119,7 @@ internal static class DistillVerb
                 var (trainSource, validSource, testSource) = dataOptions.InputSets(parse);
                 streamInputs = StreamingInputs.Separate(Recipe(trainSource), Recipe(validSource), testSource is null ? null : Recipe(testSource));
             }
-            else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios);
+            else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
             DataSource Recipe(DataSource s) => fixedPre is null ? s
                 : recipe is null ? s with { Schema = fixedPre.Schema }
                 : DataSource.FromMetadata(s.Patterns, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges)) with { ReaderOptions = s.ReaderOptions };

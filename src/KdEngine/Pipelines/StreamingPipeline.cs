@@ -273,9 +273,14 @@ public sealed record StreamingInputs
     public static StreamingInputs Separate(DataSource train, DataSource validation, DataSource? test) =>
         new() { Train = train, Validation = validation, Test = test };
 
-    /// <summary>One file cut sequentially by row count (e.g. 8:1:1), never loaded.</summary>
-    public static StreamingInputs SplitOf(DataSource file, IReadOnlyList<double> ratios) =>
-        new() { Train = file, Ratios = ratios };
+    /// <summary>
+    /// One file cut by row count (e.g. 8:1:1), never loaded: sequentially, or by a seeded hash of each row's ordinal
+    /// (<see cref="SplitMode.Hash"/>). A random permutation needs every row in memory and is refused here.
+    /// </summary>
+    public static StreamingInputs SplitOf(DataSource file, IReadOnlyList<double> ratios, SplitMode mode = SplitMode.Sequential, int seed = 0) =>
+        mode == SplitMode.Random
+            ? throw new ArgumentException("a random split permutes every row in memory; stream with a sequential or a hash split (SplitMode.Hash).")
+            : new() { Train = file, Ratios = ratios, Mode = mode, Seed = seed };
 
     /// <summary>The train source (with <see cref="Ratios"/>: the one file that is split).</summary>
     public DataSource Train { get; init; } = null!;
@@ -283,8 +288,12 @@ public sealed record StreamingInputs
     public DataSource? Validation { get; init; }
     /// <summary>The test source (optional).</summary>
     public DataSource? Test { get; init; }
-    /// <summary>Ratios of a sequential split of <see cref="Train"/> (e.g. 8:1:1), or null for separate sources.</summary>
+    /// <summary>Ratios of a split of <see cref="Train"/> (e.g. 8:1:1), or null for separate sources.</summary>
     public IReadOnlyList<double>? Ratios { get; init; }
+    /// <summary>How <see cref="Ratios"/> cut the file: <see cref="SplitMode.Sequential"/> or <see cref="SplitMode.Hash"/>.</summary>
+    public SplitMode Mode { get; init; } = SplitMode.Sequential;
+    /// <summary>The seed of a hash split.</summary>
+    public int Seed { get; init; }
 }
 
 /// <summary>
@@ -312,7 +321,7 @@ public static class StreamingPipeline
         {
             var whole = source.OpenInput(options.UnitBytes);
             whole.Check();
-            var parts = whole.SplitSequential(ratios, options.Reader);
+            var parts = inputs.Mode == SplitMode.Hash ? whole.SplitHash(ratios, inputs.Seed, options.Reader) : whole.SplitSequential(ratios, options.Reader);
             if (parts.Length < 2) throw new ArgumentException("split: expected train:validation[:test] ratios.");
             train = parts[0];
             valid = parts[1];
@@ -386,7 +395,7 @@ public static class StreamingPipeline
             throw;
         }
         clickRate ??= trainPart.LabelMean();
-        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate, inputs.Ratios is not null);
+        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate, inputs.Ratios is not null && inputs.Mode == SplitMode.Sequential);
     }
 
     /// <summary>The fit pass: counts, then vocabularies; the counts are unreachable once it returns.</summary>
@@ -412,6 +421,8 @@ public static class StreamingPipeline
     public static string CachePath(string directory, string part, InputSet input)
     {
         var identity = string.Join("\n", input.Files.Select(Path.GetFullPath)) + "\n" + input.UnitBytes.ToString(CultureInfo.InvariantCulture);
+        // A hash split's parts read the same units; the split (ratios, seed, part) tells their caches apart.
+        if (input.Units.Count > 0 && input.Units[0].Filter is { } filter) identity += "\n" + filter;
         string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(identity)))[..12];
         return Path.Combine(directory, $"{part}.{Path.GetFileName(input.Files[0])}.{hash}{EncodedCache.Extension}");
     }

@@ -579,6 +579,14 @@ public class CliTests
         Assert.That(Ok("predict", "--model", model, "--data", Path.Combine(_dir, "sets_day_1.csv.gz"), test, "--out", scores), Does.Contain("wrote 110 probabilities"));
         Assert.That(File.ReadAllLines(scores), Has.Length.EqualTo(111));
 
+        // A hash split of one file streams: each row's part from a seeded hash of its row number (binomial part sizes).
+        var hashed = Ok("train", "--model", "dnn", "--config", _small, "--data", _synth, "--schema", _synthSchema, "--split-mode", "hash", "--seed", "4", "--epochs", "1", "--out", model);
+        var sizes = System.Text.RegularExpressions.Regex.Match(hashed, @"400 rows → train (\d+) / validation (\d+) / test (\d+)");
+        Assert.That(sizes.Success, Is.True, hashed);
+        Assert.That(Enumerable.Range(1, 3).Sum(g => int.Parse(sizes.Groups[g].Value, CultureInfo.InvariantCulture)), Is.EqualTo(400));
+        Assert.That(sizes.Groups[1].Value, Is.Not.EqualTo("320"));
+        Assert.That(Ok("train", "--help"), Does.Contain("hash"));
+
         Assert.That(Fails("train", "--model", "dnn", "--train", valid, "--out", model), Does.Contain("--valid"));
         Assert.That(Fails("train", "--model", "dnn", "--train", valid, "--valid", valid, "--data", _criteo, "--out", model), Does.Contain("not both"));
         Assert.That(Fails("train", "--model", "dnn", "--train", Path.Combine(_dir, "nothing_*.csv"), "--valid", valid, "--out", model), Does.Contain("nothing_*.csv"));
