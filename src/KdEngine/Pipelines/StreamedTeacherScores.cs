@@ -40,7 +40,7 @@ public static class StreamedTeacherScores
         if (caches.Count + external.Count == 0) throw new ArgumentException("teacher scores: no cache and no external source given.");
         string dataName = data.Source.FileName;
         if (!data.SplitOfOneFile)
-            throw new ArgumentException($"teacher scores index the rows of one data file: give one --data file cut by a sequential --split, not --train/--valid/--test input sets ({dataName}).");
+            throw new ArgumentException($"teacher scores index the rows of one data file: give one --data file cut by a sequential --split (not a hash split, not --train/--valid/--test input sets; {dataName}).");
         StreamedPart[] parts = data.Test is null ? [data.Train, data.Validation] : [data.Train, data.Validation, data.Test];
         string tempDirectory = options.TemporaryDirectory ?? options.CacheDirectory ?? Path.GetTempPath();
         Directory.CreateDirectory(tempDirectory);
