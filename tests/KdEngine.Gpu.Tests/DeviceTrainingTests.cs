@@ -83,6 +83,9 @@ public abstract class DeviceTrainingTests
     private static IEnumerable<TestCaseData> NewZooModels()
     {
         yield return new TestCaseData(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 3, EmbeddingInitStd = 0.2f, Seed = 4 }).SetName("Ffm");
+        // LIBFFM's training form: the pairs ÷ F (instance normalisation of one-hot rows) and the uniform [0, 1/√D) init.
+        yield return new TestCaseData(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 3, FfmNormalize = true, FfmInit = FfmInit.Uniform, Seed = 4 })
+            .SetName("FfmNormalizedUniformInit");
         var v2 = new ModelConfig { Model = ModelKind.DcnV2, EmbeddingDim = 3, EmbeddingInitStd = 0.2f, Dnn = [7], CrossLayers = 2, Seed = 5 };
         yield return new TestCaseData(v2).SetName("DcnV2FullRankParallel");
         yield return new TestCaseData(v2 with { CrossRank = 2, CrossExperts = 3, CrossStructure = CrossStructure.Stacked }).SetName("DcnV2MixtureStacked");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using KdEngine.Cli.Options;
+using KdEngine.Data;
 using KdEngine.Metrics;
 using KdEngine.Models;
 using KdEngine.Pipelines;
@@ -32,8 +33,9 @@ internal static class TuneVerb
             text => TrainingSettings.ParseSelection(text), () => SelectionMetric.GuardedAuc);
         var outDir = CliOptions.Text("--out-dir", "DIR", "where trials.json, trials.csv and final.json go (default: tune-out)");
         var output = CliOptions.Text("--out", "FILE", "save the best setting's seed-1 model here (with its calibration, if any)");
-        var data = new DataOptions();
+        var data = new DataOptions(inputSets: true);
         var split = new SplitOptionsGroup();
+        var streaming = new StreamingOptionsGroup();
         var training = new TrainingOptions();
 
         var command = new Command("tune",
@@ -42,16 +44,22 @@ internal static class TuneVerb
             "trial and written as JSON and CSV. Then the best setting is retrained with --seeds seeds and only then is the test part read, " +
             "once, to report test AUC/logloss/ECE (mean ± std). Parameters: any TrainingSettings or ModelConfig key (camelCase; lr, dim " +
             "short for learningRate, embeddingDim); with --method also the DistillConfig's (alpha, T, lambda, …; model keys mean the student's, " +
-            "teacher.KEY the co-trained teacher's). Without --space/--param a default grid for the model or method is searched.");
+            "teacher.KEY the co-trained teacher's). Without --space/--param a default grid for the model or method is searched. A zoo model's " +
+            "search streams its data as 'train' does (one file cut by a sequential --split, or --train/--valid/--test input sets; memory: one " +
+            "trial's model and the shuffle buffer, never the rows; --cache DIR spares every trial after the first the text); a random split " +
+            "and --method read the data into memory.");
         foreach (var option in new Option[] { model, config, method, teachers, teacherLogits, space, param, search, trials, minutes, seeds, rankBy, outDir, output })
             command.Options.Add(option);
         data.AddTo(command);
         split.AddTo(command);
+        streaming.AddTo(command);
         training.AddTo(command);
         command.SetAction(parse =>
         {
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             var distill = parse.GetValue(method);
+            if (distill is not null && data.HasInputSets(parse))
+                throw new CliException("tune --method reads --data into memory; --train/--valid/--test input sets are for a zoo model's search.");
             var searchSpace = parse.GetValue(space) is { } path ? LoadSpace(path) : new SearchSpace();
             foreach (var spec in parse.GetValue(param)!) searchSpace.AddSpec(spec);
 
@@ -84,15 +92,45 @@ internal static class TuneVerb
             }
 
             var splitOptions = split.SplitFrom(parse, baseConfig.Training.Seed);
-            var prepared = inputs is not null ? inputs.Prepare(parse, data, null, split, splitOptions, SingleProcess.Instance)
-                : CtrPipeline.Prepare(data.Source(parse), splitOptions, split.PreprocessingFrom(parse));
-            Report.Data(o, prepared);
-            // Caches travel with their rows as columns of the data, so the teachers are made before the tuner sees it.
-            var frozenTeachers = inputs?.Teachers(ref prepared, SingleProcess.Instance, o: o);
-            var tuneData = new PreparedTuneData(prepared);
-            var build = distill is { } dm
-                ? Tuner.DistillTrials(dm, tuneData, frozenTeachers!)
-                : Tuner.ZooTrials(prepared.Fields);
+            // A zoo model's search streams (as train does); distillation trials and a random split hold the parts in memory.
+            bool stream = distill is null && splitOptions.Mode == SplitMode.Sequential;
+            if (!stream && data.HasInputSets(parse))
+                throw new CliException("--split-mode random applies to --data; --train/--valid/--test are already separate parts.");
+            StreamedData? streamed = null;
+            PreparedData? prepared = null;
+            ITuneData tuneData;
+            Func<TrialConfig, TrialBuild> build;
+            if (stream)
+            {
+                StreamingInputs streamInputs;
+                if (data.HasInputSets(parse))
+                {
+                    var (train, valid, test) = data.InputSets(parse);
+                    if (test is null) throw new CliException("tune: give --test FILE… too; the final report reads the test part once.");
+                    streamInputs = StreamingInputs.Separate(train, valid, test);
+                }
+                else streamInputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios);
+                var streamingOptions = streaming.OptionsFrom(parse, data.Reader(parse), o.Writer, o.IsTerminal);
+                streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), streamingOptions);
+                Report.Data(o, streamed);
+                foreach (var pass in streamed.Passes)
+                    foreach (var line in pass.SkipSummary()) o.Line(line);
+                tuneData = new StreamedTuneData(streamed, streamingOptions.ShuffleBuffer);
+                build = Tuner.ZooTrials(streamed.Fields);
+            }
+            else
+            {
+                prepared = inputs is not null ? inputs.Prepare(parse, data, null, split, splitOptions, SingleProcess.Instance)
+                    : CtrPipeline.Prepare(data.Source(parse), splitOptions, split.PreprocessingFrom(parse));
+                Report.Data(o, prepared);
+                // Caches travel with their rows as columns of the data, so the teachers are made before the tuner sees it.
+                var frozenTeachers = inputs?.Teachers(ref prepared, SingleProcess.Instance, o: o);
+                tuneData = new PreparedTuneData(prepared);
+                build = distill is { } dm
+                    ? Tuner.DistillTrials(dm, tuneData, frozenTeachers!)
+                    : Tuner.ZooTrials(prepared.Fields);
+            }
+            using var streamedScope = streamed;
             double limit = parse.GetValue(minutes);
             var options = new TuneOptions
             {
@@ -111,7 +149,7 @@ internal static class TuneVerb
             o.Line($"wrote {Path.Combine(options.OutputDirectory, "trials.json")}, trials.csv and final.json");
             if (parse.GetValue(output) is { } outPath)
             {
-                CtrPipeline.Save(outPath, report.FinalModels[0], prepared.Preprocessor, prepared.Source, new Dictionary<string, string>
+                CtrPipeline.Save(outPath, report.FinalModels[0], streamed?.Preprocessor ?? prepared!.Preprocessor, streamed?.Source ?? prepared!.Source, new Dictionary<string, string>
                 {
                     ["tune.setting"] = report.Best.SettingText,
                 }, report.FinalCalibrations[0]);

@@ -57,7 +57,7 @@ public static class DefaultsExperiment
         foreach (var dataset in datasets)
         {
             var data = Load(dataset, syntheticRows);
-            log?.WriteLine($"{dataset}: {data.Train.Count} train / {data.Validation.Count} validation rows, {data.Fields.Sum(f => (long)f.Cardinality):N0} ids");
+            log?.WriteLine($"{dataset}: {data.TrainRows} train / {data.ValidationRows} validation rows, {data.Fields.Sum(f => (long)f.Cardinality):N0} ids");
             foreach (var kind in models)
             {
                 var model = new ModelConfig { Model = kind };
@@ -98,16 +98,16 @@ public static class DefaultsExperiment
 }
 
 /// <summary>Three encoded parts as <see cref="ITuneData"/> (no schema-privileged fields).</summary>
-public sealed class SplitTuneData(EncodedDataset train, EncodedDataset validation, EncodedDataset test) : ITuneData
+public sealed class SplitTuneData(EncodedDataset train, EncodedDataset validation, EncodedDataset test) : EncodedTuneData
 {
     /// <inheritdoc/>
-    public EncodedDataset Train => train;
+    public override EncodedDataset Train => train;
     /// <inheritdoc/>
-    public EncodedDataset Validation => validation;
+    public override EncodedDataset Validation => validation;
     /// <inheritdoc/>
-    public IReadOnlyList<Nn.InputField> Fields { get; } = ModelInputs.From(train.FeatureSpace).Fields;
+    public override IReadOnlyList<Nn.InputField> Fields { get; } = ModelInputs.From(train.FeatureSpace).Fields;
     /// <inheritdoc/>
-    public IReadOnlyList<bool> Privileged => train.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
+    public override IReadOnlyList<bool> Privileged => train.FeatureSpace.Fields.Select(f => f.Privileged).ToArray();
     /// <inheritdoc/>
-    public EncodedDataset ReadTest() => test;
+    public override EncodedDataset ReadTest() => test;
 }

@@ -12,36 +12,77 @@ using KdEngine.Training;
 namespace KdEngine.Pipelines;
 
 /// <summary>
-/// The data a search sees: the train and validation parts and the input fields, and the test part behind
-/// <see cref="ReadTest"/> — which the tuner calls once, after every trial and every final run, to report.
+/// The data a search sees: it trains on the train part with early stopping on the validation part, scores models on
+/// validation, and scores the final models on the test part through <see cref="ScoreTest"/> — which the tuner calls
+/// once, after every trial and every final run, to report. The parts may be in memory (<see cref="EncodedTuneData"/>)
+/// or streamed from files of any size (<see cref="StreamedTuneData"/>).
 /// </summary>
 public interface ITuneData
 {
-    /// <summary>The train part (every trial trains on it).</summary>
-    EncodedDataset Train { get; }
-    /// <summary>The validation part (early stopping, ranking, calibration).</summary>
-    EncodedDataset Validation { get; }
     /// <summary>The model input fields of the encoded data.</summary>
     IReadOnlyList<InputField> Fields { get; }
     /// <summary>Per input field: teacher-only (privileged)?</summary>
     IReadOnlyList<bool> Privileged { get; }
-    /// <summary>The test part; called once, for the final report.</summary>
-    EncodedDataset ReadTest();
+    /// <summary>Rows of the train part (−1 when not known before the first pass).</summary>
+    long TrainRows { get; }
+    /// <summary>Rows of the validation part (−1 when not known before the first pass).</summary>
+    long ValidationRows { get; }
+    /// <summary>Trains <paramref name="objective"/> with <paramref name="settings"/> on the train part, validating on the validation part.</summary>
+    TrainingReport Fit(TrainingSettings settings, IObjective objective, IOptimizer optimizer);
+    /// <summary>Scores the validation part in order (evaluation mode): metrics, one logit and one label per row.</summary>
+    (EvaluationResult Result, float[] Logits, float[] Labels) ScoreValidation(CtrModel model);
+    /// <summary>Scores every model on the test part, in order; called once, for the final report.</summary>
+    IReadOnlyList<(float[] Logits, float[] Labels)> ScoreTest(IReadOnlyList<CtrModel> models);
+}
+
+/// <summary>Parts held in memory as <see cref="EncodedDataset"/>s: the test part is reached only through <see cref="ReadTest"/>.</summary>
+public abstract class EncodedTuneData : ITuneData
+{
+    /// <summary>The train part (every trial trains on it).</summary>
+    public abstract EncodedDataset Train { get; }
+    /// <summary>The validation part (early stopping, ranking, calibration).</summary>
+    public abstract EncodedDataset Validation { get; }
+    /// <inheritdoc/>
+    public abstract IReadOnlyList<InputField> Fields { get; }
+    /// <inheritdoc/>
+    public abstract IReadOnlyList<bool> Privileged { get; }
+    /// <summary>The test part; called once, by <see cref="ScoreTest"/>.</summary>
+    public abstract EncodedDataset ReadTest();
+
+    /// <inheritdoc/>
+    public long TrainRows => Train.Count;
+    /// <inheritdoc/>
+    public long ValidationRows => Validation.Count;
+    /// <inheritdoc/>
+    public TrainingReport Fit(TrainingSettings settings, IObjective objective, IOptimizer optimizer) =>
+        new Trainer(settings.ToTrainerOptions()).Fit(objective, optimizer, Train, Validation);
+    /// <inheritdoc/>
+    public (EvaluationResult Result, float[] Logits, float[] Labels) ScoreValidation(CtrModel model)
+    {
+        var (result, logits) = Trainer.Evaluate(model, Validation);
+        return (result, logits, Validation.Labels);
+    }
+    /// <inheritdoc/>
+    public IReadOnlyList<(float[] Logits, float[] Labels)> ScoreTest(IReadOnlyList<CtrModel> models)
+    {
+        var test = ReadTest();
+        return models.Select(m => (CtrPipeline.Logits(m, test), test.Labels)).ToList();
+    }
 }
 
 /// <summary>Prepared data as <see cref="ITuneData"/>.</summary>
-public sealed class PreparedTuneData(PreparedData data) : ITuneData
+public sealed class PreparedTuneData(PreparedData data) : EncodedTuneData
 {
     /// <inheritdoc/>
-    public EncodedDataset Train => data.Train;
+    public override EncodedDataset Train => data.Train;
     /// <inheritdoc/>
-    public EncodedDataset Validation => data.Validation;
+    public override EncodedDataset Validation => data.Validation;
     /// <inheritdoc/>
-    public IReadOnlyList<InputField> Fields => data.Fields;
+    public override IReadOnlyList<InputField> Fields => data.Fields;
     /// <inheritdoc/>
-    public IReadOnlyList<bool> Privileged => data.Privileged;
+    public override IReadOnlyList<bool> Privileged => data.Privileged;
     /// <inheritdoc/>
-    public EncodedDataset ReadTest() => data.Test;
+    public override EncodedDataset ReadTest() => data.Test;
 }
 
 /// <summary>How a search runs.</summary>
@@ -107,7 +148,7 @@ public sealed record TrialBuild(IObjective Objective, ZooModel Model);
 /// early stopping on the validation part and is ranked by its validation metric; the table of trials (sorted) is printed
 /// after each trial and written as JSON and CSV; then the best setting is retrained with several seeds and only then is the
 /// test part read — once — to report test AUC, logloss and ECE (mean ± std over the seeds). Nothing before the final report
-/// touches the test part (<see cref="ITuneData.ReadTest"/>).
+/// touches the test part (<see cref="ITuneData.ScoreTest"/>).
 /// </summary>
 public sealed class Tuner(ITuneData data, TrialConfig baseConfig, Func<TrialConfig, TrialBuild> build, TuneOptions options,
     TextWriter? output = null)
@@ -149,7 +190,7 @@ public sealed class Tuner(ITuneData data, TrialConfig baseConfig, Func<TrialConf
         var settings = (options.Random ? space.Random(options.SearchSeed) : space.Grid()).Take(maxTrials);
         output?.WriteLine($"tune: {(options.Random ? "random" : "grid")} search over {space.Parameters.Count} parameters ({space.GridSize} settings), " +
             $"at most {maxTrials} trials{(options.TimeBudget is { } tb ? $" or {tb.TotalMinutes.ToString("G3", Inv)} min" : "")}; ranked by validation {RankName()}; " +
-            $"{data.Train.Count} train / {data.Validation.Count} validation rows (the test part is read once, at the end)");
+            $"{Rows(data.TrainRows)} train / {Rows(data.ValidationRows)} validation rows (the test part is read once, at the end)");
 
         var trials = new List<Trial>();
         var clock = Stopwatch.StartNew();
@@ -183,25 +224,25 @@ public sealed class Tuner(ITuneData data, TrialConfig baseConfig, Func<TrialConf
             var config = bestConfig.WithSeed(seed);
             var run = build(config);
             var report = Train(run, config);
-            var valid = Trainer.Evaluate(run.Model, data.Validation).Result;
+            var (valid, validLogits, validLabels) = data.ScoreValidation(run.Model);
             models.Add(run.Model);
             calibrations.Add(options.Calibration == CalibrationKind.None ? LogitCalibration.Identity
-                : LogitCalibration.Fit(CtrPipeline.Logits(run.Model, data.Validation), data.Validation.Labels, options.Calibration));
+                : LogitCalibration.Fit(validLogits, validLabels, options.Calibration));
             partial.Add((seed, valid.Auc, valid.LogLoss, report.Steps, report.StopReason));
             OnFinalSeed?.Invoke(seed, valid.Auc, valid.LogLoss);
             output?.WriteLine($"  seed {seed}: validation AUC {valid.Auc.ToString("F4", Inv)}, logloss {valid.LogLoss.ToString("F5", Inv)} ({report.Steps} steps; {report.StopReason})");
         }
 
-        var test = data.ReadTest(); // the only read of the test part
+        var scored = data.ScoreTest(models); // the only read of the test part
         var final = new List<FinalRun>();
         for (int k = 0; k < models.Count; k++)
         {
-            var logits = CtrPipeline.Logits(models[k], test);
-            var raw = CtrMetrics.EvaluateLogits(logits, test.Labels);
-            double ece = CalibrationMetrics.Reliability(logits, test.Labels).Ece;
+            var (logits, labels) = scored[k];
+            var raw = CtrMetrics.EvaluateLogits(logits, labels);
+            double ece = CalibrationMetrics.Reliability(logits, labels).Ece;
             calibrations[k].Apply(logits);
-            double calibratedLogLoss = CtrMetrics.LogLossFromLogits(logits, test.Labels);
-            double calibratedEce = CalibrationMetrics.Reliability(logits, test.Labels).Ece;
+            double calibratedLogLoss = CtrMetrics.LogLossFromLogits(logits, labels);
+            double calibratedEce = CalibrationMetrics.Reliability(logits, labels).Ece;
             var p = partial[k];
             final.Add(new FinalRun(p.Seed, p.Auc, p.LogLoss, raw.Auc, raw.LogLoss, ece, calibratedLogLoss, calibratedEce, p.Steps, p.Reason));
         }
@@ -236,8 +277,10 @@ public sealed class Tuner(ITuneData data, TrialConfig baseConfig, Func<TrialConf
     private TrainingReport Train(TrialBuild run, TrialConfig config)
     {
         var optimizer = config.Training.BuildOptimizer(run.Objective.Trainable.Parameters().Select(p => p.Tensor));
-        return new Trainer(config.Training.ToTrainerOptions()).Fit(run.Objective, optimizer, data.Train, data.Validation);
+        return data.Fit(config.Training, run.Objective, optimizer);
     }
+
+    private static string Rows(long rows) => rows < 0 ? "?" : rows.ToString("N0", Inv);
 
     /// <summary>Trials best first: by AUC, by logloss, or (guarded) by AUC among those within the band of the lowest logloss, then the rest by AUC; failures last.</summary>
     private List<Trial> Rank(List<Trial> trials) => Rank(trials, options.RankBy, options.GuardBand);

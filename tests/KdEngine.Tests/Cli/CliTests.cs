@@ -258,6 +258,26 @@ public class CliTests
     }
 
     [Test]
+    public void TuneStreamsInputSetsAndMatchesTheSameRowsCutFromOneFile()
+    {
+        // The 300-row file's sequential 8:1:1 parts written as three files: the same rows in the same order, so the
+        // streamed search over --train/--valid/--test must report exactly what the search over --data did.
+        var lines = File.ReadAllLines(_criteo);
+        string Part(string name, int skip, int take) => Write(name, string.Join("\n", lines.Take(1).Concat(lines.Skip(1 + skip).Take(take))) + "\n");
+        string train = Part("tune-train.csv", 0, 240), valid = Part("tune-valid.csv", 240, 30), test = Part("tune-test.csv", 270, 30);
+        string[] common = ["--model", "lr", "--param", "ftrlAlpha=0.3|1", "--epochs", "2", "--seeds", "2"];
+        string TestLine(string output) => output.Split('\n').Single(l => l.StartsWith("tune: test (read once)", StringComparison.Ordinal));
+        var fromFile = Ok(["tune", .. common, "--data", _criteo, "--out-dir", Path.Combine(_dir, "tune-file")]);
+        var fromSets = Ok(["tune", .. common, "--train", train, "--valid", valid, "--test", test, "--shuffle-buffer", "1000", "--out-dir", Path.Combine(_dir, "tune-sets")]);
+        Assert.That(fromSets, Does.Contain("240 train / 30 validation rows"));
+        Assert.That(TestLine(fromSets), Is.EqualTo(TestLine(fromFile)));
+        // A random split still searches in memory and gives a result; input sets need a test part, and are not for --method.
+        Assert.That(Ok(["tune", .. common, "--data", _criteo, "--split-mode", "random", "--out-dir", Path.Combine(_dir, "tune-random")]), Does.Contain("tune: test (read once)"));
+        Assert.That(Fails(["tune", .. common, "--train", train, "--valid", valid, "--out-dir", Path.Combine(_dir, "tune-x")]), Does.Contain("--test"));
+        Assert.That(Fails("tune", "--method", "logits", "--teacher-logits", "x.safetensors", "--train", train, "--valid", valid, "--test", test), Does.Contain("input sets"));
+    }
+
+    [Test]
     public void DeviceOptionTrainsOnTheIlgpuCpuAcceleratorAndMatchesTheCpuRun()
     {
         // The same tiny FM run on the CPU backend and on ILGPU's CPU accelerator (the simulator CI has): the device

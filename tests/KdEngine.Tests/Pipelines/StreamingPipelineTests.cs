@@ -61,6 +61,43 @@ public class StreamingPipelineTests
     }
 
     [Test]
+    public void A_streamed_search_equals_the_in_memory_search_trial_for_trial_and_on_the_final_test_read()
+    {
+        var (path, schema) = Synthetic(3000);
+        var source = new DataSource(path) { Schema = schema, Format = DataFormat.Criteo };
+        var preprocessing = new PreprocessorOptions { MinCount = 2 };
+        var baseConfig = new TrialConfig(Small, Settings);
+        var space = new SearchSpace().AddSpec("lr=0.003|0.01").AddSpec("dropout=0|0.2");
+        var tuneOptions = new TuneOptions { FinalSeeds = 2, Calibration = KdEngine.Metrics.CalibrationKind.Temperature };
+
+        var memory = new PreparedTuneData(CtrPipeline.Prepare(source, new SplitOptions(), preprocessing));
+        var inMemory = new Tuner(memory, baseConfig, Tuner.ZooTrials(memory.Fields), tuneOptions).Run(space);
+
+        var options = new StreamingOptions { ShuffleBuffer = 1_000_000, Workers = 2, UnitBytes = 9_000, ChunkBytes = 2_000 };
+        using var streamedParts = StreamingPipeline.Prepare(StreamingInputs.SplitOf(source, [8, 1, 1]), preprocessing, options);
+        var streamedData = new StreamedTuneData(streamedParts, options.ShuffleBuffer);
+        Assert.That((streamedData.TrainRows, streamedData.ValidationRows), Is.EqualTo((2400L, 300L)));
+        var streamed = new Tuner(streamedData, baseConfig, Tuner.ZooTrials(streamedData.Fields), tuneOptions).Run(space);
+
+        Assert.That(streamed.Trials.Select(t => (t.SettingText, t.ValidAuc, t.ValidLogLoss, t.BestStep)),
+            Is.EqualTo(inMemory.Trials.Select(t => (t.SettingText, t.ValidAuc, t.ValidLogLoss, t.BestStep))), "every trial, in rank order");
+        Assert.That(streamed.Final, Is.EqualTo(inMemory.Final), "the final seeds' validation, test and calibrated test metrics");
+        Assert.That(Weights(streamed.FinalModels[1]), Is.EqualTo(Weights(inMemory.FinalModels[1])));
+        // The trials differ from one another, or equality above would prove little.
+        Assert.That(streamed.Trials.Select(t => t.ValidAuc).Distinct().Count(), Is.GreaterThan(1));
+    }
+
+    [Test]
+    public void A_streamed_search_needs_a_test_part()
+    {
+        var (path, schema) = Synthetic(600);
+        var source = new DataSource(path) { Schema = schema, Format = DataFormat.Criteo };
+        using var parts = StreamingPipeline.Prepare(StreamingInputs.SplitOf(source, [8, 2]), new PreprocessorOptions { MinCount = 2 }, new StreamingOptions { Workers = 1 });
+        var e = Assert.Throws<ConfigException>(() => new StreamedTuneData(parts, 1000))!;
+        Assert.That(e.Message, Does.Contain("test part"));
+    }
+
+    [Test]
     public void The_encoded_cache_trains_exactly_as_text_is_reused_with_its_preprocessing_and_rejected_when_stale()
     {
         var (train, schema) = Synthetic(4000, "train.tsv");

@@ -12,18 +12,18 @@ namespace KdEngine.Tests.Pipelines;
 public class TunerTests
 {
     /// <summary>Synthetic data whose test part can be read only through <see cref="ReadTest"/>, which logs (or refuses) the read.</summary>
-    private sealed class GuardedData(List<string> events, bool refuse) : ITuneData
+    private sealed class GuardedData(List<string> events, bool refuse) : EncodedTuneData
     {
         private static readonly EncodedDataset[] Parts =
             new SyntheticCtr(new SyntheticCtrOptions { Fields = 5, VocabSize = 50, Seed = 9 }).Generate(3000).Split([8, 1, 1]);
 
-        public EncodedDataset Train => Parts[0];
-        public EncodedDataset Validation => Parts[1];
-        public IReadOnlyList<InputField> Fields { get; } = ModelInputs.From(Parts[0].FeatureSpace).Fields;
-        public IReadOnlyList<bool> Privileged => Fields.Select(_ => false).ToArray();
+        public override EncodedDataset Train => Parts[0];
+        public override EncodedDataset Validation => Parts[1];
+        public override IReadOnlyList<InputField> Fields { get; } = ModelInputs.From(Parts[0].FeatureSpace).Fields;
+        public override IReadOnlyList<bool> Privileged => Fields.Select(_ => false).ToArray();
         public int TestReads { get; private set; }
 
-        public EncodedDataset ReadTest()
+        public override EncodedDataset ReadTest()
         {
             events.Add("test");
             TestReads++;

@@ -47,8 +47,11 @@ public sealed class FfmPart : ModelPart
             float bound = 1f / MathF.Sqrt(_dim);
             foreach (var table in _vectors.Tables)
             {
-                var w = table.AsSpan();
+                // A table on a device is drawn on the host and uploaded, so both backends start from the same values.
+                bool onHost = table.Storage is CpuStorage<float>;
+                var w = onHost ? table.AsSpan() : new float[table.Length];
                 for (int i = 0; i < w.Length; i++) w[i] = bound * (float)context.Rng.NextDouble();
+                if (!onHost) table.Backend.Upload(w, table.Storage);
             }
         }
     }
