@@ -25,7 +25,7 @@ public enum OptimizerKind
 /// camelCase; unknown keys are rejected naming the key. The defaults are the ones docs/results.md measures ("Defaults"):
 /// Adam 1e-3, batch 256, at most 50 epochs with early stopping while validation AUC or logloss improves (patience 3,
 /// restoring the logloss-guarded best AUC, the learning rate × 0.1 at each plateau); <see cref="For"/> gives the
-/// per-model defaults (FTRL α 0.5, λ2 1e-3 per step for logistic regression and for wide parts; WDL's deep part at Adam 1e-4).
+/// per-model defaults (FTRL α 1, λ2 1e-4 per step for logistic regression and for wide parts; WDL's deep part at Adam 1e-4).
 /// </summary>
 public sealed record TrainingSettings
 {
@@ -69,14 +69,15 @@ public sealed record TrainingSettings
     public TableUpdateMode TableUpdate { get; init; } = TableUpdateMode.Lazy;
     /// <summary>The optimizer of the wide (linear) part of LR / WDL / DeepFM / xDeepFM; null = <see cref="Optimizer"/>.</summary>
     public OptimizerKind? WideOptimizer { get; init; }
-    /// <summary>FTRL's α (per-coordinate rate α/(β + √n)).</summary>
-    public float FtrlAlpha { get; init; } = 0.5f;
+    /// <summary>FTRL's α (per-coordinate rate α/(β + √n)). 1 with <see cref="FtrlL2"/> 1e-4: the grid point with the smallest
+    /// worst-case validation regret over the Criteo sample's two splits and synthetic data with mostly rare ids (docs/results.md, "Defaults").</summary>
+    public float FtrlAlpha { get; init; } = 1f;
     /// <summary>FTRL's β (the rate's offset; 1 is the paper's).</summary>
     public float FtrlBeta { get; init; } = 1f;
     /// <summary>FTRL's L1 λ1 (sparsity; 0 = off).</summary>
     public float FtrlL1 { get; init; }
     /// <summary>FTRL's L2 λ2 (per step in <see cref="FtrlRegularization.PerStep"/> mode: the L2 of the mean loss).</summary>
-    public float FtrlL2 { get; init; } = 1e-3f;
+    public float FtrlL2 { get; init; } = 1e-4f;
     /// <summary>Whether FTRL's λ1/λ2 are absolute (the paper) or per step (converges to the regularised mean-loss optimum).</summary>
     public FtrlRegularization FtrlRegularization { get; init; } = FtrlRegularization.PerStep;
     /// <summary>Global gradient-norm clipping; null = none.</summary>

@@ -253,7 +253,7 @@ public class CliTests
         Assert.That(Ok("eval", "--model", best, "--data", _criteoTest), Does.Contain(": 30 rows"));
         // The default grid for a model, a budget of trials, random order.
         var r = Ok("tune", "--model", "lr", "--data", _criteo, "--search", "random", "--trials", "2", "--epochs", "1", "--seeds", "1", "--out-dir", outDir);
-        Assert.That(r, Does.Contain("search: ftrlAlpha ∈ {0.1, 0.3, 1}, ftrlL2 ∈").And.Contain("at most 2 trials"));
+        Assert.That(r, Does.Contain("search: ftrlAlpha ∈ {0.3, 0.5, 1, 2}, ftrlL2 ∈").And.Contain("at most 2 trials"));
         Assert.That(Fails("tune", "--model", "dnn", "--data", _criteo, "--param", "learningrat=0.1", "--out-dir", outDir), Does.Contain("'learningrat'"));
     }
 

@@ -112,4 +112,17 @@ public class FtrlConvergenceTests
         Assert.That(SearchSpace.DefaultFor(ModelKind.Dnn).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>()),
             Does.Contain(new TrainingSettings().LearningRate));
     }
+
+    [Test]
+    public void Ftrl_defaults_are_alpha_1_l2_1e4_and_a_point_of_tunes_lr_grid()
+    {
+        var defaults = TrainingSettings.For(ModelKind.Lr);
+        Assert.That(defaults.Optimizer, Is.EqualTo(OptimizerKind.Ftrl));
+        Assert.That((defaults.FtrlAlpha, defaults.FtrlL2, defaults.FtrlL1, defaults.FtrlBeta), Is.EqualTo((1f, 1e-4f, 0f, 1f)));
+        var grid = SearchSpace.DefaultFor(ModelKind.Lr).Parameters.ToDictionary(p => p.Name, p => p.Values.Select(v => (float)v!.GetValue<double>()).ToArray());
+        Assert.That(grid["ftrlAlpha"], Does.Contain(defaults.FtrlAlpha));
+        Assert.That(grid["ftrlL2"], Does.Contain(defaults.FtrlL2));
+        // The wide parts train with the same FTRL settings.
+        Assert.That(TrainingSettings.For(ModelKind.Wdl).FtrlL2, Is.EqualTo(defaults.FtrlL2));
+    }
 }
