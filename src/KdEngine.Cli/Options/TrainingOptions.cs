@@ -18,6 +18,9 @@ internal sealed class TrainingOptions
     public Option<int> BatchSize { get; } = CliOptions.Int("--batch-size", "N", "mini-batch size", Defaults.BatchSize, min: 1);
     public Option<float> LearningRate { get; } = CliOptions.Float("--lr", "X", "learning rate of adam/adagrad/sgd (wdl: its deep part, default 0.0001)", Defaults.LearningRate, CliOptions.Positive);
 
+    public Option<float> AdagradInitialAccumulator { get; } = CliOptions.Float("--adagrad-initial-accumulator", "X",
+        "adagrad: the accumulators' starting value (0: PyTorch's; 1: LIBFFM's and ML.NET's FFM, first step lr·g)", Defaults.AdagradInitialAccumulator, CliOptions.NonNegative);
+
     public Option<OptimizerKind> Optimizer { get; } = CliOptions.Parsed("--optimizer", "NAME",
         string.Join("|", Enum.GetNames<OptimizerKind>().Select(n => n.ToLowerInvariant())) + " (lr trains with ftrl unless given)",
         TrainingSettings.ParseOptimizer, () => Defaults.Optimizer);
@@ -30,6 +33,10 @@ internal sealed class TrainingOptions
     public Option<float> L2Dense { get; } = CliOptions.Float("--l2-dense", "X", "coupled L2 on dense weights", Defaults.L2Dense, CliOptions.NonNegative);
     public Option<float?> L2Wide { get; } = CliOptions.OptionalFloat("--l2-wide", "X",
         "coupled L2 on the wide (linear) part instead of --l2-embedding/--l2-dense, e.g. FFM's λ_linear beside λ_latent (default: none)", CliOptions.NonNegative);
+    public Option<float?> WideLearningRate { get; } = CliOptions.OptionalFloat("--wide-lr", "X",
+        "learning rate of the wide (linear) part's adam/adagrad/sgd instead of --lr (default: --lr)", CliOptions.Positive);
+    public Option<float?> WideAdagradInitialAccumulator { get; } = CliOptions.OptionalFloat("--wide-adagrad-initial-accumulator", "X",
+        "the wide part's adagrad accumulators start here instead of --adagrad-initial-accumulator (default: the same)", CliOptions.NonNegative);
     public Option<float> WeightDecayEmbedding { get; } = CliOptions.Float("--weight-decay-embedding", "X",
         "decoupled (AdamW) weight decay on every embedding row every step, applied lazily and exactly", Defaults.WeightDecayEmbedding, CliOptions.NonNegative);
     public Option<float> WeightDecayDense { get; } = CliOptions.Float("--weight-decay-dense", "X", "decoupled weight decay on dense weights", Defaults.WeightDecayDense, CliOptions.NonNegative);
@@ -49,8 +56,8 @@ internal sealed class TrainingOptions
         "stop after N validations without improvement of the --metric (0 = never)", Defaults.Patience, min: 0);
     public Option<StoppingMetric> Metric { get; } = CliOptions.Parsed("--metric", "auc|logloss|both|objective|kd",
         "what early stopping watches (both: go on while either improves; kd: the validation distillation term, distill only)", TrainingSettings.ParseMetric, () => Defaults.Metric);
-    public Option<SelectionMetric?> RestoreBy { get; } = CliOptions.Parsed<SelectionMetric?>("--restore-by", "auc|logloss|guarded-auc|objective|kd",
-        "whose weights are restored (default: implied by --metric; both → guarded-auc)", text => TrainingSettings.ParseSelection(text));
+    public Option<SelectionMetric?> RestoreBy { get; } = CliOptions.Parsed<SelectionMetric?>("--restore-by", "auc|logloss|guarded-auc|objective|kd|last",
+        "whose weights are restored (default: implied by --metric; both → guarded-auc; last: keep the final weights)", text => TrainingSettings.ParseSelection(text));
     public Option<double> MinDelta { get; } = CliOptions.Double("--min-delta", "X", "the smallest change that counts as an improvement", Defaults.MinDelta, CliOptions.NonNegative);
     public Option<double> GuardBand { get; } = CliOptions.Double("--guard-band", "X",
         "guarded-auc: the logloss band, relative to the lowest logloss", Defaults.GuardBand, CliOptions.NonNegative);
@@ -65,7 +72,7 @@ internal sealed class TrainingOptions
     public Option<CalibrationKind> Calibration { get; } = CliOptions.Parsed("--calibration", "none|temperature|platt",
         "post-hoc calibration fitted on the validation split and saved with the model", LogitCalibration.ParseKind, () => CalibrationKind.None);
 
-    private Option[] All => [Epochs, BatchSize, LearningRate, Optimizer, WideOptimizer, L2Embedding, L2Dense, L2Wide, WeightDecayEmbedding, WeightDecayDense,
+    private Option[] All => [Epochs, BatchSize, LearningRate, AdagradInitialAccumulator, Optimizer, WideOptimizer, L2Embedding, L2Dense, L2Wide, WideLearningRate, WideAdagradInitialAccumulator, WeightDecayEmbedding, WeightDecayDense,
         TableUpdate, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, Clip, Momentum, Patience, Metric, RestoreBy, MinDelta, GuardBand, PlateauFactor,
         PlateauPatience, EvaluateEvery, Seed];
 
@@ -94,11 +101,14 @@ internal sealed class TrainingOptions
             Epochs = Pick(Epochs, defaults.Epochs),
             BatchSize = Pick(BatchSize, defaults.BatchSize),
             LearningRate = Pick(LearningRate, defaults.LearningRate),
+            AdagradInitialAccumulator = Pick(AdagradInitialAccumulator, defaults.AdagradInitialAccumulator),
             Optimizer = Pick(Optimizer, defaults.Optimizer),
             WideOptimizer = parse.Given(WideOptimizer) ? parse.GetValue(WideOptimizer) : defaults.WideOptimizer,
             L2Embedding = Pick(L2Embedding, defaults.L2Embedding),
             L2Dense = Pick(L2Dense, defaults.L2Dense),
             L2Wide = parse.Given(L2Wide) ? parse.GetValue(L2Wide) : defaults.L2Wide,
+            WideLearningRate = parse.Given(WideLearningRate) ? parse.GetValue(WideLearningRate) : defaults.WideLearningRate,
+            WideAdagradInitialAccumulator = parse.Given(WideAdagradInitialAccumulator) ? parse.GetValue(WideAdagradInitialAccumulator) : defaults.WideAdagradInitialAccumulator,
             WeightDecayEmbedding = Pick(WeightDecayEmbedding, defaults.WeightDecayEmbedding),
             WeightDecayDense = Pick(WeightDecayDense, defaults.WeightDecayDense),
             TableUpdate = Pick(TableUpdate, defaults.TableUpdate),

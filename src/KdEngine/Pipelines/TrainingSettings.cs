@@ -37,6 +37,11 @@ public sealed record TrainingSettings
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
     /// <summary>Learning rate of Adam / Adagrad / SGD (&gt; 0; FTRL uses <see cref="FtrlAlpha"/>).</summary>
     public float LearningRate { get; init; } = 1e-3f;
+    /// <summary>Adagrad's accumulators start here (≥ 0): 0 is PyTorch's default (the first step is then about lr·sign(g));
+    /// LIBFFM and ML.NET's field-aware factorization machine start at 1 (the first step is lr·g), TensorFlow at 0.1.
+    /// Only for <see cref="OptimizerKind.Adagrad"/>; not written to JSON while 0.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public float AdagradInitialAccumulator { get; init; }
     /// <summary>Coupled L2 on embedding tables (ĝ = g + λ·w): the touched rows in lazy table mode, every row in dense mode.</summary>
     public float L2Embedding { get; init; }
     /// <summary>Coupled L2 on dense weights.</summary>
@@ -46,6 +51,16 @@ public sealed record TrainingSettings
     /// the wide part its own optimizer of the same kind (stepping with the rest, as with <see cref="WideOptimizer"/>).</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public float? L2Wide { get; init; }
+    /// <summary>Learning rate of the wide (linear) part's Adam / Adagrad / SGD instead of <see cref="LearningRate"/>; null = the same.
+    /// Setting it gives the wide part its own optimizer (as <see cref="L2Wide"/> does).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? WideLearningRate { get; init; }
+    /// <summary>The wide part's Adagrad accumulators start here instead of at <see cref="AdagradInitialAccumulator"/>; null = the same.
+    /// With <see cref="WideLearningRate"/> and <see cref="L2Wide"/> it reproduces a linear term over normalised inputs exactly:
+    /// for inputs scaled by c (ML.NET's FFM: c = 1/√F) Adagrad from accumulator 1 at rate lr with L2 λ on the weights w is
+    /// Adagrad on u = c·w at rate lr·c from accumulator 1/c² with L2 λ/c² (docs/training.md).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? WideAdagradInitialAccumulator { get; init; }
     /// <summary>Decoupled weight decay on every embedding row every step (AdamW's form; deferred and exact in lazy mode).</summary>
     public float WeightDecayEmbedding { get; init; }
     /// <summary>Decoupled weight decay on dense weights.</summary>
@@ -140,6 +155,20 @@ public sealed record TrainingSettings
         if (!Enum.IsDefined(Optimizer)) throw new ConfigException($"{source}: optimizer = {(int)Optimizer} is not an optimizer.");
         if (WideOptimizer is { } wide && !Enum.IsDefined(wide)) throw new ConfigException($"{source}: wideOptimizer = {(int)wide} is not an optimizer.");
         if (!(LearningRate > 0) || !float.IsFinite(LearningRate)) throw new ConfigException($"{source}: learningRate = {LearningRate}; expected > 0.");
+        if (!(AdagradInitialAccumulator >= 0) || !float.IsFinite(AdagradInitialAccumulator))
+            throw new ConfigException($"{source}: adagradInitialAccumulator = {AdagradInitialAccumulator}; expected ≥ 0.");
+        if (AdagradInitialAccumulator > 0 && Optimizer != OptimizerKind.Adagrad && WideOptimizer != OptimizerKind.Adagrad)
+            throw new ConfigException($"{source}: adagradInitialAccumulator = {AdagradInitialAccumulator} is for optimizer adagrad; the optimizer is {Optimizer.ToString().ToLowerInvariant()}.");
+        if (WideLearningRate is { } wideLr && (!(wideLr > 0) || !float.IsFinite(wideLr)))
+            throw new ConfigException($"{source}: wideLearningRate = {wideLr}; expected > 0.");
+        if (WideLearningRate is not null && (WideOptimizer ?? Optimizer) == OptimizerKind.Ftrl)
+            throw new ConfigException($"{source}: wideLearningRate is for adam, adagrad or sgd; the wide part's FTRL has its own α (ftrlAlpha).");
+        if (WideAdagradInitialAccumulator is { } wideAcc)
+        {
+            if (!(wideAcc >= 0) || !float.IsFinite(wideAcc)) throw new ConfigException($"{source}: wideAdagradInitialAccumulator = {wideAcc}; expected ≥ 0.");
+            if ((WideOptimizer ?? Optimizer) != OptimizerKind.Adagrad)
+                throw new ConfigException($"{source}: wideAdagradInitialAccumulator is for a wide part trained with adagrad; it trains with {(WideOptimizer ?? Optimizer).ToString().ToLowerInvariant()}.");
+        }
         if (!(L2Embedding >= 0) || !float.IsFinite(L2Embedding)) throw new ConfigException($"{source}: l2Embedding = {L2Embedding}; expected ≥ 0.");
         if (!(L2Dense >= 0) || !float.IsFinite(L2Dense)) throw new ConfigException($"{source}: l2Dense = {L2Dense}; expected ≥ 0.");
         if (L2Wide is { } l2Wide)
@@ -196,9 +225,12 @@ public sealed record TrainingSettings
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         string Rule(OptimizerKind k) => k == OptimizerKind.Ftrl
             ? string.Create(inv, $"ftrl α {FtrlAlpha} β {FtrlBeta} λ1 {FtrlL1} λ2 {FtrlL2} ({(FtrlRegularization == FtrlRegularization.PerStep ? "per step" : "absolute")})")
-            : string.Create(inv, $"{k.ToString().ToLowerInvariant()} lr {LearningRate}{(k == OptimizerKind.Sgd && Momentum > 0 ? $" momentum {Momentum}" : "")}");
+            : string.Create(inv, $"{k.ToString().ToLowerInvariant()} lr {LearningRate}{(k == OptimizerKind.Sgd && Momentum > 0 ? $" momentum {Momentum}" : "")}"
+                + $"{(k == OptimizerKind.Adagrad && AdagradInitialAccumulator > 0 ? $" initial accumulator {AdagradInitialAccumulator}" : "")}");
         var parts = new List<string> { Rule(Optimizer) };
         if (WideOptimizer is { } w && w != Optimizer) parts.Add("wide part: " + Rule(w));
+        if (WideLearningRate is { } wideRate) parts.Add(string.Create(inv, $"wide part lr {wideRate}"));
+        if (WideAdagradInitialAccumulator is { } wideStart) parts.Add(string.Create(inv, $"wide part initial accumulator {wideStart}"));
         if (Optimizer != OptimizerKind.Ftrl)
         {
             if (L2Embedding > 0 || L2Dense > 0) parts.Add(string.Create(inv, $"L2 embedding {L2Embedding} dense {L2Dense}"));
@@ -210,9 +242,12 @@ public sealed record TrainingSettings
         parts.Add(string.Create(inv, $"batch {BatchSize}, ≤ {Epochs} epochs"));
         string metric = Metric switch { StoppingMetric.Both => "AUC or logloss", StoppingMetric.LogLoss => "logloss", StoppingMetric.Auc => "AUC", _ => "objective loss" };
         var selection = ToTrainerOptions().Selection;
-        string restore = selection == SelectionMetric.GuardedAuc
-            ? string.Create(inv, $"best AUC within {GuardBand * 100:G3}% of the lowest logloss")
-            : "best " + selection.ToString().ToLowerInvariant();
+        string restore = selection switch
+        {
+            SelectionMetric.GuardedAuc => string.Create(inv, $"best AUC within {GuardBand * 100:G3}% of the lowest logloss"),
+            SelectionMetric.Last => "last point (nothing restored)",
+            _ => "best " + selection.ToString().ToLowerInvariant(),
+        };
         string delta = MinDelta > 0 ? string.Create(inv, $", min-delta {MinDelta}") : "";
         string every = EvaluateEvery > 0 ? string.Create(inv, $", every {EvaluateEvery} steps and epoch") : ", every epoch";
         parts.Add(string.Create(inv, $"early stopping on validation {metric} (patience {Patience}{delta}{every}), restoring the {restore}"));
@@ -235,11 +270,12 @@ public sealed record TrainingSettings
         Validate();
         var all = parameters.ToArray();
         var wideKind = WideOptimizer ?? Optimizer;
-        var wide = wideKind == Optimizer && L2Wide is null ? [] : all.Where(p => IsWideParameter(p.Name)).ToArray();
+        bool separateWide = wideKind != Optimizer || L2Wide is not null || WideLearningRate is not null || WideAdagradInitialAccumulator is not null;
+        var wide = separateWide ? all.Where(p => IsWideParameter(p.Name)).ToArray() : [];
         var rest = wide.Length == 0 ? all : all.Where(p => !IsWideParameter(p.Name)).ToArray();
-        if (rest.Length == 0) return ConfigureWide(Configure(Build(wideKind, wide), clip: true));
+        if (rest.Length == 0) return ConfigureWide(Configure(BuildWide(wideKind, wide), clip: true));
         if (wide.Length == 0) return Configure(Build(Optimizer, rest), clip: true);
-        return new OptimizerGroup(ConfigureWide(Configure(Build(wideKind, wide), clip: false)), Configure(Build(Optimizer, rest), clip: false)) { ClipNorm = ClipNorm };
+        return new OptimizerGroup(ConfigureWide(Configure(BuildWide(wideKind, wide), clip: false)), Configure(Build(Optimizer, rest), clip: false)) { ClipNorm = ClipNorm };
     }
 
     private KdEngine.Training.Optimizer ConfigureWide(KdEngine.Training.Optimizer opt)
@@ -248,11 +284,16 @@ public sealed record TrainingSettings
         return opt;
     }
 
-    private KdEngine.Training.Optimizer Build(OptimizerKind kind, Tensor<float>[] parameters) => kind switch
+    private KdEngine.Training.Optimizer BuildWide(OptimizerKind kind, Tensor<float>[] parameters) =>
+        Build(kind, parameters, WideLearningRate ?? LearningRate, WideAdagradInitialAccumulator ?? AdagradInitialAccumulator);
+
+    private KdEngine.Training.Optimizer Build(OptimizerKind kind, Tensor<float>[] parameters) => Build(kind, parameters, LearningRate, AdagradInitialAccumulator);
+
+    private KdEngine.Training.Optimizer Build(OptimizerKind kind, Tensor<float>[] parameters, float learningRate, float adagradInitialAccumulator) => kind switch
     {
-        OptimizerKind.Adam => new Adam(parameters, LearningRate),
-        OptimizerKind.Adagrad => new Adagrad(parameters, LearningRate),
-        OptimizerKind.Sgd => new Sgd(parameters, LearningRate, Momentum),
+        OptimizerKind.Adam => new Adam(parameters, learningRate),
+        OptimizerKind.Adagrad => new Adagrad(parameters, learningRate, adagradInitialAccumulator),
+        OptimizerKind.Sgd => new Sgd(parameters, learningRate, Momentum),
         OptimizerKind.Ftrl => new Ftrl(parameters, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, FtrlRegularization),
         _ => throw new ConfigException($"training: unknown optimizer {kind}."),
     };
@@ -292,7 +333,7 @@ public sealed record TrainingSettings
         _ => throw new ArgumentException($"unknown stopping metric '{text}' (expected auc|logloss|both|objective|kd)."),
     };
 
-    /// <summary>auc|logloss|guarded-auc|objective|kd (case-insensitive).</summary>
+    /// <summary>auc|logloss|guarded-auc|objective|kd|last (case-insensitive).</summary>
     public static SelectionMetric ParseSelection(string text) => text.ToLowerInvariant() switch
     {
         "auc" => SelectionMetric.Auc,
@@ -300,7 +341,8 @@ public sealed record TrainingSettings
         "guarded-auc" or "guardedauc" => SelectionMetric.GuardedAuc,
         "objective" => SelectionMetric.ObjectiveLoss,
         "kd" => SelectionMetric.DistillationLoss,
-        _ => throw new ArgumentException($"unknown selection metric '{text}' (expected auc|logloss|guarded-auc|objective|kd)."),
+        "last" => SelectionMetric.Last,
+        _ => throw new ArgumentException($"unknown selection metric '{text}' (expected auc|logloss|guarded-auc|objective|kd|last)."),
     };
 
     /// <summary>lazy|dense (case-insensitive).</summary>

@@ -114,7 +114,7 @@ public sealed record TuneOptions
         if (TimeBudget is { } t && t <= TimeSpan.Zero) throw new ConfigException($"tune: the time budget {t} must be positive.");
         if (FinalSeeds < 1) throw new ConfigException($"tune: finalSeeds = {FinalSeeds}; expected ≥ 1.");
         if (!(GuardBand >= 0)) throw new ConfigException($"tune: guardBand = {GuardBand}; expected ≥ 0.");
-        if (RankBy == SelectionMetric.ObjectiveLoss) throw new ConfigException("tune: trials are ranked by auc, logloss or guarded AUC.");
+        if (RankBy is not (SelectionMetric.Auc or SelectionMetric.LogLoss or SelectionMetric.GuardedAuc)) throw new ConfigException("tune: trials are ranked by auc, logloss or guarded AUC.");
     }
 }
 

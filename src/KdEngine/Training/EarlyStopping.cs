@@ -37,6 +37,11 @@ public enum SelectionMetric
     /// logloss — precisely as <see cref="EarlyStopping"/> defines it.
     /// </summary>
     GuardedAuc,
+    /// <summary>
+    /// The last point: the weights training ended with are kept (a fixed number of passes, as LIBFFM and ML.NET's
+    /// field-aware factorization machine train). With patience 0 and no plateau reduction, validation only reports.
+    /// </summary>
+    Last,
 }
 
 /// <summary>What <see cref="EarlyStopping.Observe"/> decided about one validation point.</summary>
@@ -155,6 +160,9 @@ public sealed class EarlyStopping
             case SelectionMetric.DistillationLoss:
                 selected = s.Selected is null || p.DistillationLoss < s.Selected.DistillationLoss;
                 break;
+            case SelectionMetric.Last:
+                selected = true;
+                break;
             default:
                 if (s.Selected is not null && !Eligible(s.Selected)) { s.Selected = s.LowestLogLoss; fallback = true; }
                 if (Eligible(p) && (s.Selected is null || (!double.IsNaN(p.Auc) && (double.IsNaN(s.Selected.Auc) || p.Auc > s.Selected.Auc))))
@@ -199,6 +207,7 @@ public sealed class EarlyStopping
         SelectionMetric.LogLoss => "best validation logloss",
         SelectionMetric.ObjectiveLoss => "best validation objective loss",
         SelectionMetric.DistillationLoss => "best validation distillation (kd) loss",
+        SelectionMetric.Last => "last validation point",
         _ => string.Create(CultureInfo.InvariantCulture, $"best validation AUC within {GuardBand * 100:G3}% of the lowest logloss"),
     };
 }

@@ -125,6 +125,23 @@ public class CliTests
         Assert.That(Ok("synth", "--help"), Does.Match($@"--vocab <V>.*\[default: {synth.VocabSize}\]").And.Match(@"--zipf <S>.*\[default: 1\.1\]"));
     }
 
+    /// <summary>LIBFFM's / ML.NET's FFM training from the command line: Adagrad's accumulators starting at 1, a fixed number of
+    /// epochs with the last one kept; the settings line says so, and misuse is one line naming the option or key.</summary>
+    [Test]
+    public void AdagradInitialAccumulatorAndRestoringTheLastPoint()
+    {
+        string model = Path.Combine(_dir, "ffm-mlnet.kde");
+        var train = Ok("train", "--model", "ffm", "--data", _criteo, "--optimizer", "adagrad", "--lr", "0.1", "--adagrad-initial-accumulator", "1",
+            "--batch-size", "1", "--epochs", "2", "--patience", "0", "--plateau-factor", "1", "--restore-by", "last",
+            "--wide-lr", "0.016", "--wide-adagrad-initial-accumulator", "39", "--l2-wide", "0.0039", "--out", model);
+        Assert.That(train, Does.Contain("adagrad lr 0.1 initial accumulator 1").And.Contain("restoring the last point")
+            .And.Contain("wide part lr 0.016").And.Contain("wide part initial accumulator 39").And.Contain("L2 wide 0.0039"));
+        Assert.That(Fails("train", "--model", "ffm", "--data", _criteo, "--adagrad-initial-accumulator", "-1", "--out", model),
+            Does.Contain("'--adagrad-initial-accumulator'"));
+        Assert.That(Fails("train", "--model", "ffm", "--data", _criteo, "--optimizer", "adam", "--adagrad-initial-accumulator", "1", "--out", model),
+            Does.Contain("adagradInitialAccumulator").And.Contain("adam"));
+    }
+
     [Test]
     public void BadValuesAreNamedAtParseTime()
     {

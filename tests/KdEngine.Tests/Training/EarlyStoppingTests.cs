@@ -159,6 +159,39 @@ public class EarlyStoppingTests
     }
 
     [Test]
+    public void Last_selects_every_new_point_whatever_its_metrics()
+    {
+        var es = new EarlyStopping(StoppingMetric.Both, SelectionMetric.Last, patience: 0);
+        var (d, stoppedAt) = Run(es, P(1, .70, .50), P(2, .74, .45), P(3, .60, .70), P(4, double.NaN, double.NaN));
+        Assert.That(stoppedAt, Is.EqualTo(-1), "patience 0 never stops");
+        Assert.That(d.Select(x => x.Selected), Is.All.True);
+        Assert.That(es.Selected!.Step, Is.EqualTo(4));
+        Assert.That(es.SelectionText(), Is.EqualTo("last validation point"));
+        Assert.That(KdEngine.Pipelines.TrainingSettings.ParseSelection("last"), Is.EqualTo(SelectionMetric.Last));
+    }
+
+    /// <summary>A fixed number of passes (LIBFFM's and ML.NET's way): patience 0 and <see cref="SelectionMetric.Last"/> keep the weights the last epoch ended with.</summary>
+    [Test]
+    public void The_trainer_keeps_the_last_weights_when_restoring_the_last_point()
+    {
+        var (fields, columns, _) = ModelInputs.From(Train.FeatureSpace);
+        var model = new ZooModel(new ModelConfig { Model = ModelKind.Wdl, EmbeddingDim = 8, Dnn = [32], Seed = 5 }, fields, columns);
+        var parameters = model.Parameters();
+        float[][]? lastMeasured = null;
+        var options = new TrainerOptions
+        {
+            Epochs = 6, BatchSize = 64, EvaluateEvery = 7, Patience = 0, PlateauFactor = 1, RestoreBy = SelectionMetric.Last, Seed = 3,
+            OnValidation = _ => lastMeasured = parameters.Select(x => x.Tensor.ToArray()).ToArray(),
+        };
+        var report = new Trainer(options).Fit(new SupervisedObjective(model), new Adam(parameters.Select(p => p.Tensor), 0.02f), Train, Valid);
+        Assert.That(report.History[^1].Epoch, Is.EqualTo(6), "patience 0: every epoch runs");
+        Assert.That(report.Best!.Step, Is.EqualTo(report.History[^1].Step));
+        Assert.That(report.History.Max(p => p.Auc), Is.GreaterThan(report.History[^1].Auc), "an earlier epoch was better on validation (so keeping the last one is a choice)");
+        for (int i = 0; i < parameters.Count; i++)
+            Assert.That(parameters[i].Tensor.ToArray(), Is.EqualTo(lastMeasured![i]), $"{parameters[i].Name} keeps the last epoch's weights");
+    }
+
+    [Test]
     public void Validation_runs_every_n_steps_and_at_the_end_of_every_epoch()
     {
         var (fields, columns, _) = ModelInputs.From(Train.FeatureSpace);

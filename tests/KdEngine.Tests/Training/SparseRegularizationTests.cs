@@ -469,4 +469,108 @@ public class SparseRegularizationTests
         Assert.Throws<ConfigException>(() => (settings with { L2Wide = -1f }).Validate());
         Assert.That(TrainingSettings.ParseStrict<TrainingSettings>("""{"l2Wide": 0.25}""", "test").L2Wide, Is.EqualTo(0.25f));
     }
+    /// <summary>
+    /// Adagrad with its accumulators starting at 1 (LIBFFM's and ML.NET's field-aware factorization machine), set through
+    /// the settings' JSON, against three steps by hand: ĝ = g + λ·w; a ← a + ĝ²; w ← w − lr·ĝ/√a (ε 1e-10 is below the
+    /// printed digits). lr 0.1; a latent table row with λ_latent 0.1 (l2Embedding), w0 = 0.5, g = 0.3, −0.6, 0.2:
+    ///   ĝ1 = 0.35,       a1 = 1.1225,    w1 = 0.5 − 0.035/√1.1225 = 0.4669650
+    ///   ĝ2 = −0.5533035, a2 = 1.4286448, w2 = 0.5132565
+    ///   ĝ3 = 0.2513256,  a3 = 1.4918093, w3 = 0.4926796;
+    /// a wide row with λ_linear 0.01 (l2Wide), w0 = 0, g = 0.4, 0.4, −0.1: w = −0.0371391, −0.0719262, −0.0631922 and
+    /// a = 1.16, 1.3197030, 1.3298474. Untouched rows keep weights and accumulators (1). From the default accumulator 0 the
+    /// first step is lr·sign(ĝ) instead (w1 = 0.4), which is why the setting matters at LIBFFM's learning rates.
+    /// </summary>
+    [Test]
+    public void Adagrad_from_an_initial_accumulator_of_one_matches_three_steps_by_hand()
+    {
+        var settings = TrainingSettings.ParseStrict<TrainingSettings>(
+            """{"optimizer": "adagrad", "learningRate": 0.1, "adagradInitialAccumulator": 1, "l2Embedding": 0.1, "l2Wide": 0.01}""", "test");
+        var latent = Table([0.5f, 7f], 2, 1, "ffm.C1.weight");
+        var wide = Table([0f, 3f], 2, 1, "linear.C1.weight");
+        var optimizer = settings.BuildOptimizer([latent, wide]);
+        float[] latentGradients = [0.3f, -0.6f, 0.2f], wideGradients = [0.4f, 0.4f, -0.1f];
+        double[] latentWeights = [0.4669650, 0.5132565, 0.4926796], latentSums = [1.1225, 1.4286448, 1.4918093];
+        double[] wideWeights = [-0.0371391, -0.0719262, -0.0631922], wideSums = [1.16, 1.3197030, 1.3298474];
+        float[] Sum(string parameter) => optimizer.ExportState().Single(e => e.Name.EndsWith(parameter + ".sum", StringComparison.Ordinal)).Data;
+        for (int step = 0; step < 3; step++)
+        {
+            latent.SparseGradOrEmpty();
+            latent.SparseGrad!.Add(0, [latentGradients[step]]);
+            wide.SparseGradOrEmpty();
+            wide.SparseGrad!.Add(0, [wideGradients[step]]);
+            optimizer.Step();
+            Assert.That(latent.ToArray(), Is.EqualTo(new[] { latentWeights[step], 7.0 }).Within(1e-6), $"latent, step {step + 1}");
+            Assert.That(Sum("ffm.C1.weight"), Is.EqualTo(new[] { latentSums[step], 1.0 }).Within(1e-6), $"latent accumulator, step {step + 1}");
+            Assert.That(wide.ToArray(), Is.EqualTo(new[] { wideWeights[step], 3.0 }).Within(1e-6), $"wide, step {step + 1}");
+            Assert.That(Sum("linear.C1.weight"), Is.EqualTo(new[] { wideSums[step], 1.0 }).Within(1e-6), $"wide accumulator, step {step + 1}");
+        }
+        Assert.That(settings.Describe(), Does.Contain("adagrad lr 0.1 initial accumulator 1"));
+
+        var fromZero = Table([0.5f], 1, 1, "ffm.C1.weight");
+        var zeroOptimizer = (settings with { AdagradInitialAccumulator = 0f, L2Wide = null }).BuildOptimizer([fromZero]);
+        fromZero.SparseGradOrEmpty();
+        fromZero.SparseGrad!.Add(0, [0.3f]);
+        zeroOptimizer.Step();
+        Assert.That(fromZero.ToArray()[0], Is.EqualTo(0.4).Within(1e-6));
+    }
+
+    /// <summary>The default (0) is PyTorch's and is not written to JSON, so existing configs and checkpoints read and write as
+    /// before; a negative value, or one set for an optimizer other than Adagrad, is refused naming the key.</summary>
+    [Test]
+    public void The_initial_accumulator_defaults_to_zero_and_is_validated()
+    {
+        var defaults = new TrainingSettings { Optimizer = OptimizerKind.Adagrad };
+        Assert.That(defaults.ToJson(), Does.Not.Contain("adagradInitialAccumulator"));
+        Assert.That(defaults.Describe(), Does.Not.Contain("initial accumulator"));
+        var optimizer = defaults.BuildOptimizer([Table([1f], 1, 1, "ffm.C1.weight")]);
+        Assert.That(((Adagrad)optimizer).InitialAccumulator, Is.Zero);
+        Assert.That(TrainingSettings.ParseStrict<TrainingSettings>((defaults with { AdagradInitialAccumulator = 0.5f }).ToJson(), "test").AdagradInitialAccumulator,
+            Is.EqualTo(0.5f));
+        var negative = Assert.Throws<ConfigException>(() => (defaults with { AdagradInitialAccumulator = -1f }).Validate());
+        Assert.That(negative!.Message, Does.Contain("adagradInitialAccumulator"));
+        var notAdagrad = Assert.Throws<ConfigException>(() => new TrainingSettings { AdagradInitialAccumulator = 1f }.Validate());
+        Assert.That(notAdagrad!.Message, Does.Contain("adagradInitialAccumulator").And.Contain("adam"));
+        Assert.DoesNotThrow(() => new TrainingSettings { WideOptimizer = OptimizerKind.Adagrad, AdagradInitialAccumulator = 1f }.Validate());
+    }
+    /// <summary>
+    /// ML.NET's FFM scales every input to x = c = 1/√F (instance normalisation of one-hot rows) and trains the linear weights w
+    /// with Adagrad from accumulator 1 at rate lr with L2 λ: g = c·s + λ·w (s: the loss's slope in the logit). Our wide part
+    /// adds u = c·w unscaled; Adagrad on u at rate lr·c from accumulator 1/c² with L2 λ/c² takes exactly the same steps in u
+    /// (a = c²·(1/c² + Σ ĝ_u²), so lr·c·ĝ_u/√(1/c² + Σ ĝ_u²) = c·lr·g/√a). Three steps with fixed slopes, F = 39.
+    /// </summary>
+    [Test]
+    public void The_wide_part_settings_reproduce_adagrad_on_normalised_inputs()
+    {
+        const int F = 39;
+        const double lr = 0.1, lambda = 1e-4;
+        double c = 1 / Math.Sqrt(F);
+        var settings = new TrainingSettings
+        {
+            Optimizer = OptimizerKind.Adagrad, LearningRate = 0.1f, AdagradInitialAccumulator = 1f, L2Embedding = 1e-4f,
+            WideLearningRate = (float)(lr * c), WideAdagradInitialAccumulator = F, L2Wide = (float)(lambda * F),
+        };
+        var wide = Table([0.02f, 0f], 2, 1, "linear.C1.weight");
+        var latent = Table([0.5f], 1, 1, "ffm.C1.weight");
+        var optimizer = settings.BuildOptimizer([wide, latent]);
+        double w = 0.02 / c, a = 1;   // ML.NET's weight for the same starting logit contribution, its accumulator
+        foreach (double slope in new[] { 0.8, -0.3, 0.45 })
+        {
+            double g = c * slope + lambda * w;
+            a += g * g;
+            w -= lr * g / Math.Sqrt(a);
+            wide.SparseGradOrEmpty();
+            wide.SparseGrad!.Add(0, [(float)slope]);
+            latent.SparseGradOrEmpty();
+            latent.SparseGrad!.Add(0, [0.1f]);
+            optimizer.Step();
+            Assert.That(wide.ToArray()[0], Is.EqualTo(c * w).Within(1e-6), "u = c·w after each step");
+        }
+        Assert.That(wide.ToArray()[1], Is.Zero, "an untouched row stays");
+        Assert.That(settings.Describe(), Does.Contain("wide part lr").And.Contain("wide part initial accumulator 39"));
+        Assert.Throws<ConfigException>(() => (settings with { WideLearningRate = 0f }).Validate());
+        Assert.Throws<ConfigException>(() => (settings with { WideAdagradInitialAccumulator = -1f }).Validate());
+        Assert.Throws<ConfigException>(() => (settings with { Optimizer = OptimizerKind.Adam, AdagradInitialAccumulator = 0f }).Validate(),
+            "a wide accumulator for a wide part that trains with adam");
+        Assert.That(new TrainingSettings().ToJson(), Does.Not.Contain("wideLearningRate").And.Not.Contain("wideAdagradInitialAccumulator"));
+    }
 }

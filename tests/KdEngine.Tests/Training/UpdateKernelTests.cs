@@ -266,6 +266,25 @@ public class UpdateKernelTests
         AssertVectorPart(covered, bits, a, ea, a0, "accumulator");
     }
 
+    /// <summary>Accumulators starting at exactly 1 (LIBFFM's and ML.NET's FFM), through the dispatched kernel and each width's vector loop.</summary>
+    [Test]
+    public void Adagrad_from_accumulators_of_one_matches_the_reference([ValueSource(nameof(Widths))] int bits, [ValueSource(nameof(Sizes))] int n)
+    {
+        var w = Values(n, 13, -1f, 1f); var g = Gradient(n, 14); var a = new float[n];
+        Array.Fill(a, 1f);
+        var dispatchedW = (float[])w.Clone(); var dispatchedA = (float[])a.Clone();
+        var w0 = (float[])w.Clone(); var a0 = (float[])a.Clone(); var ew = (float[])w.Clone(); var ea = (float[])a.Clone();
+        int covered = bits == 512
+            ? UpdateKernels.Adagrad<Vector512<float>, Vector512Ops<float>>(ref w[0], ref g[0], ref a[0], 1f, 1e-4f, -0.1f, 1e-10f, 1f, n)
+            : UpdateKernels.Adagrad<Vector256<float>, Vector256Ops<float>>(ref w[0], ref g[0], ref a[0], 1f, 1e-4f, -0.1f, 1e-10f, 1f, n);
+        AdagradReference(ew, g, ea, 1f, 1e-4f, 0.1f, 1e-10f, 1f);
+        AssertVectorPart(covered, bits, w, ew, w0, "w");
+        AssertVectorPart(covered, bits, a, ea, a0, "accumulator");
+        UpdateKernels.Adagrad(dispatchedW, g, dispatchedA, 1f, 1e-4f, 0.1f, 1e-10f);
+        AssertBitIdentical(dispatchedW, ew, "w (dispatched)");
+        AssertBitIdentical(dispatchedA, ea, "accumulator (dispatched)");
+    }
+
     [Test]
     public void Ftrl_vector_loop_matches_the_reference_at_each_width_on_both_sides_of_the_l1_threshold(
         [ValueSource(nameof(Widths))] int bits, [ValueSource(nameof(Sizes))] int n)
