@@ -131,8 +131,9 @@ internal sealed class SplitOptionsGroup
         $"train:validation:test ratios [default: {string.Join(":", Defaults.Ratios.Select(CliOptions.Show))}]",
         SplitOptions.ParseRatios);
 
-    public Option<SplitMode> Mode { get; } = CliOptions.Parsed("--split-mode", "sequential|random",
-        "sequential (time-ordered data) or random (seeded by --seed)", SplitOptions.ParseMode, () => Defaults.Mode);
+    public Option<SplitMode> Mode { get; } = CliOptions.Parsed("--split-mode", "sequential|random|hash",
+        "sequential (time-ordered data; streams), random (a permutation seeded by --seed; reads --data into memory) or hash (each row's part " +
+        "from a --seed-ed hash of its row number: streams; part sizes binomial around the ratios; other parts than random)", SplitOptions.ParseMode, () => Defaults.Mode);
 
     public Option<int> MinCount { get; } = CliOptions.Int("--min-count", "N",
         "categories seen fewer times in the train part map to the OOV id", DefaultMinCount, min: 1);

@@ -44,7 +44,8 @@ internal static class DistillVerb
             "caches, the data is encoded with their preprocessing. External scores travel with their rows, so they are right on every " +
             "split; a missing, extra, misaligned or non-finite score is refused naming the file and row. " +
             "The data streams as for train (--data cut by --split, or --train/--valid/--test; --shuffle-buffer, --cache); " +
-            "--teacher-logits, external scores, a random split and --distributed mpi read --data into memory.");
+            "teacher-logit caches and external scores stream too (one --data file cut by a sequential --split: checked in streaming passes, then read " +
+            "per batch by row from memory-mapped files); a random split and --distributed mpi read --data into memory.");
         command.Options.Add(method);
         command.Options.Add(config);
         command.Options.Add(teachers);
@@ -104,9 +105,12 @@ internal static class DistillVerb
         bool mpi = parse.GetValue(distributed.Mode) == "mpi";
         // Row-sharded tables fetch each batch's rows from their owners, which the in-memory trainer and evaluator do.
         bool rowSharded = settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row;
-        if (!mpi && !rowSharded && splitOptions.Mode == SplitMode.Sequential && inputs.Caches.Length == 0 && external.Length == 0)
+        if (!mpi && !rowSharded && splitOptions.Mode != SplitMode.Random)
         {
-            // Streamed: the same passes as train, the teachers' preprocessing when they fix it.
+            // Streamed: the same passes as train, the teachers' preprocessing when they fix it; cached and external teacher
+            // scores are checked in streaming passes and read per batch by row ordinal from memory-mapped files.
+            if ((inputs.Caches.Length > 0 || external.Length > 0) && dataOptions.HasInputSets(parse))
+                throw new CliException("distill: --teacher-logits and --teacher-column/--teacher-file index the rows of one data file: give --data FILE with a sequential --split, not --train/--valid/--test.");
             var fixedPre = inputs.Preprocessor;
             var recipe = inputs.Recipe;
             StreamingInputs streamInputs;
@@ -115,12 +119,14 @@ internal static class DistillVerb
                 var (trainSource, validSource, testSource) = dataOptions.InputSets(parse);
                 streamInputs = StreamingInputs.Separate(Recipe(trainSource), Recipe(validSource), testSource is null ? null : Recipe(testSource));
             }
-            else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios);
+            else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
             DataSource Recipe(DataSource s) => fixedPre is null ? s
                 : recipe is null ? s with { Schema = fixedPre.Schema }
                 : DataSource.FromMetadata(s.Patterns, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges)) with { ReaderOptions = s.ReaderOptions };
             var options = streaming.OptionsFrom(parse, dataOptions.Reader(parse), o.Writer, o.IsTerminal);
             using var streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), options, fixedPre);
+            if (inputs.Caches.Length > 0 || external.Length > 0)
+                StreamedTeacherScores.Attach(streamed, inputs.Caches.Select(c => c.Path).ToArray(), external, options);
             Report.Data(o, streamed);
             foreach (var pass in streamed.Passes)
                 foreach (var line in pass.SkipSummary()) o.Line(line);
@@ -129,6 +135,9 @@ internal static class DistillVerb
             var placement = settings.TablePlacement(group);
             using var layout = placement.Use();
             var streamTeachers = inputs.Models.Select(t => (ITeacher)new ModelTeacher(CtrPipeline.Load(t.Path).Model)).ToList();
+            if (streamed.TeacherScores is { } scores)
+                for (int c = 0; c < scores.Count; c++) streamTeachers.Add(new ExternalTeacher(c, scores.Names[c]));
+            if (external.Length > 0) o.Line($"external teacher scores: {string.Join("; ", external.Select(e => e.ToString()))}");
             var streamRun = DistillPipeline.Build(method, config, streamed.Fields, streamed.Privileged, streamTeachers);
             o.Line($"distill {DistillPipeline.Name(method)}: student {streamRun.Student.TypeName} ({ZooModel.ParameterCount(streamRun.Student.Config, streamRun.Student.Fields):N0} parameters, {streamRun.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
             o.Line(DistributedOptions.Describe(placement, group));
@@ -146,7 +155,7 @@ internal static class DistillVerb
             return 0;
         }
         if (dataOptions.HasInputSets(parse))
-            throw new CliException("--train/--valid/--test stream; --teacher-logits, --teacher-column/--teacher-file, --split-mode random, --distributed mpi and --embedding-sharding row read one --data file into memory.");
+            throw new CliException("--train/--valid/--test stream; --split-mode random, --distributed mpi and --embedding-sharding row read one --data file into memory.");
         return distributed.Run(parse, o, settings.BatchSize, (group, o) =>
         {
             var data = inputs.Prepare(parse, dataOptions, distributed, split, splitOptions, group);
@@ -202,7 +211,8 @@ internal static class DistillVerb
 internal sealed class DistillInputs
 {
     public (string Path, (Preprocessor Preprocessor, IReadOnlyDictionary<string, string> Metadata) Loaded)[] Models { get; private init; } = [];
-    public (string Path, CachedLogits Cache)[] Caches { get; private init; } = [];
+    /// <summary>The teacher-logit caches' headers (their logits are read when used: in place when streamed, loaded in memory otherwise).</summary>
+    public (string Path, TeacherLogitCacheHeader Cache)[] Caches { get; private init; } = [];
     /// <summary>The teachers' shared preprocessing; null when no teacher is given.</summary>
     public Preprocessor? Preprocessor { get; private set; }
     private IReadOnlyDictionary<string, string>? _recipe;
@@ -216,7 +226,7 @@ internal sealed class DistillInputs
         var inputs = new DistillInputs
         {
             Models = teacherPaths.Select(p => (p, CtrPipeline.ReadPreprocessing(p))).ToArray(),
-            Caches = cachePaths.Select(p => (p, TeacherLogitCache.Read(p))).ToArray(),
+            Caches = cachePaths.Select(p => (p, TeacherLogitCache.ReadHeader(p))).ToArray(),
         };
         foreach (var (path, loaded) in inputs.Models) inputs.Adopt(path, loaded.Preprocessor!, loaded.Metadata);
         foreach (var (path, cache) in inputs.Caches)
@@ -255,8 +265,9 @@ internal sealed class DistillInputs
         // Teacher weights load here, inside the caller's table layout (row-sharded: each rank its rows).
         foreach (var (path, _) in Models) teachers.Add(new ModelTeacher(CtrPipeline.Load(path).Model));
         var columns = new List<(string Name, float[] ByRecord)>();
-        foreach (var (path, cache) in Caches)
+        foreach (var (path, _) in Caches)
         {
+            var cache = TeacherLogitCache.Read(path);
             DistillVerb.CheckCache(path, cache, data, group);
             columns.Add((Path.GetFileName(path), cache.Logits));
         }

@@ -25,11 +25,13 @@ internal static class Report
     public static void Data(CliOutput o, StreamedData d)
     {
         string name = d.Train.Input.Files.Count == 1 && d.Validation.Input.Files.SequenceEqual(d.Train.Input.Files) ? d.Train.Input.Name : $"train {d.Train.Input.Name}, validation {d.Validation.Input.Name}" + (d.Test is null ? "" : $", test {d.Test.Input.Name}");
-        // A large validation/test part streamed from text has not been counted yet: "?".
+        // A part not read yet (a large validation/test part streamed from text; the train part when a teacher fixes the
+        // preprocessing, so nothing is fitted) has the row count of the sequential split that cut it, or "?" (an input set).
+        static long Known(StreamedPart p) => p.Rows >= 0 ? p.Rows : p.Input.SplitRows ?? -1;
         string Count(long n) => n < 0 ? "?" : n.ToString(CultureInfo.InvariantCulture);
-        long[] parts = [d.Train.Rows, d.Validation.Rows, d.Test?.Rows ?? 0];
+        long[] parts = [Known(d.Train), Known(d.Validation), d.Test is null ? 0 : Known(d.Test)];
         string rows = parts.Any(p => p < 0) ? "?" : parts.Sum().ToString(CultureInfo.InvariantCulture);
-        o.Line($"data: {name} ({DataSource.FormatName(d.Source.ResolvedFormat)}), {rows} rows → train {Count(d.Train.Rows)} / validation {Count(d.Validation.Rows)}" + (d.Test is null ? "" : $" / test {Count(d.Test.Rows)}") + "; " +
+        o.Line($"data: {name} ({DataSource.FormatName(d.Source.ResolvedFormat)}), {rows} rows → train {Count(parts[0])} / validation {Count(parts[1])}" + (d.Test is null ? "" : $" / test {Count(parts[2])}") + "; " +
             $"{d.Fields.Count} fields, {d.Fields.Sum(f => (long)f.Cardinality):N0} ids" + (d.TrainClickRate is { } rate ? $"; click rate {rate:F4} (train)" : ""));
     }
 

@@ -55,7 +55,7 @@ internal static class TrainVerb
             bool mpi = parse.GetValue(distributed.Mode) == "mpi";
             // Row-sharded tables fetch each batch's rows from their owners, which the in-memory trainer and evaluator do.
             bool rowSharded = settings.EmbeddingSharding == KdEngine.Sharding.EmbeddingSharding.Row;
-            if (!mpi && !rowSharded && splitOptions.Mode == SplitMode.Sequential)
+            if (!mpi && !rowSharded && splitOptions.Mode != SplitMode.Random)
                 return Streamed(parse, o, data, split, streaming, training, modelConfig, settings, splitOptions, outPath);
             if (data.HasInputSets(parse))
                 throw new CliException(mpi || rowSharded ? "--distributed mpi and --embedding-sharding row train from --data (in-memory shards); --train/--valid/--test input sets train in one process with replicated tables."
@@ -94,7 +94,7 @@ internal static class TrainVerb
             var (train, valid, test) = data.InputSets(parse);
             inputs = StreamingInputs.Separate(train, valid, test);
         }
-        else inputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios);
+        else inputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
         var options = streaming.OptionsFrom(parse, data.Reader(parse), o.Writer, o.IsTerminal);
         using var streamed = StreamingPipeline.Prepare(inputs, split.PreprocessingFrom(parse), options);
         Report.Data(o, streamed);

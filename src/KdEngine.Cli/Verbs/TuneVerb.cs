@@ -93,7 +93,7 @@ internal static class TuneVerb
 
             var splitOptions = split.SplitFrom(parse, baseConfig.Training.Seed);
             // A zoo model's search streams (as train does); distillation trials and a random split hold the parts in memory.
-            bool stream = distill is null && splitOptions.Mode == SplitMode.Sequential;
+            bool stream = distill is null && splitOptions.Mode != SplitMode.Random;
             if (!stream && data.HasInputSets(parse))
                 throw new CliException("--split-mode random applies to --data; --train/--valid/--test are already separate parts.");
             StreamedData? streamed = null;
@@ -109,7 +109,7 @@ internal static class TuneVerb
                     if (test is null) throw new CliException("tune: give --test FILE… too; the final report reads the test part once.");
                     streamInputs = StreamingInputs.Separate(train, valid, test);
                 }
-                else streamInputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios);
+                else streamInputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
                 var streamingOptions = streaming.OptionsFrom(parse, data.Reader(parse), o.Writer, o.IsTerminal);
                 streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), streamingOptions);
                 Report.Data(o, streamed);

@@ -109,6 +109,18 @@ public sealed class Batch
         Size = b + 1;
     }
 
+    /// <summary>
+    /// Fills every row's <see cref="TeacherLogits"/> from <paramref name="scores"/>: batch row b gets the scores of row
+    /// <paramref name="rowOffset"/> + <see cref="Rows"/>[b] (a part's ordinal shifted to its row in the whole file).
+    /// </summary>
+    internal void FillTeacherLogits(TeacherScoreTable scores, long rowOffset)
+    {
+        int k = TeacherCount;
+        if (_teacher is null || scores.Count != k)
+            throw new InvalidOperationException($"Batch: made for {k} teacher-logit columns, given {scores.Count}.");
+        for (int b = 0; b < Size; b++) scores.Read(rowOffset + _rows[b], _teacher.AsSpan(b * k, k));
+    }
+
     private void AppendMulti(int k, int b, ReadOnlySpan<int> values)
     {
         int start = _multiOffsets[k][b];
@@ -261,12 +273,41 @@ public static class Streaming
         ArgumentNullException.ThrowIfNull(space);
         if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), $"Streaming.Batches: batchSize must be ≥ 1, got {batchSize}.");
         if (shuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(shuffleBuffer), $"Streaming.Batches: shuffleBuffer must be ≥ 0, got {shuffleBuffer}.");
-        return Iterate(blocks, space, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast, Math.Max(0, expectedRows));
+        return Iterate(blocks, space, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast, Math.Max(0, expectedRows), teacherCount: 0);
     }
 
-    private static IEnumerable<Batch> Iterate(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int capacity, int seed, bool dropLast, long expectedRows)
+    /// <summary>
+    /// As <see cref="Batches(IEnumerable{IRowBlock}, FeatureSpace, int, int, int, bool, long)"/>, each batch carrying its
+    /// rows' external teacher logits looked up in <paramref name="teacherScores"/> by ordinal (row
+    /// <paramref name="teacherRowOffset"/> + <see cref="Batch.Rows"/>[b]) when it is emitted: the shuffle buffer holds
+    /// no scores, so it costs no memory per row.
+    /// </summary>
+    public static IEnumerable<Batch> Batches(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int shuffleBuffer,
+        int seed, bool dropLast, long expectedRows, TeacherScoreTable teacherScores, long teacherRowOffset)
     {
-        var batch = new Batch(space, batchSize, space.HasDenseValues, space.HasUserIds);
+        ArgumentNullException.ThrowIfNull(blocks);
+        ArgumentNullException.ThrowIfNull(space);
+        ArgumentNullException.ThrowIfNull(teacherScores);
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), $"Streaming.Batches: batchSize must be ≥ 1, got {batchSize}.");
+        if (shuffleBuffer < 0) throw new ArgumentOutOfRangeException(nameof(shuffleBuffer), $"Streaming.Batches: shuffleBuffer must be ≥ 0, got {shuffleBuffer}.");
+        ArgumentOutOfRangeException.ThrowIfNegative(teacherRowOffset);
+        return Iterate(blocks, space, batchSize, Math.Max(1, shuffleBuffer), seed, dropLast, Math.Max(0, expectedRows), teacherScores, teacherRowOffset);
+    }
+
+    private static IEnumerable<Batch> Iterate(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int capacity, int seed, bool dropLast, long expectedRows,
+        TeacherScoreTable? teachers, long teacherRowOffset)
+    {
+        foreach (var batch in Iterate(blocks, space, batchSize, capacity, seed, dropLast, expectedRows, teachers?.Count ?? 0))
+        {
+            if (teachers is not null) batch.FillTeacherLogits(teachers, teacherRowOffset);
+            yield return batch;
+        }
+    }
+
+    private static IEnumerable<Batch> Iterate(IEnumerable<IRowBlock> blocks, FeatureSpace space, int batchSize, int capacity, int seed, bool dropLast, long expectedRows,
+        int teacherCount)
+    {
+        var batch = new Batch(space, batchSize, space.HasDenseValues, space.HasUserIds, teacherCount);
         var rng = new DataRandom(seed);
         batch.Clear();
         if (capacity == 1)

@@ -7,6 +7,11 @@ public enum SplitMode
     Sequential,
     /// <summary>A seeded random permutation cut at the same boundaries; each part keeps file order.</summary>
     Random,
+    /// <summary>
+    /// Each row to a part by a seeded 64-bit hash of its ordinal (<see cref="HashSplit"/>): streams without loading the
+    /// file; part sizes binomial around the ratios; other parts than <see cref="Random"/> with the same seed.
+    /// </summary>
+    Hash,
 }
 
 /// <summary>The ids of one multi-valued field: row i's ids are <c>Ids[Offsets[i] .. Offsets[i+1])</c> (CSR layout).</summary>
@@ -85,6 +90,7 @@ public static class DataSplit
     /// <summary>Row indices of each part (each sorted ascending); disjoint and together 0..count−1.</summary>
     public static int[][] Indices(int count, IReadOnlyList<double> ratios, SplitMode mode = SplitMode.Sequential, int seed = 0)
     {
+        if (mode == SplitMode.Hash) return new HashSplit(ratios, seed).Indices(count);
         var ends = Boundaries(count, ratios);
         var order = new int[count];
         for (int i = 0; i < count; i++) order[i] = i;

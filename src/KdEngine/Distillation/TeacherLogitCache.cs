@@ -13,6 +13,14 @@ namespace KdEngine.Distillation;
 public sealed record CachedLogits(float[] Logits, string DataFile, int Rows, string Fingerprint, string Teacher, Preprocessor? Preprocessor);
 
 /// <summary>
+/// A teacher-logit cache's header without its logits (<see cref="TeacherLogitCache.ReadHeader"/>): what it was computed
+/// over, and where its <c>logits</c> tensor [Rows] of float32 lies in the file (<see cref="LogitsOffset"/>), so that a
+/// streamed run reads them in place.
+/// </summary>
+public sealed record TeacherLogitCacheHeader(string Path, string DataFile, int Rows, string Fingerprint, string Teacher, Preprocessor? Preprocessor,
+    long LogitsOffset, SafeTensorsHeader File);
+
+/// <summary>
 /// A frozen teacher's logits computed once over a data file and stored beside it, so any number of student runs can
 /// distil from it without the teacher in memory (<see cref="CachedTeacher"/>). The file is safetensors: one F32
 /// tensor <c>logits</c> [N] (row i = row i of the file) and metadata <c>cache.format</c>, <c>cache.data_file</c>,
@@ -177,6 +185,150 @@ public static class TeacherLogitCache
             sink(buffer.AsSpan(0, n * 4));
             i += n;
         }
+    }
+
+    /// <summary>
+    /// Reads a cache's header only (structure, header checksum and metadata; no logits, no data checksum): memory does not
+    /// depend on the rows. <see cref="VerifyStreamed"/> checks the logits in one pass; <see cref="Read"/> loads them.
+    /// </summary>
+    public static TeacherLogitCacheHeader ReadHeader(string path)
+    {
+        string name = Path.GetFileName(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{name}: teacher-logit cache not found ({Path.GetFullPath(path)}).", path);
+        var header = SafeTensorsFile.ReadHeaderOnly(path);
+        var meta = header.Metadata;
+        string Need(string key) => meta.TryGetValue(key, out var v) ? v
+            : throw new CheckpointFormatException(path, $"metadata key '{key}' is missing; this is not a teacher-logit cache.");
+        if (Need(FormatKey) != FormatTag) throw new CheckpointFormatException(path, $"{FormatKey} is '{meta[FormatKey]}', not '{FormatTag}'.");
+        if (!int.TryParse(Need(RowsKey), NumberStyles.None, CultureInfo.InvariantCulture, out int rows))
+            throw new CheckpointFormatException(path, $"{RowsKey} '{meta[RowsKey]}' is not a row count.");
+        if (!header.TryGet(LogitsTensor, out var entry))
+            throw new CheckpointFormatException(path, $"no tensor '{LogitsTensor}'; this is not a teacher-logit cache.");
+        if (entry.DType != TensorDType.F32 || entry.Shape.Count != 1 || entry.Shape[0] != rows)
+            throw new CheckpointFormatException(path, $"tensor '{LogitsTensor}' is {entry}, expected F32 [{rows}] ({RowsKey} {rows}).");
+        Preprocessor? pre = null;
+        if (meta.TryGetValue(ModelCheckpoint.PreprocessingKey, out var json))
+        {
+            try { pre = Preprocessor.FromJson(json, name + ": " + ModelCheckpoint.PreprocessingKey); }
+            catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message); }
+        }
+        return new TeacherLogitCacheHeader(path, Need(DataFileKey), rows, Need(FingerprintKey), meta.TryGetValue(TeacherKey, out var t) ? t : "?", pre,
+            header.DataOffset + entry.DataBegin, header);
+    }
+
+    /// <summary>
+    /// Checks a cache's logits in one streaming pass (64 KiB at a time): the data checksum the writer recorded (a mismatch
+    /// is reported first), and that every logit is finite — a NaN or infinite logit is refused naming the cache and the
+    /// first such row. Memory: the buffer.
+    /// </summary>
+    public static void VerifyStreamed(TeacherLogitCacheHeader cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        string path = cache.Path;
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 16];
+        fs.Position = cache.File.DataOffset;
+        long remaining = cache.File.DataLength, position = 0, first = cache.LogitsOffset - cache.File.DataOffset, end = first + 4L * cache.Rows;
+        long badRow = -1;
+        float badValue = 0;
+        try
+        {
+            while (remaining > 0)
+            {
+                int n = (int)Math.Min(buffer.Length, remaining);
+                fs.ReadExactly(buffer, 0, n);
+                sha.AppendData(buffer, 0, n);
+                // The logits lie at [first, end) of the data section; buffers are multiples of 4 and the tensor starts at a multiple of 4.
+                for (long at = Math.Max(position, first); badRow < 0 && at + 4 <= Math.Min(position + n, end); at += 4)
+                {
+                    float v = BinaryPrimitives.ReadSingleLittleEndian(buffer.AsSpan((int)(at - position), 4));
+                    if (!float.IsFinite(v)) (badRow, badValue) = ((at - first) / 4, v);
+                }
+                position += n;
+                remaining -= n;
+            }
+        }
+        catch (EndOfStreamException e) { throw new CheckpointFormatException(path, "the file ended before its data section did (was it changed while being read?).", e); }
+        if (cache.File.Metadata.TryGetValue(SafeTensorsFile.DataSha256Key, out string? expected))
+        {
+            string actual = Convert.ToHexStringLower(sha.GetHashAndReset());
+            if (actual != expected)
+                throw new CheckpointFormatException(path, $"data checksum mismatch: the header records SHA-256 {expected}, the data hashes to {actual}; the file is corrupt.");
+        }
+        // Reported after the checksum: a corrupt file is called corrupt, a well-written file names its first bad row.
+        if (badRow >= 0)
+            throw new DataFormatException($"the cached teacher logit of data row {badRow} is {badValue.ToString(CultureInfo.InvariantCulture)}, not a finite number; recompute the cache with a teacher that scores finitely",
+                Path.GetFileName(path));
+    }
+
+    /// <summary>
+    /// The fingerprint (<see cref="Fingerprint"/>) of encoded rows given in file order, in one streaming pass: the ids are
+    /// hashed as they come while the labels wait in a temporary file in <paramref name="tempDirectory"/> (4 bytes per
+    /// row on disk; the fingerprint hashes every id before the first label). The fingerprint starts with the row count,
+    /// which is not known before the pass: <paramref name="expectedRows"/> (the cache's) is hashed, and the rows counted
+    /// are returned beside it — when they differ, the fingerprint is not that of the rows and the counts already tell the
+    /// data apart.
+    /// </summary>
+    public static (string Fingerprint, long Rows) FingerprintStreamed(IEnumerable<IRowBlock> blocks, int expectedRows, int fieldCount, string tempDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(blocks);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Span<byte> head = stackalloc byte[8];
+        BinaryPrimitives.WriteInt32LittleEndian(head, expectedRows);
+        BinaryPrimitives.WriteInt32LittleEndian(head[4..], fieldCount);
+        sha.AppendData(head);
+        string labelsPath = Path.Combine(tempDirectory, "kdengine-fingerprint-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)) + ".labels");
+        var buffer = new byte[1 << 16];
+        long rows = 0;
+        try
+        {
+            using (var labels = new FileStream(labelsPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                Span<byte> label = stackalloc byte[4];
+                // Ids [rows, F] row-major as little-endian int32, gathered into the buffer and hashed when it is full.
+                if (buffer.Length < 4 * fieldCount) buffer = new byte[4 * fieldCount];
+                int used = 0;
+                foreach (var block in blocks)
+                    for (int r = 0; r < block.Count; r++)
+                    {
+                        var ids = block.RowIds(r);
+                        if (ids.Length != fieldCount) throw new ArgumentException($"FingerprintStreamed: a row has {ids.Length} ids, expected {fieldCount}.");
+                        if (used + 4 * fieldCount > buffer.Length) { sha.AppendData(buffer, 0, used); used = 0; }
+                        for (int k = 0; k < ids.Length; k++) BinaryPrimitives.WriteInt32LittleEndian(buffer.AsSpan(used + 4 * k, 4), ids[k]);
+                        used += 4 * fieldCount;
+                        BinaryPrimitives.WriteSingleLittleEndian(label, block.Label(r));
+                        labels.Write(label);
+                        rows++;
+                    }
+                sha.AppendData(buffer, 0, used);
+            }
+            using (var labels = new FileStream(labelsPath, FileMode.Open, FileAccess.Read, FileShare.None, 1 << 16))
+            {
+                int n;
+                while ((n = labels.Read(buffer)) > 0) sha.AppendData(buffer, 0, n);
+            }
+        }
+        finally
+        {
+            try { File.Delete(labelsPath); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+        return (Convert.ToHexStringLower(sha.GetHashAndReset()), rows);
+    }
+
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> unless <paramref name="cache"/> was computed over rows with
+    /// <paramref name="rows"/> rows and <paramref name="fingerprint"/> (<see cref="FingerprintStreamed"/>); the messages
+    /// are <see cref="Check(string, CachedLogits, EncodedDataset, string)"/>'s.
+    /// </summary>
+    public static void Check(TeacherLogitCacheHeader cache, long rows, string fingerprint, string dataFileName)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        string name = Path.GetFileName(cache.Path);
+        if (cache.Rows != rows)
+            throw new ArgumentException($"{name}: the teacher-logit cache was made for '{cache.DataFile}' ({cache.Rows} rows), but '{dataFileName}' has {rows} rows; recompute it with cache-logits.");
+        if (!string.Equals(fingerprint, cache.Fingerprint, StringComparison.Ordinal))
+            throw new ArgumentException($"{name}: the teacher-logit cache was made for other data ('{cache.DataFile}', fingerprint {Short(cache.Fingerprint)}), not for '{dataFileName}' (fingerprint {Short(fingerprint)}): same row count, different ids or labels; recompute it with cache-logits.");
     }
 
     /// <summary>Reads a cache without checking it against data (see <see cref="Load"/>).</summary>

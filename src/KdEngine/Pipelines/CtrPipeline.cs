@@ -14,9 +14,9 @@ public sealed record SplitOptions
 {
     /// <summary>Three positive ratios (train, validation, test); 8:1:1 by default.</summary>
     public IReadOnlyList<double> Ratios { get; init; } = [8, 1, 1];
-    /// <summary>Sequential (the file's order: time-ordered data) or random (a seeded permutation).</summary>
+    /// <summary>Sequential (the file's order: time-ordered data), random (a seeded permutation) or hash (a seeded hash of each row's ordinal; streams).</summary>
     public SplitMode Mode { get; init; } = SplitMode.Sequential;
-    /// <summary>Seed of the permutation (random mode only).</summary>
+    /// <summary>Seed of the permutation or the hash (random and hash modes).</summary>
     public int Seed { get; init; }
 
     /// <summary>Parses <c>8:1:1</c>.</summary>
@@ -31,12 +31,13 @@ public sealed record SplitOptions
         return ratios;
     }
 
-    /// <summary>Parses <c>sequential</c> or <c>random</c> (case-insensitive); anything else is an <see cref="ArgumentException"/>.</summary>
+    /// <summary>Parses <c>sequential</c>, <c>random</c> or <c>hash</c> (case-insensitive); anything else is an <see cref="ArgumentException"/>.</summary>
     public static SplitMode ParseMode(string text) => text.ToLowerInvariant() switch
     {
         "sequential" => SplitMode.Sequential,
         "random" => SplitMode.Random,
-        _ => throw new ArgumentException($"unknown split mode '{text}' (expected sequential|random)."),
+        "hash" => SplitMode.Hash,
+        _ => throw new ArgumentException($"unknown split mode '{text}' (expected sequential|random|hash)."),
     };
 }
 

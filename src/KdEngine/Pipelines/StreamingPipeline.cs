@@ -28,6 +28,9 @@ public sealed record StreamingOptions
     /// <summary>Folder of encoded caches (null: no cache; text is parsed on every pass).</summary>
     public string? CacheDirectory { get; init; }
 
+    /// <summary>Folder of temporary files (teacher scores, fingerprint labels); null: <see cref="CacheDirectory"/>, else the system's temporary folder.</summary>
+    public string? TemporaryDirectory { get; init; }
+
     /// <summary>Validation and test parts up to this many source bytes are encoded into memory once; larger ones stream on each pass.</summary>
     public long InMemoryBytes { get; init; } = 256L << 20;
 
@@ -71,6 +74,8 @@ public sealed class StreamedPart : IDisposable
     private readonly StreamingOptions _options;
     private EncodedCache? _cache;
     private EncodedDataset? _memory;
+    private TeacherScoreTable? _teachers;
+    private long _teacherRowOffset;
 
     internal StreamedPart(string name, InputSet input, Preprocessor preprocessor, StreamingOptions options)
     {
@@ -105,6 +110,27 @@ public sealed class StreamedPart : IDisposable
     }
 
     internal void UseMemory(EncodedDataset data) => _memory = data;
+
+    /// <summary>K: the external teacher-logit columns every batch of the part carries (0: none).</summary>
+    public int TeacherCount => _teachers?.Count ?? 0;
+
+    /// <summary>
+    /// Makes every batch of the part carry its rows' external teacher logits: part row i is row
+    /// <paramref name="rowOffset"/> + i of <paramref name="scores"/>. A part held in memory gets them as a column of its
+    /// dataset (its rows are in memory anyway); a streamed part looks them up per emitted batch.
+    /// </summary>
+    internal void UseTeacherScores(TeacherScoreTable scores, long rowOffset)
+    {
+        if (_memory is not null)
+        {
+            int k = scores.Count;
+            var logits = new float[(long)_memory.Count * k];
+            for (int i = 0; i < _memory.Count; i++) scores.Read(rowOffset + i, logits.AsSpan(i * k, k));
+            _memory = _memory.WithTeacherLogits(logits, k);
+        }
+        _teachers = scores;
+        _teacherRowOffset = rowOffset;
+    }
 
     /// <summary>The mean label from the cache or memory (no text pass), or null.</summary>
     internal double? LabelMean()
@@ -141,12 +167,17 @@ public sealed class StreamedPart : IDisposable
             new DataRandom(seed ^ 0x0B10C5).Shuffle(order);
         }
         if (_memory is not null && shuffleBuffer >= _memory.Count) return _memory.Batches(batchSize, shuffle, seed);
-        return Streaming.Batches(Blocks(order), Preprocessor.FeatureSpace, batchSize, shuffle ? shuffleBuffer : 0, seed, dropLast: false, expectedRows: Math.Max(0, Rows));
+        return Batches(Blocks(order), batchSize, shuffle ? shuffleBuffer : 0, seed, Math.Max(0, Rows));
     }
 
     /// <summary>Batches of the part in file order (evaluation, prediction).</summary>
     public IEnumerable<Batch> OrderedBatches(int batchSize) =>
-        _memory is not null ? _memory.Batches(batchSize) : Streaming.Batches(Blocks(), Preprocessor.FeatureSpace, batchSize, 0);
+        _memory is not null ? _memory.Batches(batchSize) : Batches(Blocks(), batchSize, 0, 0, 0);
+
+    private IEnumerable<Batch> Batches(IEnumerable<IRowBlock> blocks, int batchSize, int shuffleBuffer, int seed, long expectedRows) =>
+        _teachers is null
+            ? Streaming.Batches(blocks, Preprocessor.FeatureSpace, batchSize, shuffleBuffer, seed, dropLast: false, expectedRows)
+            : Streaming.Batches(blocks, Preprocessor.FeatureSpace, batchSize, shuffleBuffer, seed, dropLast: false, expectedRows, _teachers, _teacherRowOffset);
 
     /// <summary>Closes the part's cache, if any.</summary>
     public void Dispose()
@@ -172,8 +203,9 @@ public sealed class StreamedPart : IDisposable
 public sealed class StreamedData : IDisposable
 {
     internal StreamedData(DataSource source, Preprocessor preprocessor, StreamedPart train, StreamedPart validation, StreamedPart? test,
-        IReadOnlyList<PassReport> passes, double? trainClickRate)
+        IReadOnlyList<PassReport> passes, double? trainClickRate, bool splitOfOneFile)
     {
+        SplitOfOneFile = splitOfOneFile;
         TrainClickRate = trainClickRate;
         Source = source;
         Preprocessor = preprocessor;
@@ -211,12 +243,26 @@ public sealed class StreamedData : IDisposable
     /// <summary>The train part's click rate, when a pass or the cache gave it.</summary>
     public double? TrainClickRate { get; }
 
-    /// <summary>Closes the parts' caches.</summary>
+    /// <summary>Whether the parts are one file cut by a sequential split (train, validation, test tile its rows in order).</summary>
+    public bool SplitOfOneFile { get; }
+
+    /// <summary>The external teacher scores every part's batches carry (<see cref="StreamedTeacherScores.Attach"/>), or null.</summary>
+    public TeacherScoreTable? TeacherScores { get; private set; }
+
+    internal void UseTeacherScores(TeacherScoreTable scores)
+    {
+        TeacherScores?.Dispose();
+        TeacherScores = scores;
+    }
+
+    /// <summary>Closes the parts' caches and the teacher scores' mapped files.</summary>
     public void Dispose()
     {
         Train.Dispose();
         Validation.Dispose();
         Test?.Dispose();
+        TeacherScores?.Dispose();
+        TeacherScores = null;
     }
 }
 
@@ -227,9 +273,14 @@ public sealed record StreamingInputs
     public static StreamingInputs Separate(DataSource train, DataSource validation, DataSource? test) =>
         new() { Train = train, Validation = validation, Test = test };
 
-    /// <summary>One file cut sequentially by row count (e.g. 8:1:1), never loaded.</summary>
-    public static StreamingInputs SplitOf(DataSource file, IReadOnlyList<double> ratios) =>
-        new() { Train = file, Ratios = ratios };
+    /// <summary>
+    /// One file cut by row count (e.g. 8:1:1), never loaded: sequentially, or by a seeded hash of each row's ordinal
+    /// (<see cref="SplitMode.Hash"/>). A random permutation needs every row in memory and is refused here.
+    /// </summary>
+    public static StreamingInputs SplitOf(DataSource file, IReadOnlyList<double> ratios, SplitMode mode = SplitMode.Sequential, int seed = 0) =>
+        mode == SplitMode.Random
+            ? throw new ArgumentException("a random split permutes every row in memory; stream with a sequential or a hash split (SplitMode.Hash).")
+            : new() { Train = file, Ratios = ratios, Mode = mode, Seed = seed };
 
     /// <summary>The train source (with <see cref="Ratios"/>: the one file that is split).</summary>
     public DataSource Train { get; init; } = null!;
@@ -237,8 +288,12 @@ public sealed record StreamingInputs
     public DataSource? Validation { get; init; }
     /// <summary>The test source (optional).</summary>
     public DataSource? Test { get; init; }
-    /// <summary>Ratios of a sequential split of <see cref="Train"/> (e.g. 8:1:1), or null for separate sources.</summary>
+    /// <summary>Ratios of a split of <see cref="Train"/> (e.g. 8:1:1), or null for separate sources.</summary>
     public IReadOnlyList<double>? Ratios { get; init; }
+    /// <summary>How <see cref="Ratios"/> cut the file: <see cref="SplitMode.Sequential"/> or <see cref="SplitMode.Hash"/>.</summary>
+    public SplitMode Mode { get; init; } = SplitMode.Sequential;
+    /// <summary>The seed of a hash split.</summary>
+    public int Seed { get; init; }
 }
 
 /// <summary>
@@ -266,7 +321,7 @@ public static class StreamingPipeline
         {
             var whole = source.OpenInput(options.UnitBytes);
             whole.Check();
-            var parts = whole.SplitSequential(ratios, options.Reader);
+            var parts = inputs.Mode == SplitMode.Hash ? whole.SplitHash(ratios, inputs.Seed, options.Reader) : whole.SplitSequential(ratios, options.Reader);
             if (parts.Length < 2) throw new ArgumentException("split: expected train:validation[:test] ratios.");
             train = parts[0];
             valid = parts[1];
@@ -340,7 +395,7 @@ public static class StreamingPipeline
             throw;
         }
         clickRate ??= trainPart.LabelMean();
-        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate);
+        return new StreamedData(source, pre, trainPart, validPart, testPart, passes, clickRate, inputs.Ratios is not null && inputs.Mode == SplitMode.Sequential);
     }
 
     /// <summary>The fit pass: counts, then vocabularies; the counts are unreachable once it returns.</summary>
@@ -366,6 +421,8 @@ public static class StreamingPipeline
     public static string CachePath(string directory, string part, InputSet input)
     {
         var identity = string.Join("\n", input.Files.Select(Path.GetFullPath)) + "\n" + input.UnitBytes.ToString(CultureInfo.InvariantCulture);
+        // A hash split's parts read the same units; the split (ratios, seed, part) tells their caches apart.
+        if (input.Units.Count > 0 && input.Units[0].Filter is { } filter) identity += "\n" + filter;
         string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(identity)))[..12];
         return Path.Combine(directory, $"{part}.{Path.GetFileName(input.Files[0])}.{hash}{EncodedCache.Extension}");
     }

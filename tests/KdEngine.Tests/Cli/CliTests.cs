@@ -386,6 +386,8 @@ public class CliTests
         if (method is "logits" or "hint")
             args.AddRange(["--config", Write($"kd-{method}.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""")]);
         var o = Ok(args.ToArray());
+        // Streamed; with a teacher fixing the preprocessing no pass has read the train part yet, but the split counted every part.
+        Assert.That(o, Does.Contain("400 rows → train 320 / validation 40 / test 40"));
         double distillTestAuc = Number(o, @"student test AUC ([0-9.]+)");
         var eval = Ok("eval", "--model", student, "--data", _synth);
         Assert.That(eval, Does.Contain(": 400 rows"));
@@ -421,7 +423,9 @@ public class CliTests
         Assert.That(Directory.GetFiles(_dir, "*.tmp-*"), Is.Empty);
         var student = Path.Combine(_dir, "student-cached.kde");
         var kd = Write("kd-cache.json", """{"student": {"model": "dnn", "embeddingDim": 4, "dnn": [8]}}""");
-        Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student);
+        // Streamed: the cache is checked in streaming passes and read in place, not loaded.
+        Assert.That(Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student),
+            Does.Contain("teacher.logits.safetensors: 400 rows, fingerprint and logits checked"));
         Assert.That(Ok("eval", "--model", student, "--data", _synth), Does.Contain(": 400 rows"));
 
         // Same schema and row count, other rows: the fingerprint differs.
@@ -592,6 +596,14 @@ public class CliTests
         Assert.That(Ok("predict", "--model", model, "--data", Path.Combine(_dir, "sets_day_1.csv.gz"), test, "--out", scores), Does.Contain("wrote 110 probabilities"));
         Assert.That(File.ReadAllLines(scores), Has.Length.EqualTo(111));
 
+        // A hash split of one file streams: each row's part from a seeded hash of its row number (binomial part sizes).
+        var hashed = Ok("train", "--model", "dnn", "--config", _small, "--data", _synth, "--schema", _synthSchema, "--split-mode", "hash", "--seed", "4", "--epochs", "1", "--out", model);
+        var sizes = System.Text.RegularExpressions.Regex.Match(hashed, @"400 rows → train (\d+) / validation (\d+) / test (\d+)");
+        Assert.That(sizes.Success, Is.True, hashed);
+        Assert.That(Enumerable.Range(1, 3).Sum(g => int.Parse(sizes.Groups[g].Value, CultureInfo.InvariantCulture)), Is.EqualTo(400));
+        Assert.That(sizes.Groups[1].Value, Is.Not.EqualTo("320"));
+        Assert.That(Ok("train", "--help"), Does.Contain("hash"));
+
         Assert.That(Fails("train", "--model", "dnn", "--train", valid, "--out", model), Does.Contain("--valid"));
         Assert.That(Fails("train", "--model", "dnn", "--train", valid, "--valid", valid, "--data", _criteo, "--out", model), Does.Contain("not both"));
         Assert.That(Fails("train", "--model", "dnn", "--train", Path.Combine(_dir, "nothing_*.csv"), "--valid", valid, "--out", model), Does.Contain("nothing_*.csv"));
@@ -647,5 +659,8 @@ public class CliTests
         Assert.That(Ok("eval", "--model", student, "--data", valid), Does.Contain(": 80 rows"));
         Assert.That(Fails("distill", "--method", "logits", "--teacher-logits", Path.Combine(_dir, "none.safetensors"), "--train", train, "--valid", valid, "--out", student),
             Does.Contain("none.safetensors"));
+        // External scores index one file's rows: input sets are refused with them.
+        Assert.That(Fails("distill", "--method", "logits", "--teacher-column", "t", "--train", train, "--valid", valid, "--out", student),
+            Does.Contain("one data file").And.Contain("--split"));
     }
 }

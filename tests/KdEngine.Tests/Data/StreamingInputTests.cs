@@ -381,10 +381,58 @@ public class StreamingInputTests
         {
             var input = new InputSet([file], new TextFileFormat(new DelimitedFormat(Rich)), unitBytes: 5_000);
             var parts = input.SplitSequential([8, 1, 1]);
+            // The split knows each part's rows before any pass reads it (the streamed log prints them).
+            Assert.That(parts.Select(p => p.SplitRows), Is.EqualTo(expected.Select(e => (long?)e.Count)));
+            Assert.That(input.SplitRows, Is.Null);
             var pre = Preprocessor.Fit(Rich, reader); // the same preprocessing for both sides of the comparison
             for (int k = 0; k < 3; k++)
                 AssertSame(expected[k], Collect(DataPasses.Encode(parts[k], pre), pre.FeatureSpace), $"{Path.GetFileName(file)} part {k}");
         }
+    }
+
+    [Test]
+    public void Hash_split_streams_the_in_memory_hash_splits_parts_from_any_units_and_threads()
+    {
+        var rows = RichRows(1003, 4);
+        string path = Write("h.csv", RichHeader + "\n\n" + string.Join("\n", rows) + "\n");
+        string gz = Gzip("h.csv.gz", RichHeader + "\n\n" + string.Join("\n", rows) + "\n");
+        var reader = new DelimitedReader(path, Rich);
+        var pre = Preprocessor.Fit(Rich, reader);
+        var all = pre.EncodeAll(reader);
+        var expected = all.Split([8, 1, 1], SplitMode.Hash, seed: 7);
+        Assert.That(expected.Sum(p => p.Count), Is.EqualTo(1003));
+        foreach (var (file, unitBytes, workers) in new[] { (path, 5_000L, 2), (path, 1L << 20, 1), (gz, 5_000L, 2) })
+        {
+            var input = new InputSet([file], new TextFileFormat(new DelimitedFormat(Rich)), unitBytes);
+            var parts = input.SplitHash([8, 1, 1], seed: 7);
+            if (file == path && unitBytes == 5_000) Assert.That(parts[0].Units, Has.Count.GreaterThan(3));
+            for (int k = 0; k < 3; k++)
+                AssertSame(expected[k], Collect(DataPasses.Encode(parts[k], pre, null, new PassOptions { Workers = workers, ChunkBytes = 700 }), pre.FeatureSpace),
+                    $"{Path.GetFileName(file)} units of {unitBytes} bytes, part {k}");
+        }
+    }
+
+    [Test]
+    public void Hash_split_part_sizes_are_binomial_and_a_rows_part_depends_only_on_its_ordinal_and_the_seed()
+    {
+        const int n = 200_000;
+        double[] share = [0.8, 0.1, 0.1];
+        var split = new HashSplit([8, 1, 1], seed: 3);
+        var parts = split.Indices(n);
+        Assert.That(parts.SelectMany(p => p).Order(), Is.EqualTo(Enumerable.Range(0, n)), "disjoint, and every row in one part");
+        for (int k = 0; k < 3; k++)
+        {
+            double mean = n * share[k], sd = Math.Sqrt(n * share[k] * (1 - share[k]));
+            Assert.That(parts[k].Length, Is.InRange(mean - 5 * sd, mean + 5 * sd), $"part {k}: binomial({n}, {share[k]})");
+        }
+        // The same ordinal and seed give the same part from any instance, in any order; another seed moves about a third of the rows.
+        var again = new HashSplit([8, 1, 1], seed: 3);
+        Assert.That(Enumerable.Range(0, 1000).Reverse().Select(i => again.PartOf(i)), Is.EqualTo(Enumerable.Range(0, 1000).Reverse().Select(i => split.PartOf(i))));
+        var other = new HashSplit([8, 1, 1], seed: 4);
+        double moved = Enumerable.Range(0, n).Count(i => other.PartOf(i) != split.PartOf(i)) / (double)n;
+        Assert.That(moved, Is.InRange(0.33, 0.35), "1 − (0.8² + 0.1² + 0.1²) = 0.34 for independent assignments");
+        Assert.That(DataSplit.Indices(n, [8, 1, 1], SplitMode.Random, 3)[1], Is.Not.EqualTo(parts[1]), "other parts than the random split");
+        Assert.That(split.ToString(), Is.EqualTo("hash 8:1:1 seed 3"));
     }
 
     [Test]

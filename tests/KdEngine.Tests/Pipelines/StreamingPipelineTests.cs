@@ -98,6 +98,36 @@ public class StreamingPipelineTests
     }
 
     [Test]
+    public void A_hash_split_streams_the_in_memory_hash_splits_parts_trains_identically_and_keeps_caches_apart_by_seed()
+    {
+        var (path, schema) = Synthetic(3000);
+        var source = new DataSource(path) { Schema = schema, Format = DataFormat.Criteo };
+        var preprocessing = new PreprocessorOptions { MinCount = 2 };
+        var memory = CtrPipeline.Prepare(source, new SplitOptions { Mode = SplitMode.Hash, Seed = 7 }, preprocessing);
+        var m1 = CtrPipeline.BuildModel(Small, memory.Fields);
+        var o1 = CtrPipeline.Train(m1, memory, Settings);
+
+        string cache = Path.Combine(_dir, "cache");
+        var options = new StreamingOptions { ShuffleBuffer = 1_000_000, Workers = 2, UnitBytes = 9_000, ChunkBytes = 2_000, CacheDirectory = cache };
+        using (var streamed = StreamingPipeline.Prepare(StreamingInputs.SplitOf(source, [8, 1, 1], SplitMode.Hash, 7), preprocessing, options))
+        {
+            Assert.That((streamed.Train.Rows, streamed.Validation.Rows, streamed.Test!.Rows),
+                Is.EqualTo(((long)memory.Train.Count, (long)memory.Validation.Count, (long)memory.Test.Count)));
+            Assert.That(streamed.Train.Rows, Is.Not.EqualTo(2400L), "binomial part sizes, not the sequential split's ⌊n·ratio⌋");
+            Assert.That(streamed.Preprocessor.ToJson(), Is.EqualTo(memory.Preprocessor.ToJson()), "fitted on the same train rows");
+            var m2 = CtrPipeline.BuildModel(Small, streamed.Fields);
+            var o2 = StreamingPipeline.Train(m2, streamed, Settings, options.ShuffleBuffer);
+            Assert.That(Weights(m2), Is.EqualTo(Weights(m1)), "same seed, same rows, same batches → same weights");
+            Assert.That((o2.Validation.Auc, o2.Test.LogLoss), Is.EqualTo((o1.Validation.Auc, o1.Test.LogLoss)));
+        }
+        // Another seed cuts other parts from the same units: its caches are other files, never the first seed's reported stale or reused.
+        using (var other = StreamingPipeline.Prepare(StreamingInputs.SplitOf(source, [8, 1, 1], SplitMode.Hash, 8), preprocessing, options))
+            Assert.That(other.Train.Rows, Is.Not.EqualTo(memory.Train.Count));
+        Assert.That(Directory.GetFiles(cache), Has.Length.EqualTo(6));
+        Assert.Throws<ArgumentException>(() => StreamingInputs.SplitOf(source, [8, 1, 1], SplitMode.Random, 7));
+    }
+
+    [Test]
     public void The_encoded_cache_trains_exactly_as_text_is_reused_with_its_preprocessing_and_rejected_when_stale()
     {
         var (train, schema) = Synthetic(4000, "train.tsv");

@@ -16,6 +16,12 @@ public sealed record InputUnit(int File, long Start, long End)
 
     /// <summary>Whether the unit keeps only some of its rows.</summary>
     public bool HasRowWindow => RowFrom > 0 || RowTo != long.MaxValue;
+
+    /// <summary>Keep only the data rows of one part of a hash split (null: every row); rows are numbered from <see cref="FirstOrdinal"/>.</summary>
+    public HashPartFilter? Filter { get; init; }
+
+    /// <summary>The file's data-row ordinal of the unit's first data row (known for the units of a hash split).</summary>
+    public long FirstOrdinal { get; init; }
 }
 
 /// <summary>
@@ -230,6 +236,12 @@ public sealed class InputSet
     /// <summary>Total rows when every unit has been counted, else null.</summary>
     public long? Rows => _unitRows.All(r => r >= 0) ? _unitRows.Sum() : null;
 
+    /// <summary>
+    /// The data rows a sequential split (<see cref="SplitSequential"/>) gave this part, known before any pass reads it;
+    /// null for other inputs. It counts data lines, so a row the reader later skips as bad is in it.
+    /// </summary>
+    public long? SplitRows { get; private set; }
+
     /// <summary>The first row ordinal of each unit (canonical order), when all are counted.</summary>
     public long[]? UnitRowStarts()
     {
@@ -284,7 +296,7 @@ public sealed class InputSet
                     if (b > a) units.Add(Units[u] with { RowFrom = a - first, RowTo = b - first });
                     first += unitRows[u];
                 }
-                result[k] = new InputSet(Files, Format, UnitBytes, units);
+                result[k] = new InputSet(Files, Format, UnitBytes, units) { SplitRows = to - from };
             }
             return result;
         }
@@ -304,8 +316,47 @@ public sealed class InputSet
                 long start = offsets(from), end = to == rows ? new FileInfo(file).Length : offsets(to);
                 for (long s = start; s < end; s += UnitBytes) units.Add(new InputUnit(0, s, Math.Min(end, s + UnitBytes)));
             }
-            var part = new InputSet([file], Format, UnitBytes, units);
+            var part = new InputSet([file], Format, UnitBytes, units) { SplitRows = to - from };
             if (!gzip && units.Count > 0) part._unitFirstLine[0] = lines(from);
+            parts[k] = part;
+        }
+        return parts;
+    }
+
+    /// <summary>
+    /// Cuts a single-file input into the parts of a <see cref="HashSplit"/> (<see cref="SplitMode.Hash"/>) without loading
+    /// it: one fast pass finds the data rows (no parsing) and cuts the file into units at row boundaries, so each unit knows
+    /// its first row's ordinal; every part reads every unit and keeps its own rows (a row's part depends only on its
+    /// ordinal and the seed). Text files only (plain or gzip).
+    /// </summary>
+    public InputSet[] SplitHash(IReadOnlyList<double> ratios, int seed, ReaderOptions? options = null)
+    {
+        if (Files.Count != 1) throw new ArgumentException($"a hash split needs one file; this input has {Files.Count} (give --train/--valid/--test instead).");
+        if (Format is not TextFileFormat text) throw new ArgumentException($"{Name}: a hash split reads text files; give --train/--valid/--test for {Format.Name} files.");
+        var split = new HashSplit(ratios, seed);
+        options ??= ReaderOptions.Default;
+        var file = Files[0];
+        var (rows, offsets, lines, gzip) = text.DataRowOffsets(file, options);
+        long length = new FileInfo(file).Length;
+        var cuts = new List<(long Start, long End, long FirstRow, long FirstLine)>();
+        if (gzip || rows == 0) cuts.Add((0, length, 0, 1));
+        else
+        {
+            // Units of about UnitBytes, each starting at a data row (the first at row 0, after any header).
+            long perUnit = Math.Max(1, (long)(rows * (double)UnitBytes / Math.Max(1, length)));
+            for (long r = 0; r < rows; r += perUnit)
+            {
+                long next = Math.Min(rows, r + perUnit);
+                cuts.Add((r == 0 ? 0 : offsets(r), next == rows ? length : offsets(next), r, r == 0 ? 1 : lines(r)));
+            }
+        }
+        var parts = new InputSet[ratios.Count];
+        for (int k = 0; k < parts.Length; k++)
+        {
+            var filter = new HashPartFilter(split, k);
+            var units = cuts.Select(c => new InputUnit(0, c.Start, c.End) { Filter = filter, FirstOrdinal = c.FirstRow }).ToArray();
+            var part = new InputSet([file], Format, UnitBytes, units);
+            for (int u = 0; u < units.Length; u++) part._unitFirstLine[u] = cuts[u].FirstLine;
             parts[k] = part;
         }
         return parts;

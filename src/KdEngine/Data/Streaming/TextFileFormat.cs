@@ -51,6 +51,7 @@ public sealed class TextFileFormat : RowFileFormat
         using var reader = new LineChunkReader(path, gzip ? 0 : unit.Start, gzip ? long.MaxValue : unit.End, firstLine, chunkBytes, options.MaxLineLength);
         bool headerPending = unit.Start == 0 && layout.HeaderConsumed;
         long rowInUnit = 0;      // data rows seen so far (row windows only)
+        long ordinal = unit.FirstOrdinal; // the next chunk's first data row (hash-split units only)
         long consumed = reader.BytesRead;
         while (true)
         {
@@ -83,14 +84,17 @@ public sealed class TextFileFormat : RowFileFormat
                 {
                     long bytesW = reader.BytesRead - consumed;
                     consumed = reader.BytesRead;
-                    if (end > start) yield return new TextChunk(this, chunk, start, end, line, layout, path, name) { File = unit.File, Unit = unitIndex, SourceBytes = bytesW };
+                    if (end > start) yield return new TextChunk(this, chunk, start, end, line, layout, path, name, 0, null) { File = unit.File, Unit = unitIndex, SourceBytes = bytesW };
                     else Return(chunk);
                     break;
                 }
             }
             long bytes = reader.BytesRead - consumed;
             consumed = reader.BytesRead;
-            if (end > start) yield return new TextChunk(this, chunk, start, end, line, layout, path, name) { File = unit.File, Unit = unitIndex, SourceBytes = bytes };
+            long first = ordinal;
+            // A hash-split unit numbers its data rows here, on the reading thread, so each worker knows its rows' ordinals.
+            if (unit.Filter is not null) ordinal += CountDataLines(chunk.Bytes[start..end]);
+            if (end > start) yield return new TextChunk(this, chunk, start, end, line, layout, path, name, first, unit.Filter) { File = unit.File, Unit = unitIndex, SourceBytes = bytes };
             else Return(chunk);
         }
         nextLine?.Invoke(reader.NextLine);
@@ -98,6 +102,16 @@ public sealed class TextFileFormat : RowFileFormat
 
     /// <inheritdoc/>
     public override long UnitBytes(string path, InputUnit unit) => unit.End - unit.Start;
+
+    /// <summary>Non-blank lines in <paramref name="bytes"/> (the data rows of a chunk whose header is already dropped).</summary>
+    private static long CountDataLines(ReadOnlySpan<byte> bytes)
+    {
+        var cursor = new LineCursor(bytes, 1);
+        long n = 0;
+        while (cursor.Next(out var l))
+            if (!LineText.IsBlank(l)) n++;
+        return n;
+    }
 
     private LineChunk Rent(int bytes)
     {
@@ -169,7 +183,8 @@ public sealed class TextFileFormat : RowFileFormat
     }
 
     /// <summary>Lines [Start, End) of a pooled line chunk, parsed by a worker with the file's layout.</summary>
-    private sealed class TextChunk(TextFileFormat owner, LineChunk chunk, int start, int end, long firstLine, TextLayout layout, string path, string fileName) : RowChunk
+    private sealed class TextChunk(TextFileFormat owner, LineChunk chunk, int start, int end, long firstLine, TextLayout layout, string path, string fileName,
+        long firstOrdinal, HashPartFilter? filter) : RowChunk
     {
         public override void Parse(ChunkWorker worker, IRowSink sink)
         {
@@ -179,6 +194,7 @@ public sealed class TextFileFormat : RowFileFormat
             int max = worker.Options.MaxLineLength;
             var cursor = new LineCursor(buffer.AsSpan(start, end - start), 1);
             long baseLine = firstLine; // 0: unknown until an error needs it
+            long ordinal = firstOrdinal;
             while (cursor.Next(out var line))
             {
                 long lineNumber = baseLine == 0 ? 0 : baseLine + cursor.LineNumber - 1;
@@ -186,6 +202,8 @@ public sealed class TextFileFormat : RowFileFormat
                 if (line.Length > max)
                     throw Located(new DataFormatException($"line is longer than {max} bytes (ReaderOptions.MaxLineLength); is this a text file with line breaks and the right delimiter?", fileName), lineStart);
                 if (LineText.IsBlank(line)) continue;
+                // A hash split's part neither parses nor counts the rows of the other parts.
+                if (filter is not null && !filter.Keeps(ordinal++)) continue;
                 try
                 {
                     parser.Parse(buffer, lineStart, line.Length, row, lineNumber);
