@@ -109,24 +109,8 @@ internal static class DistillVerb
         {
             // Streamed: the same passes as train, the teachers' preprocessing when they fix it; cached and external teacher
             // scores are checked in streaming passes and read per batch by row ordinal from memory-mapped files.
-            if ((inputs.Caches.Length > 0 || external.Length > 0) && dataOptions.HasInputSets(parse))
-                throw new CliException("distill: --teacher-logits and --teacher-column/--teacher-file index the rows of one data file: give --data FILE with a sequential --split, not --train/--valid/--test.");
-            var fixedPre = inputs.Preprocessor;
-            var recipe = inputs.Recipe;
-            StreamingInputs streamInputs;
-            if (dataOptions.HasInputSets(parse))
-            {
-                var (trainSource, validSource, testSource) = dataOptions.InputSets(parse);
-                streamInputs = StreamingInputs.Separate(Recipe(trainSource), Recipe(validSource), testSource is null ? null : Recipe(testSource));
-            }
-            else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
-            DataSource Recipe(DataSource s) => fixedPre is null ? s
-                : recipe is null ? s with { Schema = fixedPre.Schema }
-                : DataSource.FromMetadata(s.Patterns, recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges)) with { ReaderOptions = s.ReaderOptions };
             var options = streaming.OptionsFrom(parse, dataOptions.Reader(parse), o.Writer, o.IsTerminal);
-            using var streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), options, fixedPre);
-            if (inputs.Caches.Length > 0 || external.Length > 0)
-                StreamedTeacherScores.Attach(streamed, inputs.Caches.Select(c => c.Path).ToArray(), external, options);
+            using var streamed = inputs.PrepareStreamed(parse, dataOptions, split, splitOptions, options, external, "distill");
             Report.Data(o, streamed);
             foreach (var pass in streamed.Passes)
                 foreach (var line in pass.SkipSummary()) o.Line(line);
@@ -134,9 +118,7 @@ internal static class DistillVerb
             var group = SingleProcess.Instance;
             var placement = settings.TablePlacement(group);
             using var layout = placement.Use();
-            var streamTeachers = inputs.Models.Select(t => (ITeacher)new ModelTeacher(CtrPipeline.Load(t.Path).Model)).ToList();
-            if (streamed.TeacherScores is { } scores)
-                for (int c = 0; c < scores.Count; c++) streamTeachers.Add(new ExternalTeacher(c, scores.Names[c]));
+            var streamTeachers = inputs.StreamedTeachers(streamed);
             if (external.Length > 0) o.Line($"external teacher scores: {string.Join("; ", external.Select(e => e.ToString()))}");
             var streamRun = DistillPipeline.Build(method, config, streamed.Fields, streamed.Privileged, streamTeachers);
             o.Line($"distill {DistillPipeline.Name(method)}: student {streamRun.Student.TypeName} ({ZooModel.ParameterCount(streamRun.Student.Config, streamRun.Student.Fields):N0} parameters, {streamRun.Student.Fields.Count} fields); config {config.ToJson().ReplaceLineEndings(" ")}");
@@ -240,6 +222,50 @@ internal sealed class DistillInputs
         if (pre.ToJson() != Preprocessor.ToJson())
             throw new CliException($"distill: {Path.GetFileName(path)} was made with other preprocessing than {Path.GetFileName(_fixedFrom!)}; teachers must share one preprocessing.");
         _recipe ??= meta;
+    }
+
+    /// <summary>
+    /// The data streamed as <c>train</c> streams it (one file cut by a sequential or hash split, or input sets), encoded
+    /// with the teachers' preprocessing and read the way their data was when they fix it; cached and external teacher
+    /// scores are checked in streaming passes and attached to the parts, read per batch by row ordinal.
+    /// </summary>
+    public StreamedData PrepareStreamed(ParseResult parse, DataOptions dataOptions, SplitOptionsGroup split, SplitOptions splitOptions,
+        StreamingOptions options, TeacherScoreSource[] external, string verb)
+    {
+        if ((Caches.Length > 0 || external.Length > 0) && dataOptions.HasInputSets(parse))
+            throw new CliException($"{verb}: --teacher-logits and --teacher-column/--teacher-file index the rows of one data file: give --data FILE with a sequential --split, not --train/--valid/--test.");
+        var fixedPre = Preprocessor;
+        StreamingInputs streamInputs;
+        if (dataOptions.HasInputSets(parse))
+        {
+            var (trainSource, validSource, testSource) = dataOptions.InputSets(parse);
+            streamInputs = StreamingInputs.Separate(Recipe(trainSource), Recipe(validSource), testSource is null ? null : Recipe(testSource));
+        }
+        else streamInputs = StreamingInputs.SplitOf(Recipe(dataOptions.Source(parse)), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
+        DataSource Recipe(DataSource s) => fixedPre is null ? s
+            : _recipe is null ? s with { Schema = fixedPre.Schema }
+            : DataSource.FromMetadata(s.Patterns, _recipe, fixedPre.Schema, parse.GetValue(dataOptions.Format), parse.GetValue(dataOptions.Ranges)) with { ReaderOptions = s.ReaderOptions };
+        var streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), options, fixedPre);
+        try
+        {
+            if (Caches.Length > 0 || external.Length > 0)
+                StreamedTeacherScores.Attach(streamed, Caches.Select(c => c.Path).ToArray(), external, options);
+            return streamed;
+        }
+        catch
+        {
+            streamed.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The frozen teachers of streamed data: the models, then one <see cref="ExternalTeacher"/> per attached score column.</summary>
+    public List<ITeacher> StreamedTeachers(StreamedData streamed)
+    {
+        var list = Models.Select(t => (ITeacher)new ModelTeacher(CtrPipeline.Load(t.Path).Model)).ToList();
+        if (streamed.TeacherScores is { } scores)
+            for (int c = 0; c < scores.Count; c++) list.Add(new ExternalTeacher(c, scores.Names[c]));
+        return list;
     }
 
     /// <summary>The data file, split, encoded with the teachers' preprocessing when there are teachers (fitted on train otherwise).</summary>

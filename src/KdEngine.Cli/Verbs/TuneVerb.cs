@@ -44,10 +44,10 @@ internal static class TuneVerb
             "trial and written as JSON and CSV. Then the best setting is retrained with --seeds seeds and only then is the test part read, " +
             "once, to report test AUC/logloss/ECE (mean ± std). Parameters: any TrainingSettings or ModelConfig key (camelCase; lr, dim " +
             "short for learningRate, embeddingDim); with --method also the DistillConfig's (alpha, T, lambda, …; model keys mean the student's, " +
-            "teacher.KEY the co-trained teacher's). Without --space/--param a default grid for the model or method is searched. A zoo model's " +
-            "search streams its data as 'train' does (one file cut by a sequential --split, or --train/--valid/--test input sets; memory: one " +
-            "trial's model and the shuffle buffer, never the rows; --cache DIR spares every trial after the first the text); a random split " +
-            "and --method read the data into memory.");
+            "teacher.KEY the co-trained teacher's). Without --space/--param a default grid for the model or method is searched. The " +
+            "search streams its data as 'train' and 'distill' do (one file cut by a sequential or hash --split, or --train/--valid/--test input " +
+            "sets; memory: one trial's models and the shuffle buffer, never the rows; --cache DIR spares every trial after the first the text); " +
+            "a random split reads the data into memory.");
         foreach (var option in new Option[] { model, config, method, teachers, teacherLogits, space, param, search, trials, minutes, seeds, rankBy, outDir, output })
             command.Options.Add(option);
         data.AddTo(command);
@@ -58,8 +58,6 @@ internal static class TuneVerb
         {
             var o = new CliOutput(parse.InvocationConfiguration.Output);
             var distill = parse.GetValue(method);
-            if (distill is not null && data.HasInputSets(parse))
-                throw new CliException("tune --method reads --data into memory; --train/--valid/--test input sets are for a zoo model's search.");
             var searchSpace = parse.GetValue(space) is { } path ? LoadSpace(path) : new SearchSpace();
             foreach (var spec in parse.GetValue(param)!) searchSpace.AddSpec(spec);
 
@@ -92,8 +90,8 @@ internal static class TuneVerb
             }
 
             var splitOptions = split.SplitFrom(parse, baseConfig.Training.Seed);
-            // A zoo model's search streams (as train does); distillation trials and a random split hold the parts in memory.
-            bool stream = distill is null && splitOptions.Mode != SplitMode.Random;
+            // The search streams as train and distill do; a random split holds the parts in memory.
+            bool stream = splitOptions.Mode != SplitMode.Random;
             if (!stream && data.HasInputSets(parse))
                 throw new CliException("--split-mode random applies to --data; --train/--valid/--test are already separate parts.");
             StreamedData? streamed = null;
@@ -102,21 +100,22 @@ internal static class TuneVerb
             Func<TrialConfig, TrialBuild> build;
             if (stream)
             {
-                StreamingInputs streamInputs;
-                if (data.HasInputSets(parse))
-                {
-                    var (train, valid, test) = data.InputSets(parse);
-                    if (test is null) throw new CliException("tune: give --test FILE… too; the final report reads the test part once.");
-                    streamInputs = StreamingInputs.Separate(train, valid, test);
-                }
-                else streamInputs = StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
+                if (data.HasInputSets(parse) && data.InputSets(parse).Test is null)
+                    throw new CliException("tune: give --test FILE… too; the final report reads the test part once.");
+                StreamingInputs ZooInputs() => data.HasInputSets(parse) && data.InputSets(parse) is var (train, valid, test)
+                    ? StreamingInputs.Separate(train, valid, test)
+                    : StreamingInputs.SplitOf(data.Source(parse), splitOptions.Ratios, splitOptions.Mode, splitOptions.Seed);
                 var streamingOptions = streaming.OptionsFrom(parse, data.Reader(parse), o.Writer, o.IsTerminal);
-                streamed = StreamingPipeline.Prepare(streamInputs, split.PreprocessingFrom(parse), streamingOptions);
+                // Distillation trials: the teachers' preprocessing, their cached logits checked and read in place.
+                streamed = inputs is not null ? inputs.PrepareStreamed(parse, data, split, splitOptions, streamingOptions, [], "tune")
+                    : StreamingPipeline.Prepare(ZooInputs(), split.PreprocessingFrom(parse), streamingOptions);
                 Report.Data(o, streamed);
                 foreach (var pass in streamed.Passes)
                     foreach (var line in pass.SkipSummary()) o.Line(line);
                 tuneData = new StreamedTuneData(streamed, streamingOptions.ShuffleBuffer);
-                build = Tuner.ZooTrials(streamed.Fields);
+                build = distill is { } dm
+                    ? Tuner.DistillTrials(dm, tuneData, inputs!.StreamedTeachers(streamed))
+                    : Tuner.ZooTrials(streamed.Fields);
             }
             else
             {

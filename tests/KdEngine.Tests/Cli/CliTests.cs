@@ -274,7 +274,6 @@ public class CliTests
         // A random split still searches in memory and gives a result; input sets need a test part, and are not for --method.
         Assert.That(Ok(["tune", .. common, "--data", _criteo, "--split-mode", "random", "--out-dir", Path.Combine(_dir, "tune-random")]), Does.Contain("tune: test (read once)"));
         Assert.That(Fails(["tune", .. common, "--train", train, "--valid", valid, "--out-dir", Path.Combine(_dir, "tune-x")]), Does.Contain("--test"));
-        Assert.That(Fails("tune", "--method", "logits", "--teacher-logits", "x.safetensors", "--train", train, "--valid", valid, "--test", test), Does.Contain("input sets"));
     }
 
     [Test]
@@ -427,6 +426,14 @@ public class CliTests
         Assert.That(Ok("distill", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--data", _synth, "--epochs", "2", "--out", student),
             Does.Contain("teacher.logits.safetensors: 400 rows, fingerprint and logits checked"));
         Assert.That(Ok("eval", "--model", student, "--data", _synth), Does.Contain(": 400 rows"));
+        // tune searches a distillation from the cache streamed the same way (and in memory under a random split).
+        string[] tuneArgs = ["tune", "--method", "logits", "--teacher-logits", cache, "--config", kd, "--param", "alpha=0.3|0.7", "--epochs", "1", "--seeds", "1"];
+        var tuned = Ok([.. tuneArgs, "--data", _synth, "--out-dir", Path.Combine(_dir, "tune-kd")]);
+        Assert.That(tuned, Does.Contain("teacher.logits.safetensors: 400 rows, fingerprint and logits checked").And.Contain("tune: test (read once)"));
+        Assert.That(Regex.Matches(tuned, @"trial +\d+: AUC").Count, Is.EqualTo(2));
+        Assert.That(Ok([.. tuneArgs, "--data", _synth, "--split-mode", "random", "--out-dir", Path.Combine(_dir, "tune-kd-random")]), Does.Contain("tune: test (read once)"));
+        Assert.That(Fails([.. tuneArgs, "--train", _synth, "--valid", _synth, "--test", _synth, "--out-dir", Path.Combine(_dir, "tune-kd-sets")]),
+            Does.Contain("tune: --teacher-logits").And.Contain("one data file"));
 
         // Same schema and row count, other rows: the fingerprint differs.
         var other = Path.Combine(_dir, "other.tsv");
