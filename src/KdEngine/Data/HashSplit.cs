@@ -1,4 +1,5 @@
 using System.Globalization;
+using KdEngine.Kernels.Cpu;
 
 namespace KdEngine.Data;
 
@@ -57,13 +58,8 @@ public sealed class HashSplit
     public override string ToString() =>
         $"hash {string.Join(":", Ratios.Select(r => r.ToString("R", CultureInfo.InvariantCulture)))} seed {Seed.ToString(CultureInfo.InvariantCulture)}";
 
-    private static ulong Mix(ulong z)
-    {
-        z += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
+    /// <summary>SplitMix64's finaliser, the one the counter-based random kernels use.</summary>
+    private static ulong Mix(ulong z) => RandomKernels.SplitMix64(z);
 }
 
 /// <summary>The rows of one part of a <see cref="HashSplit"/>: a unit keeps data row i when <see cref="Split"/> puts it in <see cref="Part"/>.</summary>

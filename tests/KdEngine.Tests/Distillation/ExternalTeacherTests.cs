@@ -25,7 +25,7 @@ public class ExternalTeacherTests
     /// n rows "id,y,a,b,c,t": the label follows a + b ≥ 6 (a, b in 0..5) with 10 % noise, and t (a teacher logit) knows
     /// that rule: +2 / −2 plus a row-specific offset, so each row's score is distinct and a shifted pairing is visible.
     /// </summary>
-    private static (string Path, float[] Scores, float[] Labels) DataFile(string dir, int n, int seed = 1)
+    internal static (string Path, float[] Scores, float[] Labels) DataFile(string dir, int n, int seed = 1, string name = "data.csv")
     {
         var rng = new Random(seed);
         var scores = new float[n];
@@ -40,7 +40,7 @@ public class ExternalTeacherTests
             labels[i] = y ? 1 : 0;
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"r{i},{(y ? 1 : 0)},a{a},b{b},c{c},{scores[i]}"));
         }
-        var path = Path.Combine(dir, "data.csv");
+        var path = Path.Combine(dir, name);
         File.WriteAllText(path, string.Join("\n", lines) + "\n");
         return (path, scores, labels);
     }

@@ -36,25 +36,8 @@ public class StreamedTeacherScoresTests
     private static readonly DistillConfig Kd = new() { Student = new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 4, Dnn = [8], Seed = 3 } };
 
     /// <summary>n rows "id,y,a,b,c,t": t is a teacher logit that knows the label rule, distinct per row (so a wrong pairing changes the student).</summary>
-    private (string Path, float[] Scores, float[] Labels) DataFile(int n, string name = "data.csv")
-    {
-        var rng = new Random(1);
-        var scores = new float[n];
-        var labels = new float[n];
-        var lines = new List<string> { "id,y,a,b,c,t" };
-        for (int i = 0; i < n; i++)
-        {
-            int a = rng.Next(6), b = rng.Next(6), c = rng.Next(4);
-            bool rule = a + b >= 6;
-            bool y = rule ^ (rng.NextDouble() < 0.1);
-            scores[i] = (rule ? 2f : -2f) + i * 1e-3f;
-            labels[i] = y ? 1 : 0;
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"r{i},{(y ? 1 : 0)},a{a},b{b},c{c},{scores[i]}"));
-        }
-        var path = Path.Combine(_dir, name);
-        File.WriteAllText(path, string.Join("\n", lines) + "\n");
-        return (path, scores, labels);
-    }
+    private (string Path, float[] Scores, float[] Labels) DataFile(int n, string name = "data.csv") =>
+        KdEngine.Tests.Distillation.ExternalTeacherTests.DataFile(_dir, n, name: name);
 
     private string Write(string name, IEnumerable<string> lines)
     {
