@@ -196,24 +196,13 @@ public static class TeacherLogitCache
         string name = Path.GetFileName(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"{name}: teacher-logit cache not found ({Path.GetFullPath(path)}).", path);
         var header = SafeTensorsFile.ReadHeaderOnly(path);
-        var meta = header.Metadata;
-        string Need(string key) => meta.TryGetValue(key, out var v) ? v
-            : throw new CheckpointFormatException(path, $"metadata key '{key}' is missing; this is not a teacher-logit cache.");
-        if (Need(FormatKey) != FormatTag) throw new CheckpointFormatException(path, $"{FormatKey} is '{meta[FormatKey]}', not '{FormatTag}'.");
-        if (!int.TryParse(Need(RowsKey), NumberStyles.None, CultureInfo.InvariantCulture, out int rows))
-            throw new CheckpointFormatException(path, $"{RowsKey} '{meta[RowsKey]}' is not a row count.");
+        var m = ReadMetadata(path, header.Metadata);
+        int rows = m.Rows;
         if (!header.TryGet(LogitsTensor, out var entry))
             throw new CheckpointFormatException(path, $"no tensor '{LogitsTensor}'; this is not a teacher-logit cache.");
         if (entry.DType != TensorDType.F32 || entry.Shape.Count != 1 || entry.Shape[0] != rows)
             throw new CheckpointFormatException(path, $"tensor '{LogitsTensor}' is {entry}, expected F32 [{rows}] ({RowsKey} {rows}).");
-        Preprocessor? pre = null;
-        if (meta.TryGetValue(ModelCheckpoint.PreprocessingKey, out var json))
-        {
-            try { pre = Preprocessor.FromJson(json, name + ": " + ModelCheckpoint.PreprocessingKey); }
-            catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message); }
-        }
-        return new TeacherLogitCacheHeader(path, Need(DataFileKey), rows, Need(FingerprintKey), meta.TryGetValue(TeacherKey, out var t) ? t : "?", pre,
-            header.DataOffset + entry.DataBegin, header);
+        return new TeacherLogitCacheHeader(path, m.DataFile, rows, m.Fingerprint, m.Teacher, m.Preprocessor, header.DataOffset + entry.DataBegin, header);
     }
 
     /// <summary>
@@ -331,26 +320,34 @@ public static class TeacherLogitCache
             throw new ArgumentException($"{name}: the teacher-logit cache was made for other data ('{cache.DataFile}', fingerprint {Short(cache.Fingerprint)}), not for '{dataFileName}' (fingerprint {Short(fingerprint)}): same row count, different ids or labels; recompute it with cache-logits.");
     }
 
-    /// <summary>Reads a cache without checking it against data (see <see cref="Load"/>).</summary>
-    public static CachedLogits Read(string path)
+    /// <summary>A cache's metadata, checked: the format tag, the row count, the data file, the fingerprint, the teacher and the preprocessing.</summary>
+    private static (int Rows, string DataFile, string Fingerprint, string Teacher, Preprocessor? Preprocessor) ReadMetadata(string path,
+        IReadOnlyDictionary<string, string> meta)
     {
         string name = Path.GetFileName(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"{name}: teacher-logit cache not found ({Path.GetFullPath(path)}).", path);
-        var content = SafeTensorsFile.Read(path);
-        var meta = content.Metadata;
         string Need(string key) => meta.TryGetValue(key, out var v) ? v
             : throw new CheckpointFormatException(path, $"metadata key '{key}' is missing; this is not a teacher-logit cache.");
         if (Need(FormatKey) != FormatTag) throw new CheckpointFormatException(path, $"{FormatKey} is '{meta[FormatKey]}', not '{FormatTag}'.");
         if (!int.TryParse(Need(RowsKey), NumberStyles.None, CultureInfo.InvariantCulture, out int rows))
             throw new CheckpointFormatException(path, $"{RowsKey} '{meta[RowsKey]}' is not a row count.");
-        var logits = content.GetFloat32(LogitsTensor, [rows]).ToArray();
         Preprocessor? pre = null;
         if (meta.TryGetValue(ModelCheckpoint.PreprocessingKey, out var json))
         {
             try { pre = Preprocessor.FromJson(json, name + ": " + ModelCheckpoint.PreprocessingKey); }
             catch (DataFormatException e) { throw new CheckpointFormatException(path, e.Message); }
         }
-        return new CachedLogits(logits, Need(DataFileKey), rows, Need(FingerprintKey), meta.TryGetValue(TeacherKey, out var t) ? t : "?", pre);
+        return (rows, Need(DataFileKey), Need(FingerprintKey), meta.TryGetValue(TeacherKey, out var t) ? t : "?", pre);
+    }
+
+    /// <summary>Reads a cache without checking it against data (see <see cref="Load"/>).</summary>
+    public static CachedLogits Read(string path)
+    {
+        string name = Path.GetFileName(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{name}: teacher-logit cache not found ({Path.GetFullPath(path)}).", path);
+        var content = SafeTensorsFile.Read(path);
+        var m = ReadMetadata(path, content.Metadata);
+        var logits = content.GetFloat32(LogitsTensor, [m.Rows]).ToArray();
+        return new CachedLogits(logits, m.DataFile, m.Rows, m.Fingerprint, m.Teacher, m.Preprocessor);
     }
 
     /// <summary>
