@@ -354,10 +354,13 @@ public class PredictorThreadsAndPrecisionTests
         Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero, "calling thread");
         // Workers too. The count is process-wide, so the test host's own threads add a few hundred bytes now and then
         // (measured: 168 B in a window of 20 calls, with or without the predictor); an allocation per call on any thread
-        // is at least one 24-byte object per call, so the quietest of four windows of 50 calls must stay below 50 × 24 B.
+        // is at least one 24-byte object per call, so the quietest of eight windows of 50 calls must stay below 50 × 24 B.
+        // In a fresh test process the runtime's background tier-up compiles the predictor's methods after their first
+        // 30 calls, and those compilations allocate on its own thread: let them happen before the windows are counted.
+        for (int i = 0; i < 100; i++) predictor.Predict(ids, output);
         const int calls = 50;
         long least = long.MaxValue;
-        for (int window = 0; window < 4 && least != 0; window++)
+        for (int window = 0; window < 8 && least != 0; window++)
         {
             long total = GC.GetTotalAllocatedBytes(precise: true);
             for (int i = 0; i < calls; i++) predictor.Predict(ids, output);
