@@ -38,10 +38,13 @@ var fieldNames = data.Preprocessor.FeatureSpace.SingleFields.Select(f => f.Name)
 var cardinalities = data.Preprocessor.FeatureSpace.SingleFields.Select(f => f.Cardinality).ToArray();
 Console.WriteLine($"data: {source.FileName}, {data.Rows} rows → train {data.Train.Count} / validation {data.Validation.Count} / test {data.Test.Count}; " +
     $"{fieldNames.Length} fields, {cardinalities.Sum():N0} ids (min-count {opt.MinCount}); click rate {data.Train.LabelRate.ToString("F4", inv)} (train)");
-Console.WriteLine($"student: {opt.Student.ToJson()}; Adam lr {opt.LearningRate.ToString(inv)}, batch {opt.BatchSize}, up to {opt.Epochs} epochs (patience {opt.Patience}, validation AUC); " +
-    $"distilled: logits KD α {opt.Alpha.ToString(inv)}, T {opt.Temperature.ToString(inv)}");
-Console.WriteLine($"GBDT grid: leaves {string.Join(",", opt.Leaves)} × learning rate {string.Join(",", opt.LearningRates.Select(x => x.ToString(inv)))} × min leaf {string.Join(",", opt.MinLeaf)}; " +
-    $"up to {opt.MaxTrees} trees, early stopping after {opt.EarlyStop} rounds on validation logloss; feature/bagging fraction 0.8; {opt.Threads} thread(s)");
+if (!opt.FfmReference)
+{
+    Console.WriteLine($"student: {opt.Student.ToJson()}; Adam lr {opt.LearningRate.ToString(inv)}, batch {opt.BatchSize}, up to {opt.Epochs} epochs (patience {opt.Patience}, validation AUC); " +
+        $"distilled: logits KD α {opt.Alpha.ToString(inv)}, T {opt.Temperature.ToString(inv)}");
+    Console.WriteLine($"GBDT grid: leaves {string.Join(",", opt.Leaves)} × learning rate {string.Join(",", opt.LearningRates.Select(x => x.ToString(inv)))} × min leaf {string.Join(",", opt.MinLeaf)}; " +
+        $"up to {opt.MaxTrees} trees, early stopping after {opt.EarlyStop} rounds on validation logloss; feature/bagging fraction 0.8; {opt.Threads} thread(s)");
+}
 Directory.CreateDirectory(opt.Out);
 
 // The encoded ids as one text file per part for ML.NET's TextLoader: label, then one 0-based key per field.
@@ -59,6 +62,12 @@ string WriteIds(EncodedDataset part, string name)
     return path;
 }
 var idFiles = new[] { WriteIds(data.Train, "train"), WriteIds(data.Validation, "valid"), WriteIds(data.Test, "test") };
+if (opt.FfmReference)
+{
+    MlNetFfmReference.Run(opt, [data.Train, data.Validation, data.Test], idFiles, cardinalities);
+    foreach (var f in idFiles) File.Delete(f);
+    return 0;
+}
 
 var ml = new MLContext(seed: 0);
 var columns = new List<TextLoader.Column> { new("Label", DataKind.Boolean, 0) };
@@ -223,13 +232,20 @@ internal sealed record GbdtOptions
     public float Alpha { get; init; } = 0.5f;
     public float Temperature { get; init; } = 2f;
     public bool KeepScores { get; init; }
+    public bool FfmReference { get; init; }
+    public int[] FfmDims { get; init; } = [4, 8];
+    public int[] FfmIterations { get; init; } = [5, 10, 20];
+    public double[] FfmLearningRates { get; init; } = [0.05, 0.1, 0.2];
+    public double FfmLambda { get; init; } = 1e-4;
 
     private const string Usage = """
         usage: KdEngine.GbdtTeacher --data FILE [--schema FILE.schema.json] [--out DIR] [--seeds N] [--min-count N]
                [--leaves 15,63] [--gbdt-lr 0.05,0.1] [--min-leaf 20,100] [--max-trees N] [--early-stop N] [--threads N]
                [--student-dnn 32] [--embedding-dim 10] [--lr 0.001] [--batch-size 256] [--epochs 10] [--patience 2]
                [--alpha 0.5] [--temperature 2] [--keep-scores]
+               [--ffm-reference [--ffm-dims 4,8] [--ffm-iterations 5,10,20] [--ffm-lr 0.05,0.1,0.2] [--ffm-lambda 1e-4]]
         Without --schema the file is read as Criteo. The split is sequential 8:1:1; every choice is made on validation.
+        --ffm-reference trains ML.NET's field-aware FM on the same split and ids instead (no teacher, no students).
         Writes DIR/NAME.gbdt-seedS.teacher.csv (row,label,logit for every row of the file; seed 1's is kept unless
         --keep-scores keeps all) and prints a markdown table.
         """;
@@ -245,6 +261,7 @@ internal sealed record GbdtOptions
             string key = args[i];
             if (key is "--help" or "-h") { Console.WriteLine(Usage); return null; }
             if (key == "--keep-scores") { o = o with { KeepScores = true }; continue; }
+            if (key == "--ffm-reference") { o = o with { FfmReference = true }; continue; }
             if (i + 1 >= args.Length) throw new ArgumentException($"option '{key}' needs a value.\n{Usage}");
             string v = args[++i];
             o = key switch
@@ -268,6 +285,10 @@ internal sealed record GbdtOptions
                 "--patience" => o with { Patience = int.Parse(v, inv) },
                 "--alpha" => o with { Alpha = float.Parse(v, inv) },
                 "--temperature" => o with { Temperature = float.Parse(v, inv) },
+                "--ffm-dims" => o with { FfmDims = Ints(v) },
+                "--ffm-iterations" => o with { FfmIterations = Ints(v) },
+                "--ffm-lr" => o with { FfmLearningRates = Doubles(v) },
+                "--ffm-lambda" => o with { FfmLambda = double.Parse(v, inv) },
                 _ => throw new ArgumentException($"unknown option '{key}'.\n{Usage}"),
             };
         }

@@ -42,7 +42,8 @@ public enum FfmInit
 {
     /// <summary>Normal with mean 0 and standard deviation <see cref="ModelConfig.EmbeddingInitStd"/>.</summary>
     Normal,
-    /// <summary>Uniform in [0, 1/√D) (LIBFFM's initialisation).</summary>
+    /// <summary>Uniform in [0, r) with r = <see cref="ModelConfig.FfmInitRadius"/>, or 1/√D when that is 0 (LIBFFM's
+    /// initialisation; ML.NET's is r = 0.5 at every D).</summary>
     Uniform,
 }
 
@@ -97,6 +98,11 @@ public sealed record ModelConfig
     /// uniform in [0, 1/√D) as LIBFFM does.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public FfmInit FfmInit { get; init; }
+    /// <summary>FFM with <see cref="FfmInit.Uniform"/>: the radius r of the uniform [0, r) draw; 0 (default) means
+    /// LIBFFM's 1/√D. ML.NET draws with its <c>Radius</c> option, 0.5 by default at every D, so D 8 from the same
+    /// radius needs <c>ffmInitRadius: 0.5</c> (1/√8 ≈ 0.35 otherwise).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public float FfmInitRadius { get; init; }
     /// <summary>Seed of the weight initialisation and of the dropout masks.</summary>
     public int Seed { get; init; } = 1;
 
@@ -141,6 +147,9 @@ public sealed record ModelConfig
         if (!Enum.IsDefined(Model)) throw new ConfigException($"{source}: model = {(int)Model} is not a model kind.");
         if (!Enum.IsDefined(DnnActivation)) throw new ConfigException($"{source}: dnnActivation = {(int)DnnActivation} is not an activation.");
         if (!Enum.IsDefined(FfmInit)) throw new ConfigException($"{source}: ffmInit = {(int)FfmInit} is not an FFM initialisation.");
+        if (!(FfmInitRadius >= 0 && FfmInitRadius <= 100)) throw new ConfigException($"{source}: ffmInitRadius = {FfmInitRadius}; expected 0 ≤ r ≤ 100 (0: 1/√D).");
+        if (FfmInitRadius != 0 && FfmInit != FfmInit.Uniform)
+            throw new ConfigException($"{source}: ffmInitRadius = {FfmInitRadius} needs ffmInit: \"uniform\" (the normal init uses embeddingInitStd).");
         if (!Enum.IsDefined(CinActivation)) throw new ConfigException($"{source}: cinActivation = {(int)CinActivation} is not an activation.");
         if (EmbeddingDim is < 1 or > 4096) throw new ConfigException($"{source}: embeddingDim = {EmbeddingDim}; expected 1…4096.");
         if (!(EmbeddingInitStd >= 0 && EmbeddingInitStd < 10)) throw new ConfigException($"{source}: embeddingInitStd = {EmbeddingInitStd}; expected 0 ≤ std < 10.");

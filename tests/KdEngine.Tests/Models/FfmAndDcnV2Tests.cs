@@ -140,6 +140,28 @@ public class FfmAndDcnV2Tests
         Assert.That(Vectors(4), Is.Not.EqualTo(v));
     }
 
+    [Test]
+    public void The_uniform_init_radius_replaces_one_over_root_d_and_is_validated()
+    {
+        var fields = ModelTestData.Fields(4);
+        float[] Vectors(float radius) => new ZooModel(new ModelConfig { Model = ModelKind.Ffm, EmbeddingDim = 8, FfmInit = FfmInit.Uniform, FfmInitRadius = radius, Seed = 3 }, fields)
+            .Parameters().Where(x => x.Name.StartsWith("ffm.", StringComparison.Ordinal)).SelectMany(x => x.Tensor.ToArray()).ToArray();
+        var libffm = Vectors(0f);   // r = 1/√8
+        var mlnet = Vectors(0.5f);  // ML.NET's Radius
+        Assert.That(mlnet.Max(), Is.LessThan(0.5f).And.GreaterThan(1f / MathF.Sqrt(8)), "draws reach past 1/√8 but stay below r");
+        float ratio = 0.5f * MathF.Sqrt(8);
+        for (int i = 0; i < libffm.Length; i++)
+            Assert.That(mlnet[i], Is.EqualTo(libffm[i] * ratio).Within(1e-6), $"element {i}: the same draws, scaled by r·√D");
+        var config = ModelConfig.FromJson("""{"model": "ffm", "embeddingDim": 8, "ffmInit": "uniform", "ffmInitRadius": 0.5}""");
+        Assert.That(config.FfmInitRadius, Is.EqualTo(0.5f));
+        Assert.That(ModelConfig.FromJson(config.ToJson()).ToJson(), Is.EqualTo(config.ToJson()).And.Contain("\"ffmInitRadius\":0.5"), "round trip");
+        Assert.That(new ModelConfig { Model = ModelKind.Ffm, FfmInit = FfmInit.Uniform }.ToJson(), Does.Not.Contain("ffmInitRadius"), "0 is not written");
+        var normal = Assert.Throws<ConfigException>(() => ModelConfig.FromJson("""{"model": "ffm", "ffmInitRadius": 0.5}""", "c.json"))!;
+        Assert.That(normal.Message, Does.Contain("c.json").And.Contain("ffmInitRadius").And.Contain("uniform"));
+        var negative = Assert.Throws<ConfigException>(() => ModelConfig.FromJson("""{"model": "ffm", "ffmInit": "uniform", "ffmInitRadius": -1}""", "c.json"))!;
+        Assert.That(negative.Message, Does.Contain("ffmInitRadius = -1"));
+    }
+
     // ---------- DCN-V2 ----------
 
     /// <summary>Inputs x0 [B, n] then per layer, depending on the form: W [n, n]; or per expert U, V [n, r]; the gate

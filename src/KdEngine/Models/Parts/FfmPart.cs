@@ -14,7 +14,8 @@ namespace KdEngine.Models.Parts;
 /// (F−1 slots: a feature has no vector for its own field). The FFM model is wide + this part.
 /// With <see cref="ModelConfig.FfmNormalize"/> the pairs' sum is divided by F: LIBFFM's instance-wise normalisation
 /// (each row's x scaled to ‖x‖₂ = 1, so every pair's product x_i·x_j = 1/‖x‖²) for rows of one-hot fields, whose
-/// ‖x‖² is F. With <see cref="FfmInit.Uniform"/> the vectors start uniform in [0, 1/√D) (LIBFFM's initialisation).
+/// ‖x‖² is F. With <see cref="FfmInit.Uniform"/> the vectors start uniform in [0, r), r = 1/√D by default (LIBFFM's
+/// initialisation) or <see cref="ModelConfig.FfmInitRadius"/> (ML.NET's 0.5 at every D).
 /// Training: one fused gather [B, F, (F−1)·D] (row-sparse gradients) and the fused pair op <see cref="Op.FieldAwarePairs{T}"/>.
 /// Inference: the tables concatenated [ΣV, (F−1)·D]; each sample's F(F−1)/2 dot products run in the gather loop while
 /// its F rows are in cache (prefetched one sample ahead).
@@ -43,8 +44,9 @@ public sealed class FfmPart : ModelPart
         _vectors = AddModule("ffm", new FieldEmbeddings(context.Fields, context.Columns, (f - 1) * _dim, uniform ? 0f : c.EmbeddingInitStd, context.Rng));
         if (uniform)
         {
-            // LIBFFM: w = coef · U[0, 1) with coef = 1/√D, drawn table by table in field order from the model's source.
-            float bound = 1f / MathF.Sqrt(_dim);
+            // LIBFFM: w = coef · U[0, 1) with coef = 1/√D (ML.NET: its Radius), drawn table by table in field order from
+            // the model's source.
+            float bound = c.FfmInitRadius > 0 ? c.FfmInitRadius : 1f / MathF.Sqrt(_dim);
             foreach (var table in _vectors.Tables)
             {
                 // A table on a device is drawn on the host and uploaded, so both backends start from the same values.
