@@ -28,8 +28,9 @@ public sealed class SearchSpace
     {
         if (kind == ModelKind.Lr)
             return new SearchSpace().AddSpec("ftrlAlpha=0.3|0.5|1|2").AddSpec("ftrlL2=0.00001|0.0001|0.0003|0.001");
-        // WDL's default deep learning rate is 1e-4 (TrainingSettings.For): its grid is shifted down one step to contain it.
-        var rates = kind == ModelKind.Wdl ? "lr=0.0001|0.0003|0.001" : "lr=0.0003|0.001|0.003";
+        // WDL's and xDeepFM's default deep learning rate is 1e-4 (TrainingSettings.For): their grid is shifted down one
+        // step to contain it.
+        var rates = kind is ModelKind.Wdl or ModelKind.XDeepFm ? "lr=0.0001|0.0003|0.001" : "lr=0.0003|0.001|0.003";
         var space = new SearchSpace().AddSpec(rates).AddSpec("weightDecayEmbedding=0|0.01|0.1");
         return kind == ModelKind.Fm ? space : space.AddSpec("dropout=0|0.2");
     }

@@ -95,7 +95,7 @@ public class FtrlConvergenceTests
             "one rule for everything needs no group");
     }
     [Test]
-    public void Wdl_defaults_train_the_deep_part_at_the_lower_rate_beside_ftrl_and_its_default_grid_contains_that_rate()
+    public void Wdl_and_xdeepfm_defaults_train_the_deep_parts_at_the_lower_rate_beside_ftrl_and_their_default_grids_contain_that_rate()
     {
         var parts = new SyntheticCtr(new SyntheticCtrOptions { Fields = 4, VocabSize = 50, Seed = 3 }).Generate(200).Split([8, 1, 1]);
         var (fields, columns, _) = ModelInputs.From(parts[0].FeatureSpace);
@@ -105,10 +105,17 @@ public class FtrlConvergenceTests
         Assert.That(group.Members[1], Is.TypeOf<Adam>());
         Assert.That(group.Members[1].LearningRate, Is.EqualTo(1e-4f), "WDL's deep part: Adam 1e-4");
         Assert.That(TrainingSettings.WdlDeepLearningRate, Is.EqualTo(1e-4f));
-        foreach (var kind in new[] { ModelKind.Dnn, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Dcn })
+        foreach (var kind in new[] { ModelKind.Dnn, ModelKind.DeepFm, ModelKind.Fm, ModelKind.Dcn })
             Assert.That(TrainingSettings.For(kind).LearningRate, Is.EqualTo(1e-3f), $"{kind} keeps Adam 1e-3");
         var rates = SearchSpace.DefaultFor(ModelKind.Wdl).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>());
         Assert.That(rates, Does.Contain(TrainingSettings.WdlDeepLearningRate), "tune's WDL grid contains the default");
+        var xdeepfm = new ZooModel(new ModelConfig { Model = ModelKind.XDeepFm, EmbeddingDim = 4, Dnn = [8], Cin = [4] }, fields, columns);
+        var xGroup = (OptimizerGroup)TrainingSettings.For(ModelKind.XDeepFm).BuildOptimizer(xdeepfm.Parameters().Select(p => p.Tensor));
+        Assert.That(xGroup.Members[0], Is.TypeOf<Ftrl>());
+        Assert.That(xGroup.Members[1], Is.TypeOf<Adam>());
+        Assert.That(xGroup.Members[1].LearningRate, Is.EqualTo(TrainingSettings.XDeepFmDeepLearningRate).And.EqualTo(1e-4f), "xDeepFM's FM, CIN and DNN: Adam 1e-4");
+        var xRates = SearchSpace.DefaultFor(ModelKind.XDeepFm).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>());
+        Assert.That(xRates, Does.Contain(TrainingSettings.XDeepFmDeepLearningRate), "tune's xDeepFM grid contains the default");
         Assert.That(SearchSpace.DefaultFor(ModelKind.Dnn).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>()),
             Does.Contain(new TrainingSettings().LearningRate));
     }
