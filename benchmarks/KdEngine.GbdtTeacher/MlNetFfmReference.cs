@@ -24,10 +24,7 @@ internal static class MlNetFfmReference
         // One MLContext per seed: its seed drives the trainer's latent init and its per-pass shuffle.
         (IDataView Train, IDataView Valid, IDataView Test, string[] Columns) Load(MLContext ml)
         {
-            var columns = new List<TextLoader.Column> { new("Label", DataKind.Boolean, 0) };
-            for (int f = 0; f < fields; f++)
-                columns.Add(new TextLoader.Column($"f{f}", DataKind.UInt32, [new TextLoader.Range(f + 1)], new KeyCount((ulong)cardinalities[f])));
-            var loader = ml.Data.CreateTextLoader(new TextLoader.Options { HasHeader = true, Separators = ['\t'], Columns = columns.ToArray() });
+            var loader = IdLoader(ml, cardinalities);
             var keys = Enumerable.Range(0, fields).Select(f => $"f{f}").ToArray();
             // Key → indicator vector: field f becomes one feature column of length cardinality[f] with a single 1.
             var featurize = ml.Transforms.Conversion.MapKeyToVector(keys.Select(k => new InputOutputColumnPair(k + ".v", k)).ToArray());
@@ -142,6 +139,16 @@ internal static class MlNetFfmReference
         var (ml2, sl) = MeanStd(losses);
         Console.WriteLine(string.Create(inv, $"chosen on validation: {best.Name} (validation AUC {best.MeanValid:F4} ± {best.StdValid:F4}) → " +
             $"test AUC {ma:F4} ± {sa:F4} (seeds {string.Join(" ", aucs.Select(v => v.ToString("F4", inv)))}), logloss {ml2:F4} ± {sl:F4}"));
+    }
+
+    /// <summary>ML.NET's reader of the id files Program.cs writes: a boolean label, then field f as key column "f{f}"
+    /// (0-based ids, cardinality[f] keys).</summary>
+    public static TextLoader IdLoader(MLContext ml, int[] cardinalities)
+    {
+        var columns = new List<TextLoader.Column> { new("Label", DataKind.Boolean, 0) };
+        for (int f = 0; f < cardinalities.Length; f++)
+            columns.Add(new TextLoader.Column($"f{f}", DataKind.UInt32, [new TextLoader.Range(f + 1)], new KeyCount((ulong)cardinalities[f])));
+        return ml.Data.CreateTextLoader(new TextLoader.Options { HasHeader = true, Separators = ['\t'], Columns = columns.ToArray() });
     }
 
     private static (double Mean, double Std) MeanStd(IReadOnlyList<double> x)

@@ -70,10 +70,7 @@ if (opt.FfmReference)
 }
 
 var ml = new MLContext(seed: 0);
-var columns = new List<TextLoader.Column> { new("Label", DataKind.Boolean, 0) };
-for (int f = 0; f < fieldNames.Length; f++)
-    columns.Add(new TextLoader.Column($"f{f}", DataKind.UInt32, [new TextLoader.Range(f + 1)], new KeyCount((ulong)cardinalities[f])));
-var loader = ml.Data.CreateTextLoader(new TextLoader.Options { HasHeader = true, Separators = ['\t'], Columns = columns.ToArray() });
+var loader = MlNetFfmReference.IdLoader(ml, cardinalities);
 // Key → indicator vector per field: the vectors carry CategoricalSlotRanges, which ML.NET's LightGBM wrapper turns back
 // into one categorical feature per field (native categorical splits, not one-hot splits) when UseCategoricalSplit is set.
 var keys = Enumerable.Range(0, fieldNames.Length).Select(f => $"f{f}").ToArray();
