@@ -67,6 +67,12 @@ internal sealed class TrainingOptions
     public Option<int> PlateauPatience { get; } = CliOptions.Int("--plateau-patience", "N", "validations without improvement before the rate is reduced", Defaults.PlateauPatience, min: 1);
     public Option<int> EvaluateEvery { get; } = CliOptions.Int("--evaluate-every", "N", "validate every N steps as well as after each epoch (0 = per epoch)", Defaults.EvaluateEvery, min: 0);
 
+    // A string, not a bool: System.CommandLine reads a bool option as a flag and leaves "on"/"off" as a stray argument.
+    public Option<string> WideFirst { get; } = CliOptions.Parsed("--wide-first", "on|off",
+        "fm/wdl/deepfm/xdeepfm/ffm: fit the wide part alone first (a logistic regression to its early stop), then train jointly from it with the other parts' outputs at zero, the start kept as a restore candidate",
+        text => text.ToLowerInvariant() switch { "on" => "on", "off" => "off", _ => throw new ArgumentException($"expected on or off, not '{text}'.") },
+        () => Defaults.WideFirst ? "on" : "off");
+
     public Option<int> Seed { get; } = CliOptions.Int("--seed", "N", "seed of the model init, the shuffling and a random split", Defaults.Seed);
 
     public Option<CalibrationKind> Calibration { get; } = CliOptions.Parsed("--calibration", "none|temperature|platt",
@@ -74,7 +80,7 @@ internal sealed class TrainingOptions
 
     private Option[] All => [Epochs, BatchSize, LearningRate, AdagradInitialAccumulator, Optimizer, WideOptimizer, L2Embedding, L2Dense, L2Wide, WideLearningRate, WideAdagradInitialAccumulator, WeightDecayEmbedding, WeightDecayDense,
         TableUpdate, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, Clip, Momentum, Patience, Metric, RestoreBy, MinDelta, GuardBand, PlateauFactor,
-        PlateauPatience, EvaluateEvery, Seed];
+        PlateauPatience, EvaluateEvery, WideFirst, Seed];
 
     public void AddTo(Command command, bool calibration = true)
     {
@@ -126,6 +132,7 @@ internal sealed class TrainingOptions
             PlateauFactor = Pick(PlateauFactor, defaults.PlateauFactor),
             PlateauPatience = Pick(PlateauPatience, defaults.PlateauPatience),
             EvaluateEvery = Pick(EvaluateEvery, defaults.EvaluateEvery),
+            WideFirst = parse.Given(WideFirst) ? parse.GetValue(WideFirst) == "on" : defaults.WideFirst,
             Seed = Pick(Seed, defaults.Seed),
         };
         settings.Validate("options");

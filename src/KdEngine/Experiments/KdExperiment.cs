@@ -242,7 +242,8 @@ public static class KdExperiment
         var sw = Stopwatch.StartNew();
         var objective = new SupervisedObjective(teacher);
         var optimizer = t.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
-        var report = new Trainer(t.ToTrainerOptions() with { Seed = seed }).Fit(objective, optimizer, data.Train, data.Validation);
+        var report = KdEngine.Pipelines.WideFirst.Fit(objective, optimizer, t with { Seed = seed }, t.ToTrainerOptions() with { Seed = seed },
+            (options, stageObjective, stageOptimizer) => new Trainer(options).Fit(stageObjective, stageOptimizer, data.Train, data.Validation));
         var run = Evaluate(method, seed, "teacher", teacher, data, sw.Elapsed.TotalSeconds);
         log?.WriteLine($"{data.Name} seed {seed} {method,-28} teacher  test AUC {run.Auc:F4} logloss {run.LogLoss:F4} ({run.Seconds:F1} s, " +
             $"{report.Steps} steps, best at epoch {report.Best?.Epoch.ToString(CultureInfo.InvariantCulture) ?? "-"})");

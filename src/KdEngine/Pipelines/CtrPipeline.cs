@@ -248,8 +248,9 @@ public static class CtrPipeline
     {
         settings.Validate();
         var optimizer = settings.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
-        var trainer = new Trainer(settings.ToTrainerOptions(), progress, interactive, group);
-        var report = trainer.Fit(objective, optimizer, data.Train, data.Validation);
+        var report = WideFirst.Fit(objective, optimizer, settings, settings.ToTrainerOptions(),
+            (options, stageObjective, stageOptimizer) => new Trainer(options, progress, interactive, group).Fit(stageObjective, stageOptimizer, data.Train, data.Validation),
+            group is null || group.Rank == 0 ? progress : null);
         var valid = Trainer.Evaluate(objective.Predictor, data.Validation, 1024, group).Result;
         var test = Trainer.Evaluate(objective.Predictor, data.Test, 1024, group).Result;
         return new TrainOutcome(report, valid, test);

@@ -45,9 +45,10 @@ public sealed class StreamedTuneData : ITuneData
         long rows = _data.Train.Rows;
         long steps = rows > 0 ? (rows + settings.BatchSize - 1) / settings.BatchSize : 0;
         // As StreamingPipeline.Fit: epoch e reads the units and the buffer with seed + e, which is the in-memory shuffle's seed.
-        return new Trainer(settings.ToTrainerOptions()).FitStream(objective, optimizer,
-            epoch => _data.Train.TrainingBatches(settings.BatchSize, settings.Shuffle, settings.Seed + epoch, _shuffleBuffer),
-            batchSize => _data.Validation.OrderedBatches(batchSize), steps);
+        return WideFirst.Fit(objective, optimizer, settings, settings.ToTrainerOptions(),
+            (options, stageObjective, stageOptimizer) => new Trainer(options).FitStream(stageObjective, stageOptimizer,
+                epoch => _data.Train.TrainingBatches(settings.BatchSize, settings.Shuffle, settings.Seed + epoch, _shuffleBuffer),
+                batchSize => _data.Validation.OrderedBatches(batchSize), steps));
     }
 
     /// <inheritdoc/>

@@ -502,12 +502,13 @@ public static class StreamingPipeline
     {
         settings.Validate();
         var optimizer = settings.BuildOptimizer(objective.Trainable.Parameters().Select(p => p.Tensor));
-        var trainer = new Trainer(settings.ToTrainerOptions(), progress, interactive);
         long rows = data.Train.Rows;
         long steps = rows > 0 ? (rows + settings.BatchSize - 1) / settings.BatchSize : 0;
-        var report = trainer.FitStream(objective, optimizer,
-            epoch => data.Train.TrainingBatches(settings.BatchSize, settings.Shuffle, settings.Seed + epoch, shuffleBuffer),
-            batchSize => data.Validation.OrderedBatches(batchSize), steps);
+        var report = WideFirst.Fit(objective, optimizer, settings, settings.ToTrainerOptions(),
+            (options, stageObjective, stageOptimizer) => new Trainer(options, progress, interactive).FitStream(stageObjective, stageOptimizer,
+                epoch => data.Train.TrainingBatches(settings.BatchSize, settings.Shuffle, settings.Seed + epoch, shuffleBuffer),
+                batchSize => data.Validation.OrderedBatches(batchSize), steps),
+            progress);
         var valid = Trainer.Evaluate(objective.Predictor, data.Validation.OrderedBatches(1024)).Result;
         var test = data.Test is null ? valid : Trainer.Evaluate(objective.Predictor, data.Test.OrderedBatches(1024)).Result;
         return new TrainOutcome(report, valid, test);

@@ -104,6 +104,12 @@ public sealed record TrainingSettings
     public int Seed { get; init; } = 1;
     /// <summary>Shuffle the training rows each epoch (false: file order, e.g. to compare runs row for row).</summary>
     public bool Shuffle { get; init; } = true;
+    /// <summary>
+    /// Train the wide part first: a logistic regression over the same features fitted alone to its early stop, copied into
+    /// the wide part, the other parts' output layers started at zero, and that start kept as a restore candidate
+    /// (<see cref="WideFirst"/>, <see cref="TrainerOptions.ValidateAtStart"/>). For models with a wide part beside others.
+    /// </summary>
+    public bool WideFirst { get; init; }
     /// <summary>Data-parallel runs: replicate every embedding table on every rank, or shard them by row over the ranks.</summary>
     public EmbeddingSharding EmbeddingSharding { get; init; } = EmbeddingSharding.Replicated;
     /// <summary>Budget of one rank for embedding-table weights plus their optimizer state, in bytes; 0 = no limit.</summary>
@@ -259,6 +265,7 @@ public sealed record TrainingSettings
         string every = EvaluateEvery > 0 ? string.Create(inv, $", every {EvaluateEvery} steps and epoch") : ", every epoch";
         parts.Add(string.Create(inv, $"early stopping on validation {metric} (patience {Patience}{delta}{every}), restoring the {restore}"));
         if (PlateauFactor < 1) parts.Add(string.Create(inv, $"lr × {PlateauFactor} after {PlateauPatience} validation(s) without improvement"));
+        if (WideFirst) parts.Add("wide part fitted first (the start kept as a candidate)");
         parts.Add(string.Create(inv, $"seed {Seed}"));
         return string.Join("; ", parts);
     }

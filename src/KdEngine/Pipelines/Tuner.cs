@@ -55,7 +55,8 @@ public abstract class EncodedTuneData : ITuneData
     public long ValidationRows => Validation.Count;
     /// <inheritdoc/>
     public TrainingReport Fit(TrainingSettings settings, IObjective objective, IOptimizer optimizer) =>
-        new Trainer(settings.ToTrainerOptions()).Fit(objective, optimizer, Train, Validation);
+        WideFirst.Fit(objective, optimizer, settings, settings.ToTrainerOptions(),
+            (options, stageObjective, stageOptimizer) => new Trainer(options).Fit(stageObjective, stageOptimizer, Train, Validation));
     /// <inheritdoc/>
     public (EvaluationResult Result, float[] Logits, float[] Labels) ScoreValidation(CtrModel model)
     {

@@ -55,6 +55,12 @@ public sealed record TrainerOptions
     public int CheckpointEvery { get; init; }
     /// <summary>Called after every validation with the point (e.g. a live table of a search); null = none.</summary>
     public Action<ValidationPoint>? OnValidation { get; init; }
+    /// <summary>
+    /// Validate once before the first step (step 0, epoch 0), so the starting weights are a candidate for early stopping
+    /// and for the restored point like any later one: a model started from a fitted part (a wide part trained first)
+    /// ends no worse on validation than where it started. Not repeated when a run resumes.
+    /// </summary>
+    public bool ValidateAtStart { get; init; }
 
     /// <summary>The selection metric in effect (<see cref="RestoreBy"/> or the one <see cref="Metric"/> implies).</summary>
     public SelectionMetric Selection => RestoreBy ?? Metric switch
@@ -108,6 +114,10 @@ public sealed record TrainingReport(IReadOnlyList<ValidationPoint> History, Vali
 
     /// <summary>Time spent on validation.</summary>
     public TimeSpan ValidationTime { get; init; }
+
+    /// <summary>With a wide-first start (<c>TrainingSettings.WideFirst</c>): the report of the first stage, the wide part
+    /// fitted alone; null otherwise.</summary>
+    public TrainingReport? WideStage { get; init; }
 }
 
 /// <summary>Training stopped because a loss or a gradient became NaN or infinite.</summary>
@@ -246,6 +256,9 @@ public sealed class Trainer
             _group.BroadcastParameters(replicated);
             optimizer.ReloadDeviceParameters();
         }
+
+        // The starting weights as validation point 0 (a fresh run only: a resumed one has its history).
+        if (o.ValidateAtStart && validates && state.Step == 0 && history.Count == 0 && Validate(0, 0)) stoppedEarly = true;
 
         for (int epoch = state.Epoch; epoch <= o.Epochs && !stoppedEarly; epoch++)
         {

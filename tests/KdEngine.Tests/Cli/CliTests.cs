@@ -238,6 +238,17 @@ public class CliTests
     }
 
     [Test]
+    public void WideFirst_fits_the_wide_part_first_and_is_refused_for_a_model_without_one()
+    {
+        var wdl = Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "2", "--wide-first", "on", "--out", Path.Combine(_dir, "wdl-wf.kde"));
+        Assert.That(wdl, Does.Contain("wide part fitted first").And.Contain("wide part first: logistic regression on the same features")
+            .And.Contain("joint training from the fitted wide part").And.Contain("step       0  epoch 0"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--wide-first", "on", "--out", Path.Combine(_dir, "x.kde")),
+            Does.Contain("wideFirst").And.Contain("dnn has no wide part"));
+        Assert.That(Fails("train", "--model", "wdl", "--data", _criteo, "--wide-first", "maybe", "--out", "x.kde"), Does.Contain("'--wide-first'").And.Contain("maybe"));
+    }
+
+    [Test]
     public void TuneSearchesOnValidationThenReportsTestOnce()
     {
         var outDir = Path.Combine(_dir, "tune");

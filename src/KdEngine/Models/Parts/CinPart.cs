@@ -53,6 +53,9 @@ public sealed class CinPart : ModelPart
 
     /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+
+    /// <inheritdoc/>
+    public override bool ZeroOutputLayer() => Zero(_out);
     /// <inheritdoc/>
     public override bool IsInteractionLayer => true;
 

@@ -48,6 +48,9 @@ public sealed class DcnPart : ModelPart
     public override bool ReadsEmbedding => true;
 
     /// <inheritdoc/>
+    public override bool ZeroOutputLayer() => Zero(_out);
+
+    /// <inheritdoc/>
     public override Mlp? Dnn => _mlp;
     /// <inheritdoc/>
     public override bool IsInteractionLayer => true;

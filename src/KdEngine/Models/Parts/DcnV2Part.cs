@@ -52,6 +52,9 @@ public sealed class DcnV2Part : ModelPart
 
     /// <inheritdoc/>
     public override bool ReadsEmbedding => true;
+
+    /// <inheritdoc/>
+    public override bool ZeroOutputLayer() => Zero(_out);
     /// <inheritdoc/>
     public override bool IsInteractionLayer => true;
 

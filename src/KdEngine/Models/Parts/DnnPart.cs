@@ -62,6 +62,9 @@ public sealed class DnnPart : ModelPart
     public override bool ReadsEmbedding => true;
 
     /// <inheritdoc/>
+    public override bool ZeroOutputLayer() => Zero(_out);
+
+    /// <inheritdoc/>
     public override Mlp? Dnn => _mlp;
 
     /// <inheritdoc/>

@@ -38,6 +38,22 @@ public abstract class ModelPart : Module
     /// between a light net and a booster (<see cref="PartContext.SharedDnnLayers"/>).</summary>
     public virtual Mlp? Dnn => null;
 
+    /// <summary>
+    /// Sets the layer that maps this part's features to its logit term (<c>dnn_out</c>, <c>cin_out</c>, <c>dcn_out</c>) to
+    /// zero, so the part adds nothing to the logit until it trains; its first step still moves that layer (its gradient is
+    /// the features), and the layers below follow. Returns false when the part has no such layer: the wide part, and FM/FFM,
+    /// whose terms are products of embeddings that zero would freeze. Used to start a joint model from a fitted wide part.
+    /// </summary>
+    public virtual bool ZeroOutputLayer() => false;
+
+    /// <summary>Zeroes a layer's weight and bias (on whatever backend holds them).</summary>
+    protected static bool Zero(Linear layer)
+    {
+        layer.Weight.Backend.Fill(layer.Weight.Storage, 0f);
+        if (layer.Bias is { } bias) bias.Backend.Fill(bias.Storage, 0f);
+        return true;
+    }
+
     /// <summary>The training face: this part's logit term [B, 1]; hidden layers are added to <paramref name="hidden"/>
     /// under the names <see cref="ModelOutput"/> documents.</summary>
     public abstract Tensor<float> Forward(in PartInput input, IDictionary<string, Tensor<float>> hidden);

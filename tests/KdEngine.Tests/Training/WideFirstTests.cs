@@ -1,0 +1,160 @@
+using KdEngine.Data;
+using KdEngine.Models;
+using KdEngine.Models.Parts;
+using KdEngine.Pipelines;
+using KdEngine.Training;
+using NUnit.Framework;
+
+namespace KdEngine.Tests.Training;
+
+/// <summary>
+/// Validation at step 0 (the starting weights as a restore candidate) and wide-first training: the logistic regression
+/// fitted first becomes the wide part, the other parts' output layers start at zero, so the joint start scores exactly
+/// as that logistic regression.
+/// </summary>
+public class WideFirstTests
+{
+    private static readonly EncodedDataset Train = new SyntheticCtr(new SyntheticCtrOptions { Fields = 6, VocabSize = 300, Seed = 21 }).Generate(1200);
+    private static readonly EncodedDataset Valid = new SyntheticCtr(new SyntheticCtrOptions { Fields = 6, VocabSize = 300, Seed = 22 }).Generate(400);
+
+    private static ZooModel Build(ModelKind kind, EncodedDataset data) =>
+        CtrPipeline.BuildModel(new ModelConfig { Model = kind, EmbeddingDim = 4, Dnn = [16], Cin = [4], CrossLayers = 1, Seed = 5 }, CtrPipeline.InputFields(data.FeatureSpace));
+
+    [Test]
+    public void Validating_at_the_start_makes_the_starting_weights_a_candidate_and_restores_them_when_nothing_beats_them()
+    {
+        // Validation rows are the training rows with every label flipped: whatever training learns makes validation worse,
+        // so the starting point is the best by AUC and by logloss, and restoring it must give back the weights bit for bit.
+        var flipped = new SyntheticCtr(new SyntheticCtrOptions { Fields = 6, VocabSize = 300, Seed = 21 }).Generate(1200);
+        for (int i = 0; i < flipped.Labels.Length; i++) flipped.Labels[i] = 1 - flipped.Labels[i];
+        var model = Build(ModelKind.Wdl, Train);
+        var parameters = model.Parameters();
+        var start = parameters.Select(p => p.Tensor.ToArray()).ToArray();
+        var options = new TrainerOptions { Epochs = 3, BatchSize = 64, Patience = 0, Metric = StoppingMetric.Both, ValidateAtStart = true, Seed = 3 };
+        var report = new Trainer(options).Fit(new SupervisedObjective(model), new Adam(parameters.Select(p => p.Tensor), 0.02f), Train, flipped);
+
+        Assert.That(report.History[0].Step, Is.EqualTo(0));
+        Assert.That(report.History[0].Epoch, Is.EqualTo(0));
+        Assert.That(double.IsNaN(report.History[0].TrainLoss), Is.True, "no step has trained yet");
+        Assert.That(report.History.Count, Is.EqualTo(4), "point 0 and one per epoch");
+        Assert.That(report.History.Skip(1).All(p => p.LogLoss > report.History[0].LogLoss), Is.True, "training on flipped labels only makes validation worse");
+        Assert.That(report.Best!.Step, Is.EqualTo(0));
+        Assert.That(report.StopReason, Does.Contain("step 0 (epoch 0"));
+        for (int i = 0; i < parameters.Count; i++)
+            Assert.That(parameters[i].Tensor.ToArray(), Is.EqualTo(start[i]), $"{parameters[i].Name} is back at its starting weights");
+
+        // Without the option the first point is after the first epoch, and the start cannot be restored.
+        var other = Build(ModelKind.Wdl, Train);
+        var plain = new Trainer(options with { ValidateAtStart = false }).Fit(new SupervisedObjective(other), new Adam(other.Parameters().Select(p => p.Tensor), 0.02f), Train, flipped);
+        Assert.That(plain.History[0].Step, Is.GreaterThan(0));
+        Assert.That(plain.Best!.Step, Is.GreaterThan(0));
+    }
+
+    [TestCase(ModelKind.Wdl)]
+    [TestCase(ModelKind.XDeepFm)]
+    public void The_joint_model_starts_as_the_fitted_logistic_regression(ModelKind kind)
+    {
+        var model = Build(kind, Train);
+        var settings = TrainingSettings.For(kind) with { Epochs = 4, BatchSize = 64, Patience = 1, WideFirst = true, Seed = 2 };
+        var optimizer = settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor));
+        var calls = new List<(TrainerOptions Options, CtrModel Model)>();
+        Dictionary<string, float[]>? fittedWide = null;
+        Dictionary<string, float[]>? jointStart = null;
+        var log = new StringWriter();
+        var report = WideFirst.Fit(new SupervisedObjective(model), optimizer, settings, settings.ToTrainerOptions() with { CheckpointPath = "never.ckpt" },
+            (options, objective, stageOptimizer) =>
+            {
+                calls.Add((options, objective.Predictor));
+                if (calls.Count == 2)
+                    jointStart = objective.Predictor.Parameters().ToDictionary(p => p.Name, p => p.Tensor.ToArray());
+                var r = new Trainer(options).Fit(objective, stageOptimizer, Train, Valid);
+                if (calls.Count == 1)
+                    fittedWide = objective.Predictor.Parameters().ToDictionary(p => p.Name, p => p.Tensor.ToArray());
+                return r;
+            }, log);
+
+        Assert.That(calls, Has.Count.EqualTo(2));
+        Assert.That(calls[0].Model.Config.Model, Is.EqualTo(ModelKind.Lr), "stage 1 trains a logistic regression");
+        Assert.That(calls[0].Model.Parameters().Select(p => p.Name), Is.All.StartsWith("linear."));
+        Assert.That(calls[0].Options.ValidateAtStart, Is.False);
+        Assert.That(calls[0].Options.CheckpointPath, Is.Null, "the first stage writes no training checkpoint over the joint run's");
+        Assert.That(calls[1].Model, Is.SameAs(model));
+        Assert.That(calls[1].Options.ValidateAtStart, Is.True);
+        Assert.That(calls[1].Options.CheckpointPath, Is.EqualTo("never.ckpt"));
+
+        foreach (var (name, values) in jointStart!)
+        {
+            if (name.StartsWith("linear.", StringComparison.Ordinal))
+                Assert.That(values, Is.EqualTo(fittedWide![name]), $"{name} starts as the fitted logistic regression's");
+            else if (name.StartsWith("dnn_out.", StringComparison.Ordinal) || name.StartsWith("cin_out.", StringComparison.Ordinal))
+                Assert.That(values, Is.All.EqualTo(0f), $"{name} starts at zero");
+        }
+        Assert.That(jointStart!.Keys.Count(n => n.EndsWith("_out.weight", StringComparison.Ordinal)), Is.EqualTo(kind == ModelKind.XDeepFm ? 2 : 1));
+
+        // The start scores as the logistic regression did at the point its stage restored.
+        var wide = report.WideStage!;
+        Assert.That(report.History[0].Step, Is.EqualTo(0));
+        Assert.That(report.History[0].Auc, Is.EqualTo(wide.Best!.Auc).Within(1e-9));
+        Assert.That(report.History[0].LogLoss, Is.EqualTo(wide.Best!.LogLoss).Within(1e-7));
+        // And the model returned is the point the guarded rule chose, the start among the candidates.
+        var final = Trainer.Evaluate(model, Valid).Result;
+        Assert.That(final.LogLoss, Is.EqualTo(report.Best!.LogLoss).Within(1e-7));
+        Assert.That(final.LogLoss, Is.LessThanOrEqualTo(report.History.Min(p => p.LogLoss) * (1 + settings.GuardBand) + 1e-12));
+        Assert.That(log.ToString(), Does.Contain("wide part first: logistic regression on the same features (ftrl α 1 λ2 0.0001)")
+            .And.Contain("joint training from the fitted wide part (Dnn"));
+    }
+
+    [Test]
+    public void Off_is_one_plain_run_with_the_options_given()
+    {
+        var model = Build(ModelKind.Wdl, Train);
+        var settings = TrainingSettings.For(ModelKind.Wdl);
+        var options = settings.ToTrainerOptions();
+        var seen = new List<TrainerOptions>();
+        WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings, options,
+            (o, _, _) => { seen.Add(o); return new TrainingReport([], null, 0, TimeSpan.Zero, false); });
+        Assert.That(seen, Has.Count.EqualTo(1));
+        Assert.That(seen[0], Is.SameAs(options));
+    }
+
+    [TestCase(ModelKind.Dnn, "dnn has no wide part")]
+    [TestCase(ModelKind.Dcn, "dcn has no wide part")]
+    [TestCase(ModelKind.Lr, "lr has nothing beside its wide part")]
+    public void Models_without_a_wide_part_beside_others_are_refused_before_anything_trains(ModelKind kind, string message)
+    {
+        var model = Build(kind, Train);
+        var settings = TrainingSettings.For(kind) with { WideFirst = true };
+        int calls = 0;
+        var e = Assert.Throws<ConfigException>(() => WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)),
+            settings, settings.ToTrainerOptions(), (_, _, _) => { calls++; return new TrainingReport([], null, 0, TimeSpan.Zero, false); }));
+        Assert.That(e!.Message, Does.Contain("wideFirst").And.Contain(message));
+        Assert.That(calls, Is.Zero);
+        Assert.That(WideFirst.Supports(kind), Is.False);
+        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm })
+            Assert.That(WideFirst.Supports(k), Is.True, k.ToString());
+    }
+
+    [Test]
+    public void Output_layers_that_can_be_zeroed_are_and_embedding_products_are_left_alone()
+    {
+        foreach (var kind in new[] { ModelKind.Wdl, ModelKind.XDeepFm, ModelKind.Dcn, ModelKind.DcnV2, ModelKind.DeepFm, ModelKind.Fm, ModelKind.Dnn })
+        {
+            var model = Build(kind, Train);
+            foreach (var part in model.Parts)
+            {
+                bool zeroed = part.ZeroOutputLayer();
+                bool expected = part is DnnPart or CinPart or DcnPart or DcnV2Part;
+                Assert.That(zeroed, Is.EqualTo(expected), $"{kind}: {part.GetType().Name}");
+            }
+            var outputs = model.Parameters().Where(p => p.Name.Contains("_out.", StringComparison.Ordinal)).ToList();
+            Assert.That(outputs.Count > 0, Is.EqualTo(kind != ModelKind.Fm), $"{kind}: output layers");
+            foreach (var p in outputs) Assert.That(p.Tensor.ToArray(), Is.All.EqualTo(0f), $"{kind}: {p.Name}");
+            if (kind == ModelKind.Dnn)
+            {
+                // The DNN alone has no other term: zeroed, its logit is 0 for every row.
+                var logits = CtrPipeline.Logits(model, Valid);
+                Assert.That(logits, Is.All.EqualTo(0f));
+            }
+        }
+    }
+}
