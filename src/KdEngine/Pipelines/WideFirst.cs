@@ -58,10 +58,26 @@ public static class WideFirst
         }
         var silenced = model.Parts.Where(part => part.ZeroOutputLayer()).Select(part => part.GetType().Name.Replace("Part", "", StringComparison.Ordinal)).ToList();
         optimizer.ReloadDeviceParameters(); // an optimizer holding device copies of the weights takes the new ones
+        // The wide part goes on training where its stage left it: with its own optimizer (FTRL beside Adam, the default)
+        // that optimizer takes the stage's state — FTRL's z, n and step counts, without which its per-coordinate rates
+        // would start large again — and every rule then re-derives what depends on the weights (FTRL's z: the stage
+        // restored its best weights, not the state of its last step).
+        bool continued = WideMember(optimizer, model) is { } member && member.GetType() == wideOptimizer.GetType();
+        if (continued) WideMember(optimizer, model)!.ImportState(wideOptimizer.ExportState());
+        optimizer.AnchorStateToWeights();
         progress?.WriteLine($"joint training from the fitted wide part ({(silenced.Count > 0 ? string.Join(", ", silenced) + " output layer(s) start at zero; " : "")}" +
             "the start is validation point 0, a candidate for the restored weights)");
         var report = fit(options with { ValidateAtStart = true }, objective, optimizer);
         return report with { WideStage = wideReport };
+    }
+
+    /// <summary>The member of an optimizer group that trains exactly the model's wide parameters (null: none, e.g. one
+    /// optimizer over every parameter).</summary>
+    private static Optimizer? WideMember(IOptimizer optimizer, ZooModel model)
+    {
+        if (optimizer is not OptimizerGroup group) return null;
+        var wide = new HashSet<Tensors.Tensor<float>>(model.Parameters().Where(p => TrainingSettings.IsWideParameter(p.Name)).Select(p => p.Tensor), ReferenceEqualityComparer.Instance);
+        return group.Members.FirstOrDefault(m => m.Parameters.Count == wide.Count && m.Parameters.All(wide.Contains));
     }
 
     /// <summary>Whether a model of this kind can train wide part first: a wide part beside at least one other part.</summary>

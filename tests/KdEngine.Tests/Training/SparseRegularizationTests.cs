@@ -384,6 +384,66 @@ public class SparseRegularizationTests
         Assert.Throws<InvalidOperationException>(() => { ftrl.DenseL2 = 0.1f; w.GradOrZeros(); ftrl.Step(); }, "L2 belongs to FTRL's own λ2");
     }
 
+    /// <summary>
+    /// Weights written from outside after FTRL has trained (restored best weights, a wide part copied in): anchored, the
+    /// state returns them under a zero gradient (with absolute λ, c stays 1), keeping n; not anchored, the next update
+    /// replaces them with the closed form of the old z. Per step, the table's deferred rows use the table clock.
+    /// </summary>
+    [TestCase(FtrlRegularization.Absolute)]
+    [TestCase(FtrlRegularization.PerStep)]
+    public void Ftrl_anchored_to_written_weights_continues_from_them(FtrlRegularization mode)
+    {
+        var w = DenseParam([0f, 0f, 0f], "w", 3);
+        var table = Table([0f, 0f, 0f, 0f], 4, 1, "wide");
+        var ftrl = new Ftrl([w, table], alpha: 0.5f, beta: 1f, l1: 0.01f, l2: 0.2f, mode);
+        float[][] g = [[0.3f, -0.2f, 0.1f], [-0.4f, 0.5f, 0.2f]];
+        foreach (var step in g)
+        {
+            w.GradOrZeros(); step.CopyTo(w.Grad!.AsSpan());
+            table.SparseGradOrEmpty().Add(0, [step[0]]); table.SparseGradOrEmpty().Add(2, [step[1]]);
+            ftrl.Step();
+        }
+        var n = ftrl.ExportState().Single(e => e.Name == "w.n").Data.ToArray();
+        float[] written = [0.7f, 0f, -0.3f];
+        float[] writtenRows = [0.4f, -0.6f, 0f, 0.05f];
+        written.CopyTo(w.AsSpan()); writtenRows.CopyTo(table.AsSpan());
+        ftrl.ReloadDeviceParameters();
+        ftrl.AnchorStateToWeights();
+        Assert.That(ftrl.ExportState().Single(e => e.Name == "w.n").Data, Is.EqualTo(n), "n (the per-coordinate rates) is kept");
+
+        // The closed form of the anchored state gives the written weights back: at the same c (a zero-gradient step
+        // moves c on only per step, so compare there with the weights the written ones shrink to at c + 1).
+        w.GradOrZeros();
+        table.SparseGradOrEmpty().Add(1, [0f]); table.SparseGradOrEmpty().Add(3, [0f]);
+        ftrl.Step();
+        if (mode == FtrlRegularization.Absolute)
+        {
+            Assert.That(w.ToArray(), Is.EqualTo(written).Within(1e-6));
+            Assert.That(table.ToArray(), Is.EqualTo(writtenRows).Within(1e-6));
+        }
+        else
+        {
+            // t went from 2 to 3: w = −z/((β + √n)/α + 3λ2) with z = −w₀·((β + √n)/α + 2λ2) − sgn(w₀)·2λ1, shrunk as every
+            // idle coordinate is per step, and still of the written weights' sign.
+            var after = w.ToArray();
+            for (int k = 0; k < 3; k++)
+            {
+                double d2 = (1 + Math.Sqrt(n[k])) / 0.5 + 2 * 0.2, d3 = (1 + Math.Sqrt(n[k])) / 0.5 + 3 * 0.2;
+                double z = written[k] == 0 ? 0 : -(written[k] * d2 + Math.CopySign(2 * 0.01, written[k]));
+                double expected = Math.Abs(z) <= 3 * 0.01 ? 0 : -(z - Math.CopySign(3 * 0.01, z)) / d3;
+                Assert.That(after[k], Is.EqualTo(expected).Within(1e-6), $"coordinate {k}");
+            }
+        }
+
+        // Without anchoring, the same written weights do not survive an update.
+        var v = DenseParam([0f, 0f, 0f], "v", 3);
+        var plain = new Ftrl([v], alpha: 0.5f, beta: 1f, l1: 0.01f, l2: 0.2f, mode);
+        foreach (var step in g) { v.GradOrZeros(); step.CopyTo(v.Grad!.AsSpan()); plain.Step(); }
+        written.CopyTo(v.AsSpan());
+        v.GradOrZeros(); plain.Step();
+        Assert.That(v.ToArray()[0], Is.Not.EqualTo(written[0]).Within(0.1));
+    }
+
     // ---------- groups ----------
 
     [Test]

@@ -60,13 +60,19 @@ public class WideFirstTests
         var calls = new List<(TrainerOptions Options, CtrModel Model)>();
         Dictionary<string, float[]>? fittedWide = null;
         Dictionary<string, float[]>? jointStart = null;
+        IOptimizer? wideStageOptimizer = null;
+        Dictionary<string, float[]>? jointWideState = null;
         var log = new StringWriter();
         var report = WideFirst.Fit(new SupervisedObjective(model), optimizer, settings, settings.ToTrainerOptions() with { CheckpointPath = "never.ckpt" },
             (options, objective, stageOptimizer) =>
             {
                 calls.Add((options, objective.Predictor));
+                if (calls.Count == 1) wideStageOptimizer = stageOptimizer;
                 if (calls.Count == 2)
+                {
                     jointStart = objective.Predictor.Parameters().ToDictionary(p => p.Name, p => p.Tensor.ToArray());
+                    jointWideState = ((OptimizerGroup)stageOptimizer).Members[0].ExportState().ToDictionary(e => e.Name, e => e.Data);
+                }
                 var r = new Trainer(options).Fit(objective, stageOptimizer, Train, Valid);
                 if (calls.Count == 1)
                     fittedWide = objective.Predictor.Parameters().ToDictionary(p => p.Name, p => p.Tensor.ToArray());
@@ -90,6 +96,12 @@ public class WideFirstTests
                 Assert.That(values, Is.All.EqualTo(0f), $"{name} starts at zero");
         }
         Assert.That(jointStart!.Keys.Count(n => n.EndsWith("_out.weight", StringComparison.Ordinal)), Is.EqualTo(kind == ModelKind.XDeepFm ? 2 : 1));
+
+        // The wide part's FTRL goes on from the stage's state: the same n (per-coordinate rates) and step count.
+        var stageState = wideStageOptimizer!.ExportState().ToDictionary(e => e.Name, e => e.Data);
+        Assert.That(stageState.Keys.Where(k => k.EndsWith(".n", StringComparison.Ordinal)).ToList(), Is.Not.Empty);
+        foreach (var (name, data) in stageState.Where(e => e.Key.EndsWith(".n", StringComparison.Ordinal) || e.Key == "step"))
+            Assert.That(jointWideState![name], Is.EqualTo(data), name);
 
         // The start scores as the logistic regression did at the point its stage restored.
         var wide = report.WideStage!;

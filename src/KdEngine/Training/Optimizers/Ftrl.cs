@@ -113,6 +113,36 @@ public sealed class Ftrl : Optimizer
         return [("z", 0f), ("n", 0f)];
     }
 
+    /// <summary>
+    /// Re-derives z from the current weights, keeping n and the step counts: for w ≠ 0, z = −w·((β + √n)/α + λ2·c) −
+    /// sgn(w)·λ1·c, the z whose closed form returns w (the constructor's rule, with the accumulated n and c); for w = 0 a z
+    /// outside [−λ1·c, λ1·c] (which would give w ≠ 0) becomes 0. Without it, weights written from outside (restored best
+    /// weights, a wide part copied from a fitted logistic regression) are replaced by the closed form of the old z at
+    /// their next update.
+    /// </summary>
+    public override void AnchorStateToWeights()
+    {
+        ApplyDeferredRows();
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            // c of the weights as they stand: what the last update (or catch-up) of this parameter used.
+            float c = Regularization == FtrlRegularization.Absolute ? 1f
+                : IsTable(i) && TableUpdate == TableUpdateMode.Lazy && DefersRows(i) && !IsOnDevice(i) ? (float)TableClock(i)
+                : IsTable(i) ? ParameterStepCount(i)
+                : StepCount;
+            var w = HostValues(i);
+            var z = State(0, i);
+            var n = State(1, i);
+            for (int k = 0; k < w.Length; k++)
+            {
+                if (w[k] != 0f)
+                    z[k] = -(w[k] * ((Beta + MathF.Sqrt(n[k])) * _invAlpha + L2 * c) + MathF.CopySign(L1 * c, w[k]));
+                else if (MathF.Abs(z[k]) > L1 * c)
+                    z[k] = 0f;
+            }
+        }
+    }
+
     /// <inheritdoc/>
     protected override bool DefersRows(int index) =>
         IsTable(index) && TableUpdate == TableUpdateMode.Lazy && Regularization == FtrlRegularization.PerStep && (L1 > 0f || L2 > 0f);

@@ -41,6 +41,14 @@ public interface IOptimizer
     /// </summary>
     void ReloadDeviceParameters();
 
+    /// <summary>
+    /// After weights were replaced from outside to continue training from them (a part copied from another model, restored
+    /// best weights): rules whose weights are a function of their state (FTRL: w from z and n) re-derive that state so the
+    /// next update starts from the weights as they now are; other rules keep their state. Call
+    /// <see cref="ReloadDeviceParameters"/> first when parameters live on a device.
+    /// </summary>
+    void AnchorStateToWeights();
+
     /// <summary>The rule(s), for checkpoint compatibility checks (e.g. <c>Adam</c>, <c>Group(Ftrl+Adam)</c>).</summary>
     string Description { get; }
 

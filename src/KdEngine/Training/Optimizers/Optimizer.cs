@@ -629,6 +629,13 @@ public abstract class Optimizer : IOptimizer
     /// <summary>The state buffer of <paramref name="slot"/> (constructor order) for parameter <paramref name="index"/>.</summary>
     protected float[] State(int slot, int index) => _state[slot][index];
 
+    /// <inheritdoc/>
+    /// <remarks>The base rules (SGD, Adam, Adagrad) step from whatever the weights are, so they keep their state.</remarks>
+    public virtual void AnchorStateToWeights() { }
+
+    /// <summary>The host values of parameter <paramref name="index"/> (its mirror when it lives on a device).</summary>
+    protected float[] HostValues(int index) => _hostWeights[index] ?? _parameters[index].ToArray();
+
     /// <summary>Whether parameter <paramref name="index"/> lives on a device backend (updated on a host mirror).</summary>
     protected bool IsOnDevice(int index) => _hostWeights[index] is not null;
 

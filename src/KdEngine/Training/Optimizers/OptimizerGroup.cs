@@ -123,6 +123,12 @@ public sealed class OptimizerGroup : IOptimizer
     }
 
     /// <inheritdoc/>
+    public void AnchorStateToWeights()
+    {
+        foreach (var m in _members) m.AnchorStateToWeights();
+    }
+
+    /// <inheritdoc/>
     public IReadOnlyList<(string Name, float[] Data, int[] Shape)> ExportState()
     {
         var list = new List<(string, float[], int[])> { ("step", [StepCount / StepRadix, StepCount % StepRadix], [2]) };
