@@ -117,6 +117,17 @@ public class WideFirstTests
     }
 
     [Test]
+    public void Tune_can_search_it()
+    {
+        var space = new SearchSpace().AddSpec("wideFirst=true|false");
+        var trial = new TrialConfig(new ModelConfig { Model = ModelKind.Wdl }, TrainingSettings.For(ModelKind.Wdl));
+        var settings = space.Grid().Select(s => trial.With(s).Training.WideFirst).ToArray();
+        Assert.That(settings, Is.EqualTo(new[] { true, false }));
+        Assert.That((TrainingSettings.For(ModelKind.Wdl) with { WideFirst = true }).Describe(), Does.Contain("wide part fitted first"));
+        Assert.That(TrainingSettings.For(ModelKind.Wdl).Describe(), Does.Not.Contain("wide part fitted first"));
+    }
+
+    [Test]
     public void Off_is_one_plain_run_with_the_options_given()
     {
         var model = Build(ModelKind.Wdl, Train);
