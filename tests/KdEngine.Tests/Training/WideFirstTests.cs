@@ -1,6 +1,7 @@
 using KdEngine.Data;
 using KdEngine.Models;
 using KdEngine.Models.Parts;
+using KdEngine.Nn;
 using KdEngine.Pipelines;
 using KdEngine.Training;
 using NUnit.Framework;
@@ -114,6 +115,34 @@ public class WideFirstTests
         Assert.That(final.LogLoss, Is.LessThanOrEqualTo(report.History.Min(p => p.LogLoss) * (1 + settings.GuardBand) + 1e-12));
         Assert.That(log.ToString(), Does.Contain("wide part first: logistic regression on the same features (ftrl α 1 λ2 0.0001)")
             .And.Contain("joint training from the fitted wide part (Dnn"));
+    }
+
+    private sealed class Parts : EncodedTuneData
+    {
+        public override EncodedDataset Train => WideFirstTests.Train;
+        public override EncodedDataset Validation => Valid;
+        public override IReadOnlyList<InputField> Fields { get; } = CtrPipeline.InputFields(WideFirstTests.Train.FeatureSpace);
+        public override IReadOnlyList<bool> Privileged => Fields.Select(_ => false).ToArray();
+        public override EncodedDataset ReadTest() => throw new InvalidOperationException("not read here");
+    }
+
+    [Test]
+    public void The_in_memory_and_tune_paths_train_wide_part_first()
+    {
+        var settings = TrainingSettings.For(ModelKind.DeepFm) with { Epochs = 3, BatchSize = 128, Patience = 1, WideFirst = true };
+        var model = Build(ModelKind.DeepFm, Train);
+        var data = new PreparedData(null!, null!, Train, Valid, Valid, CtrPipeline.InputFields(Train.FeatureSpace), [], Train); // Fit reads the three parts only
+        var outcome = CtrPipeline.Train(model, data, settings);
+        Assert.That(outcome.Report.WideStage, Is.Not.Null);
+        Assert.That(outcome.Report.History[0].Step, Is.EqualTo(0));
+
+        var tuneModel = Build(ModelKind.DeepFm, Train);
+        var objective = new SupervisedObjective(tuneModel);
+        var report = new Parts().Fit(settings, objective, settings.BuildOptimizer(tuneModel.Parameters().Select(p => p.Tensor)));
+        Assert.That(report.WideStage, Is.Not.Null);
+        Assert.That(report.History[0].Step, Is.EqualTo(0));
+        Assert.That(report.History.Select(p => (p.Auc, p.LogLoss)), Is.EqualTo(outcome.Report.History.Select(p => (p.Auc, p.LogLoss))),
+            "the same model, data and settings train the same way on both paths");
     }
 
     [Test]
