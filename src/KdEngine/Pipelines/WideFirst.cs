@@ -36,6 +36,12 @@ public static class WideFirst
         ArgumentNullException.ThrowIfNull(fit);
         if (!settings.WideFirst) return fit(options, objective, optimizer);
         var model = CheckApplies(objective.Predictor);
+        if (RowSharding.Of(model) is not null)
+        {
+            // Row-sharded tables: the first stage's logistic regression would need the same sharding; train as usual, and say so.
+            progress?.WriteLine("wide part first: not applied — the tables are row-sharded (the first stage runs on replicated tables only); the model trains jointly from the start");
+            return fit(options, objective, optimizer);
+        }
 
         // Stage 1: a logistic regression over the model's own fields and batch columns. Its parameters carry the wide
         // part's names (linear.{field}.weight [V, 1], linear.bias [1]), so they copy across by name.
@@ -94,8 +100,6 @@ public static class WideFirst
         if (!Supports(model.Config.Model))
             throw new ConfigException($"training: wideFirst trains a wide part before the rest of the model, and {model.TypeName} has " +
                 (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm).");
-        if (RowSharding.Of(model) is not null)
-            throw new ConfigException("training: wideFirst with row-sharded tables is not supported (the first stage's logistic regression is not sharded); use replicated tables or turn wideFirst off.");
         return model;
     }
 
