@@ -156,12 +156,12 @@ public class WideFirstTests
         Assert.That((TrainingSettings.For(ModelKind.Wdl) with { WideFirst = false }).Describe(), Does.Not.Contain("wide part fitted first"));
     }
 
-    /// <summary>The defaults docs/results.md ("Wide part first") chose: on for WDL, DeepFM and xDeepFM; off where it was not measured (FM, FFM) or does not apply.</summary>
+    /// <summary>The defaults docs/results.md ("Wide part first") chose: on for every model with a wide part beside others.</summary>
     [Test]
-    public void The_defaults_train_wide_part_first_for_wdl_deepfm_and_xdeepfm()
+    public void The_defaults_train_wide_part_first_wherever_a_model_has_a_wide_part_beside_others()
     {
         foreach (var kind in Enum.GetValues<ModelKind>())
-            Assert.That(TrainingSettings.For(kind).WideFirst, Is.EqualTo(kind is ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm), kind.ToString());
+            Assert.That(TrainingSettings.For(kind).WideFirst, Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm), kind.ToString());
         Assert.That(new TrainingSettings().WideFirst, Is.False);
     }
 
