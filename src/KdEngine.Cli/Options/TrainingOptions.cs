@@ -69,9 +69,9 @@ internal sealed class TrainingOptions
 
     // A string, not a bool: System.CommandLine reads a bool option as a flag and leaves "on"/"off" as a stray argument.
     public Option<string> WideFirst { get; } = CliOptions.Parsed("--wide-first", "on|off",
-        "fm/wdl/deepfm/xdeepfm/ffm: fit the wide part alone first (a logistic regression to its early stop), then train jointly from it with the other parts' outputs at zero, the start kept as a restore candidate",
+        "fm/wdl/deepfm/xdeepfm/ffm (on by default for them): fit the wide part alone first (a logistic regression to its early stop), then train jointly from it with the other parts' outputs at zero, the start kept as a restore candidate; off: every part trains jointly from its random init",
         text => text.ToLowerInvariant() switch { "on" => "on", "off" => "off", _ => throw new ArgumentException($"expected on or off, not '{text}'.") },
-        () => Defaults.WideFirst ? "on" : "off");
+        fallback: null);
 
     public Option<int> Seed { get; } = CliOptions.Int("--seed", "N", "seed of the model init, the shuffling and a random split", Defaults.Seed);
 

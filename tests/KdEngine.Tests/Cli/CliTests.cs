@@ -243,6 +243,10 @@ public class CliTests
         var wdl = Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "2", "--wide-first", "on", "--out", Path.Combine(_dir, "wdl-wf.kde"));
         Assert.That(wdl, Does.Contain("wide part fitted first").And.Contain("wide part first: logistic regression on the same features")
             .And.Contain("joint training from the fitted wide part").And.Contain("step       0  epoch 0"));
+        var joint = Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "1", "--wide-first", "off", "--out", Path.Combine(_dir, "wdl-joint.kde"));
+        Assert.That(joint, Does.Not.Contain("wide part first").And.Not.Contain("wide part fitted first"));
+        Assert.That(Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "wdl-default.kde")),
+            Does.Contain("wide part first: logistic regression"), "on by default for wdl");
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--wide-first", "on", "--out", Path.Combine(_dir, "x.kde")),
             Does.Contain("wideFirst").And.Contain("dnn has no wide part"));
         Assert.That(Fails("train", "--model", "wdl", "--data", _criteo, "--wide-first", "maybe", "--out", "x.kde"), Does.Contain("'--wide-first'").And.Contain("maybe"));
