@@ -119,15 +119,22 @@ public sealed class EarlyStopping
     /// <summary>The point whose weights are to be restored (null before the first point).</summary>
     public ValidationPoint? Selected => State.Selected;
 
-    /// <summary>Takes the next validation point and says what to do.</summary>
-    public StoppingDecision Observe(ValidationPoint p)
+    /// <summary>
+    /// Takes the next validation point and says what to do. A <paramref name="candidateOnly"/> point (the starting weights,
+    /// <see cref="TrainerOptions.ValidateAtStart"/>) takes part in the selection only: it can be the restored point, but it
+    /// sets no reference for the monitor, so patience and plateau reductions count from the first trained point — a strong
+    /// start (a fitted wide part) does not cut the rate or end the run before the rest of the model has had a chance.
+    /// </summary>
+    public StoppingDecision Observe(ValidationPoint p, bool candidateOnly = false)
     {
         var s = State;
+
         bool aucBetter = !double.IsNaN(p.Auc) && (double.IsNaN(s.BestAuc) || p.Auc > s.BestAuc + MinDelta);
         bool logLossBetter = !double.IsNaN(p.LogLoss) && (double.IsNaN(s.BestLogLoss) || p.LogLoss < s.BestLogLoss - MinDelta);
         bool objectiveBetter = !double.IsNaN(p.ObjectiveLoss) && (double.IsNaN(s.BestObjectiveLoss) || p.ObjectiveLoss < s.BestObjectiveLoss - MinDelta);
         bool distillationBetter = !double.IsNaN(p.DistillationLoss)
             && (double.IsNaN(s.BestDistillationLoss) || p.DistillationLoss < s.BestDistillationLoss - MinDelta);
+        if (candidateOnly) aucBetter = logLossBetter = objectiveBetter = distillationBetter = false; // no reference moves
         bool improved = Monitor switch
         {
             StoppingMetric.Auc => aucBetter,
@@ -172,6 +179,7 @@ public sealed class EarlyStopping
         if (selected) s.Selected = p;
 
         bool reduce = false;
+        if (candidateOnly) return new StoppingDecision(false, selected, lowest, fallback && !selected, false, false);
         if (improved) { s.SinceImprovement = 0; s.SinceReduction = 0; }
         else
         {

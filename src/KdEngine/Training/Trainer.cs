@@ -56,9 +56,10 @@ public sealed record TrainerOptions
     /// <summary>Called after every validation with the point (e.g. a live table of a search); null = none.</summary>
     public Action<ValidationPoint>? OnValidation { get; init; }
     /// <summary>
-    /// Validate once before the first step (step 0, epoch 0), so the starting weights are a candidate for early stopping
-    /// and for the restored point like any later one: a model started from a fitted part (a wide part trained first)
-    /// ends no worse on validation than where it started. Not repeated when a run resumes.
+    /// Validate once before the first step (step 0, epoch 0), so the starting weights are a candidate for the restored point
+    /// like any later one: a model started from a fitted part (a wide part trained first) ends no worse on validation than
+    /// where it started. The start sets no reference for patience or plateau reductions, which count from the first trained
+    /// point (<see cref="EarlyStopping.Observe"/>). Not repeated when a run resumes.
     /// </summary>
     public bool ValidateAtStart { get; init; }
 
@@ -258,7 +259,7 @@ public sealed class Trainer
         }
 
         // The starting weights as validation point 0 (a fresh run only: a resumed one has its history).
-        if (o.ValidateAtStart && validates && state.Step == 0 && history.Count == 0 && Validate(0, 0)) stoppedEarly = true;
+        if (o.ValidateAtStart && validates && state.Step == 0 && history.Count == 0) Validate(0, 0, start: true);
 
         for (int epoch = state.Epoch; epoch <= o.Epochs && !stoppedEarly; epoch++)
         {
@@ -375,7 +376,7 @@ public sealed class Trainer
         };
 
         // Validates, records, tracks the selected weights; true when training should stop.
-        bool Validate(long atStep, int epoch, bool last = false)
+        bool Validate(long atStep, int epoch, bool last = false, bool start = false)
         {
             optimizer.ApplyDeferredRows(); // snapshots below copy whole tables
             long validationStart = Stopwatch.GetTimestamp();
@@ -396,7 +397,7 @@ public sealed class Trainer
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;
-            var d = stopping.Observe(point);
+            var d = stopping.Observe(point, candidateOnly: start);
             if (o.RestoreBest && last)
             {
                 // The run's last validation: nothing trains after it, so weights it selects are the current ones and

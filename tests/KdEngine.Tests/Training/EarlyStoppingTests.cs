@@ -100,6 +100,27 @@ public class EarlyStoppingTests
         Assert.That(es.Selected!.Step, Is.EqualTo(3));
     }
 
+    [Test]
+    public void A_candidate_only_start_can_be_restored_but_patience_and_plateau_count_from_the_first_trained_point()
+    {
+        // The start (a fitted wide part) is strong; the first trained points are worse.
+        var start = new ValidationPoint(0, 0, .75, .45, double.NaN, double.NaN);
+        var es = new EarlyStopping(StoppingMetric.Both, SelectionMetric.GuardedAuc, patience: 2, plateauFactor: 0.5, plateauPatience: 1);
+        var d0 = es.Observe(start, candidateOnly: true);
+        Assert.That((d0.Selected, d0.Improved, d0.ReduceLearningRate, d0.Stop), Is.EqualTo((true, false, false, false)));
+        var (d, stoppedAt) = Run(es, P(1, .70, .50), P(2, .69, .51), P(3, .68, .52), P(4, .9, .1));
+        Assert.That(d[0].Improved && !d[0].ReduceLearningRate, Is.True, "the first trained point sets the monitor's references");
+        Assert.That(d[1].ReduceLearningRate, Is.True);
+        Assert.That(stoppedAt, Is.EqualTo(2), "patience 2 counted from point 1");
+        Assert.That(es.Selected!.Step, Is.EqualTo(0), "none of them beat the start, which is restored");
+
+        // Observed as an ordinary point, the start would have cut the rate at point 1 and stopped at point 2.
+        var plain = new EarlyStopping(StoppingMetric.Both, SelectionMetric.GuardedAuc, patience: 2, plateauFactor: 0.5, plateauPatience: 1);
+        var (p, plainStop) = Run(plain, start, P(1, .70, .50), P(2, .69, .51), P(3, .68, .52));
+        Assert.That(p[1].ReduceLearningRate, Is.True);
+        Assert.That(plainStop, Is.EqualTo(2));
+    }
+
     // ---------- the trainer ----------
 
     private static readonly EncodedDataset Train = new SyntheticCtr(new SyntheticCtrOptions { Fields = 6, VocabSize = 300, Seed = 21 }).Generate(1200);
