@@ -178,6 +178,23 @@ public class WideFirstTests
         Assert.That(seen[0], Is.SameAs(options));
     }
 
+    [Test]
+    public void With_row_sharded_tables_it_is_not_applied_and_says_so()
+    {
+        var placement = new KdEngine.Sharding.TablePlacement(KdEngine.Sharding.EmbeddingSharding.Row, SingleProcess.Instance);
+        ZooModel model;
+        using (placement.Use()) model = Build(ModelKind.Wdl, Train);
+        var settings = TrainingSettings.For(ModelKind.Wdl);
+        var options = settings.ToTrainerOptions();
+        var seen = new List<TrainerOptions>();
+        var log = new StringWriter();
+        WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings, options,
+            (o, _, _) => { seen.Add(o); return new TrainingReport([], null, 0, TimeSpan.Zero, false); }, log);
+        Assert.That(seen, Has.Count.EqualTo(1));
+        Assert.That(seen[0], Is.SameAs(options), "one joint run with the options given");
+        Assert.That(log.ToString(), Does.Contain("wide part first: not applied — the tables are row-sharded"));
+    }
+
     [TestCase(ModelKind.Dnn, "dnn has no wide part")]
     [TestCase(ModelKind.Dcn, "dcn has no wide part")]
     [TestCase(ModelKind.Lr, "lr has nothing beside its wide part")]
