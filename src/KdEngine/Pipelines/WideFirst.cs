@@ -68,8 +68,8 @@ public static class WideFirst
         // that optimizer takes the stage's state — FTRL's z, n and step counts, without which its per-coordinate rates
         // would start large again — and every rule then re-derives what depends on the weights (FTRL's z: the stage
         // restored its best weights, not the state of its last step).
-        bool continued = WideMember(optimizer, model) is { } member && member.GetType() == wideOptimizer.GetType();
-        if (continued) WideMember(optimizer, model)!.ImportState(wideOptimizer.ExportState());
+        if (WideMember(optimizer, model) is { } member && member.GetType() == wideOptimizer.GetType())
+            member.ImportState(wideOptimizer.ExportState());
         optimizer.AnchorStateToWeights();
         progress?.WriteLine($"joint training from the fitted wide part ({(silenced.Count > 0 ? string.Join(", ", silenced) + " output layer(s) start at zero; " : "")}" +
             "the start is validation point 0, a candidate for the restored weights)");

@@ -64,13 +64,7 @@ public sealed class Ftrl : Optimizer
         _invAlpha = 1f / alpha;
         // z such that the closed form returns the initial weights (c₀ = 1 in Absolute mode, 0 = no steps yet in PerStep).
         float c0 = regularization == FtrlRegularization.Absolute ? 1f : 0f;
-        for (int i = 0; i < Parameters.Count; i++)
-        {
-            var w = Parameters[i].ToArray();
-            var z = State(0, i);
-            for (int k = 0; k < w.Length; k++)
-                if (w[k] != 0f) z[k] = -(w[k] * (beta * _invAlpha + l2 * c0) + MathF.CopySign(l1 * c0, w[k]));
-        }
+        for (int i = 0; i < Parameters.Count; i++) AnchorZ(Parameters[i].ToArray(), State(0, i), State(1, i), c0);
         RefreshDeferral();
     }
 
@@ -130,16 +124,20 @@ public sealed class Ftrl : Optimizer
                 : IsTable(i) && TableUpdate == TableUpdateMode.Lazy && DefersRows(i) && !IsOnDevice(i) ? (float)TableClock(i)
                 : IsTable(i) ? ParameterStepCount(i)
                 : StepCount;
-            var w = HostValues(i);
-            var z = State(0, i);
-            var n = State(1, i);
-            for (int k = 0; k < w.Length; k++)
-            {
-                if (w[k] != 0f)
-                    z[k] = -(w[k] * ((Beta + MathF.Sqrt(n[k])) * _invAlpha + L2 * c) + MathF.CopySign(L1 * c, w[k]));
-                else if (MathF.Abs(z[k]) > L1 * c)
-                    z[k] = 0f;
-            }
+            AnchorZ(HostValues(i), State(0, i), State(1, i), c);
+        }
+    }
+
+    /// <summary>Sets z so that the closed form with this n and c returns w: z = −w·((β + √n)/α + λ2·c) − sgn(w)·λ1·c for
+    /// w ≠ 0; for w = 0, a z outside [−λ1·c, λ1·c] becomes 0.</summary>
+    private void AnchorZ(ReadOnlySpan<float> w, Span<float> z, ReadOnlySpan<float> n, float c)
+    {
+        for (int k = 0; k < w.Length; k++)
+        {
+            if (w[k] != 0f)
+                z[k] = -(w[k] * ((Beta + MathF.Sqrt(n[k])) * _invAlpha + L2 * c) + MathF.CopySign(L1 * c, w[k]));
+            else if (MathF.Abs(z[k]) > L1 * c)
+                z[k] = 0f;
         }
     }
 
