@@ -41,6 +41,8 @@ public static class Accuracy
         public float[] Dropouts { get; init; } = [0f, 0.2f];
         public int Threads { get; init; } = 1;
         public string OutputDirectory { get; init; } = "BenchmarkDotNet.Artifacts/results/accuracy";
+        /// <summary>Where TorchSharp's per-epoch validation lines go (its runs are long; null: silent).</summary>
+        public TextWriter? Progress { get; init; }
     }
 
     /// <summary>One (dataset, model, engine) result: the chosen grid point and the test metrics over the seeds.</summary>
@@ -169,7 +171,7 @@ public static class Accuracy
             new Trainer(stopping).Fit(new SupervisedObjective(model), adam, train, valid);
             return (Trainer.Evaluate(model, valid).Result, d => CtrPipeline.Logits(model, d));
         }
-        return TorchRun(kind, wd, dropout, seed, fields, train, valid, stopping);
+        return TorchRun(kind, wd, dropout, seed, fields, train, valid, stopping, o.Progress);
     }
 
     /// <summary>
@@ -178,8 +180,9 @@ public static class Accuracy
     /// early-stopping rule with the selected weights restored.
     /// </summary>
     private static (EvaluationResult Valid, Func<EncodedDataset, float[]> Score) TorchRun(ModelKind kind, float wd, float dropout, int seed,
-        IReadOnlyList<KdEngine.Nn.InputField> fields, EncodedDataset train, EncodedDataset valid, TrainerOptions options)
+        IReadOnlyList<KdEngine.Nn.InputField> fields, EncodedDataset train, EncodedDataset valid, TrainerOptions options, TextWriter? progress)
     {
+        var clock = Stopwatch.StartNew();
         torch.manual_seed(seed);
         var init = CtrPipeline.BuildModel(ConfigFor(kind, dropout, seed), fields);
         var net = new TorchCtr(init, sparse: false);
@@ -207,6 +210,7 @@ public static class Accuracy
             var logits = Score(net, valid);
             var r = CtrMetrics.EvaluateLogits(logits, valid.Labels);
             var d = stopping.Observe(new ValidationPoint(epoch, epoch, r.Auc, r.LogLoss, double.NaN, double.NaN));
+            progress?.WriteLine($"    torchsharp seed {seed}, epoch {epoch}: validation AUC {r.Auc:F4} logloss {r.LogLoss:F5} ({clock.Elapsed.TotalSeconds:F0} s; load {Load()})");
             if (d.LowestLogLoss && options.Selection == SelectionMetric.GuardedAuc) Snapshot(net, "fallback", ref best);
             if (d.FallbackSelected) CopyFallback(best!);
             if (d.Selected) Snapshot(net, "best", ref best);

@@ -63,6 +63,7 @@ switch (verb)
             MaxEpochs = Arg("--epochs") is { } e ? int.Parse(e, CultureInfo.InvariantCulture) : defaults.MaxEpochs,
             Threads = PeerSettings.Threads.Length == 1 ? PeerSettings.Threads[0] : 1,
             OutputDirectory = Arg("--out-dir") ?? defaults.OutputDirectory,
+            Progress = Console.Out,
         };
         Accuracy.Run(options, Console.Out);
         return 0;

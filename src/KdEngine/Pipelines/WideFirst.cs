@@ -46,15 +46,29 @@ public static class WideFirst
         // Stage 1: a logistic regression over the model's own fields and batch columns. Its parameters carry the wide
         // part's names (linear.{field}.weight [V, 1], linear.bias [1]), so they copy across by name.
         var linear = new ZooModel(model.Config with { Model = ModelKind.Lr }, model.Fields, model.Columns);
-        var wideSettings = settings with { WideFirst = false };
+        bool intoDnn = model.Config.Model == ModelKind.Dnn;
+        // A DNN has no wide part whose optimizer the stage could borrow; its logistic regression trains with FTRL (the
+        // LR's own default, with the settings' α and λ2) unless a wide optimizer is named.
+        var wideSettings = intoDnn
+            ? settings with { WideFirst = false, WideOptimizer = settings.WideOptimizer ?? OptimizerKind.Ftrl }
+            : settings with { WideFirst = false };
         var wideOptimizer = wideSettings.BuildOptimizer(linear.Parameters().Select(p => p.Tensor));
-        progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(settings)})");
+        progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(wideSettings)})");
         var wideOptions = options with { CheckpointPath = null, CheckpointEvery = 0, OnValidation = null, ValidateAtStart = false, Schedule = null };
         var wideReport = fit(wideOptions, new SupervisedObjective(linear), wideOptimizer);
 
-        // Stage 2: the model starts as the fitted LR (wide part copied, the other parts' output layers zero), and that
-        // start is validation point 0.
+        // Stage 2: the model starts as the fitted LR (wide part copied, the other parts' output layers zero; a DNN carries
+        // it in its own weights), and that start is validation point 0.
         var fitted = linear.Parameters().ToDictionary(p => p.Name, p => p.Tensor, StringComparer.Ordinal);
+        if (intoDnn)
+        {
+            LinearInDnn.Write(model, fitted);
+            optimizer.ReloadDeviceParameters();
+            optimizer.AnchorStateToWeights();
+            progress?.WriteLine("joint training from the fitted logistic regression written into the DNN (embedding column 0 holds its weights, " +
+                "two ReLU units per hidden layer carry its logit, the other output weights start at zero; the start is validation point 0, a candidate for the restored weights)");
+            return fit(options with { ValidateAtStart = true }, objective, optimizer) with { WideStage = wideReport };
+        }
         foreach (var p in model.Parameters().Where(p => TrainingSettings.IsWideParameter(p.Name)))
         {
             var source = fitted[p.Name];
@@ -86,9 +100,11 @@ public static class WideFirst
         return group.Members.FirstOrDefault(m => m.Parameters.Count == wide.Count && m.Parameters.All(wide.Contains));
     }
 
-    /// <summary>Whether a model of this kind can train wide part first: a wide part beside at least one other part.</summary>
+    /// <summary>Whether a model of this kind can train wide part first: a wide part beside at least one other part, or the
+    /// DNN alone (the fitted logistic regression is written into its weights; needs ReLU and hidden layers ≥ 2 wide).</summary>
     public static bool Supports(ModelKind kind)
     {
+        if (kind == ModelKind.Dnn) return true;
         var recipe = ZooModel.RecipeOf(kind);
         return recipe.Length > 1 && recipe.Contains(WidePart.Recipe);
     }
@@ -99,7 +115,8 @@ public static class WideFirst
             throw new ConfigException($"training: wideFirst needs a zoo model with a wide part; the model trained is a {predictor.TypeName}.");
         if (!Supports(model.Config.Model))
             throw new ConfigException($"training: wideFirst trains a wide part before the rest of the model, and {model.TypeName} has " +
-                (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm).");
+                (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm; and dnn, which carries the fitted logistic regression in its own weights).");
+        if (model.Config.Model == ModelKind.Dnn) LinearInDnn.CheckApplies(model);
         return model;
     }
 

@@ -238,7 +238,7 @@ public class CliTests
     }
 
     [Test]
-    public void WideFirst_fits_the_wide_part_first_and_is_refused_for_a_model_without_one()
+    public void WideFirst_fits_the_wide_part_first_and_is_refused_for_a_model_that_cannot_carry_one()
     {
         var wdl = Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "2", "--wide-first", "on", "--out", Path.Combine(_dir, "wdl-wf.kde"));
         Assert.That(wdl, Does.Contain("wide part fitted first").And.Contain("wide part first: logistic regression on the same features")
@@ -247,8 +247,16 @@ public class CliTests
         Assert.That(joint, Does.Not.Contain("wide part first").And.Not.Contain("wide part fitted first"));
         Assert.That(Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "wdl-default.kde")),
             Does.Contain("wide part first: logistic regression"), "on by default for wdl");
-        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--wide-first", "on", "--out", Path.Combine(_dir, "x.kde")),
-            Does.Contain("wideFirst").And.Contain("dnn has no wide part"));
+        Assert.That(Fails("train", "--model", "dcn", "--data", _criteo, "--wide-first", "on", "--out", Path.Combine(_dir, "x.kde")),
+            Does.Contain("wideFirst").And.Contain("dcn has no wide part"));
+        Assert.That(Ok("train", "--model", "dnn", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "dnn-default.kde")),
+            Does.Contain("wide part first: logistic regression").And.Contain("written into the DNN"), "on by default for dnn");
+        string tanh = Path.Combine(_dir, "dnn-tanh.json");
+        File.WriteAllText(tanh, """{"model": "dnn", "dnnActivation": "tanh"}""");
+        Assert.That(Fails("train", "--config", tanh, "--data", _criteo, "--out", Path.Combine(_dir, "x.kde")),
+            Does.Contain("wideFirst").And.Contain("dnnActivation is tanh"));
+        Assert.That(Ok("train", "--config", tanh, "--data", _criteo, "--epochs", "1", "--wide-first", "off", "--out", Path.Combine(_dir, "dnn-tanh.kde")),
+            Does.Not.Contain("wide part first"));
         Assert.That(Fails("train", "--model", "wdl", "--data", _criteo, "--wide-first", "maybe", "--out", "x.kde"), Does.Contain("'--wide-first'").And.Contain("maybe"));
     }
 

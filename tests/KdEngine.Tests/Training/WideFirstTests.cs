@@ -1,3 +1,4 @@
+using KdEngine.Autograd;
 using KdEngine.Data;
 using KdEngine.Models;
 using KdEngine.Models.Parts;
@@ -156,12 +157,14 @@ public class WideFirstTests
         Assert.That((TrainingSettings.For(ModelKind.Wdl) with { WideFirst = false }).Describe(), Does.Not.Contain("wide part fitted first"));
     }
 
-    /// <summary>The defaults docs/results.md ("Wide part first") chose: on for every model with a wide part beside others.</summary>
+    /// <summary>The defaults docs/results.md ("Wide part first", "The DNN from a logistic regression") chose: on for every
+    /// model with a wide part beside others, and for the DNN.</summary>
     [Test]
-    public void The_defaults_train_wide_part_first_wherever_a_model_has_a_wide_part_beside_others()
+    public void The_defaults_train_wide_part_first_wherever_a_model_has_a_wide_part_beside_others_and_for_the_dnn()
     {
         foreach (var kind in Enum.GetValues<ModelKind>())
-            Assert.That(TrainingSettings.For(kind).WideFirst, Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm), kind.ToString());
+            Assert.That(TrainingSettings.For(kind).WideFirst,
+                Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm or ModelKind.Dnn), kind.ToString());
         Assert.That(new TrainingSettings().WideFirst, Is.False);
     }
 
@@ -195,7 +198,6 @@ public class WideFirstTests
         Assert.That(log.ToString(), Does.Contain("wide part first: not applied — the tables are row-sharded"));
     }
 
-    [TestCase(ModelKind.Dnn, "dnn has no wide part")]
     [TestCase(ModelKind.Dcn, "dcn has no wide part")]
     [TestCase(ModelKind.Lr, "lr has nothing beside its wide part")]
     public void Models_without_a_wide_part_beside_others_are_refused_before_anything_trains(ModelKind kind, string message)
@@ -208,8 +210,108 @@ public class WideFirstTests
         Assert.That(e!.Message, Does.Contain("wideFirst").And.Contain(message));
         Assert.That(calls, Is.Zero);
         Assert.That(WideFirst.Supports(kind), Is.False);
-        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm })
+        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm, ModelKind.Dnn })
             Assert.That(WideFirst.Supports(k), Is.True, k.ToString());
+    }
+
+    [Test]
+    public void A_dnn_written_from_a_logistic_regression_scores_exactly_as_it()
+    {
+        // Odd sizes, a value-scaled field and a mean-pooled bag: column 0 of every embedding must pool and scale as the
+        // LR's weight does, and three hidden layers must pass relu(s) − relu(−s) = s through.
+        InputField[] fields =
+        [
+            new("a", 5),
+            new("b", 4) { ScaleByValue = true },
+            new("tags", 7) { IsMultiValued = true, Pooling = KdEngine.Ops.PoolingMode.Mean },
+            new("c", 3),
+        ];
+        int[] columns = [0, 1, 0, 2];
+        var lr = new ZooModel(new ModelConfig { Model = ModelKind.Lr, Seed = 1 }, fields, columns);
+        var rng = new Random(11);
+        foreach (var p in lr.Parameters()) // a fitted LR's weights: both signs, some large
+        {
+            var values = p.Tensor.ToArray();
+            for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 6 - 3);
+            p.Tensor.Backend.Upload(values, p.Tensor.Storage);
+        }
+        var dnn = new ZooModel(new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 5, Dnn = [13, 9, 3], Seed = 4 }, fields, columns);
+        var untouched = dnn.Parameters().Single(p => p.Name == "embedding.a.weight").Tensor.ToArray();
+        LinearInDnn.Write(dnn, lr.Parameters().ToDictionary(p => p.Name, p => p.Tensor));
+
+        const int n = 37;
+        var ids = new int[n * 3];
+        var dense = new float[n * 3];
+        var offsets = new int[n + 1];
+        var bag = new List<int>();
+        for (int b = 0; b < n; b++)
+        {
+            ids[b * 3] = rng.Next(5); ids[b * 3 + 1] = rng.Next(4); ids[b * 3 + 2] = rng.Next(3);
+            dense[b * 3] = 1; dense[b * 3 + 1] = (float)(rng.NextDouble() * 4 - 2); dense[b * 3 + 2] = 1;
+            int count = rng.Next(4); // empty bags included
+            for (int t = 0; t < count; t++) bag.Add(rng.Next(7));
+            offsets[b + 1] = bag.Count;
+        }
+        var batch = new CtrBatch(n, 3, ids, new float[n]) { DenseValues = dense, Bags = [new BagColumn(offsets, bag.ToArray())] };
+        lr.Training = false;
+        dnn.Training = false;
+        float[] expected, actual;
+        using (Tape<float>.NoGrad())
+        {
+            expected = lr.Forward(batch).Logits.ToArray();
+            actual = dnn.Forward(batch).Logits.ToArray();
+        }
+        Assert.That(expected.Select(Math.Abs).Max(), Is.GreaterThan(1f), "the logits are not all near zero");
+        for (int b = 0; b < n; b++) Assert.That(actual[b], Is.EqualTo(expected[b]).Within(1e-4f + 1e-5f * Math.Abs(expected[b])), $"row {b}");
+
+        // Only column 0 of the tables changed; the other columns keep their initial values.
+        var written = dnn.Parameters().Single(p => p.Name == "embedding.a.weight").Tensor.ToArray();
+        var lrA = lr.Parameters().Single(p => p.Name == "linear.a.weight").Tensor.ToArray();
+        for (int v = 0; v < 5; v++)
+        for (int d = 0; d < 5; d++)
+            Assert.That(written[v * 5 + d], Is.EqualTo(d == 0 ? lrA[v] : untouched[v * 5 + d]), $"row {v} column {d}");
+    }
+
+    [Test]
+    public void A_dnn_trains_logistic_regression_first_with_ftrl_and_starts_from_it()
+    {
+        var model = CtrPipeline.BuildModel(new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [11, 5], Seed = 5 }, CtrPipeline.InputFields(Train.FeatureSpace));
+        var settings = TrainingSettings.For(ModelKind.Dnn) with { Epochs = 3, BatchSize = 64, Patience = 1, WideFirst = true, Seed = 2 };
+        var stages = new List<(ModelKind Model, IOptimizer Optimizer, bool AtStart)>();
+        var log = new StringWriter();
+        var report = WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings, settings.ToTrainerOptions(),
+            (options, objective, optimizer) =>
+            {
+                stages.Add((((ZooModel)objective.Predictor).Config.Model, optimizer, options.ValidateAtStart));
+                return new Trainer(options).Fit(objective, optimizer, Train, Valid);
+            }, log);
+        Assert.That(stages.Select(s => s.Model), Is.EqualTo(new[] { ModelKind.Lr, ModelKind.Dnn }));
+        Assert.That(stages[0].Optimizer, Is.InstanceOf<Ftrl>(), "the DNN's logistic regression trains with FTRL, not the DNN's Adam");
+        Assert.That(stages[1].Optimizer, Is.InstanceOf<Adam>());
+        Assert.That(stages[1].AtStart, Is.True);
+        Assert.That(report.History[0].Step, Is.EqualTo(0));
+        Assert.That(report.History[0].Auc, Is.EqualTo(report.WideStage!.Best!.Auc).Within(1e-9), "the start scores as the fitted logistic regression");
+        Assert.That(report.History[0].LogLoss, Is.EqualTo(report.WideStage.Best!.LogLoss).Within(1e-6));
+        var final = Trainer.Evaluate(model, Valid).Result;
+        Assert.That(final.LogLoss, Is.EqualTo(report.Best!.LogLoss).Within(1e-7));
+        Assert.That(log.ToString(), Does.Contain("wide part first: logistic regression on the same features (ftrl α 1 λ2 0.0001)")
+            .And.Contain("written into the DNN"));
+    }
+
+    [TestCase("tanh", "dnnActivation is tanh")]
+    [TestCase("narrow", "has a layer narrower than 2")]
+    public void A_dnn_that_cannot_carry_a_logistic_regression_is_refused_before_anything_trains(string what, string message)
+    {
+        var config = what == "tanh"
+            ? new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8], DnnActivation = Activation.Tanh, Seed = 5 }
+            : new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8, 1], Seed = 5 };
+        var model = CtrPipeline.BuildModel(config, CtrPipeline.InputFields(Train.FeatureSpace));
+        var settings = TrainingSettings.For(ModelKind.Dnn) with { WideFirst = true };
+        int calls = 0;
+        var e = Assert.Throws<ConfigException>(() => WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)),
+            settings, settings.ToTrainerOptions(), (_, _, _) => { calls++; return new TrainingReport([], null, 0, TimeSpan.Zero, false); }));
+        Assert.That(e!.Message, Does.Contain("wideFirst").And.Contain(message));
+        Assert.That(calls, Is.Zero);
     }
 
     [TestCase(ModelKind.Fm)]

@@ -1,0 +1,105 @@
+using KdEngine.Models;
+using KdEngine.Nn;
+using KdEngine.Tensors;
+
+namespace KdEngine.Pipelines;
+
+/// <summary>
+/// Writes a fitted logistic regression into a DNN's own weights, so that the DNN's logit equals the LR's exactly — the
+/// DNN's form of training the wide part first (<see cref="WideFirst"/>), for a model that has no wide part to copy into.
+/// </summary>
+/// <remarks>
+/// With s = b + Σ_f w_f[id_f] the LR's logit (a multi-valued field pools its ids' w as its embeddings are pooled, a
+/// value-scaled field scales w as it scales its embedding), the construction is:
+/// <list type="bullet">
+/// <item>embedding.{field}.weight [V_f, D]: column 0 of row v ← w_f[v] (the other D − 1 columns keep their initial values);
+/// in flatten(x0) [B, F·D] field f's column 0 is at f·D.</item>
+/// <item>dnn.0 [H₁, F·D]: unit 0 sums those columns with weight 1 and bias b, so its pre-activation is s; unit 1 is its
+/// negative (−1, −b). After ReLU: relu(s), relu(−s).</item>
+/// <item>dnn.i, i ≥ 1 [H_i, H_{i−1}]: unit 0 = relu(h₀ − h₁) = relu(s), unit 1 = relu(h₁ − h₀) = relu(−s), biases 0.</item>
+/// <item>dnn_out [1, H_last]: (1, −1, 0, …), bias 0, so the logit is relu(s) − relu(−s) = s.</item>
+/// </list>
+/// Every other unit keeps its random initial weights; their output weights are zero, so they start contributing as the
+/// joint training moves them (the same start as a wide model's zeroed deep output layer). Nothing is frozen: the two
+/// carrying units and column 0 train like any other weight. Needs ReLU and hidden layers at least 2 wide.
+/// </remarks>
+public static class LinearInDnn
+{
+    /// <summary>Throws a <see cref="ConfigException"/> when <paramref name="model"/> (a DNN) cannot carry an LR this way.</summary>
+    public static void CheckApplies(ZooModel model)
+    {
+        var c = model.Config;
+        if (c.DnnActivation != Activation.Relu)
+            throw new ConfigException($"training: wideFirst writes the fitted logistic regression into the DNN through ReLU units; dnnActivation is {c.DnnActivation.ToString().ToLowerInvariant()} (use relu, or wideFirst off).");
+        if (c.Dnn.Any(w => w < 2))
+            throw new ConfigException($"training: wideFirst carries the fitted logistic regression in two units of every DNN layer; dnn = [{string.Join(", ", c.Dnn)}] has a layer narrower than 2.");
+        if (model.Dnn is { SharedLayers: > 0 })
+            throw new ConfigException("training: wideFirst would rewrite DNN layers this model shares with another; train it with wideFirst off.");
+    }
+
+    /// <summary>
+    /// Writes the LR whose parameters are <paramref name="fitted"/> (<c>linear.{field}.weight</c> [V, 1], <c>linear.bias</c> [1],
+    /// over the same fields) into <paramref name="model"/>, a DNN built on those fields.
+    /// </summary>
+    public static void Write(ZooModel model, IReadOnlyDictionary<string, Tensor<float>> fitted)
+    {
+        CheckApplies(model);
+        var embedding = model.Embedding ?? throw new InvalidOperationException("LinearInDnn: the DNN has no embedding.");
+        var mlp = model.Dnn ?? throw new InvalidOperationException("LinearInDnn: the model has no DNN.");
+        var named = model.Parameters().ToDictionary(p => p.Name, p => p.Tensor, StringComparer.Ordinal);
+        int d = embedding.Dim, fields = embedding.FieldCount;
+        float bias = Read(fitted["linear.bias"])[0];
+
+        for (int f = 0; f < fields; f++)
+        {
+            var table = embedding.Tables[f];                                        // [V, D], row-major
+            var w = Read(fitted[$"linear.{embedding.Fields[f].Name}.weight"]);      // [V, 1]
+            var values = Read(table);
+            if (values.Length != w.Length * d)
+                throw new InvalidOperationException($"LinearInDnn: field '{embedding.Fields[f].Name}' has {values.Length / d} embedding rows but {w.Length} LR weights.");
+            for (int v = 0; v < w.Length; v++) values[v * d] = w[v];
+            Write(table, values);
+        }
+
+        for (int i = 0; i < mlp.Depth; i++)
+        {
+            var layer = mlp.Layers[i];
+            int ins = layer.InFeatures;
+            var weight = Read(layer.Weight);                                        // [out, in], row-major
+            var b = Read(layer.Bias!);                                              // [out]
+            Array.Clear(weight, 0, 2 * ins);                                        // rows 0 and 1
+            if (i == 0)
+            {
+                if (ins != fields * d) throw new InvalidOperationException($"LinearInDnn: dnn.0 reads {ins} inputs, expected F·D = {fields * d}.");
+                for (int f = 0; f < fields; f++) { weight[f * d] = 1f; weight[ins + f * d] = -1f; }
+                b[0] = bias;
+                b[1] = -bias;
+            }
+            else
+            {
+                weight[0] = 1f; weight[1] = -1f;                                    // unit 0: relu(h₀ − h₁)
+                weight[ins] = -1f; weight[ins + 1] = 1f;                            // unit 1: relu(h₁ − h₀)
+                b[0] = 0f;
+                b[1] = 0f;
+            }
+            Write(layer.Weight, weight);
+            Write(layer.Bias!, b);
+        }
+
+        var outWeight = Read(named["dnn_out.weight"]);                              // [1, H_last]
+        Array.Clear(outWeight);
+        outWeight[0] = 1f;
+        outWeight[1] = -1f;
+        Write(named["dnn_out.weight"], outWeight);
+        if (named.TryGetValue("dnn_out.bias", out var outBias)) Write(outBias, [0f]);
+    }
+
+    private static float[] Read(Tensor<float> t)
+    {
+        var values = new float[t.Length];
+        t.Backend.Download(t.Storage, values);
+        return values;
+    }
+
+    private static void Write(Tensor<float> t, float[] values) => t.Backend.Upload(values, t.Storage);
+}
