@@ -454,6 +454,8 @@ public class CliTests
         var tuned = Ok([.. tuneArgs, "--data", _synth, "--out-dir", Path.Combine(_dir, "tune-kd")]);
         Assert.That(tuned, Does.Contain("teacher.logits.safetensors: 400 rows, fingerprint and logits checked").And.Contain("tune: test (read once)"));
         Assert.That(Regex.Matches(tuned, @"trial +\d+: AUC").Count, Is.EqualTo(2));
+        var final = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "tune-kd", "final.json")))!;
+        Assert.That((bool)final["training"]!["wideFirst"]!, Is.False, "a distilled DNN student keeps the joint start (its LR-first start is for supervised training)");
         Assert.That(Ok([.. tuneArgs, "--data", _synth, "--split-mode", "random", "--out-dir", Path.Combine(_dir, "tune-kd-random")]), Does.Contain("tune: test (read once)"));
         Assert.That(Fails([.. tuneArgs, "--train", _synth, "--valid", _synth, "--test", _synth, "--out-dir", Path.Combine(_dir, "tune-kd-sets")]),
             Does.Contain("tune: --teacher-logits").And.Contain("one data file"));
