@@ -16,7 +16,7 @@ internal sealed class TrainingOptions
 
     public Option<int> Epochs { get; } = CliOptions.Int("--epochs", "N", "maximum epochs (early stopping usually ends training before)", Defaults.Epochs, min: 1);
     public Option<int> BatchSize { get; } = CliOptions.Int("--batch-size", "N", "mini-batch size", Defaults.BatchSize, min: 1);
-    public Option<float> LearningRate { get; } = CliOptions.Float("--lr", "X", "learning rate of adam/adagrad/sgd (wdl: its deep part, default 0.0001)", Defaults.LearningRate, CliOptions.Positive);
+    public Option<float> LearningRate { get; } = CliOptions.Float("--lr", "X", "learning rate of adam/adagrad/sgd (models with a wide part: the other parts')", Defaults.LearningRate, CliOptions.Positive);
 
     public Option<float> AdagradInitialAccumulator { get; } = CliOptions.Float("--adagrad-initial-accumulator", "X",
         "adagrad: the accumulators' starting value (0: PyTorch's; 1: LIBFFM's and ML.NET's FFM, first step lr·g)", Defaults.AdagradInitialAccumulator, CliOptions.NonNegative);

@@ -50,16 +50,7 @@ public static class LinearInDnn
         int d = embedding.Dim, fields = embedding.FieldCount;
         float bias = Read(fitted["linear.bias"])[0];
 
-        for (int f = 0; f < fields; f++)
-        {
-            var table = embedding.Tables[f];                                        // [V, D], row-major
-            var w = Read(fitted[$"linear.{embedding.Fields[f].Name}.weight"]);      // [V, 1]
-            var values = Read(table);
-            if (values.Length != w.Length * d)
-                throw new InvalidOperationException($"LinearInDnn: field '{embedding.Fields[f].Name}' has {values.Length / d} embedding rows but {w.Length} LR weights.");
-            for (int v = 0; v < w.Length; v++) values[v * d] = w[v];
-            Write(table, values);
-        }
+        WriteFirstColumn(embedding, fitted);
 
         for (int i = 0; i < mlp.Depth; i++)
         {
@@ -92,6 +83,23 @@ public static class LinearInDnn
         outWeight[1] = -1f;
         Write(named["dnn_out.weight"], outWeight);
         if (named.TryGetValue("dnn_out.bias", out var outBias)) Write(outBias, [0f]);
+    }
+
+    /// <summary>Column 0 of every row of <paramref name="embedding"/>'s tables [V_f, D] ← that id's weight in the fitted LR
+    /// (<c>linear.{field}.weight</c> [V_f, 1]); the other columns are left as they are.</summary>
+    public static void WriteFirstColumn(FieldEmbeddings embedding, IReadOnlyDictionary<string, Tensor<float>> fitted)
+    {
+        int d = embedding.Dim;
+        for (int f = 0; f < embedding.FieldCount; f++)
+        {
+            var table = embedding.Tables[f];                                        // [V, D], row-major
+            var w = Read(fitted[$"linear.{embedding.Fields[f].Name}.weight"]);      // [V, 1]
+            var values = Read(table);
+            if (values.Length != w.Length * d)
+                throw new InvalidOperationException($"LinearInDnn: field '{embedding.Fields[f].Name}' has {values.Length / d} embedding rows but {w.Length} LR weights.");
+            for (int v = 0; v < w.Length; v++) values[v * d] = w[v];
+            Write(table, values);
+        }
     }
 
     private static float[] Read(Tensor<float> t)

@@ -21,17 +21,14 @@ public sealed class SearchSpace
 
     /// <summary>
     /// The grid <c>tune</c> searches when none is given (docs/results.md, "Tuning"): logistic regression — FTRL's α and
-    /// λ2; the other models — learning rate (WDL's grid one step lower, around its 1e-4 default), embedding weight decay and
-    /// dropout (FM and LR have no DNN, so no dropout).
+    /// λ2; the other models — learning rate around the 1e-3 default, embedding weight decay and dropout (FM and LR have no
+    /// DNN, so no dropout).
     /// </summary>
     public static SearchSpace DefaultFor(ModelKind kind)
     {
         if (kind == ModelKind.Lr)
             return new SearchSpace().AddSpec("ftrlAlpha=0.3|0.5|1|2").AddSpec("ftrlL2=0.00001|0.0001|0.0003|0.001");
-        // WDL's and xDeepFM's default deep learning rate is 1e-4 (TrainingSettings.For): their grid is shifted down one
-        // step to contain it.
-        var rates = kind is ModelKind.Wdl or ModelKind.XDeepFm ? "lr=0.0001|0.0003|0.001" : "lr=0.0003|0.001|0.003";
-        var space = new SearchSpace().AddSpec(rates).AddSpec("weightDecayEmbedding=0|0.01|0.1");
+        var space = new SearchSpace().AddSpec("lr=0.0003|0.001|0.003").AddSpec("weightDecayEmbedding=0|0.01|0.1");
         return kind == ModelKind.Fm ? space : space.AddSpec("dropout=0|0.2");
     }
 

@@ -136,33 +136,23 @@ public sealed record TrainingSettings
     public TablePlacement TablePlacement(IProcessGroup group) =>
         new(EmbeddingSharding, group, MaxTableBytesPerRank, OptimizerSlots);
 
-    /// <summary>The Adam learning rate of WDL's deep part (beside its FTRL wide part): <see cref="For"/> explains why it is lower.</summary>
-    public const float WdlDeepLearningRate = 1e-4f;
-
-    /// <summary>The Adam learning rate of xDeepFM's FM, CIN and DNN parts (beside its FTRL wide part), lower for WDL's reason
-    /// (<see cref="For"/>).</summary>
-    public const float XDeepFmDeepLearningRate = 1e-4f;
-
     /// <summary>
     /// The defaults for a model kind (docs/results.md, "Defaults"): logistic regression trains with FTRL; a model with a
-    /// wide part (FM, WDL, DeepFM, xDeepFM) trains that part with FTRL beside Adam; DNN and DCN with <c>new TrainingSettings()</c>.
-    /// WDL's deep part trains at Adam 1e-4 (<see cref="WdlDeepLearningRate"/>) instead of 1e-3: its wide part is a whole
-    /// logistic regression that FTRL needs several epochs to fit, while a [400, 400] DNN at 1e-3 memorises small data within
-    /// one or two epochs; early stopping then ends the run before the wide part has converged. At 1e-4 the deep part learns
-    /// what the wide part cannot while the wide part converges (validation logloss of WDL no worse than LR's). xDeepFM
-    /// (<see cref="XDeepFmDeepLearningRate"/>) has the same failure at 1e-3 — its best validation point is often the first
-    /// epoch — and the same cure; FM and DeepFM keep 1e-3 (the datasets disagree there). Every model with a wide part beside
-    /// others (FM, WDL, DeepFM, xDeepFM, FFM) trains it first (<see cref="WideFirst"/>): the same failure removed at its root,
-    /// chosen on validation over four sets (it never lost more than 0.0011 AUC on one and gained up to 0.065 on another).
-    /// The DNN starts from a fitted logistic regression written into its own weights (<see cref="LinearInDnn"/>) for the
-    /// same reason: alone it ends below a plain LR in AUC and logloss on every set measured; from the LR it never does.
+    /// wide part (FM, WDL, DeepFM, xDeepFM) trains that part with FTRL beside Adam 1e-3; DNN and DCN with
+    /// <c>new TrainingSettings()</c>. Every model with a wide part beside others (FM, WDL, DeepFM, xDeepFM, FFM) trains it
+    /// first (<see cref="WideFirst"/>): trained jointly from scratch, a [400, 400] DNN memorises small data within one or
+    /// two epochs and early stopping ends the run before the wide part — a whole logistic regression that FTRL needs many
+    /// epochs to fit — has converged (chosen on validation over four sets: it never lost more than 0.0011 AUC on one and
+    /// gained up to 0.065 on another). The DNN starts from a fitted logistic regression written into its own weights
+    /// (<see cref="LinearInDnn"/>) for the same reason: alone it ends below a plain LR in AUC and logloss on every set
+    /// measured; from the LR it never does. WDL's and xDeepFM's deep parts trained at Adam 1e-4 while they trained jointly
+    /// from scratch (the cure for that failure before wide-first); with the wide part first and its weights also in
+    /// column 0 of their embedding they train at 1e-3 and learn interactions the slower rate never reached.
     /// </summary>
     public static TrainingSettings For(ModelKind kind) => kind switch
     {
         ModelKind.Lr => new TrainingSettings { Optimizer = OptimizerKind.Ftrl },
-        ModelKind.Wdl => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, LearningRate = WdlDeepLearningRate, WideFirst = true },
-        ModelKind.XDeepFm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, LearningRate = XDeepFmDeepLearningRate, WideFirst = true },
-        ModelKind.DeepFm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, WideFirst = true },
+        ModelKind.Wdl or ModelKind.XDeepFm or ModelKind.DeepFm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, WideFirst = true },
         ModelKind.Fm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, WideFirst = true },
         ModelKind.Ffm => new TrainingSettings { WideFirst = true },
         ModelKind.Dnn => new TrainingSettings { WideFirst = true },

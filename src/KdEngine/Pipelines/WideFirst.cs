@@ -76,7 +76,14 @@ public static class WideFirst
             source.Backend.Download(source.Storage, values);
             p.Tensor.Backend.Upload(values, p.Tensor.Storage);
         }
-        var silenced = model.Parts.Where(part => part.ZeroOutputLayer()).Select(part => part.GetType().Name.Replace("Part", "", StringComparison.Ordinal)).ToList();
+        var zeroed = model.Parts.Select(part => (Part: part, Zeroed: part.ZeroOutputLayer())).ToList();
+        var silenced = zeroed.Where(z => z.Zeroed).Select(z => z.Part.GetType().Name.Replace("Part", "", StringComparison.Ordinal)).ToList();
+        // When every part that reads the shared embedding starts silent (WDL, xDeepFM; not FM/DeepFM/FFM, whose products of
+        // embeddings cannot be zeroed), the fitted wide weights also become column 0 of the embedding, as in a DNN's start
+        // (LinearInDnn): the deep parts then read each id's fitted first-order effect from the first step instead of only
+        // 0.01-std noise, and learn interactions on top of it. The start still scores exactly as the LR.
+        bool seeded = model.Embedding is { IsSharded: false } && zeroed.Where(z => z.Part.ReadsEmbedding).All(z => z.Zeroed);
+        if (seeded) LinearInDnn.WriteFirstColumn(model.Embedding!, fitted);
         optimizer.ReloadDeviceParameters(); // an optimizer holding device copies of the weights takes the new ones
         // The wide part goes on training where its stage left it: with its own optimizer (FTRL beside Adam, the default)
         // that optimizer takes the stage's state — FTRL's z, n and step counts, without which its per-coordinate rates
@@ -86,7 +93,7 @@ public static class WideFirst
             member.ImportState(wideOptimizer.ExportState());
         optimizer.AnchorStateToWeights();
         progress?.WriteLine($"joint training from the fitted wide part ({(silenced.Count > 0 ? string.Join(", ", silenced) + " output layer(s) start at zero; " : "")}" +
-            "the start is validation point 0, a candidate for the restored weights)");
+            (seeded ? "its weights also start column 0 of the embedding; " : "") + "the start is validation point 0, a candidate for the restored weights)");
         var report = fit(options with { ValidateAtStart = true }, objective, optimizer);
         return report with { WideStage = wideReport };
     }

@@ -95,29 +95,24 @@ public class FtrlConvergenceTests
             "one rule for everything needs no group");
     }
     [Test]
-    public void Wdl_and_xdeepfm_defaults_train_the_deep_parts_at_the_lower_rate_beside_ftrl_and_their_default_grids_contain_that_rate()
+    public void Wide_models_train_their_wide_part_with_ftrl_beside_adam_1e3_and_every_default_grid_contains_the_default_rate()
     {
         var parts = new SyntheticCtr(new SyntheticCtrOptions { Fields = 4, VocabSize = 50, Seed = 3 }).Generate(200).Split([8, 1, 1]);
         var (fields, columns, _) = ModelInputs.From(parts[0].FeatureSpace);
-        var wdl = new ZooModel(new ModelConfig { Model = ModelKind.Wdl, EmbeddingDim = 4, Dnn = [8] }, fields, columns);
-        var group = (OptimizerGroup)TrainingSettings.For(ModelKind.Wdl).BuildOptimizer(wdl.Parameters().Select(p => p.Tensor));
-        Assert.That(group.Members[0], Is.TypeOf<Ftrl>());
-        Assert.That(group.Members[1], Is.TypeOf<Adam>());
-        Assert.That(group.Members[1].LearningRate, Is.EqualTo(1e-4f), "WDL's deep part: Adam 1e-4");
-        Assert.That(TrainingSettings.WdlDeepLearningRate, Is.EqualTo(1e-4f));
-        foreach (var kind in new[] { ModelKind.Dnn, ModelKind.DeepFm, ModelKind.Fm, ModelKind.Dcn })
-            Assert.That(TrainingSettings.For(kind).LearningRate, Is.EqualTo(1e-3f), $"{kind} keeps Adam 1e-3");
-        var rates = SearchSpace.DefaultFor(ModelKind.Wdl).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>());
-        Assert.That(rates, Does.Contain(TrainingSettings.WdlDeepLearningRate), "tune's WDL grid contains the default");
-        var xdeepfm = new ZooModel(new ModelConfig { Model = ModelKind.XDeepFm, EmbeddingDim = 4, Dnn = [8], Cin = [4] }, fields, columns);
-        var xGroup = (OptimizerGroup)TrainingSettings.For(ModelKind.XDeepFm).BuildOptimizer(xdeepfm.Parameters().Select(p => p.Tensor));
-        Assert.That(xGroup.Members[0], Is.TypeOf<Ftrl>());
-        Assert.That(xGroup.Members[1], Is.TypeOf<Adam>());
-        Assert.That(xGroup.Members[1].LearningRate, Is.EqualTo(TrainingSettings.XDeepFmDeepLearningRate).And.EqualTo(1e-4f), "xDeepFM's FM, CIN and DNN: Adam 1e-4");
-        var xRates = SearchSpace.DefaultFor(ModelKind.XDeepFm).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>());
-        Assert.That(xRates, Does.Contain(TrainingSettings.XDeepFmDeepLearningRate), "tune's xDeepFM grid contains the default");
-        Assert.That(SearchSpace.DefaultFor(ModelKind.Dnn).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>()),
-            Does.Contain(new TrainingSettings().LearningRate));
+        foreach (var kind in new[] { ModelKind.Wdl, ModelKind.XDeepFm, ModelKind.DeepFm, ModelKind.Fm })
+        {
+            var model = new ZooModel(new ModelConfig { Model = kind, EmbeddingDim = 4, Dnn = [8], Cin = [4] }, fields, columns);
+            var group = (OptimizerGroup)TrainingSettings.For(kind).BuildOptimizer(model.Parameters().Select(p => p.Tensor));
+            Assert.That(group.Members[0], Is.TypeOf<Ftrl>(), $"{kind}: the wide part");
+            Assert.That(group.Members[1], Is.TypeOf<Adam>(), $"{kind}: the other parts");
+            Assert.That(group.Members[1].LearningRate, Is.EqualTo(1e-3f), $"{kind}: Adam 1e-3");
+        }
+        foreach (var kind in Enum.GetValues<ModelKind>().Where(k => k != ModelKind.Lr))
+        {
+            Assert.That(TrainingSettings.For(kind).LearningRate, Is.EqualTo(1e-3f), $"{kind} trains at Adam 1e-3");
+            Assert.That(SearchSpace.DefaultFor(kind).Parameters.Single(p => p.Name == "lr").Values.Select(v => (float)v!.GetValue<double>()),
+                Does.Contain(TrainingSettings.For(kind).LearningRate), $"tune's {kind} grid contains the default");
+        }
     }
 
     [Test]

@@ -98,6 +98,13 @@ public class WideFirstTests
                 Assert.That(values, Is.All.EqualTo(0f), $"{name} starts at zero");
         }
         Assert.That(jointStart!.Keys.Count(n => n.EndsWith("_out.weight", StringComparison.Ordinal)), Is.EqualTo(kind == ModelKind.XDeepFm ? 2 : 1));
+        // Every part reading the embedding starts silent, so the fitted wide weights also start column 0 of the embedding.
+        foreach (var field in model.Embedding!.Fields)
+        {
+            var table = jointStart[$"embedding.{field.Name}.weight"];
+            var w = fittedWide![$"linear.{field.Name}.weight"];
+            Assert.That(Enumerable.Range(0, w.Length).Select(v => table[v * 4]), Is.EqualTo(w), $"column 0 of embedding.{field.Name}");
+        }
 
         // The wide part's FTRL goes on from the stage's state: the same n (per-coordinate rates) and step count.
         var stageState = wideStageOptimizer!.ExportState().ToDictionary(e => e.Name, e => e.Data);
@@ -115,7 +122,26 @@ public class WideFirstTests
         Assert.That(final.LogLoss, Is.EqualTo(report.Best!.LogLoss).Within(1e-7));
         Assert.That(final.LogLoss, Is.LessThanOrEqualTo(report.History.Min(p => p.LogLoss) * (1 + settings.GuardBand) + 1e-12));
         Assert.That(log.ToString(), Does.Contain("wide part first: logistic regression on the same features (ftrl α 1 λ2 0.0001)")
-            .And.Contain("joint training from the fitted wide part (Dnn"));
+            .And.Contain("joint training from the fitted wide part (Dnn").And.Contain("its weights also start column 0 of the embedding"));
+    }
+
+    [Test]
+    public void A_model_whose_embedding_products_cannot_be_silenced_keeps_its_embedding_as_initialised()
+    {
+        // DeepFM's FM term multiplies embeddings: LR weights in column 0 would add Σ w_i·w_j to the start, so they are not written.
+        var model = Build(ModelKind.DeepFm, Train);
+        var initial = model.Embedding!.Tables.Select(t => t.ToArray()).ToArray();
+        var settings = TrainingSettings.For(ModelKind.DeepFm) with { Epochs = 2, BatchSize = 128, Patience = 1, WideFirst = true };
+        float[][]? atJointStart = null;
+        var log = new StringWriter();
+        WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings, settings.ToTrainerOptions(),
+            (o, objective, optimizer) =>
+            {
+                if (o.ValidateAtStart) atJointStart = model.Embedding.Tables.Select(t => t.ToArray()).ToArray();
+                return new Trainer(o).Fit(objective, optimizer, Train, Valid);
+            }, log);
+        Assert.That(atJointStart, Is.EqualTo(initial));
+        Assert.That(log.ToString(), Does.Contain("joint training from the fitted wide part").And.Not.Contain("column 0 of the embedding"));
     }
 
     private sealed class Parts : EncodedTuneData
