@@ -160,7 +160,9 @@ public static class Accuracy
             var settings = TrainingSettings.For(kind) with { Seed = seed };
             var model = CtrPipeline.BuildModel(new ModelConfig { Model = kind, Seed = seed }, fields);
             var opt = settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor));
-            new Trainer(settings.ToTrainerOptions()).Fit(new SupervisedObjective(model), opt, train, valid);
+            // As `kdengine train` does: through WideFirst (the wide part, or a DNN's logistic regression, fitted first).
+            WideFirst.Fit(new SupervisedObjective(model), opt, settings, settings.ToTrainerOptions(),
+                (options, objective, optimizer) => new Trainer(options).Fit(objective, optimizer, train, valid));
             return (Trainer.Evaluate(model, valid).Result, d => CtrPipeline.Logits(model, d));
         }
         var stopping = new TrainerOptions { Epochs = o.MaxEpochs, BatchSize = 256, Patience = 3, Metric = StoppingMetric.Both, Seed = seed };
