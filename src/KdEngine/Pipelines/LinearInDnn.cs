@@ -102,12 +102,8 @@ public static class LinearInDnn
         }
     }
 
-    private static float[] Read(Tensor<float> t)
-    {
-        var values = new float[t.Length];
-        t.Backend.Download(t.Storage, values);
-        return values;
-    }
+    // ToArray, not a raw download: it first applies any lazily deferred weight decay to the rows (the tables' true values).
+    private static float[] Read(Tensor<float> t) => t.ToArray();
 
     private static void Write(Tensor<float> t, float[] values) => t.Backend.Upload(values, t.Storage);
 }

@@ -71,9 +71,7 @@ public static class WideFirst
         }
         foreach (var p in model.Parameters().Where(p => TrainingSettings.IsWideParameter(p.Name)))
         {
-            var source = fitted[p.Name];
-            var values = new float[source.Length];
-            source.Backend.Download(source.Storage, values);
+            var values = fitted[p.Name].ToArray(); // with any lazily deferred decay applied
             p.Tensor.Backend.Upload(values, p.Tensor.Storage);
         }
         var zeroed = model.Parts.Select(part => (Part: part, Zeroed: part.ZeroOutputLayer())).ToList();

@@ -126,6 +126,23 @@ public class WideFirstTests
     }
 
     [Test]
+    public void A_wide_part_fitted_with_lazy_weight_decay_carries_over_with_its_decay_applied()
+    {
+        // Adam with decoupled decay on the tables defers each row's missed decay until it is read: the copy must read the
+        // rows' true values, so that the start still scores exactly as the fitted logistic regression.
+        var model = Build(ModelKind.Wdl, Train);
+        var settings = TrainingSettings.For(ModelKind.Wdl) with
+        {
+            WideOptimizer = OptimizerKind.Adam, WideLearningRate = 0.01f, WeightDecayEmbedding = 0.5f, Epochs = 3, BatchSize = 64, Patience = 1, WideFirst = true,
+        };
+        var report = WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings,
+            settings.ToTrainerOptions(), (o, objective, optimizer) => new Trainer(o).Fit(objective, optimizer, Train, Valid));
+        Assert.That(report.History[0].Step, Is.EqualTo(0));
+        Assert.That(report.History[0].LogLoss, Is.EqualTo(report.WideStage!.Best!.LogLoss).Within(1e-6));
+        Assert.That(report.History[0].Auc, Is.EqualTo(report.WideStage.Best!.Auc).Within(1e-9));
+    }
+
+    [Test]
     public void A_model_whose_embedding_products_cannot_be_silenced_keeps_its_embedding_as_initialised()
     {
         // DeepFM's FM term multiplies embeddings: LR weights in column 0 would add Σ w_i·w_j to the start, so they are not written.
