@@ -5,8 +5,9 @@ using KdEngine.Tensors;
 namespace KdEngine.Pipelines;
 
 /// <summary>
-/// Writes a fitted logistic regression into a DNN's own weights, so that the DNN's logit equals the LR's exactly — the
-/// DNN's form of training the wide part first (<see cref="WideFirst"/>), for a model that has no wide part to copy into.
+/// Writes a fitted logistic regression into a DNN's own weights, so that the model's logit equals the LR's exactly — the
+/// DNN's (and DCN's) form of training the wide part first (<see cref="WideFirst"/>), for a model that has no wide part to
+/// copy into. In DCN the MLP beside the cross network carries it, and the combination layer reads only its two units.
 /// </summary>
 /// <remarks>
 /// With s = b + Σ_f w_f[id_f] the LR's logit (a multi-valued field pools its ids' w as its embeddings are pooled, a
@@ -29,6 +30,8 @@ public static class LinearInDnn
     public static void CheckApplies(ZooModel model)
     {
         var c = model.Config;
+        if (c.Model is not (ModelKind.Dnn or ModelKind.Dcn))
+            throw new ConfigException($"training: a logistic regression is written into the DNN of a dnn or dcn model; the model is {c.Model.ToString().ToLowerInvariant()}.");
         if (c.DnnActivation != Activation.Relu)
             throw new ConfigException($"training: wideFirst writes the fitted logistic regression into the DNN through ReLU units; dnnActivation is {c.DnnActivation.ToString().ToLowerInvariant()} (use relu, or wideFirst off).");
         if (c.Dnn.Any(w => w < 2))
@@ -77,12 +80,17 @@ public static class LinearInDnn
             Write(layer.Bias!, b);
         }
 
-        var outWeight = Read(named["dnn_out.weight"]);                              // [1, H_last]
+        // The output layer: the DNN's dnn_out [1, H_last]; DCN's combination layer dcn_out [1, F·D + H_last] reads the
+        // cross network's F·D outputs first, then the MLP's units (their weights stay zero: the cross terms start silent).
+        bool dcn = model.Config.Model == ModelKind.Dcn;
+        string outName = dcn ? "dcn_out" : "dnn_out";
+        int offset = dcn ? fields * d : 0;
+        var outWeight = Read(named[outName + ".weight"]);
         Array.Clear(outWeight);
-        outWeight[0] = 1f;
-        outWeight[1] = -1f;
-        Write(named["dnn_out.weight"], outWeight);
-        if (named.TryGetValue("dnn_out.bias", out var outBias)) Write(outBias, [0f]);
+        outWeight[offset] = 1f;
+        outWeight[offset + 1] = -1f;
+        Write(named[outName + ".weight"], outWeight);
+        if (named.TryGetValue(outName + ".bias", out var outBias)) Write(outBias, [0f]);
     }
 
     /// <summary>Column 0 of every row of <paramref name="embedding"/>'s tables [V_f, D] ← that id's weight in the fitted LR

@@ -46,7 +46,7 @@ public static class WideFirst
         // Stage 1: a logistic regression over the model's own fields and batch columns. Its parameters carry the wide
         // part's names (linear.{field}.weight [V, 1], linear.bias [1]), so they copy across by name.
         var linear = new ZooModel(model.Config with { Model = ModelKind.Lr }, model.Fields, model.Columns);
-        bool intoDnn = model.Config.Model == ModelKind.Dnn;
+        bool intoDnn = model.Config.Model is ModelKind.Dnn or ModelKind.Dcn;
         // A DNN has no wide part whose optimizer the stage could borrow; its logistic regression trains with FTRL (the
         // LR's own default, with the settings' α and λ2) unless a wide optimizer is named.
         var wideSettings = intoDnn
@@ -65,7 +65,7 @@ public static class WideFirst
             LinearInDnn.Write(model, fitted);
             optimizer.ReloadDeviceParameters();
             optimizer.AnchorStateToWeights();
-            progress?.WriteLine("joint training from the fitted logistic regression written into the DNN (embedding column 0 holds its weights, " +
+            progress?.WriteLine($"joint training from the fitted logistic regression written into the {(model.Config.Model == ModelKind.Dcn ? "DCN's " : "")}DNN (embedding column 0 holds its weights, " +
                 "two ReLU units per hidden layer carry its logit, the other output weights start at zero; the start is validation point 0, a candidate for the restored weights)");
             return fit(options with { ValidateAtStart = true }, objective, optimizer) with { WideStage = wideReport };
         }
@@ -109,7 +109,7 @@ public static class WideFirst
     /// DNN alone (the fitted logistic regression is written into its weights; needs ReLU and hidden layers ≥ 2 wide).</summary>
     public static bool Supports(ModelKind kind)
     {
-        if (kind == ModelKind.Dnn) return true;
+        if (kind is ModelKind.Dnn or ModelKind.Dcn) return true;
         var recipe = ZooModel.RecipeOf(kind);
         return recipe.Length > 1 && recipe.Contains(WidePart.Recipe);
     }
@@ -120,8 +120,8 @@ public static class WideFirst
             throw new ConfigException($"training: wideFirst needs a zoo model with a wide part; the model trained is a {predictor.TypeName}.");
         if (!Supports(model.Config.Model))
             throw new ConfigException($"training: wideFirst trains a wide part before the rest of the model, and {model.TypeName} has " +
-                (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm; and dnn, which carries the fitted logistic regression in its own weights).");
-        if (model.Config.Model == ModelKind.Dnn) LinearInDnn.CheckApplies(model);
+                (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm; and dnn and dcn, which carry the fitted logistic regression in their own weights).");
+        if (model.Config.Model is ModelKind.Dnn or ModelKind.Dcn) LinearInDnn.CheckApplies(model);
         return model;
     }
 

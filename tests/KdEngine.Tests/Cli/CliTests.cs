@@ -247,8 +247,8 @@ public class CliTests
         Assert.That(joint, Does.Not.Contain("wide part first").And.Not.Contain("wide part fitted first"));
         Assert.That(Ok("train", "--model", "wdl", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "wdl-default.kde")),
             Does.Contain("wide part first: logistic regression"), "on by default for wdl");
-        Assert.That(Fails("train", "--model", "dcn", "--data", _criteo, "--wide-first", "on", "--out", Path.Combine(_dir, "x.kde")),
-            Does.Contain("wideFirst").And.Contain("dcn has no wide part"));
+        Assert.That(Fails("train", "--model", "dcnv2", "--data", _criteo, "--wide-first", "on", "--out", Path.Combine(_dir, "x.kde")),
+            Does.Contain("wideFirst").And.Contain("dcnv2 has no wide part"));
         Assert.That(Ok("train", "--model", "dnn", "--data", _criteo, "--epochs", "1", "--out", Path.Combine(_dir, "dnn-default.kde")),
             Does.Contain("wide part first: logistic regression").And.Contain("written into the DNN"), "on by default for dnn");
         string tanh = Path.Combine(_dir, "dnn-tanh.json");

@@ -207,7 +207,7 @@ public class WideFirstTests
     {
         foreach (var kind in Enum.GetValues<ModelKind>())
             Assert.That(TrainingSettings.For(kind).WideFirst,
-                Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm or ModelKind.Dnn), kind.ToString());
+                Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm or ModelKind.Dnn or ModelKind.Dcn), kind.ToString());
         Assert.That(new TrainingSettings().WideFirst, Is.False);
     }
 
@@ -241,7 +241,7 @@ public class WideFirstTests
         Assert.That(log.ToString(), Does.Contain("wide part first: not applied — the tables are row-sharded"));
     }
 
-    [TestCase(ModelKind.Dcn, "dcn has no wide part")]
+    [TestCase(ModelKind.DcnV2, "dcnv2 has no wide part")]
     [TestCase(ModelKind.Lr, "lr has nothing beside its wide part")]
     public void Models_without_a_wide_part_beside_others_are_refused_before_anything_trains(ModelKind kind, string message)
     {
@@ -253,12 +253,13 @@ public class WideFirstTests
         Assert.That(e!.Message, Does.Contain("wideFirst").And.Contain(message));
         Assert.That(calls, Is.Zero);
         Assert.That(WideFirst.Supports(kind), Is.False);
-        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm, ModelKind.Dnn })
+        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm, ModelKind.Dnn, ModelKind.Dcn })
             Assert.That(WideFirst.Supports(k), Is.True, k.ToString());
     }
 
-    [Test]
-    public void A_dnn_written_from_a_logistic_regression_scores_exactly_as_it()
+    [TestCase(ModelKind.Dnn)]
+    [TestCase(ModelKind.Dcn)]
+    public void A_dnn_written_from_a_logistic_regression_scores_exactly_as_it(ModelKind kind)
     {
         // Odd sizes, a value-scaled field and a mean-pooled bag: column 0 of every embedding must pool and scale as the
         // LR's weight does, and three hidden layers must pass relu(s) − relu(−s) = s through.
@@ -278,7 +279,8 @@ public class WideFirstTests
             for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 6 - 3);
             p.Tensor.Backend.Upload(values, p.Tensor.Storage);
         }
-        var dnn = new ZooModel(new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 5, Dnn = [13, 9, 3], Seed = 4 }, fields, columns);
+        // DCN: the cross network beside the MLP reads the same x0 (column 0 now the LR's weights); its outputs start silent.
+        var dnn = new ZooModel(new ModelConfig { Model = kind, EmbeddingDim = 5, Dnn = [13, 9, 3], CrossLayers = 2, Seed = 4 }, fields, columns);
         var untouched = dnn.Parameters().Single(p => p.Name == "embedding.a.weight").Tensor.ToArray();
         LinearInDnn.Write(dnn, lr.Parameters().ToDictionary(p => p.Name, p => p.Tensor));
 
