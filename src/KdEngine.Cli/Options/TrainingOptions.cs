@@ -69,7 +69,7 @@ internal sealed class TrainingOptions
 
     // A string, not a bool: System.CommandLine reads a bool option as a flag and leaves "on"/"off" as a stray argument.
     public Option<string> WideFirst { get; } = CliOptions.Parsed("--wide-first", "on|off",
-        "fm/wdl/deepfm/xdeepfm/ffm/dnn/dcn (on by default for them): fit the wide part alone first (a logistic regression to its early stop), then train jointly from it with the other parts' outputs at zero, the start kept as a restore candidate (a dnn or dcn, which has no wide part, carries the fitted regression in its DNN's own weights); off: every part trains jointly from its random init",
+        "fm/wdl/deepfm/xdeepfm/ffm/dnn/dcn/dcnv2 (on by default for them): fit the wide part alone first (a logistic regression to its early stop), then train jointly from it with the other parts' outputs at zero, the start kept as a restore candidate (dnn, dcn and dcnv2 have no wide part: their DNN carries the fitted regression in its own weights); off: every part trains jointly from its random init",
         text => text.ToLowerInvariant() switch { "on" => "on", "off" => "off", _ => throw new ArgumentException($"expected on or off, not '{text}'.") },
         fallback: null);
 

@@ -7,7 +7,8 @@ namespace KdEngine.Pipelines;
 /// <summary>
 /// Writes a fitted logistic regression into a DNN's own weights, so that the model's logit equals the LR's exactly — the
 /// DNN's (and DCN's) form of training the wide part first (<see cref="WideFirst"/>), for a model that has no wide part to
-/// copy into. In DCN the MLP beside the cross network carries it, and the combination layer reads only its two units.
+/// copy into. In DCN and DCN-V2 (parallel) the MLP beside the cross network carries it, and the combination layer reads
+/// only its two units.
 /// </summary>
 /// <remarks>
 /// With s = b + Σ_f w_f[id_f] the LR's logit (a multi-valued field pools its ids' w as its embeddings are pooled, a
@@ -26,18 +27,21 @@ namespace KdEngine.Pipelines;
 /// </remarks>
 public static class LinearInDnn
 {
-    /// <summary>Throws a <see cref="ConfigException"/> when <paramref name="model"/> (a DNN) cannot carry an LR this way.</summary>
-    public static void CheckApplies(ZooModel model)
+    /// <summary>Why <paramref name="model"/> cannot carry an LR this way, or null when it can.</summary>
+    public static string? WhyNot(ZooModel model)
     {
         var c = model.Config;
-        if (c.Model is not (ModelKind.Dnn or ModelKind.Dcn))
-            throw new ConfigException($"training: a logistic regression is written into the DNN of a dnn or dcn model; the model is {c.Model.ToString().ToLowerInvariant()}.");
+        if (c.Model is not (ModelKind.Dnn or ModelKind.Dcn or ModelKind.DcnV2))
+            return $"a logistic regression is written into the DNN of a dnn, dcn or dcnv2 model, and the model is {model.TypeName}";
         if (c.DnnActivation != Activation.Relu)
-            throw new ConfigException($"training: wideFirst writes the fitted logistic regression into the DNN through ReLU units; dnnActivation is {c.DnnActivation.ToString().ToLowerInvariant()} (use relu, or wideFirst off).");
+            return $"the fitted logistic regression passes through ReLU units, and dnnActivation is {c.DnnActivation.ToString().ToLowerInvariant()}";
         if (c.Dnn.Any(w => w < 2))
-            throw new ConfigException($"training: wideFirst carries the fitted logistic regression in two units of every DNN layer; dnn = [{string.Join(", ", c.Dnn)}] has a layer narrower than 2.");
+            return $"two units of every DNN layer carry the fitted logistic regression, and dnn = [{string.Join(", ", c.Dnn)}] has a layer narrower than 2";
+        if (c.Model == ModelKind.DcnV2 && c.CrossStructure == CrossStructure.Stacked)
+            return "the DNN that carries the fitted logistic regression must read x0, and dcnv2's crossStructure is stacked (its DNN reads the cross network's output)";
         if (model.Dnn is { SharedLayers: > 0 })
-            throw new ConfigException("training: wideFirst would rewrite DNN layers this model shares with another; train it with wideFirst off.");
+            return "the DNN layers that would carry the fitted logistic regression are shared with another model";
+        return null;
     }
 
     /// <summary>
@@ -46,21 +50,26 @@ public static class LinearInDnn
     /// </summary>
     public static void Write(ZooModel model, IReadOnlyDictionary<string, Tensor<float>> fitted)
     {
-        CheckApplies(model);
+        if (WhyNot(model) is { } why) throw new ConfigException($"training: wideFirst cannot start this model from a logistic regression: {why}.");
         var embedding = model.Embedding ?? throw new InvalidOperationException("LinearInDnn: the DNN has no embedding.");
-        var mlp = model.Dnn ?? throw new InvalidOperationException("LinearInDnn: the model has no DNN.");
         var named = model.Parameters().ToDictionary(p => p.Name, p => p.Tensor, StringComparer.Ordinal);
+        // The MLP's layers by name (dnn.{i}.weight [out, in], dnn.{i}.bias [out]): DCN-V2 does not expose its MLP as the
+        // model's shareable DNN, but names it the same way.
+        var layers = new List<(Tensor<float> Weight, Tensor<float> Bias)>();
+        while (named.TryGetValue($"dnn.{layers.Count}.weight", out var w) && named.TryGetValue($"dnn.{layers.Count}.bias", out var bb))
+            layers.Add((w, bb));
+        if (layers.Count == 0) throw new InvalidOperationException("LinearInDnn: the model has no DNN.");
         int d = embedding.Dim, fields = embedding.FieldCount;
         float bias = Read(fitted["linear.bias"])[0];
 
         WriteFirstColumn(embedding, fitted);
 
-        for (int i = 0; i < mlp.Depth; i++)
+        for (int i = 0; i < layers.Count; i++)
         {
-            var layer = mlp.Layers[i];
-            int ins = layer.InFeatures;
-            var weight = Read(layer.Weight);                                        // [out, in], row-major
-            var b = Read(layer.Bias!);                                              // [out]
+            var (layerWeight, layerBias) = layers[i];
+            int ins = layerWeight.Shape[1];
+            var weight = Read(layerWeight);                                         // [out, in], row-major
+            var b = Read(layerBias);                                                // [out]
             Array.Clear(weight, 0, 2 * ins);                                        // rows 0 and 1
             if (i == 0)
             {
@@ -76,13 +85,13 @@ public static class LinearInDnn
                 b[0] = 0f;
                 b[1] = 0f;
             }
-            Write(layer.Weight, weight);
-            Write(layer.Bias!, b);
+            Write(layerWeight, weight);
+            Write(layerBias, b);
         }
 
         // The output layer: the DNN's dnn_out [1, H_last]; DCN's combination layer dcn_out [1, F·D + H_last] reads the
         // cross network's F·D outputs first, then the MLP's units (their weights stay zero: the cross terms start silent).
-        bool dcn = model.Config.Model == ModelKind.Dcn;
+        bool dcn = model.Config.Model is ModelKind.Dcn or ModelKind.DcnV2;
         string outName = dcn ? "dcn_out" : "dnn_out";
         int offset = dcn ? fields * d : 0;
         var outWeight = Read(named[outName + ".weight"]);

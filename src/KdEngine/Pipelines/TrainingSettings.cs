@@ -108,7 +108,7 @@ public sealed record TrainingSettings
     /// Train the wide part first: a logistic regression over the same features fitted alone to its early stop, copied into
     /// the wide part, the other parts' output layers started at zero, and that start kept as a restore candidate
     /// (<see cref="WideFirst"/>, <see cref="TrainerOptions.ValidateAtStart"/>). For models with a wide part beside others,
-    /// and for the DNN and DCN, which have none: the logistic regression (FTRL unless <see cref="WideOptimizer"/> names
+    /// and for the DNN, DCN and DCN-V2, which have none: the logistic regression (FTRL unless <see cref="WideOptimizer"/> names
     /// another) is written into the DNN's own weights (<see cref="LinearInDnn"/>), so the model starts as that LR.
     /// </summary>
     public bool WideFirst { get; init; }
@@ -143,7 +143,7 @@ public sealed record TrainingSettings
     /// first (<see cref="WideFirst"/>): trained jointly from scratch, a [400, 400] DNN memorises small data within one or
     /// two epochs and early stopping ends the run before the wide part — a whole logistic regression that FTRL needs many
     /// epochs to fit — has converged (chosen on validation over four sets: it never lost more than 0.0011 AUC on one and
-    /// gained up to 0.065 on another). The DNN (and DCN's DNN) starts from a fitted logistic regression written into its
+    /// gained up to 0.065 on another). The DNN (and DCN's and DCN-V2's DNN) starts from a fitted logistic regression written into its
     /// own weights (<see cref="LinearInDnn"/>) for the same reason: alone it ends below a plain LR in AUC and logloss on every set
     /// measured; from the LR it never does. WDL's and xDeepFM's deep parts trained at Adam 1e-4 while they trained jointly
     /// from scratch (the cure for that failure before wide-first); with the wide part first and its weights also in
@@ -155,7 +155,7 @@ public sealed record TrainingSettings
         ModelKind.Wdl or ModelKind.XDeepFm or ModelKind.DeepFm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, WideFirst = true },
         ModelKind.Fm => new TrainingSettings { WideOptimizer = OptimizerKind.Ftrl, WideFirst = true },
         ModelKind.Ffm => new TrainingSettings { WideFirst = true },
-        ModelKind.Dnn or ModelKind.Dcn => new TrainingSettings { WideFirst = true },
+        ModelKind.Dnn or ModelKind.Dcn or ModelKind.DcnV2 => new TrainingSettings { WideFirst = true },
         _ => new TrainingSettings(),
     };
 

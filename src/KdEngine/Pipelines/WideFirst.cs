@@ -36,6 +36,12 @@ public static class WideFirst
         ArgumentNullException.ThrowIfNull(fit);
         if (!settings.WideFirst) return fit(options, objective, optimizer);
         var model = CheckApplies(objective.Predictor);
+        if (LinearInModel(model) && LinearInDnn.WhyNot(model) is { } why)
+        {
+            // A default that cannot apply to this configuration must not make it fail: train as usual, and say why.
+            progress?.WriteLine($"wide part first: not applied — {why}; the model trains jointly from its random init");
+            return fit(options, objective, optimizer);
+        }
         if (RowSharding.Of(model) is not null)
         {
             // Row-sharded tables: the first stage's logistic regression would need the same sharding; train as usual, and say so.
@@ -46,7 +52,7 @@ public static class WideFirst
         // Stage 1: a logistic regression over the model's own fields and batch columns. Its parameters carry the wide
         // part's names (linear.{field}.weight [V, 1], linear.bias [1]), so they copy across by name.
         var linear = new ZooModel(model.Config with { Model = ModelKind.Lr }, model.Fields, model.Columns);
-        bool intoDnn = model.Config.Model is ModelKind.Dnn or ModelKind.Dcn;
+        bool intoDnn = LinearInModel(model);
         // A DNN has no wide part whose optimizer the stage could borrow; its logistic regression trains with FTRL (the
         // LR's own default, with the settings' α and λ2) unless a wide optimizer is named.
         var wideSettings = intoDnn
@@ -65,7 +71,7 @@ public static class WideFirst
             LinearInDnn.Write(model, fitted);
             optimizer.ReloadDeviceParameters();
             optimizer.AnchorStateToWeights();
-            progress?.WriteLine($"joint training from the fitted logistic regression written into the {(model.Config.Model == ModelKind.Dcn ? "DCN's " : "")}DNN (embedding column 0 holds its weights, " +
+            progress?.WriteLine($"joint training from the fitted logistic regression written into the {(model.Config.Model == ModelKind.Dnn ? "" : model.TypeName + "'s ")}DNN (embedding column 0 holds its weights, " +
                 "two ReLU units per hidden layer carry its logit, the other output weights start at zero; the start is validation point 0, a candidate for the restored weights)");
             return fit(options with { ValidateAtStart = true }, objective, optimizer) with { WideStage = wideReport };
         }
@@ -105,11 +111,15 @@ public static class WideFirst
         return group.Members.FirstOrDefault(m => m.Parameters.Count == wide.Count && m.Parameters.All(wide.Contains));
     }
 
+    /// <summary>A model without a wide part whose DNN carries the fitted logistic regression (<see cref="LinearInDnn"/>).</summary>
+    private static bool LinearInModel(ZooModel model) => model.Config.Model is ModelKind.Dnn or ModelKind.Dcn or ModelKind.DcnV2;
+
     /// <summary>Whether a model of this kind can train wide part first: a wide part beside at least one other part, or the
-    /// DNN alone (the fitted logistic regression is written into its weights; needs ReLU and hidden layers ≥ 2 wide).</summary>
+    /// DNN, DCN or DCN-V2 (the fitted logistic regression is written into the DNN's weights; a configuration that cannot
+    /// carry it — not ReLU, a layer narrower than 2, DCN-V2 stacked — trains jointly, with a printed note).</summary>
     public static bool Supports(ModelKind kind)
     {
-        if (kind is ModelKind.Dnn or ModelKind.Dcn) return true;
+        if (kind is ModelKind.Dnn or ModelKind.Dcn or ModelKind.DcnV2) return true;
         var recipe = ZooModel.RecipeOf(kind);
         return recipe.Length > 1 && recipe.Contains(WidePart.Recipe);
     }
@@ -120,8 +130,7 @@ public static class WideFirst
             throw new ConfigException($"training: wideFirst needs a zoo model with a wide part; the model trained is a {predictor.TypeName}.");
         if (!Supports(model.Config.Model))
             throw new ConfigException($"training: wideFirst trains a wide part before the rest of the model, and {model.TypeName} has " +
-                (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm; and dnn and dcn, which carry the fitted logistic regression in their own weights).");
-        if (model.Config.Model is ModelKind.Dnn or ModelKind.Dcn) LinearInDnn.CheckApplies(model);
+                (model.Config.Model == ModelKind.Lr ? "nothing beside its wide part" : "no wide part") + " (models with one: fm, wdl, deepfm, xdeepfm, ffm; and dnn, dcn and dcnv2, which carry the fitted logistic regression in their DNN's own weights).");
         return model;
     }
 

@@ -207,7 +207,7 @@ public class WideFirstTests
     {
         foreach (var kind in Enum.GetValues<ModelKind>())
             Assert.That(TrainingSettings.For(kind).WideFirst,
-                Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm or ModelKind.Dnn or ModelKind.Dcn), kind.ToString());
+                Is.EqualTo(kind is ModelKind.Fm or ModelKind.Wdl or ModelKind.DeepFm or ModelKind.XDeepFm or ModelKind.Ffm or ModelKind.Dnn or ModelKind.Dcn or ModelKind.DcnV2), kind.ToString());
         Assert.That(new TrainingSettings().WideFirst, Is.False);
     }
 
@@ -241,7 +241,6 @@ public class WideFirstTests
         Assert.That(log.ToString(), Does.Contain("wide part first: not applied — the tables are row-sharded"));
     }
 
-    [TestCase(ModelKind.DcnV2, "dcnv2 has no wide part")]
     [TestCase(ModelKind.Lr, "lr has nothing beside its wide part")]
     public void Models_without_a_wide_part_beside_others_are_refused_before_anything_trains(ModelKind kind, string message)
     {
@@ -253,12 +252,13 @@ public class WideFirstTests
         Assert.That(e!.Message, Does.Contain("wideFirst").And.Contain(message));
         Assert.That(calls, Is.Zero);
         Assert.That(WideFirst.Supports(kind), Is.False);
-        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm, ModelKind.Dnn, ModelKind.Dcn })
+        foreach (var k in new[] { ModelKind.Wdl, ModelKind.DeepFm, ModelKind.XDeepFm, ModelKind.Fm, ModelKind.Ffm, ModelKind.Dnn, ModelKind.Dcn, ModelKind.DcnV2 })
             Assert.That(WideFirst.Supports(k), Is.True, k.ToString());
     }
 
     [TestCase(ModelKind.Dnn)]
     [TestCase(ModelKind.Dcn)]
+    [TestCase(ModelKind.DcnV2)]
     public void A_dnn_written_from_a_logistic_regression_scores_exactly_as_it(ModelKind kind)
     {
         // Odd sizes, a value-scaled field and a mean-pooled bag: column 0 of every embedding must pool and scale as the
@@ -345,32 +345,27 @@ public class WideFirstTests
 
     [TestCase("tanh", "dnnActivation is tanh")]
     [TestCase("narrow", "has a layer narrower than 2")]
-    public void A_dnn_that_cannot_carry_a_logistic_regression_is_refused_before_anything_trains(string what, string message)
+    [TestCase("stacked", "crossStructure is stacked")]
+    public void A_dnn_that_cannot_carry_a_logistic_regression_trains_jointly_and_says_why(string what, string message)
     {
-        var config = what == "tanh"
-            ? new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8], DnnActivation = Activation.Tanh, Seed = 5 }
-            : new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8, 1], Seed = 5 };
+        var config = what switch
+        {
+            "tanh" => new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8], DnnActivation = Activation.Tanh, Seed = 5 },
+            "narrow" => new ModelConfig { Model = ModelKind.Dnn, EmbeddingDim = 3, Dnn = [8, 1], Seed = 5 },
+            _ => new ModelConfig { Model = ModelKind.DcnV2, EmbeddingDim = 3, Dnn = [8], CrossStructure = CrossStructure.Stacked, Seed = 5 },
+        };
         var model = CtrPipeline.BuildModel(config, CtrPipeline.InputFields(Train.FeatureSpace));
-        var settings = TrainingSettings.For(ModelKind.Dnn) with { WideFirst = true };
-        int calls = 0;
-        var e = Assert.Throws<ConfigException>(() => WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)),
-            settings, settings.ToTrainerOptions(), (_, _, _) => { calls++; return new TrainingReport([], null, 0, TimeSpan.Zero, false); }));
-        Assert.That(e!.Message, Does.Contain("wideFirst").And.Contain(message));
-        Assert.That(calls, Is.Zero);
-    }
-
-    [TestCase(ModelKind.Fm)]
-    [TestCase(ModelKind.Ffm)]
-    public void Fm_and_ffm_train_wide_part_first_with_their_interaction_terms_left_as_initialised(ModelKind kind)
-    {
-        var model = Build(kind, Train);
-        var settings = TrainingSettings.For(kind) with { Epochs = 2, BatchSize = 128, Patience = 1, WideFirst = true };
-        var report = WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings,
-            settings.ToTrainerOptions(), (o, objective, optimizer) => new Trainer(o).Fit(objective, optimizer, Train, Valid));
-        Assert.That(report.WideStage!.Best, Is.Not.Null);
-        Assert.That(report.History[0].Step, Is.EqualTo(0));
-        // The interaction term is not zero at the start, so the start is near, not at, the logistic regression.
-        Assert.That(report.History[0].LogLoss, Is.EqualTo(report.WideStage.Best!.LogLoss).Within(0.01));
+        var settings = TrainingSettings.For(config.Model) with { WideFirst = true };
+        var options = settings.ToTrainerOptions();
+        var seen = new List<TrainerOptions>();
+        var log = new StringWriter();
+        WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings, options,
+            (o, _, _) => { seen.Add(o); return new TrainingReport([], null, 0, TimeSpan.Zero, false); }, log);
+        Assert.That(seen, Has.Count.EqualTo(1));
+        Assert.That(seen[0], Is.SameAs(options), "one joint run with the options given");
+        Assert.That(log.ToString(), Does.Contain("wide part first: not applied").And.Contain(message));
+        var e = Assert.Throws<ConfigException>(() => LinearInDnn.Write(model, new Dictionary<string, KdEngine.Tensors.Tensor<float>>()));
+        Assert.That(e!.Message, Does.Contain(message), "writing it directly is refused with the reason");
     }
 
     [Test]
