@@ -203,7 +203,7 @@ public class WideFirstTests
     /// <summary>The defaults docs/results.md ("Wide part first", "The DNN from a logistic regression") chose: on for every
     /// model with a wide part beside others, and for the DNN.</summary>
     [Test]
-    public void The_defaults_train_wide_part_first_wherever_a_model_has_a_wide_part_beside_others_and_for_the_dnn()
+    public void The_defaults_train_wide_part_first_wherever_a_model_has_a_wide_part_beside_others_and_for_the_dnn_and_dcns()
     {
         foreach (var kind in Enum.GetValues<ModelKind>())
             Assert.That(TrainingSettings.For(kind).WideFirst,
@@ -367,6 +367,21 @@ public class WideFirstTests
         var e = Assert.Throws<ConfigException>(() => LinearInDnn.Write(model, new Dictionary<string, KdEngine.Tensors.Tensor<float>>()));
         Assert.That(e!.Message, Does.Contain(message), "writing it directly is refused with the reason");
     }
+
+    [TestCase(ModelKind.Fm)]
+    [TestCase(ModelKind.Ffm)]
+    public void Fm_and_ffm_train_wide_part_first_with_their_interaction_terms_left_as_initialised(ModelKind kind)
+    {
+        var model = Build(kind, Train);
+        var settings = TrainingSettings.For(kind) with { Epochs = 2, BatchSize = 128, Patience = 1, WideFirst = true };
+        var report = WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings,
+            settings.ToTrainerOptions(), (o, objective, optimizer) => new Trainer(o).Fit(objective, optimizer, Train, Valid));
+        Assert.That(report.WideStage!.Best, Is.Not.Null);
+        Assert.That(report.History[0].Step, Is.EqualTo(0));
+        // The interaction term is not zero at the start, so the start is near, not at, the logistic regression.
+        Assert.That(report.History[0].LogLoss, Is.EqualTo(report.WideStage.Best!.LogLoss).Within(0.01));
+    }
+
 
     [Test]
     public void Output_layers_that_can_be_zeroed_are_and_embedding_products_are_left_alone()
