@@ -68,10 +68,10 @@ internal static class TuneVerb
                 if (parse.Given(model)) throw new CliException("tune: --model is for zoo models; with --method the student is the config's (student settings are searched by name).");
                 var kd = parse.GetValue(config) is { } kdPath ? DistillConfig.Load(kdPath) : new DistillConfig();
                 inputs = DistillInputs.Load(parse.GetValue(teachers)!, parse.GetValue(teacherLogits)!);
-                // A DNN student keeps its distillation defaults: its LR-first start (TrainingSettings.For) was chosen for
-                // supervised training and is not measured under distillation; --wide-first on asks for it.
+                // A DNN, DCN or DCN-V2 student keeps its distillation defaults: its LR-first start (TrainingSettings.For) was
+                // chosen for supervised training and is not measured under distillation; --wide-first on asks for it.
                 var studentDefaults = TrainingSettings.For(kd.Student.Model);
-                if (kd.Student.Model == ModelKind.Dnn) studentDefaults = studentDefaults with { WideFirst = false };
+                if (kd.Student.Model is ModelKind.Dnn or ModelKind.Dcn or ModelKind.DcnV2) studentDefaults = studentDefaults with { WideFirst = false };
                 var settings = training.SettingsFrom(parse, studentDefaults); // ECKD's KD-term rule: --metric kd
                 baseConfig = new TrialConfig(kd.Student, settings, kd);
                 if (searchSpace.Parameters.Count == 0) searchSpace = SearchSpace.DefaultForDistill(m);
