@@ -224,13 +224,9 @@ public class WideFirstTests
         Assert.That(seen[0], Is.SameAs(options));
     }
 
-    [Test]
-    public void With_row_sharded_tables_it_is_not_applied_and_says_so()
+    /// <summary>Runs WideFirst.Fit with a recording fit; asserts it was one joint run with the options given, and returns the log.</summary>
+    private static string OnePlainRun(ZooModel model, TrainingSettings settings)
     {
-        var placement = new KdEngine.Sharding.TablePlacement(KdEngine.Sharding.EmbeddingSharding.Row, SingleProcess.Instance);
-        ZooModel model;
-        using (placement.Use()) model = Build(ModelKind.Wdl, Train);
-        var settings = TrainingSettings.For(ModelKind.Wdl);
         var options = settings.ToTrainerOptions();
         var seen = new List<TrainerOptions>();
         var log = new StringWriter();
@@ -238,7 +234,17 @@ public class WideFirstTests
             (o, _, _) => { seen.Add(o); return new TrainingReport([], null, 0, TimeSpan.Zero, false); }, log);
         Assert.That(seen, Has.Count.EqualTo(1));
         Assert.That(seen[0], Is.SameAs(options), "one joint run with the options given");
-        Assert.That(log.ToString(), Does.Contain("wide part first: not applied — the tables are row-sharded"));
+        return log.ToString();
+    }
+
+    [Test]
+    public void With_row_sharded_tables_it_is_not_applied_and_says_so()
+    {
+        var placement = new KdEngine.Sharding.TablePlacement(KdEngine.Sharding.EmbeddingSharding.Row, SingleProcess.Instance);
+        ZooModel model;
+        using (placement.Use()) model = Build(ModelKind.Wdl, Train);
+        var settings = TrainingSettings.For(ModelKind.Wdl);
+        Assert.That(OnePlainRun(model, settings), Does.Contain("wide part first: not applied — the tables are row-sharded"));
     }
 
     [TestCase(ModelKind.Lr, "lr has nothing beside its wide part")]
@@ -356,14 +362,7 @@ public class WideFirstTests
         };
         var model = CtrPipeline.BuildModel(config, CtrPipeline.InputFields(Train.FeatureSpace));
         var settings = TrainingSettings.For(config.Model) with { WideFirst = true };
-        var options = settings.ToTrainerOptions();
-        var seen = new List<TrainerOptions>();
-        var log = new StringWriter();
-        WideFirst.Fit(new SupervisedObjective(model), settings.BuildOptimizer(model.Parameters().Select(p => p.Tensor)), settings, options,
-            (o, _, _) => { seen.Add(o); return new TrainingReport([], null, 0, TimeSpan.Zero, false); }, log);
-        Assert.That(seen, Has.Count.EqualTo(1));
-        Assert.That(seen[0], Is.SameAs(options), "one joint run with the options given");
-        Assert.That(log.ToString(), Does.Contain("wide part first: not applied").And.Contain(message));
+        Assert.That(OnePlainRun(model, settings), Does.Contain("wide part first: not applied").And.Contain(message));
         var e = Assert.Throws<ConfigException>(() => LinearInDnn.Write(model, new Dictionary<string, KdEngine.Tensors.Tensor<float>>()));
         Assert.That(e!.Message, Does.Contain(message), "writing it directly is refused with the reason");
     }
