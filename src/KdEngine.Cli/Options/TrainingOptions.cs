@@ -61,6 +61,9 @@ internal sealed class TrainingOptions
     public Option<double> MinDelta { get; } = CliOptions.Double("--min-delta", "X", "the smallest change that counts as an improvement", Defaults.MinDelta, CliOptions.NonNegative);
     public Option<double> GuardBand { get; } = CliOptions.Double("--guard-band", "X",
         "guarded-auc: the logloss band, relative to the lowest logloss", Defaults.GuardBand, CliOptions.NonNegative);
+    public Option<double> GuardStandardErrors { get; } = CliOptions.Double("--guard-se", "K",
+        "guarded-auc: a point other than the lowest-logloss one must beat its AUC by more than K standard errors of the validation AUC (0 = any gain)",
+        Defaults.GuardStandardErrors, CliOptions.NonNegative);
     public Option<double> PlateauFactor { get; } = CliOptions.Double("--plateau-factor", "X",
         "multiply the learning rate by X after --plateau-patience validations without improvement (1 = off)", Defaults.PlateauFactor,
         v => v > 0 && v <= 1 ? null : $"= {CliOptions.Show(v)} must be in (0, 1].");
@@ -79,7 +82,7 @@ internal sealed class TrainingOptions
         "post-hoc calibration fitted on the validation split and saved with the model", LogitCalibration.ParseKind, () => CalibrationKind.None);
 
     private Option[] All => [Epochs, BatchSize, LearningRate, AdagradInitialAccumulator, Optimizer, WideOptimizer, L2Embedding, L2Dense, L2Wide, WideLearningRate, WideAdagradInitialAccumulator, WeightDecayEmbedding, WeightDecayDense,
-        TableUpdate, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, Clip, Momentum, Patience, Metric, RestoreBy, MinDelta, GuardBand, PlateauFactor,
+        TableUpdate, FtrlAlpha, FtrlBeta, FtrlL1, FtrlL2, Clip, Momentum, Patience, Metric, RestoreBy, MinDelta, GuardBand, GuardStandardErrors, PlateauFactor,
         PlateauPatience, EvaluateEvery, WideFirst, Seed];
 
     public void AddTo(Command command, bool calibration = true)
@@ -129,6 +132,7 @@ internal sealed class TrainingOptions
             RestoreBy = parse.Given(RestoreBy) ? parse.GetValue(RestoreBy) : defaults.RestoreBy,
             MinDelta = Pick(MinDelta, defaults.MinDelta),
             GuardBand = Pick(GuardBand, defaults.GuardBand),
+            GuardStandardErrors = Pick(GuardStandardErrors, defaults.GuardStandardErrors),
             PlateauFactor = Pick(PlateauFactor, defaults.PlateauFactor),
             PlateauPatience = Pick(PlateauPatience, defaults.PlateauPatience),
             EvaluateEvery = Pick(EvaluateEvery, defaults.EvaluateEvery),

@@ -217,7 +217,23 @@ public static class CtrMetrics
             Auc(logits, labels),
             LogLossFromLogits(logits, labels),
             positives == 0 ? double.NaN : sumP / positives,
-            logits.Length);
+            logits.Length,
+            positives);
+    }
+
+    /// <summary>
+    /// The standard error of an AUC estimated from <paramref name="positives"/> positives and <paramref name="negatives"/>
+    /// negatives (Hanley &amp; McNeil, Radiology 1982, eq. 2): SE² = [A(1 − A) + (P − 1)(Q1 − A²) + (N − 1)(Q2 − A²)] / (P·N)
+    /// with Q1 = A / (2 − A) and Q2 = 2A² / (1 + A), the exponential-score approximation of the two rank variances. It
+    /// needs only the AUC and the class counts, so a validation point can carry it without its predictions.
+    /// </summary>
+    /// <returns>The standard error, or NaN when a class is missing or the AUC is NaN.</returns>
+    public static double AucStandardError(double auc, long positives, long negatives)
+    {
+        if (double.IsNaN(auc) || positives <= 0 || negatives <= 0) return double.NaN;
+        double q1 = auc / (2 - auc), q2 = 2 * auc * auc / (1 + auc), a2 = auc * auc;
+        double variance = (auc * (1 - auc) + (positives - 1) * (q1 - a2) + (negatives - 1) * (q2 - a2)) / ((double)positives * negatives);
+        return Math.Sqrt(Math.Max(variance, 0));
     }
 
     /// <summary>
@@ -259,4 +275,9 @@ public static class CtrMetrics
 /// <param name="LogLoss">Mean binary cross-entropy (natural log).</param>
 /// <param name="Calibration">Mean prediction / observed positive rate; NaN when there are no positives.</param>
 /// <param name="Count">Number of examples evaluated.</param>
-public sealed record EvaluationResult(double Auc, double LogLoss, double Calibration, long Count);
+/// <param name="Positives">Rows labelled 1 (−1: not counted).</param>
+public sealed record EvaluationResult(double Auc, double LogLoss, double Calibration, long Count, long Positives = -1)
+{
+    /// <summary>The AUC's standard error (<see cref="CtrMetrics.AucStandardError"/>); NaN when the positives were not counted.</summary>
+    public double AucStandardError => Positives < 0 ? double.NaN : CtrMetrics.AucStandardError(Auc, Positives, Count - Positives);
+}

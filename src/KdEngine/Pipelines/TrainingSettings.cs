@@ -96,6 +96,8 @@ public sealed record TrainingSettings
     public double MinDelta { get; init; }
     /// <summary>The logloss band of the guarded-AUC selection (relative).</summary>
     public double GuardBand { get; init; } = 0.005;
+    /// <summary>Guarded-AUC selection: the AUC gain over the lowest-logloss point must exceed this many standard errors (0 = any gain).</summary>
+    public double GuardStandardErrors { get; init; }
     /// <summary>Reduce-on-plateau factor (1 = off).</summary>
     public double PlateauFactor { get; init; } = 0.1;
     /// <summary>Validations without improvement before the learning rate is reduced.</summary>
@@ -206,6 +208,7 @@ public sealed record TrainingSettings
         if (RestoreBy is { } r && !Enum.IsDefined(r)) throw new ConfigException($"{source}: restoreBy = {(int)r} is not a selection metric.");
         if (!(MinDelta >= 0)) throw new ConfigException($"{source}: minDelta = {MinDelta}; expected ≥ 0.");
         if (!(GuardBand >= 0)) throw new ConfigException($"{source}: guardBand = {GuardBand}; expected ≥ 0.");
+        if (!(GuardStandardErrors >= 0 && double.IsFinite(GuardStandardErrors))) throw new ConfigException($"{source}: guardStandardErrors = {GuardStandardErrors}; expected a finite value ≥ 0.");
         if (!(PlateauFactor > 0 && PlateauFactor <= 1)) throw new ConfigException($"{source}: plateauFactor = {PlateauFactor}; expected 0 < factor ≤ 1 (1 = off).");
         if (PlateauPatience < 1) throw new ConfigException($"{source}: plateauPatience = {PlateauPatience}; expected ≥ 1.");
         if (MaxTableBytesPerRank < 0) throw new ConfigException($"{source}: maxTableBytesPerRank = {MaxTableBytesPerRank}; expected ≥ 0 (0 = no limit).");
@@ -225,6 +228,7 @@ public sealed record TrainingSettings
         Patience = Patience,
         MinDelta = MinDelta,
         GuardBand = GuardBand,
+        GuardStandardErrors = GuardStandardErrors,
         PlateauFactor = PlateauFactor,
         PlateauPatience = PlateauPatience,
         Seed = Seed,
@@ -256,7 +260,8 @@ public sealed record TrainingSettings
         var selection = ToTrainerOptions().Selection;
         string restore = selection switch
         {
-            SelectionMetric.GuardedAuc => string.Create(inv, $"best AUC within {GuardBand * 100:G3}% of the lowest logloss"),
+            SelectionMetric.GuardedAuc => string.Create(inv, $"best AUC within {GuardBand * 100:G3}% of the lowest logloss")
+                + (GuardStandardErrors > 0 ? string.Create(inv, $", {GuardStandardErrors:G3} SE above its AUC") : ""),
             SelectionMetric.Last => "last point (nothing restored)",
             _ => "best " + selection.ToString().ToLowerInvariant(),
         };

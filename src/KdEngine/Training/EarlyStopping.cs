@@ -69,7 +69,12 @@ public readonly record struct StoppingDecision(bool Improved, bool Selected, boo
 /// reduce-LR-on-plateau does; the trainer keeps it above a floor.</para>
 /// <para><b>Logloss-guarded AUC</b> (<see cref="SelectionMetric.GuardedAuc"/>), defined online so that two snapshots suffice. Let
 /// L* be the lowest validation logloss seen so far (the current point included) and g the band (relative,
-/// <c>guardBand</c>, default 0.5 %). A point is <i>eligible</i> while its logloss ≤ L*·(1 + g). For each new point p, in order:
+/// <c>guardBand</c>, default 0.5 %). A point is <i>eligible</i> while its logloss ≤ L*·(1 + g) and — unless it is the
+/// lowest-logloss point itself — its AUC is more than k standard errors above the lowest-logloss point's AUC (k =
+/// <c>guardStandardErrors</c>, default 0 = any gain; the standard error is <see cref="ValidationPoint.AucStandardError"/> of
+/// the lowest-logloss point, from the validation set's class counts; an unknown error drops this condition). With k > 0 a
+/// small validation set does not trade logloss for AUC gains smaller than its own sampling error; on a large one the error
+/// is small and the rule is the plain band. For each new point p, in order:
 /// (1) if p's logloss is below L*, L* becomes it and p is the fallback (the lowest-logloss point); (2) if the selected point
 /// is no longer eligible under the new L*, the fallback becomes the selected point; (3) if p is eligible and its AUC is above
 /// the selected point's (or nothing is selected yet), p becomes the selected point. The selected point at the end is restored.
@@ -80,13 +85,15 @@ public sealed class EarlyStopping
 {
     /// <summary>A rule with its settings; each bad value is an <see cref="ArgumentOutOfRangeException"/> naming it.</summary>
     public EarlyStopping(StoppingMetric monitor, SelectionMetric selection, int patience, double minDelta = 0, double guardBand = 0.005,
-        double plateauFactor = 1, int plateauPatience = 1)
+        double plateauFactor = 1, int plateauPatience = 1, double guardStandardErrors = 0)
     {
         if (!Enum.IsDefined(monitor)) throw new ArgumentOutOfRangeException(nameof(monitor), monitor, "early stopping: unknown monitor.");
         if (!Enum.IsDefined(selection)) throw new ArgumentOutOfRangeException(nameof(selection), selection, "early stopping: unknown selection metric.");
         if (patience < 0) throw new ArgumentOutOfRangeException(nameof(patience), patience, $"early stopping: patience = {patience}; expected ≥ 0.");
         if (!(minDelta >= 0)) throw new ArgumentOutOfRangeException(nameof(minDelta), minDelta, $"early stopping: minDelta = {minDelta}; expected ≥ 0.");
         if (!(guardBand >= 0)) throw new ArgumentOutOfRangeException(nameof(guardBand), guardBand, $"early stopping: guardBand = {guardBand}; expected ≥ 0.");
+        if (!(guardStandardErrors >= 0 && double.IsFinite(guardStandardErrors)))
+            throw new ArgumentOutOfRangeException(nameof(guardStandardErrors), guardStandardErrors, $"early stopping: guardStandardErrors = {guardStandardErrors}; expected a finite value ≥ 0.");
         if (!(plateauFactor > 0 && plateauFactor <= 1)) throw new ArgumentOutOfRangeException(nameof(plateauFactor), plateauFactor, $"early stopping: plateauFactor = {plateauFactor}; expected 0 < factor ≤ 1.");
         if (plateauPatience < 1) throw new ArgumentOutOfRangeException(nameof(plateauPatience), plateauPatience, $"early stopping: plateauPatience = {plateauPatience}; expected ≥ 1.");
         Monitor = monitor;
@@ -94,6 +101,7 @@ public sealed class EarlyStopping
         Patience = patience;
         MinDelta = minDelta;
         GuardBand = guardBand;
+        GuardStandardErrors = guardStandardErrors;
         PlateauFactor = plateauFactor;
         PlateauPatience = plateauPatience;
     }
@@ -108,6 +116,8 @@ public sealed class EarlyStopping
     public double MinDelta { get; }
     /// <summary>The logloss band of the guarded-AUC selection, relative to the lowest logloss.</summary>
     public double GuardBand { get; }
+    /// <summary>Guarded AUC: how many standard errors of the validation AUC a point must gain over the lowest-logloss point (0 = any gain).</summary>
+    public double GuardStandardErrors { get; }
     /// <summary>Reduce-on-plateau: the learning-rate multiplier (1 = off).</summary>
     public double PlateauFactor { get; }
     /// <summary>Validations without improvement before the learning rate is reduced.</summary>
@@ -191,7 +201,13 @@ public sealed class EarlyStopping
         return new StoppingDecision(improved, selected, lowest, fallback && !selected, reduce, stop);
     }
 
-    private bool Eligible(ValidationPoint p) => State.LowestLogLoss is { } lowest && p.LogLoss <= lowest.LogLoss * (1 + GuardBand);
+    private bool Eligible(ValidationPoint p) => State.LowestLogLoss is { } lowest && p.LogLoss <= lowest.LogLoss * (1 + GuardBand)
+        && (p == lowest || ClearsAucError(p.Auc, lowest));
+
+    /// <summary>Whether <paramref name="auc"/> is more than <see cref="GuardStandardErrors"/> standard errors above the lowest-logloss point's AUC.</summary>
+    private bool ClearsAucError(double auc, ValidationPoint lowest) =>
+        GuardStandardErrors == 0 || double.IsNaN(lowest.AucStandardError) || double.IsNaN(lowest.Auc)
+        || auc - lowest.Auc > GuardStandardErrors * lowest.AucStandardError;
 
     /// <summary>Why training stopped early, in words.</summary>
     public string StopReason()
@@ -216,7 +232,8 @@ public sealed class EarlyStopping
         SelectionMetric.ObjectiveLoss => "best validation objective loss",
         SelectionMetric.DistillationLoss => "best validation distillation (kd) loss",
         SelectionMetric.Last => "last validation point",
-        _ => string.Create(CultureInfo.InvariantCulture, $"best validation AUC within {GuardBand * 100:G3}% of the lowest logloss"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"best validation AUC within {GuardBand * 100:G3}% of the lowest logloss")
+            + (GuardStandardErrors > 0 ? string.Create(CultureInfo.InvariantCulture, $" and {GuardStandardErrors:G3} AUC standard error(s) above its AUC") : ""),
     };
 }
 

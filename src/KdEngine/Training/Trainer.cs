@@ -31,6 +31,11 @@ public sealed record TrainerOptions
     public double MinDelta { get; init; }
     /// <summary>The logloss band of <see cref="SelectionMetric.GuardedAuc"/>, relative to the lowest logloss (0.005 = 0.5 %).</summary>
     public double GuardBand { get; init; } = 0.005;
+    /// <summary>
+    /// <see cref="SelectionMetric.GuardedAuc"/>: a point other than the lowest-logloss one must beat its AUC by more than this
+    /// many standard errors of the validation AUC (0, the default = any gain; see <see cref="EarlyStopping"/>).
+    /// </summary>
+    public double GuardStandardErrors { get; init; }
     /// <summary>Reduce-on-plateau: multiply the learning rate by this after <see cref="PlateauPatience"/> validations without improvement; 1 = off.</summary>
     public double PlateauFactor { get; init; } = 1;
     /// <summary>Validations without improvement before the learning rate is reduced.</summary>
@@ -84,6 +89,7 @@ public sealed record TrainerOptions
         if (RestoreBy is { } r && !Enum.IsDefined(r)) throw new ArgumentException($"trainer: restoreBy = {(int)r} is not a selection metric.");
         if (!(MinDelta >= 0)) throw new ArgumentException($"trainer: minDelta = {MinDelta}; expected ≥ 0.");
         if (!(GuardBand >= 0)) throw new ArgumentException($"trainer: guardBand = {GuardBand}; expected ≥ 0.");
+        if (!(GuardStandardErrors >= 0 && double.IsFinite(GuardStandardErrors))) throw new ArgumentException($"trainer: guardStandardErrors = {GuardStandardErrors}; expected a finite value ≥ 0.");
         if (!(PlateauFactor > 0 && PlateauFactor <= 1)) throw new ArgumentException($"trainer: plateauFactor = {PlateauFactor}; expected 0 < factor ≤ 1 (1 = off).");
         if (PlateauPatience < 1) throw new ArgumentException($"trainer: plateauPatience = {PlateauPatience}; expected ≥ 1.");
         if (!(MinLearningRate >= 0)) throw new ArgumentException($"trainer: minLearningRate = {MinLearningRate}; expected ≥ 0.");
@@ -93,12 +99,21 @@ public sealed record TrainerOptions
     }
 
     internal EarlyStopping NewEarlyStopping() =>
-        new(Metric, Selection, Patience, MinDelta, GuardBand, PlateauFactor, PlateauPatience);
+        new(Metric, Selection, Patience, MinDelta, GuardBand, PlateauFactor, PlateauPatience, GuardStandardErrors);
 }
 
 /// <summary>One validation point of a training run (<see cref="ObjectiveLoss"/> and <see cref="DistillationLoss"/> are NaN unless watched).</summary>
+/// <param name="Step">Optimizer steps taken before this validation (0: the starting weights).</param>
+/// <param name="Epoch">The epoch it ended or fell in (0: before training).</param>
+/// <param name="Auc">Validation AUC.</param>
+/// <param name="LogLoss">Validation logloss.</param>
+/// <param name="ObjectiveLoss">The objective's validation loss (NaN unless watched).</param>
+/// <param name="TrainLoss">Mean training loss since the previous validation.</param>
+/// <param name="DistillationLoss">The distillation term on validation (NaN unless watched).</param>
+/// <param name="AucStandardError">The standard error of <paramref name="Auc"/> from the validation set's class counts
+/// (<see cref="Metrics.CtrMetrics.AucStandardError"/>); NaN when unknown. Logloss-guarded selection uses it.</param>
 public sealed record ValidationPoint(long Step, int Epoch, double Auc, double LogLoss, double ObjectiveLoss, double TrainLoss,
-    double DistillationLoss = double.NaN);
+    double DistillationLoss = double.NaN, double AucStandardError = double.NaN);
 
 /// <summary>The outcome of <see cref="Trainer.Fit"/>.</summary>
 /// <param name="History">Every validation point, in order.</param>
@@ -393,7 +408,7 @@ public sealed class Trainer
             Span<double> trainLoss = [state.LossSum, state.LossCount];
             _group.AllReduceSum(trainLoss); // every rank reports (and decides on) the same numbers
             var point = new ValidationPoint(atStep, epoch, evaluated.Auc, evaluated.LogLoss, objectiveLoss, trainLoss[1] == 0 ? double.NaN : trainLoss[0] / trainLoss[1],
-                distillationLoss);
+                distillationLoss, evaluated.AucStandardError);
             state.LossSum = 0; state.LossCount = 0;
             history.Add(point);
             objective.Trainable.Training = true;

@@ -116,6 +116,7 @@ public class CliTests
         Assert.That(train, Does.Match($@"--epochs <N>\s+maximum epochs.*\[default: {defaults.Epochs}\]"));
         Assert.That(train, Does.Match($@"--patience <N>.*\[default: {defaults.Patience}\]"));
         Assert.That(train, Does.Match($@"--batch-size <N>.*\[default: {defaults.BatchSize}\]"));
+        Assert.That(train, Does.Match($@"--guard-se <K>.*\[default: {defaults.GuardStandardErrors}\]"));
         var quick = Ok("quickstart", "--help");
         Assert.That(quick, Does.Match($@"--epochs <N>.*patience {defaults.Patience},.*\[default: {defaults.Epochs}\]"));
         var kd = new KdEngine.Pipelines.DistillConfig();
@@ -148,6 +149,7 @@ public class CliTests
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--epochs", "x", "--out", "x.kde"), Does.Contain("'--epochs'").And.Contain("'x'"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--epochs", "0", "--out", "x.kde"), Does.Contain("'--epochs'").And.Contain("out of range"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--lr", "-1", "--out", "x.kde"), Does.Contain("'--lr'").And.Contain("> 0"));
+        Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--guard-se", "-1", "--out", "x.kde"), Does.Contain("'--guard-se'").And.Contain("≥ 0"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--optimizer", "adamw", "--out", "x.kde"), Does.Contain("'--optimizer'").And.Contain("adamw"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--split", "8:1", "--out", "x.kde"), Does.Contain("'--split'"));
         Assert.That(Fails("train", "--model", "dnn", "--data", _criteo, "--format", "orc", "--out", "x.kde"), Does.Contain("'--format'").And.Contain("orc"));
@@ -188,8 +190,9 @@ public class CliTests
     public void CriteoTrainEvalPredict_EvalReproducesTheTestAucTrainReported()
     {
         var model = Path.Combine(_dir, "criteo.kde");
-        var train = Ok("train", "--model", "dnn", "--config", _small, "--data", _criteo, "--epochs", "2", "--out", model);
+        var train = Ok("train", "--model", "dnn", "--config", _small, "--data", _criteo, "--epochs", "2", "--guard-se", "1.5", "--out", model);
         Assert.That(train, Does.Contain("(criteo)").And.Contain("train 240 / validation 30 / test 30"));
+        Assert.That(train, Does.Contain("within 0.5% of the lowest logloss, 1.5 SE above its AUC"), "--guard-se reaches the restore rule");
         double trainTestAuc = Number(train, @"\ntest AUC ([0-9.]+)");
         double trainTestLoss = Number(train, @"\ntest AUC [0-9.]+  logloss ([0-9.]+)");
 

@@ -234,5 +234,35 @@ public class CtrMetricsTests
         Assert.That(r.Auc, Is.EqualTo(PairCountingAuc(z, y)));
         Assert.That(r.LogLoss, Is.EqualTo(CtrMetrics.LogLossFromLogits(z, y)));
         Assert.That(r.Calibration, Is.EqualTo(CtrMetrics.Calibration(p, y)).Within(1e-7));
+        Assert.That(r.Positives, Is.EqualTo(2));
+        Assert.That(r.AucStandardError, Is.EqualTo(CtrMetrics.AucStandardError(r.Auc, 2, 3)));
+    }
+
+    [Test]
+    public void Auc_standard_error_hand_computed_and_against_resampling()
+    {
+        // A = 0.75, P = 100, N = 300: Q1 = 0.75/1.25 = 0.6, Q2 = 2·0.5625/1.75 = 0.642857…;
+        // SE² = (0.1875 + 99·0.0375 + 299·0.080357…) / 30000 → SE = 0.0305105…
+        Assert.That(CtrMetrics.AucStandardError(0.75, 100, 300), Is.EqualTo(0.0305105368).Within(1e-9));
+        Assert.That(CtrMetrics.AucStandardError(0.75, 0, 300), Is.NaN);
+        Assert.That(CtrMetrics.AucStandardError(double.NaN, 10, 10), Is.NaN);
+
+        // The formula is exact for exponential scores (negatives ~ Exp(1), positives ~ Exp(1/3): P(pos > neg) = 0.75);
+        // the spread of the AUC over 2,000 drawn sets of 100 positives and 300 negatives must match it within 8 %.
+        var rng = new Random(5);
+        var scores = new float[400];
+        var labels = new float[400];
+        for (int i = 0; i < 100; i++) labels[i] = 1;
+        double sum = 0, sumSq = 0;
+        const int Draws = 2000;
+        for (int draw = 0; draw < Draws; draw++)
+        {
+            for (int i = 0; i < 400; i++) scores[i] = (float)(-Math.Log(1 - rng.NextDouble()) * (i < 100 ? 3 : 1));
+            double auc = CtrMetrics.Auc(scores, labels);
+            sum += auc; sumSq += auc * auc;
+        }
+        double mean = sum / Draws, spread = Math.Sqrt((sumSq - Draws * mean * mean) / (Draws - 1));
+        Assert.That(mean, Is.EqualTo(0.75).Within(0.003));
+        Assert.That(spread / CtrMetrics.AucStandardError(0.75, 100, 300), Is.EqualTo(1).Within(0.08));
     }
 }

@@ -81,6 +81,45 @@ public class EarlyStoppingTests
     }
 
     [Test]
+    public void Guarded_auc_leaves_the_lowest_logloss_point_only_for_an_auc_gain_above_the_standard_error()
+    {
+        // Every point carries the standard error of its validation AUC (0.01 here). Step 2 is the lowest logloss;
+        // step 3 gains 0.008 AUC (< 1 SE) for a logloss inside the band, step 4 gains 0.012 (> 1 SE), also inside it.
+        static ValidationPoint S(int step, double auc, double logLoss) => new(step, 1, auc, logLoss, double.NaN, double.NaN, AucStandardError: 0.01);
+        var points = new[] { S(1, .70, .46), S(2, .74, .45), S(3, .748, .451) };
+        var strict = new EarlyStopping(StoppingMetric.Both, SelectionMetric.GuardedAuc, patience: 0, guardBand: 0.005, guardStandardErrors: 1);
+        var (d, _) = Run(strict, points);
+        Assert.That(d[2].Selected, Is.False, "a gain of 0.8 SE does not pay for the logloss given up");
+        Assert.That(strict.Selected!.Step, Is.EqualTo(2));
+        Assert.That(strict.Observe(S(4, .752, .4515)).Selected, Is.True, "a gain of 1.2 SE inside the band does");
+        Assert.That(strict.SelectionText(), Does.Contain("1 AUC standard error"));
+
+        // k = 0 (the default) is the plain band: any higher AUC inside it wins.
+        var plain = new EarlyStopping(StoppingMetric.Both, SelectionMetric.GuardedAuc, patience: 0, guardBand: 0.005);
+        Run(plain, points);
+        Assert.That(plain.Selected!.Step, Is.EqualTo(3));
+
+        // A new lowest logloss re-tests the selected point against its AUC: step 5 (0.745, 0.4495) becomes the
+        // reference; step 4 (logloss 0.4515, inside the new band) is only 0.7 SE above it, so step 5 replaces it.
+        var after = strict.Observe(S(5, .745, .4495));
+        Assert.That(after.Selected || after.FallbackSelected, Is.True);
+        Assert.That(strict.Selected!.Step, Is.EqualTo(5));
+
+        // Points without a standard error (older checkpoints, hand-made points) keep the plain band.
+        var unknown = new EarlyStopping(StoppingMetric.Both, SelectionMetric.GuardedAuc, patience: 0, guardBand: 0.005, guardStandardErrors: 1);
+        Run(unknown, P(2, .74, .45), P(3, .741, .451));
+        Assert.That(unknown.Selected!.Step, Is.EqualTo(3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EarlyStopping(StoppingMetric.Both, SelectionMetric.GuardedAuc, 0, guardStandardErrors: -1));
+
+        // The setting reaches the trainer from a settings file, and a bad value names its key.
+        var settings = new KdEngine.Pipelines.TrainingSettings { GuardStandardErrors = 2 };
+        Assert.That(settings.ToTrainerOptions().NewEarlyStopping().GuardStandardErrors, Is.EqualTo(2));
+        Assert.That(settings.ToJson(), Does.Contain("\"guardStandardErrors\": 2"));
+        var bad = Assert.Throws<KdEngine.Models.ConfigException>(() => (settings with { GuardStandardErrors = -1 }).Validate());
+        Assert.That(bad!.Message, Does.Contain("guardStandardErrors"));
+    }
+
+    [Test]
     public void Min_delta_and_plateau_reduction()
     {
         var es = new EarlyStopping(StoppingMetric.Auc, SelectionMetric.Auc, patience: 3, minDelta: 0.01, plateauFactor: 0.1, plateauPatience: 1);
@@ -130,7 +169,7 @@ public class EarlyStoppingTests
     /// The selection each rule defines, recomputed from the history: AUC → the first highest AUC; logloss → the first
     /// lowest; guarded → the online rule of <see cref="EarlyStopping"/>'s remarks, written out again here.
     /// </summary>
-    private static long ExpectedStep(IReadOnlyList<ValidationPoint> h, SelectionMetric selection, double band)
+    private static long ExpectedStep(IReadOnlyList<ValidationPoint> h, SelectionMetric selection, double band, double standardErrors)
     {
         switch (selection)
         {
@@ -142,8 +181,9 @@ public class EarlyStoppingTests
         {
             if (lowest is null || p.LogLoss < lowest.LogLoss) lowest = p;
             double limit = lowest.LogLoss * (1 + band);
-            if (selected is not null && selected.LogLoss > limit) selected = lowest;
-            if (p.LogLoss <= limit && (selected is null || p.Auc > selected.Auc)) selected = p;
+            bool Eligible(ValidationPoint q) => q.LogLoss <= limit && (q == lowest || q.Auc - lowest.Auc > standardErrors * lowest.AucStandardError);
+            if (selected is not null && !Eligible(selected)) selected = lowest;
+            if (Eligible(p) && (selected is null || p.Auc > selected.Auc)) selected = p;
         }
         return selected!.Step;
     }
@@ -151,8 +191,9 @@ public class EarlyStoppingTests
     [TestCase(StoppingMetric.Auc, SelectionMetric.Auc)]
     [TestCase(StoppingMetric.LogLoss, SelectionMetric.LogLoss)]
     [TestCase(StoppingMetric.Both, SelectionMetric.GuardedAuc)]
+    [TestCase(StoppingMetric.Both, SelectionMetric.GuardedAuc, 1.0)]
     [TestCase(StoppingMetric.Both, SelectionMetric.Auc)]
-    public void The_trainer_restores_the_weights_of_the_selected_step(StoppingMetric monitor, SelectionMetric expectedSelection)
+    public void The_trainer_restores_the_weights_of_the_selected_step(StoppingMetric monitor, SelectionMetric expectedSelection, double guardStandardErrors = 0)
     {
         var (fields, columns, _) = ModelInputs.From(Train.FeatureSpace);
         var model = new ZooModel(new ModelConfig { Model = ModelKind.Wdl, EmbeddingDim = 8, Dnn = [32], Seed = 5 }, fields, columns);
@@ -163,13 +204,15 @@ public class EarlyStoppingTests
             Epochs = 6, BatchSize = 64, EvaluateEvery = 7, Patience = 4, Metric = monitor, Seed = 3,
             RestoreBy = monitor == StoppingMetric.Both ? expectedSelection : null,
             GuardBand = 0.01,
+            GuardStandardErrors = guardStandardErrors,
             // Weights as they are when each point is measured (the callback runs right after the validation).
             OnValidation = p => weightsAt[p.Step] = parameters.Select(x => x.Tensor.ToArray()).ToArray(),
         };
         var adam = new Adam(parameters.Select(p => p.Tensor), 0.02f); // fast enough to over-fit within the run
         var report = new Trainer(options).Fit(new SupervisedObjective(model), adam, Train, Valid);
 
-        long expected = ExpectedStep(report.History, expectedSelection, 0.01);
+        long expected = ExpectedStep(report.History, expectedSelection, 0.01, guardStandardErrors);
+        Assert.That(report.History.All(p => p.AucStandardError > 0), "every point carries its AUC's standard error");
         Assert.That(report.Best!.Step, Is.EqualTo(expected), "the selected point is the one the rule defines");
         Assert.That(report.History[^1].Step, Is.Not.EqualTo(expected), "the run went past its best point (so restoring matters)");
         var restored = parameters.Select(x => x.Tensor.ToArray()).ToArray();
