@@ -74,7 +74,7 @@ internal static class ExperimentVerb
         var data = CliOptions.Text("--data", "FILE", "Criteo-format file (default: the bundled sample)");
         var command = new Command("zoo",
             "Train each zoo model for seeds 1..N on the same split (sequential 8:1:1, ⌊ln(v)²⌋ buckets, preprocessing fitted on the " +
-            "train part) with early stopping on validation AUC, and print test AUC/logloss mean ± std and training time.");
+            "train part) with each model's training defaults unless --config gives \"training\" (early stopping on validation AUC or logloss, the logloss-guarded best restored), and print test AUC/logloss mean ± std and training time.");
         foreach (var option in new Option[] { seeds, models, config, data }) command.Options.Add(option);
         command.SetAction(parse =>
         {

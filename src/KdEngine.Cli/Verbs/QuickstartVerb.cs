@@ -17,7 +17,7 @@ namespace KdEngine.Cli.Verbs;
 /// </summary>
 internal static class QuickstartVerb
 {
-    /// <summary>Training of all three models: the library defaults (Adam 1e-3, batch 256, early stopping on validation AUC).</summary>
+    /// <summary>Training of all three models: the library defaults (Adam 1e-3, batch 256, early stopping on validation AUC or logloss, the logloss-guarded best restored).</summary>
     internal static readonly TrainingSettings Training = new();
 
     /// <summary>The logits-KD knobs: the library's <see cref="DistillConfig"/> defaults.</summary>

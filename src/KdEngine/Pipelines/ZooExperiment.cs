@@ -81,7 +81,7 @@ public sealed record ZooExperimentConfig
     public string ToJson() => JsonSerializer.Serialize(this, TrainingSettings.Json);
 }
 
-/// <summary>One model × seed run of the zoo experiment.</summary>
+/// <summary>One model × seed run of the zoo experiment (seconds and steps of the whole training, a wide stage included).</summary>
 public sealed record ZooRun(string Model, int Seed, double TestAuc, double TestLogLoss, double ValidAuc, double Seconds, long Steps, long Parameters);
 
 /// <summary>Trains every requested zoo model for every seed on the same prepared data and collects test metrics.</summary>
@@ -104,8 +104,10 @@ public static class ZooExperiment
             {
                 var model = CtrPipeline.BuildModel(config.ConfigFor(name, seed), data.Fields);
                 var outcome = CtrPipeline.Train(model, data, config.TrainingFor(name) with { Seed = seed });
+                // Time and steps of the whole training: a wide part trained first counts too.
+                var wide = outcome.Report.WideStage;
                 var run = new ZooRun(name, seed, outcome.Test.Auc, outcome.Test.LogLoss, outcome.Validation.Auc,
-                    outcome.Report.Elapsed.TotalSeconds, outcome.Report.Steps, model.ParameterCount());
+                    (outcome.Report.Elapsed + (wide?.Elapsed ?? TimeSpan.Zero)).TotalSeconds, outcome.Report.Steps + (wide?.Steps ?? 0), model.ParameterCount());
                 runs.Add(run);
                 onRun?.Invoke(run);
             }
