@@ -48,8 +48,11 @@ public sealed class StreamedTuneData : ITuneData
         return WideFirst.Fit(objective, optimizer, settings, settings.ToTrainerOptions(),
             (options, stageObjective, stageOptimizer) => new Trainer(options).FitStream(stageObjective, stageOptimizer,
                 epoch => _data.Train.TrainingBatches(settings.BatchSize, settings.Shuffle, settings.Seed + epoch, _shuffleBuffer),
-                batchSize => _data.Validation.OrderedBatches(batchSize), steps));
+                batchSize => _data.Validation.OrderedBatches(batchSize), steps), cache: WideStages);
     }
+
+    /// <summary>First stages of wide-first trials, reused across trials that share them (see <see cref="WideStageCache"/>); null trains every stage.</summary>
+    public WideStageCache? WideStages { get; init; } = new();
 
     /// <inheritdoc/>
     public (EvaluationResult Result, float[] Logits, float[] Labels) ScoreValidation(CtrModel model) =>

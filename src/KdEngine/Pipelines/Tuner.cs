@@ -53,10 +53,12 @@ public abstract class EncodedTuneData : ITuneData
     public long TrainRows => Train.Count;
     /// <inheritdoc/>
     public long ValidationRows => Validation.Count;
+    /// <summary>First stages of wide-first trials, reused across trials that share them (see <see cref="WideStageCache"/>); null trains every stage.</summary>
+    public WideStageCache? WideStages { get; init; } = new();
     /// <inheritdoc/>
     public TrainingReport Fit(TrainingSettings settings, IObjective objective, IOptimizer optimizer) =>
         WideFirst.Fit(objective, optimizer, settings, settings.ToTrainerOptions(),
-            (options, stageObjective, stageOptimizer) => new Trainer(options).Fit(stageObjective, stageOptimizer, Train, Validation));
+            (options, stageObjective, stageOptimizer) => new Trainer(options).Fit(stageObjective, stageOptimizer, Train, Validation), cache: WideStages);
     /// <inheritdoc/>
     public (EvaluationResult Result, float[] Logits, float[] Labels) ScoreValidation(CtrModel model)
     {

@@ -26,10 +26,11 @@ public static class WideFirst
     /// <summary>
     /// Trains <paramref name="objective"/> with <paramref name="optimizer"/> through <paramref name="fit"/> (a trainer
     /// over the caller's data: in memory, streamed, data-parallel), wide part first when the settings say so.
-    /// <paramref name="fit"/> is called once per stage with the stage's trainer options, objective and optimizer.
+    /// <paramref name="fit"/> is called once per stage with the stage's trainer options, objective and optimizer; with a
+    /// <paramref name="cache"/> (one per data set) a first stage already trained with the same inputs is reused instead.
     /// </summary>
     public static TrainingReport Fit(IObjective objective, IOptimizer optimizer, TrainingSettings settings, TrainerOptions options,
-        Func<TrainerOptions, IObjective, IOptimizer, TrainingReport> fit, TextWriter? progress = null)
+        Func<TrainerOptions, IObjective, IOptimizer, TrainingReport> fit, TextWriter? progress = null, WideStageCache? cache = null)
     {
         ArgumentNullException.ThrowIfNull(objective);
         ArgumentNullException.ThrowIfNull(settings);
@@ -59,9 +60,18 @@ public static class WideFirst
             ? settings with { WideFirst = false, WideOptimizer = settings.WideOptimizer ?? OptimizerKind.Ftrl }
             : settings with { WideFirst = false };
         var wideOptimizer = wideSettings.BuildOptimizer(linear.Parameters().Select(p => p.Tensor));
-        progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(wideSettings)})");
         var wideOptions = options with { CheckpointPath = null, CheckpointEvery = 0, OnValidation = null, ValidateAtStart = false, Schedule = null };
-        var wideReport = fit(wideOptions, new SupervisedObjective(linear), wideOptimizer);
+        string? key = cache is null ? null : WideStageCache.KeyOf(wideSettings, wideOptions, linear);
+        var initial = cache is null ? null : WideStageCache.Raw(linear);
+        TrainingReport? wideReport = cache?.TryRestore(key!, initial!, linear, wideOptimizer);
+        if (wideReport is not null)
+            progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(wideSettings)}) — reused: an earlier run trained this very stage");
+        else
+        {
+            progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(wideSettings)})");
+            wideReport = fit(wideOptions, new SupervisedObjective(linear), wideOptimizer);
+            cache?.Store(key!, initial!, linear, wideOptimizer, wideReport);
+        }
 
         // Stage 2: the model starts as the fitted LR (wide part copied, the other parts' output layers zero; a DNN carries
         // it in its own weights), and that start is validation point 0.
