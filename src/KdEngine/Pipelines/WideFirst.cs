@@ -62,15 +62,14 @@ public static class WideFirst
         var wideOptimizer = wideSettings.BuildOptimizer(linear.Parameters().Select(p => p.Tensor));
         var wideOptions = options with { CheckpointPath = null, CheckpointEvery = 0, OnValidation = null, ValidateAtStart = false, Schedule = null };
         string? key = cache is null ? null : WideStageCache.KeyOf(wideSettings, wideOptions, linear);
-        var initial = cache is null ? null : WideStageCache.Raw(linear);
-        TrainingReport? wideReport = cache?.TryRestore(key!, initial!, linear, wideOptimizer);
+        TrainingReport? wideReport = cache?.TryRestore(key!, linear, wideOptimizer);
         if (wideReport is not null)
             progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(wideSettings)}) — reused: an earlier run trained this very stage");
         else
         {
             progress?.WriteLine($"wide part first: logistic regression on the same features ({DescribeWide(wideSettings)})");
             wideReport = fit(wideOptions, new SupervisedObjective(linear), wideOptimizer);
-            cache?.Store(key!, initial!, linear, wideOptimizer, wideReport);
+            cache?.Store(key!, linear, wideOptimizer, wideReport);
         }
 
         // Stage 2: the model starts as the fitted LR (wide part copied, the other parts' output layers zero; a DNN carries

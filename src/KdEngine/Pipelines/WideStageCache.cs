@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using KdEngine.Models;
 using KdEngine.Training;
 
@@ -10,16 +12,17 @@ namespace KdEngine.Pipelines;
 /// same fitted weights and optimizer state, bit for bit.
 /// </summary>
 /// <remarks>
-/// A stage is the same when everything it reads is: the regression's parameter names, shapes and initial values (compared
-/// exactly, not only hashed), the trainer options of the stage, and the settings its optimizer is built from. With FTRL
+/// A stage is the same when everything it reads is: the regression's parameter names, shapes and initial values (their
+/// SHA-256), the trainer options of the stage, and the settings its optimizer is built from. With FTRL
 /// (the wide parts' default) that is α, β, λ1, λ2, the regularisation mode, the table update and the clip norm — FTRL
 /// reads no learning rate, L2 or weight decay of the other optimizers — so those are left out of the key; with any other
 /// optimizer every setting is in the key. The training data are the cache owner's (one cache per data set). Holds at most
-/// <see cref="Capacity"/> stages (the oldest goes first): a seed's stage is a new one.
+/// <see cref="Capacity"/> stages (the oldest goes first; a seed's stage is a new one), each the regression's weights and its
+/// optimizer's state — for FTRL three floats per id, against the D or more of the model's embedding.
 /// </remarks>
-public sealed class WideStageCache(int capacity = 4)
+public sealed class WideStageCache(int capacity = 2)
 {
-    private sealed record Entry(string Key, float[][] Initial, float[][] Fitted, IReadOnlyList<(string Name, float[] Data, int[] Shape)> State, TrainingReport Report);
+    private sealed record Entry(string Key, float[][] Fitted, IReadOnlyList<(string Name, float[] Data, int[] Shape)> State, TrainingReport Report);
 
     private readonly LinkedList<Entry> _entries = new();
     private readonly Lock _lock = new();
@@ -29,7 +32,7 @@ public sealed class WideStageCache(int capacity = 4)
     /// <summary>Stages reused so far.</summary>
     public int Hits { get; private set; }
 
-    /// <summary>The key of a stage: its settings as the optimizer reads them and its trainer options.</summary>
+    /// <summary>The key of a stage: its parameters (names, shapes, initial values), its settings as the optimizer reads them and its trainer options.</summary>
     internal static string KeyOf(TrainingSettings wideSettings, TrainerOptions wideOptions, ZooModel linear)
     {
         var kind = wideSettings.WideOptimizer ?? wideSettings.Optimizer;
@@ -40,9 +43,12 @@ public sealed class WideStageCache(int capacity = 4)
             FtrlAlpha = wideSettings.FtrlAlpha, FtrlBeta = wideSettings.FtrlBeta, FtrlL1 = wideSettings.FtrlL1, FtrlL2 = wideSettings.FtrlL2,
             FtrlRegularization = wideSettings.FtrlRegularization, TableUpdate = wideSettings.TableUpdate, ClipNorm = wideSettings.ClipNorm,
         };
-        var shapes = string.Join(";", linear.Parameters().Select(p => $"{p.Name}[{string.Join(",", p.Tensor.Shape.Dims.ToArray())}]"));
+        var parameters = linear.Parameters();
+        var shapes = string.Join(";", parameters.Select(p => $"{p.Name}[{string.Join(",", p.Tensor.Shape.Dims.ToArray())}]"));
+        using var initial = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var values in Raw(linear)) initial.AppendData(MemoryMarshal.AsBytes(values.AsSpan()));
         // Record ToString lists every option (a new one joins the key by itself); the stage runs without callbacks or checkpoints.
-        return $"{shapes}|{read.ToJson()}|{wideOptions}";
+        return $"{shapes}|{Convert.ToHexString(initial.GetHashAndReset())}|{read.ToJson()}|{wideOptions}";
     }
 
     /// <summary>The raw parameter values of a model (pending deferred rows stay pending, as the optimizer state expects).</summary>
@@ -57,13 +63,12 @@ public sealed class WideStageCache(int capacity = 4)
     /// Puts a kept stage into <paramref name="linear"/> and <paramref name="optimizer"/> (built as the stage would build them)
     /// when one matches; returns its report (with zero elapsed time: nothing was trained), or null.
     /// </summary>
-    internal TrainingReport? TryRestore(string key, float[][] initial, ZooModel linear, IOptimizer optimizer)
+    internal TrainingReport? TryRestore(string key, ZooModel linear, IOptimizer optimizer)
     {
         Entry? hit;
         lock (_lock)
         {
-            hit = _entries.FirstOrDefault(e => e.Key == key && e.Initial.Length == initial.Length
-                && e.Initial.Zip(initial).All(pair => pair.First.AsSpan().SequenceEqual(pair.Second)));
+            hit = _entries.FirstOrDefault(e => e.Key == key);
             if (hit is null) return null;
             Hits++;
         }
@@ -75,9 +80,9 @@ public sealed class WideStageCache(int capacity = 4)
     }
 
     /// <summary>Keeps a trained stage (the regression's raw weights and its optimizer's state after training).</summary>
-    internal void Store(string key, float[][] initial, ZooModel linear, IOptimizer optimizer, TrainingReport report)
+    internal void Store(string key, ZooModel linear, IOptimizer optimizer, TrainingReport report)
     {
-        var entry = new Entry(key, initial, Raw(linear), optimizer.ExportState(), report);
+        var entry = new Entry(key, Raw(linear), optimizer.ExportState(), report);
         lock (_lock)
         {
             _entries.AddFirst(entry);
