@@ -149,6 +149,9 @@ internal static class TuneVerb
             };
             o.Line($"base: {(distill is { } x ? $"distill {DistillPipeline.Name(x)}, student " : "")}{baseConfig.Model.ToJson()}; search: {string.Join(", ", searchSpace.Parameters.Select(p => $"{p.Name} ∈ {{{string.Join(", ", p.Values.Select(SearchSpace.Text))}}}"))}");
             var report = new Tuner(tuneData, baseConfig, build, options, o.Writer).Run(searchSpace);
+            var stages = tuneData switch { EncodedTuneData e => e.WideStages, StreamedTuneData st => st.WideStages, _ => null };
+            if (stages is { Hits: > 0 })
+                o.Line($"tune: {stages.Hits} run(s) reused a wide-first stage an earlier run had trained with the same inputs (the same weights and optimizer state: results as if trained again)");
             o.Line($"wrote {Path.Combine(options.OutputDirectory, "trials.json")}, trials.csv and final.json");
             if (parse.GetValue(output) is { } outPath)
             {

@@ -274,6 +274,7 @@ public class CliTests
         Assert.That(Regex.Matches(o, @"trial +\d+: AUC").Count, Is.EqualTo(4));
         Assert.That(o, Does.Contain("rank  trial  valid AUC"));
         Assert.That(o, Does.Match(@"tune: test \(read once\) over 2 seeds: AUC [0-9.]+ ± [0-9.]+"));
+        Assert.That(o, Does.Contain("tune: 4 run(s) reused a wide-first stage"), "trials 2–4 and the seed-1 final run share trial 1's logistic regression");
         Assert.That(File.ReadAllLines(Path.Combine(outDir, "trials.csv")), Has.Length.EqualTo(5));
         Assert.That(File.Exists(Path.Combine(outDir, "final.json")), Is.True);
         Assert.That(Ok("eval", "--model", best, "--data", _criteoTest), Does.Contain(": 30 rows"));
